@@ -1,0 +1,46 @@
+import os
+
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import Plan
+from accounts.services import account_create
+from core.errors import DomainError
+
+
+class Command(BaseCommand):
+    help = (
+        "Create a company account and its first admin. Prints the account id and, on the "
+        "last line, the admin's API token as 'token: KEY'."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", help="The company name.")
+        parser.add_argument("--plan", choices=Plan.values, default=Plan.FREE)
+        parser.add_argument("--admin-email", required=True)
+        parser.add_argument("--admin-name", default="", help="The admin's full name.")
+        parser.add_argument(
+            "--admin-password",
+            help="The admin's password (default: the ADMIN_PASSWORD environment variable).",
+        )
+
+    def handle(self, *args, name, plan, admin_email, admin_name, admin_password, **options):
+        password = admin_password or os.environ.get("ADMIN_PASSWORD")
+        if not password:
+            raise CommandError("Give --admin-password or set ADMIN_PASSWORD.")
+        try:
+            account, admin, token = account_create(
+                name=name,
+                plan=plan,
+                admin_email=admin_email,
+                admin_password=password,
+                admin_full_name=admin_name,
+            )
+        except DomainError as exc:
+            problems = "; ".join(
+                f"{field}: {' '.join(messages)}"
+                for field, messages in exc.extra.get("errors", {}).items()
+            )
+            raise CommandError(f"{exc.detail} {problems}".strip()) from exc
+        self.stdout.write(f"account: {account.pk} ({account.name}, plan {account.plan})")
+        self.stdout.write(f"admin: {admin.email}")
+        self.stdout.write(f"token: {token}")

@@ -1,0 +1,171 @@
+"""Writes on accounts, users and API tokens."""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.http import JsonResponse
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import AuthenticationFailed
+
+from accounts.models import Account, Plan, Role, User, normalize_login_email
+from audit.services import audit_record
+from core.errors import Invalid, PermissionDeniedError, RateLimited
+
+
+def account_lock(account_id) -> Account:
+    """Serialise writes that must see each other within one account.
+
+    The rules span several tables (mailboxes, inboxes, meetings connections), so
+    no single unique index can decide every race; holding the account row for
+    the length of the writing transaction does. On SQLite the IMMEDIATE
+    transaction mode (config/settings.py) already serialises writers.
+    """
+    return Account.objects.select_for_update().get(pk=account_id)
+
+
+def _check_password(password: str, user: User | None = None) -> None:
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise Invalid("The password is too weak.", errors={"password": list(exc.messages)}) from exc
+
+
+def account_create(
+    *, name: str, plan: str, admin_email: str, admin_password: str, admin_full_name: str = ""
+) -> tuple[Account, User, str]:
+    """A new company account with its first admin; returns the admin's API token."""
+    if plan not in Plan.values:
+        raise Invalid(f"Unknown plan {plan!r}.", errors={"plan": [f"Choose one of {Plan.values}."]})
+    if not name.strip():
+        raise Invalid("The account needs a name.", errors={"name": ["This field is required."]})
+    with transaction.atomic():
+        account = Account.objects.create(name=name.strip(), plan=plan)
+        admin = user_create(
+            actor=None,
+            account=account,
+            email=admin_email,
+            full_name=admin_full_name,
+            role=Role.ADMIN,
+            password=admin_password,
+        )
+    token = Token.objects.create(user=admin)
+    return account, admin, token.key
+
+
+def user_create(
+    *,
+    actor: User | None,
+    account: Account,
+    email: str,
+    full_name: str,
+    role: str,
+    password: str,
+    ip: str | None = None,
+) -> User:
+    """``actor`` None means the system (createaccount); otherwise an admin."""
+    if actor is not None and not actor.is_admin:
+        raise PermissionDeniedError("Only an account admin can create users.")
+    if role not in Role.values:
+        raise Invalid(f"Unknown role {role!r}.", errors={"role": ['Use "admin" or "member".']})
+    email = normalize_login_email(email)
+    candidate = User(account=account, email=email, full_name=full_name, role=role)
+    _check_password(password, candidate)
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(
+                email=email, password=password, account=account, full_name=full_name, role=role
+            )
+    except IntegrityError as exc:
+        raise Invalid(
+            f"{email} already has a Postkamer login.",
+            errors={"email": ["A user with this email already exists."]},
+        ) from exc
+    audit_record(
+        account=account,
+        actor=actor,
+        action="user.created",
+        target=user,
+        target_repr=user.email,
+        ip=ip,
+        data={"role": role},
+    )
+    return user
+
+
+def user_deactivate(*, actor: User, user: User, ip: str | None = None) -> User:
+    """Blocks login, sessions and API tokens at once; keeps mailboxes and history."""
+    if not actor.is_admin:
+        raise PermissionDeniedError("Only an account admin can deactivate users.")
+    if user.pk == actor.pk:
+        raise Invalid("You cannot deactivate yourself.")
+    if user.is_active:
+        user.is_active = False
+        user.deactivated_at = timezone.now()
+        user.save(update_fields=["is_active", "deactivated_at", "updated_at"])
+        audit_record(
+            account=user.account,
+            actor=actor,
+            action="user.deactivated",
+            target=user,
+            target_repr=user.email,
+            ip=ip,
+        )
+    return user
+
+
+def user_reactivate(*, actor: User, user: User, ip: str | None = None) -> User:
+    if not actor.is_admin:
+        raise PermissionDeniedError("Only an account admin can reactivate users.")
+    if not user.is_active:
+        user.is_active = True
+        user.deactivated_at = None
+        user.save(update_fields=["is_active", "deactivated_at", "updated_at"])
+        audit_record(
+            account=user.account,
+            actor=actor,
+            action="user.reactivated",
+            target=user,
+            target_repr=user.email,
+            ip=ip,
+        )
+    return user
+
+
+def token_obtain(*, request, email: str, password: str) -> str:
+    """Exchange email and password for the user's API token.
+
+    Goes through ``authenticate`` so django-axes counts failures per address and
+    per IP exactly as for the login form.
+    """
+    # django-axes keeps its lockout flag on the Django request, not DRF's wrapper.
+    http_request = getattr(request, "_request", request)
+    http_request.login_email = normalize_login_email(email)
+    user = authenticate(request=http_request, username=http_request.login_email, password=password)
+    if user is None:
+        if getattr(http_request, "axes_locked_out", False):
+            raise RateLimited("Too many failed login attempts. Try again later.")
+        raise AuthenticationFailed("Wrong email or password, or the user is deactivated.")
+    token, _ = Token.objects.get_or_create(user=user)
+    return token.key
+
+
+def login_username(request, credentials: dict | None = None) -> str | None:
+    """The address django-axes counts failures under, for the form and the API alike."""
+    username = (credentials or {}).get("username") or getattr(request, "login_email", None)
+    if not username and request is not None:
+        username = request.POST.get("username")
+    return normalize_login_email(username) if username else None
+
+
+def lockout_response(request, original_response=None, credentials=None, *args, **kwargs):
+    """django-axes lockout: JSON for the API, a plain page for the web form."""
+    detail = "Too many failed login attempts. Try again later."
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": "rate_limited", "detail": detail}, status=429)
+    from django.shortcuts import render
+
+    return render(request, "accounts/locked_out.html", {"detail": detail}, status=429)

@@ -1,0 +1,10 @@
+from django.db.models import QuerySet
+
+from audit.models import AuditEvent
+
+
+def audit_events_for(user) -> QuerySet[AuditEvent]:
+    """Admins read their own account's log, newest first."""
+    if not user.is_admin:
+        return AuditEvent.objects.none()
+    return AuditEvent.objects.filter(account_id=user.account_id).select_related("actor")

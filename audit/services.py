@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import models
+
+from audit.models import AuditEvent
+from core.errors import DomainError
+
+
+def audit_record(
+    *,
+    account,
+    actor,
+    action: str,
+    target: models.Model | None = None,
+    target_repr: str = "",
+    ip: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        account=account,
+        actor=actor if actor is not None and actor.pk else None,
+        actor_name=actor.display_name if actor is not None else "system",
+        action=action,
+        target_type=target._meta.model_name if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_repr=target_repr or (str(target) if target is not None else ""),
+        ip=ip,
+        data=data or {},
+    )
+
+
+@contextmanager
+def audit_refusals(*, actor, action: str, target_repr: str, ip: str | None) -> Iterator[None]:
+    """Record a refused conflict or permission (409/403 domain errors), then re-raise.
+
+    Use it outside the writing transaction so the line survives that rollback.
+    """
+    try:
+        yield
+    except DomainError as exc:
+        if exc.status in (403, 409):
+            audit_record(
+                account=actor.account,
+                actor=actor,
+                action=action,
+                target_repr=target_repr,
+                ip=ip,
+                data={"code": exc.code, "detail": exc.detail},
+            )
+        raise

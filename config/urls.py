@@ -1,0 +1,31 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.routers import SimpleRouter
+
+from accounts.api import MeView, TokenView, UserViewSet
+from audit.api import AuditEventViewSet
+from conversations.api import InboxViewSet
+from inboxes.api import MailboxViewSet
+from meetings.api import MeetingsConnectionView
+
+router = SimpleRouter()
+router.register("users", UserViewSet, basename="user")
+router.register("mailboxes", MailboxViewSet, basename="mailbox")
+router.register("inboxes", InboxViewSet, basename="inbox")
+router.register("audit", AuditEventViewSet, basename="audit")
+
+api_v1 = [
+    path("auth/token/", TokenView.as_view(), name="api-token"),
+    path("me/", MeView.as_view(), name="api-me"),
+    path("meetings/connection/", MeetingsConnectionView.as_view(), name="api-meetings-connection"),
+    *router.urls,
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("django-admin/", admin.site.urls),
+    path("", include("config.web_urls")),
+]

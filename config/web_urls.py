@@ -1,0 +1,75 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+from django.views.generic import RedirectView
+
+from accounts import views as accounts_views
+from audit import views as audit_views
+from conversations import views as conversations_views
+from inboxes import views as inboxes_views
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="settings-email"), name="home"),
+    path("login/", accounts_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("settings/email/", inboxes_views.settings_email, name="settings-email"),
+    path("settings/email/check/", inboxes_views.email_check, name="settings-email-check"),
+    path("settings/email/test/", inboxes_views.email_test, name="settings-email-test"),
+    path(
+        "settings/mailboxes/<uuid:pk>/test/",
+        inboxes_views.mailbox_test,
+        name="settings-mailbox-test",
+    ),
+    path(
+        "settings/mailboxes/<uuid:pk>/disconnect/",
+        inboxes_views.mailbox_disconnect,
+        name="settings-mailbox-disconnect",
+    ),
+    path(
+        "settings/mailboxes/<uuid:pk>/release/",
+        accounts_views.mailbox_release,
+        name="settings-mailbox-release",
+    ),
+    path(
+        "settings/mailboxes/<uuid:pk>/transfer/",
+        accounts_views.mailbox_transfer,
+        name="settings-mailbox-transfer",
+    ),
+    path("settings/meetings/", inboxes_views.meetings_connect, name="settings-meetings-connect"),
+    path(
+        "settings/meetings/remove/",
+        inboxes_views.meetings_disconnect,
+        name="settings-meetings-disconnect",
+    ),
+    path("settings/inboxes/", conversations_views.settings_inboxes, name="settings-inboxes"),
+    path("settings/inboxes/new/", conversations_views.inbox_create, name="settings-inbox-create"),
+    path(
+        "settings/inboxes/<uuid:pk>/settings/",
+        conversations_views.inbox_settings,
+        name="settings-inbox-settings",
+    ),
+    path(
+        "settings/inboxes/<uuid:pk>/delete/",
+        conversations_views.inbox_delete,
+        name="settings-inbox-delete",
+    ),
+    path(
+        "settings/inboxes/<uuid:pk>/connect/",
+        conversations_views.inbox_connect_team_email,
+        name="settings-inbox-connect",
+    ),
+    path("settings/users/", accounts_views.settings_users, name="settings-users"),
+    path("settings/users/new/", accounts_views.user_create, name="settings-user-create"),
+    path(
+        "settings/users/<uuid:pk>/deactivate/",
+        accounts_views.user_set_active,
+        {"active": False},
+        name="settings-user-deactivate",
+    ),
+    path(
+        "settings/users/<uuid:pk>/reactivate/",
+        accounts_views.user_set_active,
+        {"active": True},
+        name="settings-user-reactivate",
+    ),
+    path("settings/audit/", audit_views.settings_audit, name="settings-audit"),
+]

@@ -1,0 +1,105 @@
+"""Writes on conversations inboxes (R3, R5, R9)."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+
+from accounts.models import User
+from accounts.services import account_lock
+from audit.services import audit_record
+from conversations.models import Inbox
+from core.errors import Invalid, TeamAddressInOtherInbox
+from inboxes import rules
+from inboxes.models import Mailbox
+
+UNSET = object()
+
+
+def _check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise Invalid("The inbox needs a name.", errors={"name": ["This field is required."]})
+    if len(name) > 200:
+        raise Invalid("The name is too long.", errors={"name": ["At most 200 characters."]})
+    return name
+
+
+def inbox_create(*, actor: User, name: str, from_name: str = "", ip: str | None = None) -> Inbox:
+    rules.check_admin(actor, "create an inbox")
+    name = _check_name(name)
+    try:
+        with transaction.atomic():
+            account = account_lock(actor.account_id)
+            # R5 under the account lock: two creates at the limit can't both pass.
+            rules.check_inbox_create(account=account)
+            inbox = Inbox.objects.create(account=account, name=name, from_name=from_name.strip())
+            audit_record(account=account, actor=actor, action="inbox.created", target=inbox, ip=ip)
+    except IntegrityError as exc:
+        raise Invalid(
+            f"There is already an inbox called {name}.",
+            errors={"name": ["An inbox with this name exists."]},
+        ) from exc
+    return inbox
+
+
+def inbox_update(
+    *,
+    actor: User,
+    inbox: Inbox,
+    name: str | object = UNSET,
+    from_name: str | object = UNSET,
+    mailbox: Mailbox | None | object = UNSET,
+    ip: str | None = None,
+) -> Inbox:
+    """Rename, set the from-name (R9), connect or detach the team email (R3, R4)."""
+    rules.check_admin(actor, "change an inbox")
+    changes: dict[str, object] = {}
+    try:
+        with transaction.atomic():
+            account_lock(actor.account_id)
+            inbox = Inbox.objects.select_related("mailbox").get(pk=inbox.pk)
+            if name is not UNSET:
+                inbox.name = _check_name(name)  # type: ignore[arg-type]
+                changes["name"] = inbox.name
+            if from_name is not UNSET:
+                inbox.from_name = str(from_name).strip()[:200]
+                changes["from_name"] = inbox.from_name
+            if mailbox is not UNSET and mailbox != inbox.mailbox:
+                if mailbox is not None:
+                    rules.check_inbox_attach(inbox=inbox, mailbox=mailbox, viewer=actor)  # type: ignore[arg-type]
+                changes["mailbox"] = mailbox.address if mailbox is not None else None  # type: ignore[union-attr]
+                inbox.mailbox = mailbox  # type: ignore[assignment]
+            inbox.save()
+            if changes:
+                audit_record(
+                    account=inbox.account,
+                    actor=actor,
+                    action="inbox.updated",
+                    target=inbox,
+                    ip=ip,
+                    data=changes,
+                )
+    except IntegrityError as exc:
+        if "mailbox" in changes:
+            raise TeamAddressInOtherInbox(
+                f"{changes['mailbox']} was just connected to another inbox."
+            ) from exc
+        raise Invalid(
+            "There is already an inbox with this name.",
+            errors={"name": ["An inbox with this name exists."]},
+        ) from exc
+    return inbox
+
+
+def inbox_delete(*, actor: User, inbox: Inbox, ip: str | None = None) -> None:
+    rules.check_admin(actor, "delete an inbox")
+    with transaction.atomic():
+        audit_record(
+            account=inbox.account,
+            actor=actor,
+            action="inbox.deleted",
+            target=inbox,
+            ip=ip,
+            data={"mailbox": inbox.mailbox.address if inbox.mailbox else None},
+        )
+        inbox.delete()

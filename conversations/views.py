@@ -1,0 +1,117 @@
+"""Settings > Inboxes (admins): inboxes, their team email, the from-name."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from conversations import services
+from conversations.forms import InboxCreateForm, InboxSettingsForm
+from conversations.selectors import inboxes_visible_to
+from core.api import client_ip
+from core.errors import DomainError
+from core.web import admin_required, report
+from inboxes import services as mailbox_services
+from inboxes.forms import TeamMailboxConnectForm
+from inboxes.models import MailboxKind
+from inboxes.throttling import failed_connection_tests_limited
+
+
+def _inboxes_page(request, *, team_form=None, team_inbox=None, error=None, status=200):
+    inboxes = inboxes_visible_to(request.user).order_by("name")
+    return render(
+        request,
+        "conversations/settings_inboxes.html",
+        {
+            "section": "inboxes",
+            "inboxes": inboxes,
+            "create_form": InboxCreateForm(),
+            "team_form": team_form,
+            "blank_team_form": TeamMailboxConnectForm(),
+            "team_inbox": team_inbox,
+            "error": error,
+        },
+        status=status,
+    )
+
+
+@admin_required
+def settings_inboxes(request):
+    return _inboxes_page(request)
+
+
+@admin_required
+@require_POST
+def inbox_create(request):
+    form = InboxCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            inbox = services.inbox_create(
+                actor=request.user, name=form.cleaned_data["name"], ip=client_ip(request)
+            )
+            messages.success(
+                request, f"Inbox {inbox.name} is created. Connect its team email below."
+            )
+        except DomainError as exc:
+            report(request, exc)
+    return redirect("settings-inboxes")
+
+
+@admin_required
+@require_POST
+def inbox_settings(request, pk):
+    inbox = get_object_or_404(inboxes_visible_to(request.user), pk=pk)
+    form = InboxSettingsForm(request.POST)
+    if form.is_valid():
+        try:
+            services.inbox_update(
+                actor=request.user,
+                inbox=inbox,
+                from_name=form.cleaned_data["from_name"],
+                ip=client_ip(request),
+            )
+            messages.success(request, f"Inbox {inbox.name}: from-name saved.")
+        except DomainError as exc:
+            report(request, exc)
+    return redirect("settings-inboxes")
+
+
+@admin_required
+@require_POST
+def inbox_delete(request, pk):
+    inbox = get_object_or_404(inboxes_visible_to(request.user), pk=pk)
+    try:
+        services.inbox_delete(actor=request.user, inbox=inbox, ip=client_ip(request))
+        messages.success(request, f"Inbox {inbox.name} is deleted.")
+    except DomainError as exc:
+        report(request, exc)
+    return redirect("settings-inboxes")
+
+
+@admin_required
+@require_POST
+def inbox_connect_team_email(request, pk):
+    inbox = get_object_or_404(inboxes_visible_to(request.user), pk=pk)
+    form = TeamMailboxConnectForm(request.POST)
+    if not form.is_valid():
+        return _inboxes_page(request, team_form=form, team_inbox=inbox, status=400)
+    imap, smtp = form.servers()
+    try:
+        with failed_connection_tests_limited(request):
+            mailbox = mailbox_services.mailbox_connect(
+                actor=request.user,
+                address=form.cleaned_data["address"],
+                kind=MailboxKind.TEAM,
+                imap=imap,
+                smtp=smtp,
+                inbox=inbox,
+                ip=client_ip(request),
+                acknowledge_team_visibility=form.cleaned_data["acknowledge_team_visibility"],
+            )
+    except DomainError as exc:
+        return _inboxes_page(
+            request, team_form=form, team_inbox=inbox, error=exc, status=exc.status
+        )
+    messages.success(request, f"{mailbox.address} is now the team email of inbox {inbox.name}.")
+    return redirect("settings-inboxes")

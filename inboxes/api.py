@@ -1,0 +1,282 @@
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from accounts.selectors import users_visible_to
+from conversations.selectors import inboxes_visible_to
+from core.api import AccountScopedMixin, client_ip
+from inboxes import services
+from inboxes.models import Mailbox, MailboxKind, Provider, Security
+from inboxes.selectors import mailboxes_visible_to
+from inboxes.throttling import failed_connection_tests_limited
+
+
+class ServerOutput(serializers.Serializer):
+    host = serializers.CharField()
+    port = serializers.IntegerField()
+    security = serializers.CharField()
+    username = serializers.CharField()
+
+
+class SyncOutput(serializers.Serializer):
+    state = serializers.CharField(source="sync_state")
+    done = serializers.IntegerField(source="sync_done")
+    total = serializers.IntegerField(source="sync_total", allow_null=True)
+    last_synced_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField(source="sync_last_error")
+
+
+def _inbox_of(mailbox: Mailbox):
+    try:
+        return mailbox.inbox
+    except Mailbox.inbox.RelatedObjectDoesNotExist:
+        return None
+
+
+def _server_of(mailbox: Mailbox, prefix: str) -> dict | None:
+    if mailbox.provider != Provider.IMAP or not getattr(mailbox, f"{prefix}_host"):
+        return None
+    return {
+        "host": getattr(mailbox, f"{prefix}_host"),
+        "port": getattr(mailbox, f"{prefix}_port"),
+        "security": getattr(mailbox, f"{prefix}_security"),
+        "username": getattr(mailbox, f"{prefix}_username"),
+    }
+
+
+class MailboxOutput(serializers.ModelSerializer):
+    """Secrets are never returned: no field here can carry one."""
+
+    owner_name = serializers.SerializerMethodField()
+    inbox = serializers.SerializerMethodField()
+    inbox_name = serializers.SerializerMethodField()
+    sync = SyncOutput(source="*")
+    imap = serializers.SerializerMethodField()
+    smtp = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Mailbox
+        fields = [
+            "id",
+            "address",
+            "canonical_address",
+            "kind",
+            "provider",
+            "owner",
+            "owner_name",
+            "inbox",
+            "inbox_name",
+            "status",
+            "last_error",
+            "sync",
+            "imap",
+            "smtp",
+            "created_at",
+            "disconnected_at",
+        ]
+
+    def get_owner_name(self, mailbox: Mailbox) -> str | None:
+        return mailbox.owner.display_name if mailbox.owner_id else None
+
+    @extend_schema_field(OpenApiTypes.UUID)
+    def get_inbox(self, mailbox: Mailbox) -> str | None:
+        inbox = _inbox_of(mailbox)
+        return str(inbox.pk) if inbox else None
+
+    def get_inbox_name(self, mailbox: Mailbox) -> str | None:
+        inbox = _inbox_of(mailbox)
+        return inbox.name if inbox else None
+
+    @extend_schema_field(ServerOutput(allow_null=True))
+    def get_imap(self, mailbox: Mailbox) -> dict | None:
+        return _server_of(mailbox, "imap")
+
+    @extend_schema_field(ServerOutput(allow_null=True))
+    def get_smtp(self, mailbox: Mailbox) -> dict | None:
+        return _server_of(mailbox, "smtp")
+
+
+class ServerInput(serializers.Serializer):
+    host = serializers.CharField(max_length=255)
+    port = serializers.IntegerField(min_value=1, max_value=65535)
+    security = serializers.ChoiceField(choices=Security.choices)
+    username = serializers.CharField(max_length=320)
+    password = serializers.CharField(max_length=1024, trim_whitespace=False, write_only=True)
+
+
+class ServerPatch(ServerInput):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = False
+
+
+class MailboxCreateInput(serializers.Serializer):
+    address = serializers.CharField(max_length=320)
+    kind = serializers.ChoiceField(choices=MailboxKind.choices)
+    provider = serializers.ChoiceField(choices=Provider.choices, default=Provider.IMAP)
+    imap = ServerInput(required=False)
+    smtp = ServerInput(required=False)
+    acknowledge_team_visibility = serializers.BooleanField(default=False)
+    inbox = serializers.UUIDField(required=False, allow_null=True)
+
+
+class MailboxPatchInput(serializers.Serializer):
+    imap = ServerPatch(required=False)
+    smtp = ServerPatch(required=False)
+
+
+class CheckInput(serializers.Serializer):
+    address = serializers.CharField(max_length=320)
+    kind = serializers.ChoiceField(choices=MailboxKind.choices)
+
+
+class TransferInput(serializers.Serializer):
+    user = serializers.UUIDField(required=False)
+    inbox = serializers.UUIDField(required=False)
+    acknowledge_team_visibility = serializers.BooleanField(default=False)
+
+
+TestOutput = inline_serializer(
+    "ConnectionTestOutput",
+    {
+        "ok": serializers.BooleanField(),
+        "failed_step": serializers.CharField(allow_null=True),
+        "steps": inline_serializer(
+            "ConnectionTestStep",
+            {
+                "step": serializers.CharField(),
+                "server": serializers.CharField(),
+                "ok": serializers.BooleanField(),
+                "detail": serializers.CharField(),
+            },
+            many=True,
+        ),
+    },
+)
+
+
+def _server_input(data: dict | None) -> services.ServerInput | None:
+    return services.ServerInput(**data) if data is not None else None
+
+
+class MailboxViewSet(
+    AccountScopedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Connect (POST), inspect, change settings (PATCH), disconnect (DELETE)."""
+
+    serializer_class = MailboxOutput
+    filterset_fields = ["kind", "status", "provider"]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def scoped_queryset(self, user):
+        return mailboxes_visible_to(user)
+
+    @extend_schema(request=MailboxCreateInput, responses={201: MailboxOutput})
+    def create(self, request):
+        data = MailboxCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        inbox = None
+        if values.get("inbox"):
+            inbox = get_object_or_404(inboxes_visible_to(request.user), pk=values["inbox"])
+        with failed_connection_tests_limited(request):
+            mailbox = services.mailbox_connect(
+                actor=request.user,
+                address=values["address"],
+                kind=values["kind"],
+                provider=values["provider"],
+                imap=_server_input(values.get("imap")),
+                smtp=_server_input(values.get("smtp")),
+                acknowledge_team_visibility=values["acknowledge_team_visibility"],
+                inbox=inbox,
+                ip=client_ip(request),
+            )
+        return Response(MailboxOutput(mailbox).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=MailboxPatchInput, responses=MailboxOutput)
+    def partial_update(self, request, pk=None):
+        data = MailboxPatchInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        with failed_connection_tests_limited(request):
+            mailbox = services.mailbox_update(
+                actor=request.user,
+                mailbox=self.get_object(),
+                ip=client_ip(request),
+                imap=data.validated_data.get("imap"),
+                smtp=data.validated_data.get("smtp"),
+            )
+        return Response(MailboxOutput(mailbox).data)
+
+    @extend_schema(request=None, responses=MailboxOutput)
+    def destroy(self, request, pk=None):
+        mailbox = services.mailbox_disconnect(
+            actor=request.user, mailbox=self.get_object(), ip=client_ip(request)
+        )
+        return Response(MailboxOutput(mailbox).data)
+
+    @extend_schema(
+        request=CheckInput,
+        responses=inline_serializer(
+            "AvailabilityOutput",
+            {
+                "available": serializers.BooleanField(),
+                "conflict": serializers.JSONField(allow_null=True),
+                "detail": serializers.CharField(),
+            },
+        ),
+    )
+    @action(detail=False, methods=["post"])
+    def check(self, request):
+        data = CheckInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(
+            services.mailbox_check_availability(actor=request.user, **data.validated_data)
+        )
+
+    @extend_schema(request=None, responses=MailboxOutput)
+    @action(detail=True, methods=["post"])
+    def release(self, request, pk=None):
+        mailbox = services.mailbox_release(
+            actor=request.user, mailbox=self.get_object(), ip=client_ip(request)
+        )
+        return Response(MailboxOutput(mailbox).data)
+
+    @extend_schema(request=TransferInput, responses=MailboxOutput)
+    @action(detail=True, methods=["post"])
+    def transfer(self, request, pk=None):
+        data = TransferInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        to_user = inbox = None
+        if values.get("user"):
+            to_user = get_object_or_404(users_visible_to(request.user), pk=values["user"])
+        if values.get("inbox"):
+            inbox = get_object_or_404(inboxes_visible_to(request.user), pk=values["inbox"])
+        mailbox = services.mailbox_transfer(
+            actor=request.user,
+            mailbox=self.get_object(),
+            to_user=to_user,
+            inbox=inbox,
+            acknowledge_team_visibility=values["acknowledge_team_visibility"],
+            ip=client_ip(request),
+        )
+        return Response(MailboxOutput(mailbox).data)
+
+    @extend_schema(request=None, responses={200: TestOutput})
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        with failed_connection_tests_limited(request):
+            result = services.mailbox_test(
+                actor=request.user, mailbox=self.get_object(), ip=client_ip(request)
+            )
+            services.raise_if_failed(result)
+        return Response(result.as_dict())

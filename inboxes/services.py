@@ -1,0 +1,480 @@
+"""Writes on mailboxes: connect, update, test, disconnect, release, transfer.
+
+Every path (web UI, API, commands, workers) calls these functions, which call
+the rules in inboxes/rules.py. Network I/O (the connection test) never runs
+inside a database transaction: the rules are checked once before it for a fast
+answer and again after it, inside the transaction that writes, under the
+account lock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.services import account_lock
+from audit.services import audit_record, audit_refusals
+from conversations.models import Inbox
+from core.errors import (
+    AddressInUse,
+    ConnectionFailed,
+    Invalid,
+    PermissionDeniedError,
+    TeamAddressInConversations,
+)
+from inboxes import rules
+from inboxes.addresses import canonical_address
+from inboxes.connection_test import ConnectionTestResult, run_connection_test
+from inboxes.crypto import decrypt_secrets, encrypt_secrets
+from inboxes.mailconn import ServerSettings
+from inboxes.models import Mailbox, MailboxKind, MailboxStatus, Provider, Security
+
+
+@dataclass(frozen=True)
+class ServerInput:
+    """IMAP or SMTP settings as a user typed them (already type-checked)."""
+
+    host: str
+    port: int
+    security: str
+    username: str
+    password: str
+
+    def settings(self) -> ServerSettings:
+        return ServerSettings(
+            host=self.host,
+            port=self.port,
+            security=self.security,
+            username=self.username,
+            password=self.password,
+        )
+
+
+def _check_server_input(server: ServerInput, field: str) -> None:
+    errors: dict[str, list[str]] = {}
+    if not server.host.strip():
+        errors["host"] = ["This field is required."]
+    if not 1 <= server.port <= 65535:
+        errors["port"] = ["Use a port between 1 and 65535."]
+    if server.security not in Security.values:
+        errors["security"] = [f"Use one of {', '.join(Security.values)}."]
+    if not server.username:
+        errors["username"] = ["This field is required."]
+    if not server.password:
+        errors["password"] = ["This field is required."]
+    if errors:
+        raise Invalid(f"The {field.upper()} settings are incomplete.", errors={field: errors})
+
+
+# --- Connection test --------------------------------------------------------------
+
+
+def connection_test_run(
+    *, actor: User, account, imap: ServerInput, smtp: ServerInput, address: str, ip: str | None
+) -> ConnectionTestResult:
+    """Run the test; a failure is audited (a refused host is how SSRF probing looks)."""
+    result = run_connection_test(imap=imap.settings(), smtp=smtp.settings())
+    if not result.ok:
+        failed = next(step for step in result.steps if not step.ok)
+        audit_record(
+            account=account,
+            actor=actor,
+            action="mailbox.connection_test_failed",
+            target_repr=address,
+            ip=ip,
+            data={"step": failed.step, "server": failed.server, "detail": failed.detail},
+        )
+    return result
+
+
+def raise_if_failed(result: ConnectionTestResult) -> None:
+    if result.ok:
+        return
+    failed = next(step for step in result.steps if not step.ok)
+    raise ConnectionFailed(
+        f"The connection test failed at the {failed.step} step ({failed.server.upper()}): "
+        f"{failed.detail}",
+        step=failed.step,
+        server=failed.server,
+        steps=result.as_dict()["steps"],
+    )
+
+
+# --- Connect ----------------------------------------------------------------------------
+
+
+def mailbox_check_availability(*, actor: User, address: str, kind: str) -> dict[str, Any]:
+    """``POST /mailboxes/check/``: would this connect be allowed? No side effects."""
+    if kind not in MailboxKind.values:
+        raise Invalid("Unknown kind.", errors={"kind": ['Use "personal" or "team".']})
+    canonical = canonical_address(address)
+    try:
+        rules.check_mailbox_connect(
+            actor=actor,
+            canonical=canonical,
+            address=address,
+            kind=kind,
+            acknowledge_team_visibility=True,
+        )
+    except (AddressInUse, TeamAddressInConversations) as exc:
+        return {"available": False, "conflict": exc.extra.get("conflict"), "detail": exc.detail}
+    return {"available": True, "conflict": None, "detail": f"{address} can be connected."}
+
+
+def mailbox_connect(
+    *,
+    actor: User,
+    address: str,
+    kind: str,
+    provider: str = Provider.IMAP,
+    imap: ServerInput | None = None,
+    smtp: ServerInput | None = None,
+    acknowledge_team_visibility: bool = False,
+    inbox: Inbox | None = None,
+    ip: str | None = None,
+) -> Mailbox:
+    """Connect an IMAP/SMTP mailbox after testing it; R1-R4 and R8 apply."""
+    if kind not in MailboxKind.values:
+        raise Invalid("Unknown kind.", errors={"kind": ['Use "personal" or "team".']})
+    if provider != Provider.IMAP:
+        raise Invalid(
+            f"{Provider(provider).label} mailboxes connect through their sign-in flow "
+            f"at /connect/{provider}/.",
+            errors={"provider": ["Use the OAuth connect flow for this provider."]},
+        )
+    canonical = canonical_address(address)
+    if imap is None or smtp is None:
+        raise Invalid(
+            "IMAP and SMTP settings are required.",
+            errors={
+                k: ["This field is required."]
+                for k, v in (("imap", imap), ("smtp", smtp))
+                if v is None
+            },
+        )
+    if inbox is not None and kind != MailboxKind.TEAM:
+        raise Invalid(
+            "Only a team email can feed an inbox.", errors={"inbox": ["Only for team emails."]}
+        )
+    _check_server_input(imap, "imap")
+    _check_server_input(smtp, "smtp")
+    address = address.strip()
+
+    def check_rules() -> None:
+        rules.check_mailbox_connect(
+            actor=actor,
+            canonical=canonical,
+            address=address,
+            kind=kind,
+            acknowledge_team_visibility=acknowledge_team_visibility,
+        )
+        if inbox is not None:
+            rules.check_inbox_has_room(inbox=inbox)
+
+    with audit_refusals(actor=actor, action="mailbox.connect_refused", target_repr=address, ip=ip):
+        check_rules()
+        raise_if_failed(
+            connection_test_run(
+                actor=actor, account=actor.account, imap=imap, smtp=smtp, address=address, ip=ip
+            )
+        )
+        try:
+            with transaction.atomic():
+                account_lock(actor.account_id)
+                check_rules()
+                mailbox = Mailbox(
+                    id=uuid.uuid4(),
+                    account_id=actor.account_id,
+                    address=address,
+                    canonical_address=canonical,
+                    kind=kind,
+                    owner=actor if kind == MailboxKind.PERSONAL else None,
+                    connected_by=actor,
+                    provider=Provider.IMAP,
+                    status=MailboxStatus.CONNECTED,
+                    team_visibility_acknowledged_at=timezone.now()
+                    if kind == MailboxKind.TEAM
+                    else None,
+                )
+                _apply_servers(mailbox, imap=imap, smtp=smtp)
+                mailbox.save(force_insert=True)
+                if inbox is not None:
+                    inbox.mailbox = mailbox
+                    inbox.save(update_fields=["mailbox", "updated_at"])
+                audit_record(
+                    account=actor.account,
+                    actor=actor,
+                    action="mailbox.connected",
+                    target=mailbox,
+                    ip=ip,
+                    data={
+                        "kind": kind,
+                        "provider": mailbox.provider,
+                        "inbox": inbox.name if inbox else None,
+                    },
+                )
+        except IntegrityError:
+            # Lost a race the lock did not cover: the constraint decided. Report it
+            # exactly as the friendly check would have.
+            check_rules()
+            raise AddressInUse(
+                f"{address} was connected by someone else a moment ago.",
+                conflict={"address": address, "held_as": kind},
+            ) from None
+    return mailbox
+
+
+def _apply_servers(mailbox: Mailbox, *, imap: ServerInput, smtp: ServerInput) -> None:
+    mailbox.imap_host, mailbox.imap_port = imap.host.strip(), imap.port
+    mailbox.imap_security, mailbox.imap_username = imap.security, imap.username
+    mailbox.smtp_host, mailbox.smtp_port = smtp.host.strip(), smtp.port
+    mailbox.smtp_security, mailbox.smtp_username = smtp.security, smtp.username
+    mailbox.secrets_ciphertext = encrypt_secrets(
+        {"imap_password": imap.password, "smtp_password": smtp.password},
+        account_id=mailbox.account_id,
+        mailbox_id=mailbox.pk,
+    )
+
+
+def mailbox_secrets(mailbox: Mailbox) -> dict[str, str]:
+    if not mailbox.secrets_ciphertext:
+        return {}
+    return decrypt_secrets(
+        mailbox.secrets_ciphertext, account_id=mailbox.account_id, mailbox_id=mailbox.pk
+    )
+
+
+def mailbox_server_inputs(mailbox: Mailbox) -> tuple[ServerInput, ServerInput]:
+    secrets = mailbox_secrets(mailbox)
+    return (
+        ServerInput(
+            mailbox.imap_host,
+            mailbox.imap_port or 0,
+            mailbox.imap_security,
+            mailbox.imap_username,
+            secrets.get("imap_password", ""),
+        ),
+        ServerInput(
+            mailbox.smtp_host,
+            mailbox.smtp_port or 0,
+            mailbox.smtp_security,
+            mailbox.smtp_username,
+            secrets.get("smtp_password", ""),
+        ),
+    )
+
+
+# --- Manage --------------------------------------------------------------------------------
+
+
+def _check_may_manage(actor: User, mailbox: Mailbox, action: str) -> None:
+    """A personal email is managed by its owner; a team email by admins."""
+    if mailbox.kind == MailboxKind.PERSONAL and mailbox.owner_id == actor.pk:
+        return
+    if mailbox.kind == MailboxKind.TEAM and actor.is_admin:
+        return
+    raise PermissionDeniedError(
+        f"Only the owner can {action} a personal email."
+        if mailbox.kind == MailboxKind.PERSONAL
+        else f"Only an account admin can {action} a team email."
+    )
+
+
+def mailbox_update(
+    *,
+    actor: User,
+    mailbox: Mailbox,
+    imap: dict[str, Any] | None = None,
+    smtp: dict[str, Any] | None = None,
+    ip: str | None = None,
+) -> Mailbox:
+    """Change server settings or passwords; the new settings are tested first.
+
+    Fields left out keep their stored value, so a user fixes a wrong password
+    by sending only ``{"imap": {"password": ...}}``.
+    """
+    _check_may_manage(actor, mailbox, "change")
+    if not mailbox.is_connected:
+        raise Invalid("This mailbox is disconnected; connect it again instead.")
+    if mailbox.provider != Provider.IMAP:
+        raise Invalid(
+            "Only IMAP mailboxes have server settings; reconnect through the sign-in flow."
+        )
+    current_imap, current_smtp = mailbox_server_inputs(mailbox)
+    new_imap = ServerInput(**{**current_imap.__dict__, **(imap or {})})
+    new_smtp = ServerInput(**{**current_smtp.__dict__, **(smtp or {})})
+    _check_server_input(new_imap, "imap")
+    _check_server_input(new_smtp, "smtp")
+    raise_if_failed(
+        connection_test_run(
+            actor=actor,
+            account=mailbox.account,
+            imap=new_imap,
+            smtp=new_smtp,
+            address=mailbox.address,
+            ip=ip,
+        )
+    )
+    with transaction.atomic():
+        _apply_servers(mailbox, imap=new_imap, smtp=new_smtp)
+        changed = sorted(
+            {f"imap.{k}" for k in (imap or {}) if k != "password"}
+            | {f"smtp.{k}" for k in (smtp or {}) if k != "password"}
+            | ({"password"} if "password" in (imap or {}) or "password" in (smtp or {}) else set())
+        )
+        if mailbox.status in (MailboxStatus.ERROR, MailboxStatus.NEEDS_REAUTH):
+            mailbox.status = MailboxStatus.CONNECTED
+        mailbox.last_error = ""
+        mailbox.save()
+        audit_record(
+            account=mailbox.account,
+            actor=actor,
+            action="mailbox.updated",
+            target=mailbox,
+            ip=ip,
+            data={"changed": changed},
+        )
+    return mailbox
+
+
+def mailbox_test(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> ConnectionTestResult:
+    """Re-run the connection test and record the outcome on the mailbox's status."""
+    if not (actor.is_admin or mailbox.owner_id == actor.pk):
+        raise PermissionDeniedError("Only the owner or an admin can test this mailbox.")
+    if not mailbox.is_connected:
+        raise Invalid("This mailbox is disconnected.")
+    if mailbox.provider != Provider.IMAP:
+        raise Invalid("The connection test is for IMAP/SMTP mailboxes.")
+    imap, smtp = mailbox_server_inputs(mailbox)
+    result = connection_test_run(
+        actor=actor, account=mailbox.account, imap=imap, smtp=smtp, address=mailbox.address, ip=ip
+    )
+    if result.ok:
+        Mailbox.objects.filter(pk=mailbox.pk, status=MailboxStatus.ERROR).update(
+            status=MailboxStatus.CONNECTED, last_error="", updated_at=timezone.now()
+        )
+    else:
+        failed = next(step for step in result.steps if not step.ok)
+        Mailbox.objects.filter(pk=mailbox.pk).exclude(status=MailboxStatus.DISCONNECTED).update(
+            status=MailboxStatus.ERROR,
+            last_error=f"{failed.step}: {failed.detail}",
+            updated_at=timezone.now(),
+        )
+    mailbox.refresh_from_db()
+    return result
+
+
+def _disconnect(mailbox: Mailbox) -> None:
+    """Frees the address and forgets the secrets; the row and its history stay."""
+    Inbox.objects.filter(mailbox=mailbox).update(mailbox=None, updated_at=timezone.now())
+    mailbox.status = MailboxStatus.DISCONNECTED
+    mailbox.disconnected_at = timezone.now()
+    mailbox.secrets_ciphertext = None
+    mailbox.save()
+
+
+def mailbox_disconnect(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> Mailbox:
+    _check_may_manage(actor, mailbox, "disconnect")
+    if mailbox.is_connected:
+        with transaction.atomic():
+            _disconnect(mailbox)
+            audit_record(
+                account=mailbox.account,
+                actor=actor,
+                action="mailbox.disconnected",
+                target=mailbox,
+                ip=ip,
+                data={"kind": mailbox.kind},
+            )
+    return mailbox
+
+
+def mailbox_release(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> Mailbox:
+    """R7: an admin frees a deactivated user's address in one step."""
+    with audit_refusals(
+        actor=actor, action="mailbox.release_refused", target_repr=mailbox.address, ip=ip
+    ):
+        rules.check_release(actor=actor, mailbox=mailbox)
+    with transaction.atomic():
+        _disconnect(mailbox)
+        audit_record(
+            account=mailbox.account,
+            actor=actor,
+            action="mailbox.released",
+            target=mailbox,
+            ip=ip,
+            data={"owner": mailbox.owner.email},
+        )
+    return mailbox
+
+
+def mailbox_transfer(
+    *,
+    actor: User,
+    mailbox: Mailbox,
+    to_user: User | None = None,
+    inbox: Inbox | None = None,
+    acknowledge_team_visibility: bool = False,
+    ip: str | None = None,
+) -> Mailbox:
+    """R7: move a deactivated user's mailbox, with its history, to another user
+    or into a conversations inbox as a team email (R1-R4 and R8 still apply)."""
+    if (to_user is None) == (inbox is None):
+        raise Invalid(
+            "Name either a user or an inbox to transfer to.",
+            errors={"user": ["Give a user or an inbox."]},
+        )
+    previous_owner = mailbox.owner
+    with (
+        audit_refusals(
+            actor=actor, action="mailbox.transfer_refused", target_repr=mailbox.address, ip=ip
+        ),
+        transaction.atomic(),
+    ):
+        account_lock(actor.account_id)
+        mailbox = Mailbox.objects.select_related("owner").get(pk=mailbox.pk)
+        if to_user is not None:
+            rules.check_transfer_to_user(actor=actor, mailbox=mailbox, to_user=to_user)
+            mailbox.owner = to_user
+            mailbox.save(update_fields=["owner", "updated_at"])
+            data = {"from": previous_owner.email, "to_user": to_user.email}
+        else:
+            inbox = Inbox.objects.get(pk=inbox.pk)
+            rules.check_convert_to_team(
+                actor=actor,
+                mailbox=mailbox,
+                inbox=inbox,
+                acknowledge_team_visibility=acknowledge_team_visibility,
+            )
+            mailbox.kind = MailboxKind.TEAM
+            mailbox.owner = None
+            mailbox.team_visibility_acknowledged_at = timezone.now()
+            mailbox.save(
+                update_fields=["kind", "owner", "team_visibility_acknowledged_at", "updated_at"]
+            )
+            inbox.mailbox = mailbox
+            inbox.save(update_fields=["mailbox", "updated_at"])
+            data = {"from": previous_owner.email, "to_inbox": inbox.name}
+        audit_record(
+            account=mailbox.account,
+            actor=actor,
+            action="mailbox.transferred",
+            target=mailbox,
+            ip=ip,
+            data=data,
+        )
+    return mailbox
+
+
+def mailbox_record_error(*, mailbox_id, status: str, error: str) -> None:
+    """Workers record why a mailbox stopped working, for the people who can fix it."""
+    if status not in (MailboxStatus.ERROR, MailboxStatus.NEEDS_REAUTH):
+        raise ValueError(status)
+    Mailbox.objects.filter(pk=mailbox_id).exclude(status=MailboxStatus.DISCONNECTED).update(
+        status=status, last_error=error[:2000], updated_at=timezone.now()
+    )

@@ -1,0 +1,159 @@
+"""Settings > Email: a user's personal connections and meetings address."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from core.api import client_ip
+from core.errors import ConnectionFailed, DomainError
+from core.web import back_to, report
+from inboxes import services
+from inboxes.forms import AddressCheckForm, MailboxConnectForm, MeetingsForm
+from inboxes.models import MailboxKind
+from inboxes.selectors import mailboxes_visible_to
+from inboxes.throttling import failed_connection_tests_limited
+from meetings import services as meetings_services
+from meetings.models import MeetingsConnection
+
+
+def _email_page(request, form=None, error=None, status=200):
+    mailboxes = (
+        mailboxes_visible_to(request.user)
+        .filter(owner=request.user)
+        .exclude(status="disconnected")
+        .order_by("address")
+    )
+    meetings = MeetingsConnection.objects.filter(user=request.user).first()
+    return render(
+        request,
+        "inboxes/settings_email.html",
+        {
+            "section": "email",
+            "mailboxes": mailboxes,
+            "form": form or MailboxConnectForm(),
+            "error": error,
+            "meetings": meetings,
+            "meetings_form": MeetingsForm(
+                initial={"address": meetings.address if meetings else ""}
+            ),
+        },
+        status=status,
+    )
+
+
+@login_required
+def settings_email(request):
+    if request.method != "POST":
+        return _email_page(request)
+    form = MailboxConnectForm(request.POST)
+    if not form.is_valid():
+        return _email_page(request, form=form, status=400)
+    imap, smtp = form.servers()
+    try:
+        with failed_connection_tests_limited(request):
+            mailbox = services.mailbox_connect(
+                actor=request.user,
+                address=form.cleaned_data["address"],
+                kind=MailboxKind.PERSONAL,
+                imap=imap,
+                smtp=smtp,
+                ip=client_ip(request),
+            )
+    except DomainError as exc:
+        return _email_page(request, form=form, error=exc, status=exc.status)
+    messages.success(request, f"{mailbox.address} is connected.")
+    return redirect("settings-email")
+
+
+@login_required
+@require_POST
+def email_check(request):
+    """htmx: is the typed address free? Shown as the user leaves the field."""
+    form = AddressCheckForm(request.POST)
+    if not form.is_valid():
+        return render(request, "partials/availability.html", {})
+    try:
+        result = services.mailbox_check_availability(actor=request.user, **form.cleaned_data)
+    except DomainError as exc:
+        return render(request, "partials/availability.html", {"invalid": exc.detail})
+    return render(request, "partials/availability.html", {"result": result})
+
+
+@login_required
+@require_POST
+def email_test(request):
+    """htmx: run the connection test on the form's settings without saving anything."""
+    form = MailboxConnectForm(request.POST)
+    if not form.is_valid():
+        return render(request, "partials/connection_test.html", {"form_errors": form.errors})
+    imap, smtp = form.servers()
+    try:
+        with failed_connection_tests_limited(request):
+            result = services.connection_test_run(
+                actor=request.user,
+                account=request.user.account,
+                imap=imap,
+                smtp=smtp,
+                address=form.cleaned_data["address"],
+                ip=client_ip(request),
+            )
+            services.raise_if_failed(result)
+    except ConnectionFailed:
+        pass  # counted by the limiter; the steps below say what failed
+    except DomainError as exc:
+        return render(request, "partials/connection_test.html", {"error": exc.detail})
+    return render(request, "partials/connection_test.html", {"result": result.as_dict()})
+
+
+@login_required
+@require_POST
+def mailbox_test(request, pk):
+    mailbox = get_object_or_404(mailboxes_visible_to(request.user), pk=pk)
+    try:
+        with failed_connection_tests_limited(request):
+            result = services.mailbox_test(
+                actor=request.user, mailbox=mailbox, ip=client_ip(request)
+            )
+            services.raise_if_failed(result)
+        messages.success(request, f"{mailbox.address}: every step of the connection test passed.")
+    except DomainError as exc:
+        report(request, exc)
+    return back_to(request, "settings-email")
+
+
+@login_required
+@require_POST
+def mailbox_disconnect(request, pk):
+    mailbox = get_object_or_404(mailboxes_visible_to(request.user), pk=pk)
+    try:
+        services.mailbox_disconnect(actor=request.user, mailbox=mailbox, ip=client_ip(request))
+        messages.success(request, f"{mailbox.address} is disconnected. Its history is kept.")
+    except DomainError as exc:
+        report(request, exc)
+    return back_to(request, "settings-email")
+
+
+@login_required
+@require_POST
+def meetings_connect(request):
+    form = MeetingsForm(request.POST)
+    if form.is_valid():
+        try:
+            meetings_services.meetings_connect(
+                user=request.user, address=form.cleaned_data["address"], ip=client_ip(request)
+            )
+            messages.success(request, "Your meetings address is saved.")
+        except DomainError as exc:
+            report(request, exc)
+    return redirect("settings-email")
+
+
+@login_required
+@require_POST
+def meetings_disconnect(request):
+    meetings_services.meetings_disconnect(user=request.user, ip=client_ip(request))
+    messages.success(request, "Your meetings connection is removed.")
+    return redirect("settings-email")

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api import client_ip
+from core.errors import NotFoundError
+from meetings import services
+from meetings.models import MeetingsConnection
+
+
+class MeetingsConnectionOutput(serializers.ModelSerializer):
+    class Meta:
+        model = MeetingsConnection
+        fields = ["id", "address", "created_at"]
+
+
+class MeetingsConnectionInput(serializers.Serializer):
+    address = serializers.CharField(max_length=320)
+
+
+class MeetingsConnectionView(APIView):
+    """The current user's meetings connection (R4)."""
+
+    def _connection(self, request) -> MeetingsConnection:
+        connection = MeetingsConnection.objects.filter(user=request.user).first()
+        if connection is None:
+            raise NotFoundError("You have no meetings connection.")
+        return connection
+
+    @extend_schema(responses=MeetingsConnectionOutput)
+    def get(self, request):
+        return Response(MeetingsConnectionOutput(self._connection(request)).data)
+
+    @extend_schema(request=MeetingsConnectionInput, responses=MeetingsConnectionOutput)
+    def put(self, request):
+        data = MeetingsConnectionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        connection = services.meetings_connect(
+            user=request.user, address=data.validated_data["address"], ip=client_ip(request)
+        )
+        return Response(MeetingsConnectionOutput(connection).data)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request):
+        self._connection(request)
+        services.meetings_disconnect(user=request.user, ip=client_ip(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
