@@ -8,8 +8,10 @@ become a failed step with a short sentence; they are never raised.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import imaplib
+import re
 import smtplib
 import socket
 import ssl
@@ -102,26 +104,47 @@ def _tls_reason(exc: ssl.SSLError) -> str:
         )
     if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return "the server closed the connection"
+    if exc.reason == "WRONG_VERSION_NUMBER":
+        # The classic mix-up of implicit TLS with a STARTTLS or plain port.
+        return "wrong version number (the port may expect STARTTLS or no TLS)"
     if exc.reason:
         return exc.reason.replace("_", " ").lower()
     return _sentence(str(exc))
 
 
+# imaplib puts raw bytes in its exceptions, so their text reads "b'[AUTH...]'".
+_BYTES_LITERAL = re.compile(r"""(?<!\w)b(['"])((?:\\.|(?!\1).)*)\1""")
+_MAX_WORDS = 200
+
+
+def _unbytes(match: re.Match[str]) -> str:
+    try:
+        value = ast.literal_eval(match.group(0))
+    except (ValueError, SyntaxError):
+        return match.group(2)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _server_words(exc: BaseException) -> str:
-    """The server's own reply text, without the client library's prefix."""
+    """The server's own reply text, without the client library's decoration."""
     if isinstance(exc, smtplib.SMTPResponseException):
         message = exc.smtp_error
         if isinstance(message, bytes):
             message = message.decode("utf-8", "replace")
-        return f"{exc.smtp_code} {' '.join(str(message).split())}"
-    text = str(exc).strip()
-    for prefix in ("login failed: ", "select failed: ", "examine failed: "):
-        if text.lower().startswith(prefix):
-            text = text[len(prefix) :]
-    return text
+        text = f"{exc.smtp_code} {message}"
+    else:
+        text = str(exc)
+        for prefix in ("login failed: ", "select failed: ", "examine failed: "):
+            if text.lower().startswith(prefix):
+                text = text[len(prefix) :]
+        text = _BYTES_LITERAL.sub(_unbytes, text)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_WORDS else text[: _MAX_WORDS - 3] + "..."
 
 
-def _connect_failure(protocol: str, server: ServerSettings, phase: str, exc: BaseException) -> str:
+def _connect_failure(
+    protocol: str, server: ServerSettings, phase: str, exc: BaseException, events: list[str]
+) -> str:
     where = _where(server)
     if isinstance(exc, netguard.HostNotAllowed | netguard.HostNotFound):
         return str(exc)
@@ -134,6 +157,8 @@ def _connect_failure(protocol: str, server: ServerSettings, phase: str, exc: Bas
     if isinstance(exc, imaplib.IMAP4.error | smtplib.SMTPResponseException | EOFError):
         words = _server_words(exc)
         return f"The server at {where} did not answer like an {protocol} server: {words}"
+    if phase == STEP_TCP and "connected" in events:
+        return f"Connected to {where}, but the server did not greet us: {_network_reason(exc)}"
     if phase == STEP_TCP:
         return f"Could not connect to {where}: {_network_reason(exc)}"
     return f"The connection to {where} failed during the TLS handshake: {_network_reason(exc)}"
@@ -178,7 +203,7 @@ def _test_imap(server: ServerSettings, timeout: float | None, steps: list[StepRe
             if event in events:
                 add(step, True, detail)
                 continue
-            return add(step, False, _connect_failure("IMAP", server, step, exc))
+            return add(step, False, _connect_failure("IMAP", server, step, exc, events))
         return False
 
     try:
@@ -241,6 +266,9 @@ def _test_smtp(server: ServerSettings, timeout: float | None, steps: list[StepRe
         if isinstance(exc, smtplib.SMTPHeloError):
             return fail("ehlo", _server_words(exc))
         if isinstance(exc, smtplib.SMTPConnectError):
+            if not 200 <= exc.smtp_code < 600:
+                # smtplib reports a reply without a status code as -1.
+                return fail("greeting", f"{where} did not answer like an SMTP server")
             return fail("greeting", _server_words(exc))
         if "connected" not in events:
             return fail(STEP_TCP, f"could not connect to {where}: {_network_reason(exc)}")
@@ -252,7 +280,7 @@ def _test_smtp(server: ServerSettings, timeout: float | None, steps: list[StepRe
             return fail(STEP_TLS, _server_words(exc))
         if "tls" in events or server.security == mailconn.SECURITY_NONE:
             return fail("greeting", f"{where} did not greet us: {_network_reason(exc)}")
-        return fail(STEP_TLS, _network_reason(exc))
+        return fail(STEP_TLS, f"no TLS session with {where}: {_network_reason(exc)}")
 
     try:
         part = "ehlo"

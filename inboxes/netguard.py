@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+import time
 
 from django.conf import settings
 
@@ -155,23 +156,28 @@ def connect_resolved(addresses: list[tuple[int, str]], port: int, timeout: float
     """Connect a TCP socket to the first reachable address of an already checked list.
 
     Only pass the result of :func:`resolve_checked`; this does no checking itself.
+    ``timeout`` bounds all attempts together and is then the socket's timeout.
     """
     if not addresses:
         raise ConnectionError("No address to connect to")
+    deadline = time.monotonic() + timeout
     last_error: OSError | None = None
     for family, ip in addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(remaining)
             # A numeric address: the socket layer parses it without another lookup.
             sock.connect((ip, port))
         except OSError as exc:
             sock.close()
             last_error = exc
             continue
+        sock.settimeout(timeout)
         return sock
-    assert last_error is not None
-    raise last_error
+    raise last_error or TimeoutError("timed out")
 
 
 def connect_checked(host: str, port: int, timeout: float) -> socket.socket:

@@ -134,7 +134,9 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _wait_for_ports(ports: list[int], alive: Any, describe: Any) -> None:
+def _wait_for_ports(
+    ports: list[int], alive: Callable[[], bool], describe: Callable[[], str]
+) -> None:
     deadline = time.monotonic() + _START_TIMEOUT
     waiting = list(ports)
     while waiting:
@@ -427,6 +429,7 @@ service imap-login {{
         finally:
             stderr.close()
         try:
+            self._disable_auth_penalty()
             _wait_for_ports(
                 [self.imaps_port, self.imap_port],
                 alive=lambda: self.process is not None and self.process.poll() is None,
@@ -435,13 +438,23 @@ service imap-login {{
         except BaseException:
             self.stop()
             raise
+
+    def _disable_auth_penalty(self) -> None:
         # Dovecot 2.3 delays every login from an IP after a failed one (2 s,
-        # doubling), which would make negative tests slow and order-dependent;
+        # doubling), which makes negative tests slow and order-dependent, and
         # login_trusted_networks does not lift it. The auth process connects to
-        # this socket lazily on the first login and, finding it gone, runs
-        # without penalties. (mode = 0 instead makes it retry for 5 s.)
+        # this socket once, when it starts (on the first connection to a login
+        # port); finding it gone it runs without penalties. So remove it as soon
+        # as the master has created it and before anything connects.
+        # ("mode = 0" on the listener instead makes auth retry for 5 s.)
+        socket_path = self.root / "run" / "anvil-auth-penalty"
+        deadline = time.monotonic() + 2.0
+        while not socket_path.exists() and time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                return
+            time.sleep(0.005)
         with contextlib.suppress(FileNotFoundError):
-            (self.root / "run" / "anvil-auth-penalty").unlink()
+            socket_path.unlink()
 
     def stop(self) -> None:
         process, self.process = self.process, None

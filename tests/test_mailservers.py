@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import time
 import uuid
 from email.message import EmailMessage
 
@@ -139,3 +140,21 @@ def test_fail_next_makes_one_transaction_fail_with_451_then_the_next_succeeds(
     assert not any(first["Subject"].encode() in data for data in subjects)
     assert sum(second["Subject"].encode() in data for data in subjects) == 1
     assert any(first["Subject"].encode() in m.data for m in smtp_server.rejected)
+
+
+def test_failed_logins_do_not_slow_down_later_logins(
+    dovecot: DovecotServer, mail_ca: MailCA, mail_user: tuple[str, str]
+) -> None:
+    # Dovecot's default per-IP penalty would add 2 s, then 4 s, to these attempts.
+    username, password = mail_user
+    started = time.monotonic()
+    for attempt in ("wrong-1", "wrong-2", password):
+        with imapclient.IMAPClient(
+            dovecot.host, dovecot.imaps_port, ssl_context=_client_context(mail_ca), timeout=5
+        ) as client:
+            if attempt == password:
+                client.login(username, attempt)
+            else:
+                with pytest.raises(imapclient.exceptions.LoginError):
+                    client.login(username, attempt)
+    assert time.monotonic() - started < 4
