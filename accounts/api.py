@@ -74,6 +74,7 @@ class UserViewSet(
     """Everyone in the account can list users; only admins change them."""
 
     serializer_class = UserOutput
+    queryset = User.objects.none()
 
     def scoped_queryset(self, user):
         return users_visible_to(user)

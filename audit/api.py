@@ -26,6 +26,7 @@ class AuditEventViewSet(AccountScopedMixin, mixins.ListModelMixin, viewsets.Gene
     """Admins: the account's audit log, newest first."""
 
     serializer_class = AuditEventOutput
+    queryset = AuditEvent.objects.none()
     filterset_fields = ["action"]
 
     def get_permissions(self):
