@@ -40,6 +40,7 @@ class InboxViewSet(
     """Conversations inboxes: everyone reads them, admins change them."""
 
     serializer_class = InboxOutput
+    queryset = Inbox.objects.none()
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def scoped_queryset(self, user):

@@ -174,6 +174,7 @@ class MailboxViewSet(
     """Connect (POST), inspect, change settings (PATCH), disconnect (DELETE)."""
 
     serializer_class = MailboxOutput
+    queryset = Mailbox.objects.none()
     filterset_fields = ["kind", "status", "provider"]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
