@@ -5,9 +5,7 @@ never happen: a request that leaves 127.0.0.1, a console error, an uncaught
 JavaScript exception or a Content-Security-Policy violation. Any of those fails
 the test when it ends.
 
-Use from a test module with::
-
-    from tests.browser import browser, pages  # noqa: F401  (fixtures)
+Use from a test module with ``pytest_plugins = ["tests.browser"]``.
 
 Why the Playwright driver lives per module rather than per session: Playwright's
 sync API keeps an asyncio loop running in the main thread for as long as it is
@@ -153,6 +151,15 @@ class Pages:
         page.wait_for_url("**/settings/email/")
         return page
 
+    @staticmethod
+    def screenshot(page, name: str) -> None:
+        """Save a full-page screenshot to /tmp/postkamer-NAME.png if POSTKAMER_SCREENSHOTS is set.
+
+        For people looking at the pages, not for assertions.
+        """
+        if os.environ.get("POSTKAMER_SCREENSHOTS"):
+            page.screenshot(path=f"/tmp/postkamer-{name}.png", full_page=True)
+
     def close(self) -> None:
         for context in self._contexts:
             context.close()
@@ -170,12 +177,3 @@ def pages(browser, live_server) -> Iterator[Pages]:
     if problems:
         lines = [f"{name}:\n  " + "\n  ".join(items) for name, items in problems.items()]
         pytest.fail("The browser saw problems during the test:\n" + "\n".join(lines))
-
-
-def screenshot(page, name: str) -> None:
-    """Save a full-page screenshot to /tmp/postkamer-NAME.png when POSTKAMER_SCREENSHOTS is set.
-
-    For looking at the pages, not for asserting on them.
-    """
-    if os.environ.get("POSTKAMER_SCREENSHOTS"):
-        page.screenshot(path=f"/tmp/postkamer-{name}.png", full_page=True)
