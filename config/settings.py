@@ -300,3 +300,52 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Mail engine --------------------------------------------------------------------------------------
+SYNC_POLL_SECONDS = env_int("SYNC_POLL_SECONDS", 60)
+SYNC_LEASE_SECONDS = env_int("SYNC_LEASE_SECONDS", 120)
+RECONCILE_SECONDS = env_int("RECONCILE_SECONDS", 3600)
+IDLE_RENEW_SECONDS = env_int("IDLE_RENEW_SECONDS", 25 * 60)
+OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 8)
+OUTBOX_RETRY_BASE_SECONDS = env_int("OUTBOX_RETRY_BASE_SECONDS", 30)
+OUTBOX_SEND_LEASE_SECONDS = env_int("OUTBOX_SEND_LEASE_SECONDS", 300)
+OUTBOX_SWEEP_SECONDS = env_int("OUTBOX_SWEEP_SECONDS", 30)
+
+# Queues: "sync" and "send" so a big initial sync never delays a reply.
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "inboxes.tasks.sync_mailbox": {"queue": "sync"},
+    "inboxes.tasks.reconcile_mailbox": {"queue": "sync"},
+    "inboxes.tasks.sync_due_mailboxes": {"queue": "sync"},
+    "inboxes.tasks.reconcile_all_mailboxes": {"queue": "sync"},
+    "inboxes.tasks.send_outbox_item": {"queue": "send"},
+    "inboxes.tasks.sweep_outbox": {"queue": "send"},
+}
+# Ack after the task ran, and hand a task back to the broker when its worker
+# process dies (SIGKILL, OOM): every task here is idempotent (sync by its
+# cursor, ledger keys and content dedupe; send by its conditional claim), so
+# running one twice is harmless, while losing one is not.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Redis re-delivers a task that was not acked within the visibility timeout. It
+# must exceed the longest task (the hard time limit) and the longest retry
+# countdown (an hour), or long syncs and delayed retries would run
+# twice in parallel; the sync lease would stop the second, but we would rather
+# not start it.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+    "visibility_timeout": max(CELERY_TASK_TIME_LIMIT * 2, 7200),
+}
+CELERY_BEAT_SCHEDULE = {
+    "sync-due-mailboxes": {
+        "task": "inboxes.tasks.sync_due_mailboxes",
+        "schedule": SYNC_POLL_SECONDS,
+    },
+    "reconcile-mailboxes": {
+        "task": "inboxes.tasks.reconcile_all_mailboxes",
+        "schedule": RECONCILE_SECONDS,
+    },
+    "sweep-outbox": {"task": "inboxes.tasks.sweep_outbox", "schedule": OUTBOX_SWEEP_SECONDS},
+}

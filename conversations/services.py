@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import account_lock
@@ -103,3 +104,91 @@ def inbox_delete(*, actor: User, inbox: Inbox, ip: str | None = None) -> None:
             data={"mailbox": inbox.mailbox.address if inbox.mailbox else None},
         )
         inbox.delete()
+
+
+# --- Replies -------------------------------------------------------------------------------------
+
+
+def conversation_reply(
+    *,
+    actor: User,
+    conversation,
+    text: str,
+    html: str = "",
+    reply_all: bool = False,
+):
+    """Reply from the inbox's team address with its from-name (R9).
+
+    The reply (with In-Reply-To and References of the last message) and its
+    outbox row are written in one transaction; the send happens after commit.
+    Returns the outbound Message, which is in the thread at once.
+    """
+    from conversations.models import ConversationMessage, Direction
+    from core.errors import Invalid
+    from inboxes.sending import Recipient, outbox_create
+
+    inbox = conversation.inbox
+    mailbox = inbox.mailbox
+    if mailbox is None or not mailbox.is_connected:
+        raise Invalid("This inbox has no connected team email to reply from.")
+    if not (text or "").strip():
+        raise Invalid("The reply is empty.", errors={"text": ["This field is required."]})
+    last = conversation.messages.order_by("-sent_at", "-created_at").first()
+    if last is None:
+        raise Invalid("There is nothing to reply to in this conversation.")
+    team = mailbox.canonical_address
+    last_inbound = (
+        conversation.messages.filter(direction=Direction.INBOUND)
+        .order_by("-sent_at", "-created_at")
+        .first()
+    ) or last
+
+    def others(entries) -> list[Recipient]:
+        return [
+            Recipient(e["address"], e.get("name", ""))
+            for e in entries
+            if e.get("address") and e["address"].lower() != team
+        ]
+
+    if last_inbound.direction == Direction.INBOUND:
+        to = [Recipient(last_inbound.from_address, last_inbound.from_name)]
+    else:
+        to = others(last_inbound.to)
+    cc = []
+    if reply_all:
+        seen = {r.address.lower() for r in to}
+        for recipient in others(last_inbound.to) + others(last_inbound.cc):
+            if recipient.address.lower() not in seen:
+                seen.add(recipient.address.lower())
+                cc.append(recipient)
+    if not to:
+        raise Invalid("There is nobody to reply to in this conversation.")
+    subject = last.subject or conversation.subject
+    if subject and not subject.lower().startswith("re:"):
+        subject = f"Re: {subject}"
+    with transaction.atomic():
+        item = outbox_create(
+            mailbox=mailbox,
+            from_name=inbox.from_name,
+            to=to,
+            cc=cc,
+            subject=subject,
+            text=text,
+            html=html,
+            in_reply_to=last.message_id,
+            references=[*last.references, last.message_id],
+        )
+        ConversationMessage.objects.create(
+            inbox=inbox, conversation=conversation, message=item.message
+        )
+        type(conversation).objects.filter(pk=conversation.pk).update(
+            message_count=models.F("message_count") + 1, last_message_at=timezone.now()
+        )
+        audit_record(
+            account=inbox.account,
+            actor=actor,
+            action="conversation.replied",
+            target=conversation,
+            data={"outbox": str(item.pk)},
+        )
+    return item.message

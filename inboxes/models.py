@@ -83,6 +83,12 @@ class Mailbox(BaseModel):
     team_visibility_acknowledged_at = models.DateTimeField(null=True, blank=True)
     disconnected_at = models.DateTimeField(null=True, blank=True)
 
+    # Initial sync imports only this many days of history (None: everything).
+    backfill_days = models.PositiveIntegerField(null=True, blank=True, default=30)
+    # A lease, not a lock held by a connection: a worker that dies simply lets
+    # it expire, and any worker on any machine can take over (inboxes/sync.py).
+    sync_lease_token = models.CharField(max_length=64, blank=True)
+    sync_lease_until = models.DateTimeField(null=True, blank=True)
     sync_state = models.CharField(
         max_length=20, choices=SyncState.choices, default=SyncState.PENDING
     )
@@ -115,3 +121,128 @@ class Mailbox(BaseModel):
     @property
     def is_connected(self) -> bool:
         return self.status != MailboxStatus.DISCONNECTED
+
+
+class FolderRole(models.TextChoices):
+    INBOX = "inbox"
+    SENT = "sent"
+
+
+class MailboxFolder(BaseModel):
+    """One synced folder and its sync ledger: where the cursor is, what the server
+    holds and what was imported, so a gap is seen instead of reported as healthy."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="folders")
+    role = models.CharField(max_length=10, choices=FolderRole.choices)
+    name = models.CharField(max_length=255, help_text="The folder's name on the server.")
+    # Provider-specific and opaque to the sync service (IMAP: uidvalidity, last uid, modseq).
+    cursor = models.JSONField(default=dict, blank=True)
+    # Where the import window starts: reconciliation expects everything since then.
+    backfill_from = models.DateTimeField(null=True, blank=True)
+    server_count = models.PositiveIntegerField(null=True, blank=True)
+    imported_count = models.PositiveIntegerField(default=0)
+    resync_count = models.PositiveIntegerField(default=0)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    last_reconciled_at = models.DateTimeField(null=True, blank=True)
+    missing_count = models.PositiveIntegerField(default=0)
+    alert = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["role"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "role"], name="one_folder_per_role")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox} {self.name}"
+
+
+class MailboxMessage(models.Model):
+    """A message as one folder of one mailbox holds it (IMAP: uidvalidity:uid).
+
+    The unique key makes re-running a batch harmless. ``message`` is empty when
+    the consumer chose not to keep the mail (personal mail with no CRM contact):
+    the key is still recorded so it is never fetched again.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    folder = models.ForeignKey(MailboxFolder, on_delete=models.CASCADE, related_name="messages")
+    provider_key = models.CharField(max_length=255)
+    message = models.ForeignKey(
+        "conversations.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    dedupe_key = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["folder", "provider_key"], name="unique_provider_key_per_folder"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.provider_key
+
+
+class Tombstone(models.Model):
+    """Mail deleted in Postkamer: never imported again."""
+
+    id = models.BigAutoField(primary_key=True)
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="+")
+    dedupe_key = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "dedupe_key"], name="unique_tombstone")
+        ]
+
+    def __str__(self) -> str:
+        return self.dedupe_key
+
+
+class OutboxState(models.TextChoices):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class OutboxItem(BaseModel):
+    """An email to send, written in the same transaction as the user's action.
+
+    State machine (inboxes/sending.py): queued -> sending -> sent | failed |
+    unknown. The Message-ID is fixed before the first attempt so a send of
+    unknown outcome can be looked up in the Sent folder before anything is resent.
+    """
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="+")
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="outbox")
+    message = models.OneToOneField(
+        "conversations.Message", on_delete=models.PROTECT, related_name="outbox"
+    )
+    state = models.CharField(max_length=10, choices=OutboxState.choices, default=OutboxState.QUEUED)
+    envelope_from = models.CharField(max_length=320)
+    recipients = models.JSONField(default=list)
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # Set (and committed) just before the message data goes out: a worker that
+    # dies before this point certainly sent nothing and may be retried blindly.
+    data_started_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    detail = models.TextField(blank=True, help_text="The server's answer or why it failed.")
+    sent_copy_stored = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="outbox_due")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id_header} ({self.state})"
+
+    @property
+    def message_id_header(self) -> str:
+        return self.message.message_id

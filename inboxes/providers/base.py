@@ -1,0 +1,102 @@
+"""The provider interface: what sync and sending need from a mail service.
+
+Keys and cursors are opaque to the services: a provider key names one message
+in one folder (IMAP ``uidvalidity:uid``, a Gmail or Graph message id) and a
+cursor is whatever JSON lets the provider list what changed since.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+class ProviderError(Exception):
+    """Any failure talking to a provider.
+
+    ``permanent``: retrying will not help (wrong password, 5xx SMTP answer);
+    ``reauth``: the user must sign in again (revoked or expired grant).
+    Everything else (network, timeouts, 4xx, 429, 5xx HTTP) is transient.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, reauth: bool = False):
+        super().__init__(message)
+        self.permanent = permanent or reauth
+        self.reauth = reauth
+
+
+@dataclass(frozen=True)
+class FolderSpec:
+    role: str  # "inbox" | "sent" (inboxes.models.FolderRole)
+    name: str
+
+
+@dataclass
+class Changes:
+    """What to import from one folder, oldest first, and where to leave the cursor."""
+
+    keys: list[str]
+    cursor: dict
+    reset: bool = False  # the stored cursor no longer applies: everything is listed again
+    server_count: int | None = None
+    partial_cursor: Callable[[str], dict] | None = None  # cursor once keys up to this one are in
+
+    def cursor_after(self, key: str, previous: dict) -> dict:
+        return self.partial_cursor(key) if self.partial_cursor else previous
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    key: str
+    raw: bytes
+    internal_date: datetime | None = None
+
+
+@dataclass
+class SendResult:
+    accepted: bool
+    detail: str
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+class MailSession(Protocol):
+    def __enter__(self) -> MailSession: ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+    def folders(self) -> list[FolderSpec]: ...
+
+    def changes(self, folder: FolderSpec, cursor: dict, since: datetime | None) -> Changes: ...
+
+    def fetch(self, folder: FolderSpec, keys: list[str]) -> Iterator[RawMessage]: ...
+
+    def keys_since(self, folder: FolderSpec, since: datetime | None) -> list[str]: ...
+
+    def find_message_id(self, folder: FolderSpec, message_id: str) -> bool: ...
+
+    def store_sent_copy(self, raw: bytes) -> None: ...
+
+
+class SendOutcomeUnknown(ProviderError):
+    """The message data went out but no answer came back: the server may have it."""
+
+
+class MailTransport(Protocol):
+    """Sends one message. ``before_data`` is called (and must be committed by the
+    caller) right before the message content leaves, so a crash before that
+    point is known to have sent nothing."""
+
+    def __enter__(self) -> MailTransport: ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+    def send(
+        self,
+        raw: bytes,
+        *,
+        envelope_from: str,
+        recipients: list[str],
+        before_data: Callable[[], None],
+    ) -> SendResult: ...

@@ -1,0 +1,387 @@
+"""IMAP for reading, SMTP for sending, with imapclient and smtplib.
+
+Reading is non-destructive: folders are selected read-only and messages are
+fetched with BODY.PEEK[], so no flag changes and nothing moves or is deleted.
+Keys are ``uidvalidity:uid``: a UID means nothing once the folder's UIDVALIDITY
+changes, and the cursor then resets (the sync service deduplicates by content).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import imapclient
+from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.imapclient import SEEN, SENT
+
+from inboxes import netguard
+from inboxes.mailconn import open_imap, open_smtp
+from inboxes.models import FolderRole, Mailbox, MailboxKind
+from inboxes.providers.base import (
+    Changes,
+    FolderSpec,
+    ProviderError,
+    RawMessage,
+    SendOutcomeUnknown,
+    SendResult,
+)
+
+# Fetch at most this many messages, or about this many bytes, per round trip:
+# bounded memory whatever the mailbox holds.
+FETCH_BATCH_MESSAGES = 200
+FETCH_BATCH_BYTES = 16 * 1024 * 1024
+SENT_FOLDER_FALLBACKS = ("Sent", "Sent Items", "Sent Messages", "INBOX.Sent", "[Gmail]/Sent Mail")
+
+_TRANSIENT = (OSError, socket.timeout, ssl.SSLError, imaplib.IMAP4.abort, EOFError)
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def imap_error(exc: BaseException) -> ProviderError:
+    """Map an exception from imapclient/the network onto our one error type."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, LoginError):
+        return ProviderError(f"IMAP login failed: {_text(exc)}", permanent=True)
+    if isinstance(exc, netguard.HostNotAllowed):
+        return ProviderError(str(exc), permanent=True)
+    if isinstance(exc, netguard.HostNotFound):
+        return ProviderError(str(exc))
+    if isinstance(exc, _TRANSIENT):
+        return ProviderError(f"IMAP connection problem: {exc or type(exc).__name__}")
+    if isinstance(exc, IMAPClientError):
+        return ProviderError(f"IMAP server error: {_text(exc)}")
+    return ProviderError(f"IMAP error: {exc!r}")
+
+
+def _uid_of(key: str) -> int:
+    return int(key.rsplit(":", 1)[1])
+
+
+class ImapSession:
+    """A logged-in IMAP connection for one mailbox (a context manager)."""
+
+    def __init__(self, mailbox: Mailbox, *, timeout: float | None = None) -> None:
+        from inboxes.services import mailbox_server_inputs
+
+        self.mailbox = mailbox
+        imap, _ = mailbox_server_inputs(mailbox)
+        self._server = imap.settings()
+        self._timeout = timeout
+        self.client: imapclient.IMAPClient | None = None
+        self._selected: str | None = None
+
+    def __enter__(self) -> ImapSession:
+        try:
+            self.client = open_imap(self._server, self._timeout)
+            self.client.login(self._server.username, self._server.password)
+            if self.client.has_capability("CONDSTORE"):
+                with contextlib.suppress(IMAPClientError):
+                    self.client.enable("CONDSTORE")
+        except BaseException as exc:
+            self._close()
+            raise imap_error(exc) from exc
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.logout()
+            with contextlib.suppress(Exception):
+                self.client.shutdown()
+            self.client = None
+
+    # --- folders -------------------------------------------------------------------------
+
+    def folders(self) -> list[FolderSpec]:
+        folders = [FolderSpec(FolderRole.INBOX, "INBOX")]
+        if self.mailbox.kind == MailboxKind.PERSONAL:
+            sent = self.sent_folder_name()
+            if sent:
+                folders.append(FolderSpec(FolderRole.SENT, sent))
+        return folders
+
+    def sent_folder_name(self) -> str | None:
+        assert self.client is not None
+        try:
+            special = self.client.find_special_folder(SENT)
+            if special:
+                return special
+            names = {_text(name) for _flags, _delim, name in self.client.list_folders()}
+        except BaseException as exc:
+            raise imap_error(exc) from exc
+        return next((name for name in SENT_FOLDER_FALLBACKS if name in names), None)
+
+    def _select(self, name: str) -> dict:
+        assert self.client is not None
+        info = self.client.select_folder(name, readonly=True)
+        self._selected = name
+        return info
+
+    # --- reading --------------------------------------------------------------------------
+
+    def changes(self, folder: FolderSpec, cursor: dict, since: datetime | None) -> Changes:
+        try:
+            return self._changes(folder, cursor, since)
+        except BaseException as exc:
+            raise imap_error(exc) from exc
+
+    def _changes(self, folder: FolderSpec, cursor: dict, since: datetime | None) -> Changes:
+        assert self.client is not None
+        info = self._select(folder.name)
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        uidnext = int(info.get(b"UIDNEXT", 0) or 0)
+        modseq = int(info[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in info else None
+        exists = int(info.get(b"EXISTS", 0))
+        reset = bool(cursor) and cursor.get("uidvalidity") != uidvalidity
+        last_uid = 0 if reset or not cursor else int(cursor.get("last_uid", 0))
+
+        def cursor_for(uid: int) -> dict:
+            return {
+                "uidvalidity": uidvalidity,
+                "last_uid": uid,
+                "uidnext": uidnext,
+                "modseq": modseq,
+            }
+
+        unchanged = (
+            cursor
+            and not reset
+            and uidnext
+            and cursor.get("uidnext") == uidnext
+            and (modseq is None or cursor.get("modseq") == modseq)
+        )
+        if unchanged or exists == 0:
+            return Changes(
+                keys=[], cursor=cursor_for(max(last_uid, uidnext - 1, 0)), server_count=exists
+            )
+        if last_uid:
+            uids = [
+                uid for uid in self.client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid
+            ]
+        elif since is not None:
+            uids = self.client.search(["SINCE", since.date()])
+        else:
+            uids = self.client.search("ALL")
+        uids = sorted(uids)
+        final = cursor_for(max([last_uid, *uids]))
+        return Changes(
+            keys=[f"{uidvalidity}:{uid}" for uid in uids],
+            cursor=final,
+            reset=reset,
+            server_count=exists,
+            partial_cursor=lambda key: cursor_for(_uid_of(key)),
+        )
+
+    def keys_since(self, folder: FolderSpec, since: datetime | None) -> list[str]:
+        """Every message key the server holds in the folder (for reconciliation)."""
+        try:
+            info = self._select(folder.name)
+            criteria = ["SINCE", since.date()] if since else "ALL"
+            uidvalidity = int(info[b"UIDVALIDITY"])
+            return [f"{uidvalidity}:{uid}" for uid in sorted(self.client.search(criteria))]
+        except BaseException as exc:
+            raise imap_error(exc) from exc
+
+    def fetch(self, folder: FolderSpec, keys: list[str]) -> Iterator[RawMessage]:
+        """Raw messages in batches bounded by count and size, without touching flags."""
+        if not keys:
+            return
+        assert self.client is not None
+        try:
+            if self._selected != folder.name:
+                self._select(folder.name)
+            uids = [_uid_of(key) for key in keys]
+            prefix = keys[0].rsplit(":", 1)[0]
+            sizes = self.client.fetch(uids, ["RFC822.SIZE"])
+            batch: list[int] = []
+            batch_bytes = 0
+            for uid in uids:
+                if uid not in sizes:
+                    continue  # expunged since it was listed
+                size = int(sizes[uid].get(b"RFC822.SIZE", 0))
+                if batch and (
+                    len(batch) >= FETCH_BATCH_MESSAGES or batch_bytes + size > FETCH_BATCH_BYTES
+                ):
+                    yield from self._fetch_batch(prefix, batch)
+                    batch, batch_bytes = [], 0
+                batch.append(uid)
+                batch_bytes += size
+            if batch:
+                yield from self._fetch_batch(prefix, batch)
+        except ProviderError:
+            raise
+        except BaseException as exc:
+            raise imap_error(exc) from exc
+
+    def _fetch_batch(self, prefix: str, uids: list[int]) -> Iterator[RawMessage]:
+        assert self.client is not None
+        response = self.client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+        for uid in uids:
+            data = response.get(uid)
+            if data is None or b"BODY[]" not in data:
+                continue
+            yield RawMessage(
+                key=f"{prefix}:{uid}", raw=data[b"BODY[]"], internal_date=data.get(b"INTERNALDATE")
+            )
+
+    def find_message_id(self, folder: FolderSpec, message_id: str) -> bool:
+        try:
+            self._select(folder.name)
+            return bool(self.client.search(["HEADER", "Message-ID", message_id]))
+        except BaseException as exc:
+            raise imap_error(exc) from exc
+
+    def store_sent_copy(self, raw: bytes) -> None:
+        """Append what we sent to the Sent folder, as a mail client would."""
+        name = self.sent_folder_name()
+        try:
+            if not name:
+                # As a mail client does on its first send: make the Sent folder.
+                name = "Sent"
+                self.client.create_folder(name)
+            self.client.append(name, raw, flags=(SEEN,))
+        except BaseException as exc:
+            raise imap_error(exc) from exc
+
+    # --- push ---------------------------------------------------------------------------------
+
+    def supports_idle(self) -> bool:
+        return bool(self.client and self.client.has_capability("IDLE"))
+
+    def wait_for_change(self, folder: FolderSpec, seconds: float) -> bool:
+        """IDLE on the folder until the server reports something or time runs out."""
+        assert self.client is not None
+        try:
+            self._select(folder.name)
+            self.client.idle()
+            try:
+                responses = self.client.idle_check(timeout=seconds)
+            finally:
+                self.client.idle_done()
+            return any(
+                isinstance(item, tuple) and len(item) > 1 and item[1] in (b"EXISTS", b"RECENT")
+                for item in responses
+            )
+        except BaseException as exc:
+            raise imap_error(exc) from exc
+
+
+# --- SMTP ---------------------------------------------------------------------------------------
+
+
+def _reply_text(code: int, message) -> str:
+    return f"{code} {_text(message)}".strip()
+
+
+class SmtpTransport:
+    """An authenticated SMTP session for one mailbox (a context manager)."""
+
+    def __init__(self, mailbox: Mailbox, *, timeout: float | None = None) -> None:
+        from inboxes.services import mailbox_server_inputs
+
+        _, smtp = mailbox_server_inputs(mailbox)
+        self._server = smtp.settings()
+        self._timeout = timeout
+        self.smtp: smtplib.SMTP | None = None
+
+    def __enter__(self) -> SmtpTransport:
+        try:
+            self.smtp = open_smtp(self._server, self._timeout)
+            self.smtp.login(self._server.username, self._server.password)
+        except smtplib.SMTPAuthenticationError as exc:
+            self._close()
+            raise ProviderError(
+                f"SMTP login failed: {_reply_text(exc.smtp_code, exc.smtp_error)}", permanent=True
+            ) from exc
+        except smtplib.SMTPResponseException as exc:
+            self._close()
+            raise ProviderError(
+                f"SMTP server refused: {_reply_text(exc.smtp_code, exc.smtp_error)}",
+                permanent=exc.smtp_code >= 500,
+            ) from exc
+        except BaseException as exc:
+            self._close()
+            if isinstance(exc, netguard.HostNotAllowed):
+                raise ProviderError(str(exc), permanent=True) from exc
+            raise ProviderError(f"SMTP connection problem: {exc or type(exc).__name__}") from exc
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.smtp is not None:
+            with contextlib.suppress(Exception):
+                self.smtp.quit()
+            with contextlib.suppress(Exception):
+                self.smtp.close()
+            self.smtp = None
+
+    def send(
+        self,
+        raw: bytes,
+        *,
+        envelope_from: str,
+        recipients: list[str],
+        before_data: Callable[[], None],
+    ) -> SendResult:
+        smtp = self.smtp
+        assert smtp is not None
+        try:
+            code, reply = smtp.mail(envelope_from)
+            if code != 250:
+                smtp.rset()
+                raise ProviderError(
+                    f"MAIL FROM refused: {_reply_text(code, reply)}", permanent=code >= 500
+                )
+            refused: dict[str, str] = {}
+            for recipient in recipients:
+                code, reply = smtp.rcpt(recipient)
+                if code not in (250, 251):
+                    refused[recipient] = _reply_text(code, reply)
+            if len(refused) == len(recipients):
+                smtp.rset()
+                permanent = all(text.startswith("5") for text in refused.values())
+                raise ProviderError(
+                    "Every recipient was refused: "
+                    + "; ".join(f"{r}: {t}" for r, t in refused.items()),
+                    permanent=permanent,
+                )
+        except ProviderError:
+            raise
+        except smtplib.SMTPResponseException as exc:
+            raise ProviderError(
+                _reply_text(exc.smtp_code, exc.smtp_error), permanent=exc.smtp_code >= 500
+            ) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            # Nothing of the message has gone out yet: safe to try again later.
+            raise ProviderError(f"SMTP connection problem: {exc or type(exc).__name__}") from exc
+
+        before_data()
+        try:
+            code, reply = smtp.data(raw)
+        except smtplib.SMTPDataError as exc:  # the DATA command itself was refused
+            raise ProviderError(
+                _reply_text(exc.smtp_code, exc.smtp_error), permanent=exc.smtp_code >= 500
+            ) from exc
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise SendOutcomeUnknown(
+                f"The connection dropped after the message was sent, before the server answered: {exc}"
+            ) from exc
+        if code == 250:
+            return SendResult(accepted=True, detail=_reply_text(code, reply), refused=refused)
+        raise ProviderError(_reply_text(code, reply), permanent=code >= 500)

@@ -1,0 +1,361 @@
+"""Keeping a mailbox in sync: cursor -> fetch -> parse once -> idempotent ingest.
+
+One mailbox is synced by one worker at a time, across any number of worker
+processes and machines, through a lease on the mailbox row: taking it is a
+conditional UPDATE (only one can win), it is renewed after every batch, and a
+worker that dies simply lets it run out (SYNC_LEASE_SECONDS), after which any
+worker may take over and resume from the committed cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from audit.services import audit_record
+from conversations.models import Inbox
+from inboxes.ingest import ingest_batch
+from inboxes.models import (
+    FolderRole,
+    Mailbox,
+    MailboxFolder,
+    MailboxKind,
+    MailboxMessage,
+    MailboxStatus,
+    SyncState,
+)
+from inboxes.providers import open_session
+from inboxes.providers.base import FolderSpec, MailSession, ProviderError
+
+log = logging.getLogger(__name__)
+
+INGEST_BATCH = 100
+
+
+@dataclass
+class SyncResult:
+    mailbox_id: str
+    ran: bool
+    imported: int = 0
+    reason: str = ""
+    folders: dict[str, int] = field(default_factory=dict)
+
+
+# --- The lease --------------------------------------------------------------------------------
+
+
+def lease_acquire(mailbox_id, seconds: int | None = None) -> str | None:
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    seconds = seconds or settings.SYNC_LEASE_SECONDS
+    won = (
+        Mailbox.objects.filter(pk=mailbox_id)
+        .filter(Q(sync_lease_until__isnull=True) | Q(sync_lease_until__lt=now))
+        .update(sync_lease_token=token, sync_lease_until=now + timedelta(seconds=seconds))
+    )
+    return token if won else None
+
+
+def lease_renew(mailbox_id, token: str, seconds: int | None = None) -> bool:
+    seconds = seconds or settings.SYNC_LEASE_SECONDS
+    return bool(
+        Mailbox.objects.filter(pk=mailbox_id, sync_lease_token=token).update(
+            sync_lease_until=timezone.now() + timedelta(seconds=seconds)
+        )
+    )
+
+
+def lease_release(mailbox_id, token: str) -> None:
+    Mailbox.objects.filter(pk=mailbox_id, sync_lease_token=token).update(
+        sync_lease_token="", sync_lease_until=None
+    )
+
+
+class LeaseLost(Exception):
+    """Another worker took the mailbox over (this one stalled past its lease)."""
+
+
+# --- Which mailboxes sync ----------------------------------------------------------------------
+
+
+def mailbox_syncable(mailbox: Mailbox) -> str:
+    """Why a mailbox is not synced now ("" when it is)."""
+    if mailbox.status in (MailboxStatus.DISCONNECTED, MailboxStatus.NEEDS_REAUTH):
+        return f"mailbox is {mailbox.status}"
+    if mailbox.status == MailboxStatus.ERROR and mailbox.sync_state == SyncState.STOPPED:
+        return "mailbox has a permanent error; fix the settings or re-run the connection test"
+    if mailbox.kind == MailboxKind.PERSONAL and not mailbox.owner.is_active:
+        return "owner is deactivated"
+    if mailbox.kind == MailboxKind.TEAM and not Inbox.objects.filter(mailbox=mailbox).exists():
+        return "team email is not connected to an inbox"
+    return ""
+
+
+def mailboxes_due() -> list:
+    """Ids of the mailboxes a poll should sync (the lease keeps doubles harmless)."""
+    return [
+        m.pk
+        for m in Mailbox.objects.exclude(
+            status__in=[MailboxStatus.DISCONNECTED, MailboxStatus.NEEDS_REAUTH]
+        )
+        .exclude(sync_state=SyncState.STOPPED)
+        .select_related("owner")
+        if not mailbox_syncable(m)
+    ]
+
+
+# --- Sync ----------------------------------------------------------------------------------------
+
+
+def _backfill_since(mailbox: Mailbox) -> datetime | None:
+    if mailbox.backfill_days is None:
+        return None
+    return timezone.now() - timedelta(days=mailbox.backfill_days)
+
+
+def mailbox_sync(mailbox_id) -> SyncResult:
+    """Bring every folder of the mailbox up to date. Safe to run any number of times."""
+    mailbox = Mailbox.objects.select_related("owner").get(pk=mailbox_id)
+    reason = mailbox_syncable(mailbox)
+    if reason:
+        return SyncResult(str(mailbox_id), ran=False, reason=reason)
+    token = lease_acquire(mailbox_id)
+    if token is None:
+        return SyncResult(str(mailbox_id), ran=False, reason="another worker is syncing it")
+    result = SyncResult(str(mailbox_id), ran=True)
+    try:
+        with open_session(mailbox) as session:
+            for spec in session.folders():
+                count = _sync_folder(session, mailbox, spec, token)
+                result.folders[spec.role] = count
+                result.imported += count
+        _record_success(mailbox)
+    except ProviderError as exc:
+        _record_failure(mailbox, exc)
+        raise
+    finally:
+        lease_release(mailbox_id, token)
+    return result
+
+
+def _folder_for(mailbox: Mailbox, spec: FolderSpec) -> MailboxFolder:
+    folder, _ = MailboxFolder.objects.get_or_create(
+        mailbox=mailbox, role=spec.role, defaults={"name": spec.name}
+    )
+    if folder.name != spec.name:
+        folder.name = spec.name
+        folder.save(update_fields=["name", "updated_at"])
+    return folder
+
+
+def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token: str) -> int:
+    folder = _folder_for(mailbox, spec)
+    first_sync = not folder.cursor
+    if folder.backfill_from is None:
+        folder.backfill_from = _backfill_since(mailbox) or datetime(1970, 1, 1, tzinfo=UTC)
+        folder.save(update_fields=["backfill_from", "updated_at"])
+    changes = session.changes(spec, folder.cursor, since=_backfill_since(mailbox))
+    if changes.reset:
+        folder.resync_count += 1
+        folder.alert = (
+            f"The server reset the folder {spec.name} (its UIDVALIDITY changed); it was "
+            "read again and nothing was duplicated."
+        )
+        folder.save(update_fields=["resync_count", "alert", "updated_at"])
+        audit_record(
+            account=mailbox.account,
+            actor=None,
+            action="mailbox.folder_reset",
+            target=mailbox,
+            data={"folder": spec.name, "resyncs": folder.resync_count},
+        )
+    # History (the first sync, or a reset) is filed without routing notifications.
+    backfill = first_sync or changes.reset
+    if backfill and spec.role == FolderRole.INBOX:
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            status=MailboxStatus.SYNCING if first_sync else mailbox.status,
+            sync_state=SyncState.INITIAL,
+            sync_done=0,
+            sync_total=len(changes.keys),
+        )
+    elif changes.keys:
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            sync_state=SyncState.RUNNING, sync_done=0, sync_total=len(changes.keys)
+        )
+    imported = 0
+    cursor = folder.cursor
+    for start in range(0, len(changes.keys), INGEST_BATCH):
+        batch = changes.keys[start : start + INGEST_BATCH]
+        known = set(
+            MailboxMessage.objects.filter(folder=folder, provider_key__in=batch).values_list(
+                "provider_key", flat=True
+            )
+        )
+        wanted = [key for key in batch if key not in known]
+        raws = list(session.fetch(spec, wanted)) if wanted else []
+        cursor = changes.cursor_after(batch[-1], cursor)
+        ingest_batch(mailbox=mailbox, folder=folder, raws=raws, cursor=cursor, backfill=backfill)
+        if known:
+            Mailbox.objects.filter(pk=mailbox.pk).update(sync_done=F("sync_done") + len(known))
+        imported += len(raws)
+        if not lease_renew(mailbox.pk, token):
+            raise LeaseLost(str(mailbox.pk))
+    MailboxFolder.objects.filter(pk=folder.pk).update(
+        cursor=changes.cursor,
+        server_count=changes.server_count,
+        last_synced_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    return imported
+
+
+def _record_success(mailbox: Mailbox) -> None:
+    Mailbox.objects.filter(pk=mailbox.pk).exclude(status=MailboxStatus.DISCONNECTED).update(
+        status=MailboxStatus.CONNECTED,
+        last_error="",
+        sync_state=SyncState.IDLE,
+        sync_last_error="",
+        last_synced_at=timezone.now(),
+    )
+
+
+def _record_failure(mailbox: Mailbox, exc: ProviderError) -> None:
+    """Transient errors are shown and retried; permanent ones stop the syncing
+    until someone fixes the mailbox, so a wrong password is not hammered."""
+    if exc.reauth:
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            status=MailboxStatus.NEEDS_REAUTH,
+            last_error=str(exc),
+            sync_state=SyncState.STOPPED,
+            sync_last_error=str(exc),
+        )
+    elif exc.permanent:
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            status=MailboxStatus.ERROR,
+            last_error=str(exc),
+            sync_state=SyncState.STOPPED,
+            sync_last_error=str(exc),
+        )
+    else:
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            sync_state=SyncState.ERROR, sync_last_error=str(exc)
+        )
+
+
+# --- Reconciliation ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileResult:
+    mailbox_id: str
+    ran: bool
+    missing_before: int = 0
+    missing_after: int = 0
+    reason: str = ""
+
+
+def mailbox_reconcile(mailbox_id) -> ReconcileResult:
+    """Compare what the server holds with what is stored, import any gap, and
+    leave a visible alert for whatever still is missing (never a silent success)."""
+    mailbox = Mailbox.objects.select_related("owner").get(pk=mailbox_id)
+    reason = mailbox_syncable(mailbox)
+    if reason:
+        return ReconcileResult(str(mailbox_id), ran=False, reason=reason)
+    token = lease_acquire(mailbox_id)
+    if token is None:
+        return ReconcileResult(str(mailbox_id), ran=False, reason="another worker is syncing it")
+    result = ReconcileResult(str(mailbox_id), ran=True)
+    try:
+        with open_session(mailbox) as session:
+            for spec in session.folders():
+                folder = _folder_for(mailbox, spec)
+                if not folder.cursor:
+                    continue  # never synced: the sync imports it, not reconciliation
+                before, after = _reconcile_folder(session, mailbox, folder, spec, token)
+                result.missing_before += before
+                result.missing_after += after
+    except ProviderError as exc:
+        _record_failure(mailbox, exc)
+        raise
+    finally:
+        lease_release(mailbox_id, token)
+    return result
+
+
+def _missing_keys(folder: MailboxFolder, server_keys: list[str]) -> list[str]:
+    missing = []
+    for start in range(0, len(server_keys), 1000):
+        chunk = server_keys[start : start + 1000]
+        known = set(
+            MailboxMessage.objects.filter(folder=folder, provider_key__in=chunk).values_list(
+                "provider_key", flat=True
+            )
+        )
+        missing.extend(key for key in chunk if key not in known)
+    return missing
+
+
+def _reconcile_folder(
+    session: MailSession, mailbox: Mailbox, folder: MailboxFolder, spec: FolderSpec, token: str
+) -> tuple[int, int]:
+    server_keys = session.keys_since(spec, folder.backfill_from)
+    missing = _missing_keys(folder, server_keys)
+    before = len(missing)
+    for start in range(0, len(missing), INGEST_BATCH):
+        raws = list(session.fetch(spec, missing[start : start + INGEST_BATCH]))
+        ingest_batch(
+            mailbox=mailbox, folder=folder, raws=raws, cursor=folder.cursor, backfill=False
+        )
+        lease_renew(mailbox.pk, token)
+    still_missing = _missing_keys(folder, server_keys) if before else []
+    after = len(still_missing)
+    alert = ""
+    if after:
+        alert = (
+            f"{after} of {len(server_keys)} messages in {spec.name} could not be imported "
+            f"(first: {still_missing[0]}). The sync keeps trying; see the sync ledger."
+        )
+    elif before:
+        log.warning(
+            "reconciliation of %s %s imported %d missed messages", mailbox.pk, spec.name, before
+        )
+    MailboxFolder.objects.filter(pk=folder.pk).update(
+        server_count=len(server_keys),
+        missing_count=after,
+        alert=alert,
+        last_reconciled_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    if after:
+        Mailbox.objects.filter(pk=mailbox.pk).update(sync_last_error=alert)
+    if before:
+        audit_record(
+            account=mailbox.account,
+            actor=None,
+            action="mailbox.reconciled",
+            target=mailbox,
+            data={"folder": spec.name, "missing": before, "still_missing": after},
+        )
+    return before, after
+
+
+def mailbox_resync(*, actor, mailbox: Mailbox) -> None:
+    """Admins: read every folder again from the start of its backfill window.
+
+    Stored keys are skipped and content is deduplicated, so this fills gaps and
+    never duplicates; it also clears a stopped sync after the cause was fixed.
+    """
+    from inboxes.rules import check_admin
+
+    check_admin(actor, "resync a mailbox")
+    MailboxFolder.objects.filter(mailbox=mailbox).update(
+        cursor={}, alert="", updated_at=timezone.now()
+    )
+    Mailbox.objects.filter(pk=mailbox.pk).update(sync_state=SyncState.PENDING, sync_last_error="")
+    audit_record(account=mailbox.account, actor=actor, action="mailbox.resync", target=mailbox)

@@ -1,0 +1,62 @@
+"""Thin Celery tasks: ids in, one service call, the retry policy."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from inboxes import sending, sync
+from inboxes.providers.base import ProviderError
+
+
+@shared_task(bind=True, max_retries=None)
+def sync_mailbox(self, mailbox_id: str) -> dict:
+    try:
+        result = sync.mailbox_sync(mailbox_id)
+    except ProviderError as exc:
+        if exc.permanent:
+            return {"ran": True, "error": str(exc)}  # recorded on the mailbox; no hot loop
+        # Transient: capped exponential backoff (Celery's own retry).
+        raise self.retry(exc=exc, countdown=min(30 * 2**self.request.retries, 900)) from exc
+    except sync.LeaseLost:
+        return {"ran": True, "error": "lease lost"}
+    return {"ran": result.ran, "imported": result.imported, "reason": result.reason}
+
+
+@shared_task
+def sync_due_mailboxes() -> int:
+    ids = sync.mailboxes_due()
+    for mailbox_id in ids:
+        sync_mailbox.delay(str(mailbox_id))
+    return len(ids)
+
+
+@shared_task(bind=True, max_retries=3)
+def reconcile_mailbox(self, mailbox_id: str) -> dict:
+    try:
+        result = sync.mailbox_reconcile(mailbox_id)
+    except ProviderError as exc:
+        if exc.permanent:
+            return {"ran": True, "error": str(exc)}
+        raise self.retry(exc=exc, countdown=300) from exc
+    return {"ran": result.ran, "missing": result.missing_after}
+
+
+@shared_task
+def reconcile_all_mailboxes() -> int:
+    ids = sync.mailboxes_due()
+    for mailbox_id in ids:
+        reconcile_mailbox.delay(str(mailbox_id))
+    return len(ids)
+
+
+@shared_task(bind=True, max_retries=None)
+def send_outbox_item(self, item_id: str) -> str:
+    try:
+        return sending.outbox_send(item_id)
+    except sending.SendLater as exc:
+        raise self.retry(exc=exc, countdown=exc.countdown) from exc
+
+
+@shared_task
+def sweep_outbox() -> dict:
+    return sending.outbox_sweep()

@@ -1,0 +1,76 @@
+"""Helpers for mail-engine tests: build messages, connect mailboxes the real way."""
+
+from __future__ import annotations
+
+import itertools
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from django.utils import timezone
+
+from conversations.models import Inbox
+from inboxes import services
+from inboxes.models import Mailbox
+
+_counter = itertools.count(1)
+
+
+def make_email(
+    *,
+    sender: str = "carol@customer.example.com",
+    to: str = "support@acme.example.com",
+    subject: str | None = None,
+    body: str | None = None,
+    message_id: str | None = None,
+    in_reply_to: str | None = None,
+    references: str | None = None,
+    cc: str | None = None,
+    date=None,
+    extra_headers: dict | None = None,
+) -> bytes:
+    n = next(_counter)
+    mime = EmailMessage()
+    mime["From"] = sender
+    mime["To"] = to
+    if cc:
+        mime["Cc"] = cc
+    mime["Subject"] = subject if subject is not None else f"Question {n}"
+    mime["Date"] = format_datetime(date or timezone.now())
+    mime["Message-ID"] = message_id or make_msgid(domain="customer.example.com")
+    if in_reply_to:
+        mime["In-Reply-To"] = in_reply_to
+    if references:
+        mime["References"] = references
+    for name, value in (extra_headers or {}).items():
+        mime[name] = value
+    mime.set_content(body if body is not None else f"Hello, this is message {n}.\n")
+    return mime.as_bytes()
+
+
+def connect_imap_mailbox(
+    *, actor, dovecot, smtp_server, user, address, kind="team", inbox=None, backfill_days=30
+) -> Mailbox:
+    username, password = user
+    imap = dovecot.imap_settings(username, password)
+    smtp = smtp_server.smtp_settings(username, password)
+    mailbox = services.mailbox_connect(
+        actor=actor,
+        address=address,
+        kind=kind,
+        imap=services.ServerInput(
+            imap.host, imap.port, imap.security, imap.username, imap.password
+        ),
+        smtp=services.ServerInput(
+            smtp.host, smtp.port, smtp.security, smtp.username, smtp.password
+        ),
+        acknowledge_team_visibility=True,
+        inbox=inbox,
+    )
+    if backfill_days != 30:
+        Mailbox.objects.filter(pk=mailbox.pk).update(backfill_days=backfill_days)
+        mailbox.refresh_from_db()
+    return mailbox
+
+
+def team_inbox(account, name="Support", from_name="Acme Support") -> Inbox:
+    return Inbox.objects.create(account=account, name=name, from_name=from_name)
