@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
@@ -12,6 +13,7 @@ from conversations.models import Inbox
 from core.errors import Invalid, TeamAddressInOtherInbox
 from inboxes import rules
 from inboxes.models import Mailbox
+from inboxes.sync import schedule_sync
 
 UNSET = object()
 
@@ -70,6 +72,8 @@ def inbox_update(
                     rules.check_inbox_attach(inbox=inbox, mailbox=mailbox, viewer=actor)  # type: ignore[arg-type]
                 changes["mailbox"] = mailbox.address if mailbox is not None else None  # type: ignore[union-attr]
                 inbox.mailbox = mailbox  # type: ignore[assignment]
+                if mailbox is not None:
+                    schedule_sync(mailbox.pk)  # type: ignore[union-attr]
             inbox.save()
             if changes:
                 audit_record(
@@ -192,3 +196,33 @@ def conversation_reply(
             data={"outbox": str(item.pk)},
         )
     return item.message
+
+
+def message_delete(*, actor: User, message) -> None:
+    """Delete an email from Postkamer for good: it leaves a tombstone, so no later
+    sync (or resync) of any mailbox of the account imports it again."""
+    from inboxes.models import Tombstone
+
+    rules.check_admin(actor, "delete an email")
+    if message.account_id != actor.account_id:
+        raise Invalid("Unknown message.")
+    with transaction.atomic():
+        Tombstone.objects.get_or_create(
+            account_id=message.account_id, dedupe_key=message.dedupe_key
+        )
+        audit_record(
+            account=actor.account,
+            actor=actor,
+            action="message.deleted",
+            target_repr=message.subject[:300],
+            data={"message_id": message.message_id},
+        )
+        if hasattr(message, "outbox"):
+            raise Invalid("An email Postkamer sent stays in the thread.")
+        for conversation in message.conversations.all():
+            type(conversation).objects.filter(pk=conversation.pk).update(
+                message_count=models.F("message_count") - 1
+            )
+        files = [message.raw.name, *(a.file.name for a in message.attachments.all())]
+        message.delete()
+        transaction.on_commit(lambda: [default_storage.delete(name) for name in files if name])

@@ -166,6 +166,7 @@ def ingest_batch(
         MailboxFolder.objects.filter(pk=folder.pk).update(
             cursor=cursor,
             imported_count=F("imported_count") + len(raws),
+            unparsed_count=F("unparsed_count") + sum(1 for _, p in created if p.error),
             last_synced_at=timezone.now(),
             updated_at=timezone.now(),
         )

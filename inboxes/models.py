@@ -145,6 +145,8 @@ class MailboxFolder(BaseModel):
     last_synced_at = models.DateTimeField(null=True, blank=True)
     last_reconciled_at = models.DateTimeField(null=True, blank=True)
     missing_count = models.PositiveIntegerField(default=0)
+    # Messages kept raw because they could not be parsed (shown to admins).
+    unparsed_count = models.PositiveIntegerField(default=0)
     alert = models.TextField(blank=True)
 
     class Meta:

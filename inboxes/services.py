@@ -32,7 +32,8 @@ from inboxes.addresses import canonical_address
 from inboxes.connection_test import ConnectionTestResult, run_connection_test
 from inboxes.crypto import decrypt_secrets, encrypt_secrets
 from inboxes.mailconn import ServerSettings
-from inboxes.models import Mailbox, MailboxKind, MailboxStatus, Provider, Security
+from inboxes.models import Mailbox, MailboxKind, MailboxStatus, Provider, Security, SyncState
+from inboxes.sync import schedule_sync
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ def mailbox_connect(
                 if inbox is not None:
                     inbox.mailbox = mailbox
                     inbox.save(update_fields=["mailbox", "updated_at"])
+                schedule_sync(mailbox.pk)
                 audit_record(
                     account=actor.account,
                     actor=actor,
@@ -329,8 +331,11 @@ def mailbox_update(
         )
         if mailbox.status in (MailboxStatus.ERROR, MailboxStatus.NEEDS_REAUTH):
             mailbox.status = MailboxStatus.CONNECTED
+        if mailbox.sync_state == SyncState.STOPPED:
+            mailbox.sync_state = SyncState.PENDING  # the cause was fixed: sync again
         mailbox.last_error = ""
         mailbox.save()
+        schedule_sync(mailbox.pk)
         audit_record(
             account=mailbox.account,
             actor=actor,
@@ -355,9 +360,14 @@ def mailbox_test(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> Con
         actor=actor, account=mailbox.account, imap=imap, smtp=smtp, address=mailbox.address, ip=ip
     )
     if result.ok:
-        Mailbox.objects.filter(pk=mailbox.pk, status=MailboxStatus.ERROR).update(
-            status=MailboxStatus.CONNECTED, last_error="", updated_at=timezone.now()
+        recovered = Mailbox.objects.filter(pk=mailbox.pk, status=MailboxStatus.ERROR).update(
+            status=MailboxStatus.CONNECTED,
+            last_error="",
+            sync_state=SyncState.PENDING,
+            updated_at=timezone.now(),
         )
+        if recovered:
+            schedule_sync(mailbox.pk)
     else:
         failed = next(step for step in result.steps if not step.ok)
         Mailbox.objects.filter(pk=mailbox.pk).exclude(status=MailboxStatus.DISCONNECTED).update(

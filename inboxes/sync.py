@@ -359,3 +359,12 @@ def mailbox_resync(*, actor, mailbox: Mailbox) -> None:
     )
     Mailbox.objects.filter(pk=mailbox.pk).update(sync_state=SyncState.PENDING, sync_last_error="")
     audit_record(account=mailbox.account, actor=actor, action="mailbox.resync", target=mailbox)
+
+
+def schedule_sync(mailbox_id) -> None:
+    """Start a sync once the current transaction commits (a worker must see the row)."""
+    from django.db import transaction
+
+    from inboxes.tasks import sync_mailbox
+
+    transaction.on_commit(lambda: sync_mailbox.delay(str(mailbox_id)))
