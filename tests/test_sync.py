@@ -130,7 +130,7 @@ def test_one_email_to_two_team_addresses_is_stored_once_and_in_both_inboxes(
         ),
     ]
     raw = make_email(to="support@acme.example.com", cc="sales@acme.example.com", subject="Quote")
-    for n, user in enumerate(users):
+    for user in users:
         # each copy carries its own delivery headers, as a real server adds them
         dovecot.deliver(user[0], f"Delivered-To: {user[0]}@acme.example.com\r\n".encode() + raw)
     for mailbox in mailboxes:
