@@ -14,6 +14,15 @@ urlpatterns = [
     path("settings/email/", inboxes_views.settings_email, name="settings-email"),
     path("settings/email/check/", inboxes_views.email_check, name="settings-email-check"),
     path("settings/email/test/", inboxes_views.email_test, name="settings-email-test"),
+    path("settings/mailboxes/<uuid:pk>/", inboxes_views.mailbox_detail, name="settings-mailbox"),
+    path(
+        "settings/mailboxes/<uuid:pk>/row/", inboxes_views.mailbox_row, name="settings-mailbox-row"
+    ),
+    path(
+        "settings/mailboxes/<uuid:pk>/resync/",
+        inboxes_views.mailbox_resync,
+        name="settings-mailbox-resync",
+    ),
     path(
         "settings/mailboxes/<uuid:pk>/test/",
         inboxes_views.mailbox_test,

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from accounts.selectors import users_visible_to
 from conversations.selectors import inboxes_visible_to
 from core.api import AccountScopedMixin, client_ip
-from inboxes import services
+from inboxes import services, sync
 from inboxes.models import Mailbox, MailboxKind, Provider, Security
 from inboxes.selectors import mailboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
@@ -49,8 +49,25 @@ def _server_of(mailbox: Mailbox, prefix: str) -> dict | None:
     }
 
 
+class FolderOutput(serializers.Serializer):
+    """The sync ledger of one folder: what the server holds, what was imported."""
+
+    role = serializers.CharField()
+    name = serializers.CharField()
+    server_count = serializers.IntegerField(allow_null=True)
+    imported_count = serializers.IntegerField()
+    missing_count = serializers.IntegerField()
+    unparsed_count = serializers.IntegerField()
+    resync_count = serializers.IntegerField()
+    alert = serializers.CharField()
+    last_synced_at = serializers.DateTimeField(allow_null=True)
+    last_reconciled_at = serializers.DateTimeField(allow_null=True)
+
+
 class MailboxOutput(serializers.ModelSerializer):
     """Secrets are never returned: no field here can carry one."""
+
+    folders = FolderOutput(many=True, read_only=True)
 
     owner_name = serializers.SerializerMethodField()
     inbox = serializers.SerializerMethodField()
@@ -74,6 +91,7 @@ class MailboxOutput(serializers.ModelSerializer):
             "status",
             "last_error",
             "sync",
+            "folders",
             "imap",
             "smtp",
             "created_at",
@@ -270,6 +288,16 @@ class MailboxViewSet(
             acknowledge_team_visibility=values["acknowledge_team_visibility"],
             ip=client_ip(request),
         )
+        return Response(MailboxOutput(mailbox).data)
+
+    @extend_schema(request=None, responses=MailboxOutput)
+    @action(detail=True, methods=["post"])
+    def resync(self, request, pk=None):
+        """Admins: read every folder again (nothing is duplicated), then reconcile."""
+        mailbox = self.get_object()
+        sync.mailbox_resync(actor=request.user, mailbox=mailbox)
+        sync.schedule_sync(mailbox.pk)
+        mailbox.refresh_from_db()
         return Response(MailboxOutput(mailbox).data)
 
     @extend_schema(request=None, responses={200: TestOutput})

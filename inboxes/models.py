@@ -122,6 +122,13 @@ class Mailbox(BaseModel):
     def is_connected(self) -> bool:
         return self.status != MailboxStatus.DISCONNECTED
 
+    @property
+    def is_syncing(self) -> bool:
+        return self.status == MailboxStatus.SYNCING or self.sync_state in (
+            SyncState.INITIAL,
+            SyncState.RUNNING,
+        )
+
 
 class FolderRole(models.TextChoices):
     INBOX = "inbox"

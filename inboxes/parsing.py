@@ -1135,11 +1135,9 @@ def _parse(raw: bytes) -> ParsedMessage:
     message_ids = _msg_ids(_first(headers, "message-id"), bare_needs_at=False)
     message_id = message_ids[0] if message_ids else ""
     reply_ids = _msg_ids(_first(headers, "in-reply-to"))
-    references: list[str] = []
-    for ident in _msg_ids(" ".join(headers.get("references", []))):
-        if ident not in references:
-            references.append(ident)
-    references = references[-MAX_REFERENCES:]
+    # dict.fromkeys: ordered de-duplication that stays linear on hostile input.
+    all_references = _msg_ids(" ".join(headers.get("references", [])))
+    references = list(dict.fromkeys(all_references))[-MAX_REFERENCES:]
 
     senders = parse_addresses(headers.get("from", []))
     subject = _header_text(_first(headers, "subject"))

@@ -10,9 +10,9 @@ from django.views.decorators.http import require_POST
 from core.api import client_ip
 from core.errors import ConnectionFailed, DomainError
 from core.web import back_to, report
-from inboxes import services
+from inboxes import services, sync
 from inboxes.forms import AddressCheckForm, MailboxConnectForm, MeetingsForm
-from inboxes.models import MailboxKind
+from inboxes.models import Mailbox, MailboxKind, MailboxMessage
 from inboxes.selectors import mailboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
 from meetings import services as meetings_services
@@ -157,3 +157,57 @@ def meetings_disconnect(request):
     meetings_services.meetings_disconnect(user=request.user, ip=client_ip(request))
     messages.success(request, "Your meetings connection is removed.")
     return redirect("settings-email")
+
+
+def _visible_mailbox(request, pk):
+    return get_object_or_404(mailboxes_visible_to(request.user), pk=pk)
+
+
+@login_required
+def mailbox_detail(request, pk):
+    """Status, progress, the sync ledger and the messages kept raw."""
+    from conversations.models import Message
+
+    mailbox = _visible_mailbox(request, pk)
+    unparsed = []
+    if request.user.is_admin:
+        unparsed = Message.objects.filter(
+            account_id=mailbox.account_id,
+            parse_error__gt="",
+            pk__in=MailboxMessage.objects.filter(folder__mailbox=mailbox).values("message_id"),
+        ).order_by("-created_at")[:100]
+    try:
+        inbox = mailbox.inbox
+    except Mailbox.inbox.RelatedObjectDoesNotExist:
+        inbox = None
+    return render(
+        request,
+        "inboxes/mailbox_detail.html",
+        {
+            "section": "inboxes" if mailbox.kind == MailboxKind.TEAM else "email",
+            "mailbox": mailbox,
+            "inbox": inbox,
+            "folders": mailbox.folders.all(),
+            "unparsed": unparsed,
+            "can_resync": request.user.is_admin,
+        },
+    )
+
+
+@login_required
+def mailbox_row(request, pk):
+    """htmx: the mailbox's row again, polled every 2 s while it syncs."""
+    return render(request, "partials/mailbox_row.html", {"mailbox": _visible_mailbox(request, pk)})
+
+
+@login_required
+@require_POST
+def mailbox_resync(request, pk):
+    mailbox = _visible_mailbox(request, pk)
+    try:
+        sync.mailbox_resync(actor=request.user, mailbox=mailbox)
+        sync.schedule_sync(mailbox.pk)
+        messages.success(request, f"{mailbox.address}: resync started.")
+    except DomainError as exc:
+        report(request, exc)
+    return redirect("settings-mailbox", pk=mailbox.pk)

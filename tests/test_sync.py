@@ -305,3 +305,36 @@ def test_a_wrong_password_stops_the_sync_with_a_clear_error(support, dovecot, ma
     assert "login failed" in mailbox.last_error.lower()
     assert mailbox.pk not in mailboxes_due()
     assert not mailbox_sync(mailbox.pk).ran
+
+
+def test_the_api_shows_progress_and_the_ledger_and_admins_can_resync(
+    support, admin, dovecot, mail_user, django_capture_on_commit_callbacks
+):
+    from tests.conftest import api_client_for
+
+    inbox, mailbox = support
+    for _ in range(2):
+        dovecot.deliver(mail_user[0], make_email())
+    mailbox_sync(mailbox.pk)
+    api = api_client_for(admin)
+    body = api.get(f"/api/v1/mailboxes/{mailbox.pk}/").json()
+    assert body["sync"]["done"] == 2 and body["sync"]["total"] == 2
+    assert body["sync"]["state"] == "idle" and body["sync"]["last_synced_at"]
+    [folder] = body["folders"]
+    assert folder["role"] == "inbox" and folder["imported_count"] == 2
+    assert folder["server_count"] == 2 and folder["alert"] == ""
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = api.post(f"/api/v1/mailboxes/{mailbox.pk}/resync/")
+    assert response.status_code == 200
+    assert len(callbacks) == 1  # a sync is queued once the request commits
+    assert MailboxFolder.objects.get(mailbox=mailbox).cursor == {}
+    mailbox_sync(mailbox.pk)
+    assert Message.objects.count() == 2  # read again, nothing duplicated
+
+
+def test_members_cannot_resync(support, member, admin):
+    from tests.conftest import api_client_for
+
+    inbox, mailbox = support
+    assert api_client_for(member).post(f"/api/v1/mailboxes/{mailbox.pk}/resync/").status_code == 404

@@ -105,3 +105,49 @@ def test_the_audit_page_shows_refused_conflicts(
     page = client.get("/settings/audit/").content.decode()
     assert "mailbox.connect_refused" in page and "Cy Young" in page
     assert AuditEvent.objects.filter(action="mailbox.connect_refused", ip="127.0.0.1").exists()
+
+
+def test_the_mailbox_page_shows_the_ledger_and_what_was_kept_raw(
+    client, admin, dovecot, smtp_server, mail_user
+):
+    from inboxes.sync import mailbox_sync
+    from tests.mail import connect_imap_mailbox, make_email, team_inbox
+
+    inbox = team_inbox(admin.account)
+    mailbox = connect_imap_mailbox(
+        actor=admin,
+        dovecot=dovecot,
+        smtp_server=smtp_server,
+        user=mail_user,
+        address="support@acme.example.com",
+        inbox=inbox,
+    )
+    dovecot.deliver(mail_user[0], make_email(subject="Fine"))
+    dovecot.deliver(
+        mail_user[0], b"Subject: half\r\nContent-Type: multipart/mixed\r\n\r\nno boundary"
+    )
+    mailbox_sync(mailbox.pk)
+    client.force_login(admin)
+    page = client.get(f"/settings/mailboxes/{mailbox.pk}/").content.decode()
+    assert "Sync ledger" in page and "INBOX" in page
+    assert "2 of 2 messages" in page
+    row = client.get(f"/settings/mailboxes/{mailbox.pk}/row/")
+    assert row.status_code == 200 and "support@acme.example.com" in row.content.decode()
+
+
+def test_a_member_cannot_open_someone_elses_mailbox_page(
+    client, member, admin, dovecot, smtp_server, mail_user
+):
+    from tests.mail import connect_imap_mailbox
+
+    mailbox = connect_imap_mailbox(
+        actor=admin,
+        dovecot=dovecot,
+        smtp_server=smtp_server,
+        user=mail_user,
+        address="ann@acme.example.com",
+        kind="personal",
+    )
+    client.force_login(member)
+    assert client.get(f"/settings/mailboxes/{mailbox.pk}/").status_code == 404
+    assert client.post(f"/settings/mailboxes/{mailbox.pk}/resync/").status_code == 404
