@@ -61,7 +61,7 @@ class Message(BaseModel):
     has_remote_images = models.BooleanField(default=False)
     headers = models.JSONField(default=dict, blank=True)
     # The original bytes, kept whatever happens to parsing, through the storage API.
-    raw = models.FileField(upload_to="raw/%Y/%m/%d/", blank=True)
+    raw = models.FileField(upload_to="raw/%Y/%m/%d/", blank=True, max_length=500)
     raw_size = models.PositiveIntegerField(default=0)
     parse_error = models.TextField(blank=True)
 
@@ -84,7 +84,7 @@ class Attachment(BaseModel):
     size = models.PositiveIntegerField(default=0)
     content_id = models.CharField(max_length=255, blank=True)
     inline = models.BooleanField(default=False)
-    file = models.FileField(upload_to="attachments/%Y/%m/%d/")
+    file = models.FileField(upload_to="attachments/%Y/%m/%d/", max_length=500)
 
     class Meta:
         ordering = ["created_at"]

@@ -65,7 +65,19 @@ from typing import Any
 
 import nh3
 
-__all__ = ["Address", "ParsedAttachment", "ParsedMessage", "parse_message"]
+__all__ = [
+    "Address",
+    "ParsedAttachment",
+    "ParsedMessage",
+    "compute_dedupe_key",
+    "decode_bytes",
+    "decode_header",
+    "html_to_text",
+    "parse_addresses",
+    "parse_message",
+    "parse_params",
+    "sanitise_html",
+]
 
 # Deeper than any real mail; the walk below is iterative, so this only bounds
 # the work a hostile message can cause.
@@ -876,7 +888,7 @@ def _first(headers: dict[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
-def _transfer_decode(part: Message, problems: list[str]) -> bytes:
+def _transfer_decode(part: Message, cte_header: str | None, problems: list[str]) -> bytes:
     # Read the stored payload directly: get_payload(decode=False) lossily
     # decodes 8-bit data, and get_payload(decode=True) ignores a
     # Content-Transfer-Encoding with stray whitespace or quotes.
@@ -887,7 +899,7 @@ def _transfer_decode(part: Message, problems: list[str]) -> bytes:
         data = _to_bytes(payload)
     else:
         return b""
-    cte = str(part.get("content-transfer-encoding", "")).strip().strip("\"'").strip().lower()
+    cte = _raw_to_text(_unfold(cte_header or "")).strip().strip("\"'").strip().lower()
     if cte == "base64":
         decoded, clean = _b64decode(data)
         if not clean:
@@ -915,15 +927,25 @@ def _safe_filename(name: str) -> str:
     return name
 
 
-def _serialise(part: Message) -> bytes:
+# max_line_length=0 writes headers back exactly as received instead of
+# refolding them (which would, e.g., break the inner message's DKIM signature).
+_GENERATOR_POLICIES = {
+    "\n": compat32.clone(max_line_length=0),
+    "\r\n": compat32.clone(max_line_length=0, linesep="\r\n"),
+}
+
+
+def _serialise(part: Message, linesep: str) -> bytes:
     buffer = io.BytesIO()
-    BytesGenerator(buffer, mangle_from_=False, policy=compat32).flatten(part)
+    policy = _GENERATOR_POLICIES[linesep]
+    BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(part)
     # The generator writes the container's own headers first; keep what is inside.
     return _split_raw(buffer.getvalue())[1]
 
 
 @dataclass
 class _Collected:
+    linesep: str = "\n"
     texts: list[str] = field(default_factory=list)
     htmls: list[str] = field(default_factory=list)
     attachments: list[ParsedAttachment] = field(default_factory=list)
@@ -942,8 +964,8 @@ def _body_text(data: bytes, params: dict[str, str], subtype: str) -> str:
     return text
 
 
-def _walk(root: Message) -> _Collected:
-    collected = _Collected()
+def _walk(root: Message, linesep: str) -> _Collected:
+    collected = _Collected(linesep=linesep)
     stack: list[tuple[Message, int]] = [(root, 0)]
     seen = 0
     while stack:
@@ -989,7 +1011,8 @@ def _visit(
     disposition_header = _first(headers, "content-disposition")
     disposition = _disposition(disposition_header)
     filename = parse_params(disposition_header).get("filename") or type_params.get("name") or ""
-    data = _transfer_decode(part, collected.problems)
+    cte_header = _first(headers, "content-transfer-encoding")
+    data = _transfer_decode(part, cte_header, collected.problems)
     if maintype == "multipart":
         # The boundary never appeared: the body is all there is, keep it as text.
         collected.texts.append(_body_text(data, type_params, "plain"))
@@ -1031,7 +1054,7 @@ def _collect_message_part(part: Message, content_type: str, collected: _Collecte
     if content_type == "message/rfc822" and inner and isinstance(inner[0], Message):
         subject = _header_text(_first(_raw_headers(inner[0]), "subject"))
     try:
-        data = _serialise(part)
+        data = _serialise(part, collected.linesep)
     except Exception:  # includes RecursionError on absurdly nested forwards
         data = b""
         collected.problems.append(f"could not serialise an attached {content_type}")
@@ -1149,7 +1172,8 @@ def _parse(raw: bytes) -> ParsedMessage:
     if too_deep:
         collected = _Collected(problems=["MIME structure nested too deeply to parse; body skipped"])
     else:
-        collected = _walk(root)
+        # Attached messages are written back with the line endings they came with.
+        collected = _walk(root, "\r\n" if b"\r\n" in header_block else "\n")
     problems.extend(collected.problems)
     html_body = "\n".join(
         sanitise_html(markup) for markup in collected.htmls if markup.strip()

@@ -23,7 +23,7 @@ CORPUS_FILES = sorted(CORPUS_DIR.glob("*.eml"))
 # Anything here in sanitised HTML could run script, navigate, or restyle the app.
 DANGEROUS_HTML = re.compile(
     r"<script|<iframe|<form|<meta|<base|<svg|<object|<embed|<link|<style|<math"
-    r"|\son\w+\s*=|javascript:|vbscript:|data:|expression\(",
+    r"|\son\w+\s*=|javascript:|vbscript:|=\s*[\"']?\s*data:|expression\(",
     re.IGNORECASE,
 )
 # Hypothesis keeps no example database: it would write into the project folder.
@@ -465,6 +465,23 @@ def test_a_forwarded_message_is_one_eml_attachment_named_after_its_subject():
     assert parse_message(forwarded.payload).text == "Can you forward this to Bob?"
 
 
+def test_an_attached_message_is_kept_byte_for_byte_with_its_line_endings():
+    # Given a CRLF message forwarding one with a long (unfolded) header and 8-bit
+    # bytes, when parsed, then the .eml attachment holds the inner message as sent
+    # (refolding would break its DKIM signature).
+    inner = (
+        b"From: Carol <carol@example.net>\r\nSubject: " + b"long words " * 30 + b"\r\n"
+        b"DKIM-Signature: v=1; a=rsa-sha256;\r\n b=abcdef\r\n\r\nbody caf\xc3\xa9"
+    )
+    raw = (
+        b"Subject: fwd\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--b--\r\n"
+    )
+
+    (attachment,) = parse_message(raw).attachments
+    assert attachment.payload == inner
+
+
 def test_a_calendar_invite_is_an_attachment_with_the_decoded_ics():
     parsed = parse_file("calendar_invite")
 
@@ -545,7 +562,7 @@ def test_deep_nesting_is_parsed_to_60_levels_and_cut_off_at_200():
 
 
 def test_nesting_beyond_the_stdlib_recursion_limit_still_returns_the_headers():
-    deep = generator._nested(2000, "<nested2000@example.com>")
+    deep = generator.nested_message(2000, "<nested2000@example.com>")
 
     parsed = parse_message(deep)
     assert parsed.message_id == "<nested2000@example.com>"
@@ -632,6 +649,7 @@ def test_a_25_mb_attachment_parses_with_the_right_size_in_reasonable_time():
     (attachment,) = parsed.attachments
     assert attachment.filename == "big.bin"
     assert attachment.size == 25 * 1024 * 1024
+    assert attachment.payload == generator.huge_attachment_payload()
     assert parsed.text == "See attachment."
     assert parsed.error == ""
     assert elapsed < 10, f"took {elapsed:.1f} s"
