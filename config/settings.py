@@ -349,3 +349,20 @@ CELERY_BEAT_SCHEDULE = {
     },
     "sweep-outbox": {"task": "inboxes.tasks.sweep_outbox", "schedule": OUTBOX_SWEEP_SECONDS},
 }
+
+# --- Gmail and Microsoft 365 (OAuth) --------------------------------------------------------------
+# Register the applications as README.md says; without the ids and secrets the
+# Connect buttons explain what is missing.
+GOOGLE_CLIENT_ID = env_str("GOOGLE_CLIENT_ID")
+GOOGLE_CLIENT_SECRET = env_str("GOOGLE_CLIENT_SECRET")
+GOOGLE_AUTH_URI = env_str("GOOGLE_AUTH_URI", "https://accounts.google.com/o/oauth2/auth")
+GOOGLE_TOKEN_URI = env_str("GOOGLE_TOKEN_URI", "https://oauth2.googleapis.com/token")
+GMAIL_API_ENDPOINT = env_str("GMAIL_API_ENDPOINT", "https://gmail.googleapis.com/")
+GMAIL_BATCH_URI = env_str("GMAIL_BATCH_URI", "https://gmail.googleapis.com/batch/gmail/v1")
+MICROSOFT_CLIENT_ID = env_str("MICROSOFT_CLIENT_ID")
+MICROSOFT_CLIENT_SECRET = env_str("MICROSOFT_CLIENT_SECRET")
+MICROSOFT_AUTHORITY = env_str("MICROSOFT_AUTHORITY", "https://login.microsoftonline.com/common")
+GRAPH_API_ENDPOINT = env_str("GRAPH_API_ENDPOINT", "https://graph.microsoft.com/v1.0")
+# An extra CA bundle trusted for the OAuth and API endpoints (the tests' fakes).
+OAUTH_CA_FILE = env_str("OAUTH_CA_FILE")
+PROVIDER_HTTP_TIMEOUT = env_int("PROVIDER_HTTP_TIMEOUT", 30)

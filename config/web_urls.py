@@ -5,11 +5,14 @@ from django.views.generic import RedirectView
 from accounts import views as accounts_views
 from audit import views as audit_views
 from conversations import views as conversations_views
+from inboxes import oauth_views
 from inboxes import views as inboxes_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="settings-email"), name="home"),
     path("login/", accounts_views.LoginView.as_view(), name="login"),
+    path("connect/<str:provider>/", oauth_views.connect_start, name="connect-start"),
+    path("connect/<str:provider>/callback/", oauth_views.connect_callback, name="connect-callback"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("settings/email/", inboxes_views.settings_email, name="settings-email"),
     path("settings/email/check/", inboxes_views.email_check, name="settings-email-check"),

@@ -15,6 +15,7 @@ from core.web import admin_required, report
 from inboxes import services as mailbox_services
 from inboxes.forms import TeamMailboxConnectForm
 from inboxes.models import MailboxKind
+from inboxes.oauth import connect_options
 from inboxes.throttling import failed_connection_tests_limited
 
 
@@ -29,6 +30,7 @@ def _inboxes_page(request, *, team_form=None, team_inbox=None, error=None, statu
             "create_form": InboxCreateForm(),
             "team_form": team_form,
             "blank_team_form": TeamMailboxConnectForm(),
+            "connect_options": connect_options(),
             "team_inbox": team_inbox,
             "error": error,
         },

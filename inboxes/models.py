@@ -73,6 +73,8 @@ class Mailbox(BaseModel):
     smtp_port = models.PositiveIntegerField(null=True, blank=True)
     smtp_security = models.CharField(max_length=10, choices=Security.choices, blank=True)
     smtp_username = models.CharField(max_length=320, blank=True)
+    # The provider's id for the account (Gmail profile address, Graph user id).
+    provider_user_id = models.CharField(max_length=255, blank=True)
     # Passwords and tokens, encrypted with inboxes.crypto (AES-GCM bound to this row).
     secrets_ciphertext = models.BinaryField(null=True, blank=True, editable=False)
 
@@ -89,6 +91,8 @@ class Mailbox(BaseModel):
     # it expire, and any worker on any machine can take over (inboxes/sync.py).
     sync_lease_token = models.CharField(max_length=64, blank=True)
     sync_lease_until = models.DateTimeField(null=True, blank=True)
+    # One OAuth token refresh at a time per mailbox (inboxes/oauth.py).
+    token_refresh_until = models.DateTimeField(null=True, blank=True)
     sync_state = models.CharField(
         max_length=20, choices=SyncState.choices, default=SyncState.PENDING
     )

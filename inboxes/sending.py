@@ -36,12 +36,12 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from conversations.models import Direction
+from conversations.models import Direction, Message
 from inboxes.ingest import message_from_parsed
-from inboxes.models import FolderRole, Mailbox, OutboxItem, OutboxState, Provider
+from inboxes.models import Mailbox, OutboxItem, OutboxState, Provider
 from inboxes.parsing import parse_message
 from inboxes.providers import open_session, open_transport
-from inboxes.providers.base import FolderSpec, ProviderError, SendOutcomeUnknown
+from inboxes.providers.base import ProviderError, SendOutcomeUnknown
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,9 @@ def outbox_send(item_id) -> str:
         )
         raise SendLater(str(exc), countdown) from exc
     detail = result.detail
+    if result.message_id and result.message_id != item.message.message_id:
+        # The provider assigned its own Message-ID: replies must thread on the real one.
+        Message.objects.filter(pk=item.message_id).update(message_id=result.message_id)
     if result.refused:
         detail += " (refused: " + "; ".join(f"{r}: {t}" for r, t in result.refused.items()) + ")"
     _mark(item, OutboxState.SENT, detail, sent_at=timezone.now())
@@ -221,6 +224,7 @@ def outbox_store_sent_copy(item_id) -> bool:
     the sweeper tries again later; the next sync recognises the copy by content."""
     item = OutboxItem.objects.select_related("mailbox", "message").get(pk=item_id)
     if item.sent_copy_stored or item.mailbox.provider != Provider.IMAP:
+        # Gmail and Microsoft 365 keep what they send in Sent by themselves.
         return item.sent_copy_stored
     try:
         with open_session(item.mailbox) as session:
@@ -239,11 +243,8 @@ def outbox_resolve_unknown(item_id) -> str:
         return item.state
     try:
         with open_session(item.mailbox) as session:
-            sent = next((f for f in session.folders() if f.role == FolderRole.SENT), None)
-            if sent is None:
-                name = getattr(session, "sent_folder_name", lambda: None)()
-                sent = FolderSpec(FolderRole.SENT, name) if name else None
-            found = bool(sent) and session.find_message_id(sent, item.message.message_id)
+            sent = session.sent_folder()
+            found = sent is not None and session.find_message_id(sent, item.message.message_id)
     except ProviderError as exc:
         log.warning("could not look up %s in Sent: %s", item.pk, exc)
         return OutboxState.UNKNOWN

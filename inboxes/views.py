@@ -13,6 +13,7 @@ from core.web import back_to, report
 from inboxes import services, sync
 from inboxes.forms import AddressCheckForm, MailboxConnectForm, MeetingsForm
 from inboxes.models import Mailbox, MailboxKind, MailboxMessage
+from inboxes.oauth import connect_options
 from inboxes.selectors import mailboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
 from meetings import services as meetings_services
@@ -39,6 +40,7 @@ def _email_page(request, form=None, error=None, status=200):
             "meetings_form": MeetingsForm(
                 initial={"address": meetings.address if meetings else ""}
             ),
+            "connect_options": connect_options(),
         },
         status=status,
     )

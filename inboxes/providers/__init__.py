@@ -17,6 +17,14 @@ def open_session(mailbox: Mailbox) -> MailSession:
         from inboxes.providers.imap import ImapSession
 
         return ImapSession(mailbox)
+    if mailbox.provider == Provider.GMAIL:
+        from inboxes.providers.gmail import GmailSession
+
+        return GmailSession(mailbox)
+    if mailbox.provider == Provider.MICROSOFT:
+        from inboxes.providers.graph import GraphSession
+
+        return GraphSession(mailbox)
     raise ProviderError(f"No mail provider for {mailbox.provider!r} yet.", permanent=True)
 
 
@@ -26,6 +34,14 @@ def open_transport(mailbox: Mailbox) -> MailTransport:
         from inboxes.providers.imap import SmtpTransport
 
         return SmtpTransport(mailbox)
+    if mailbox.provider == Provider.GMAIL:
+        from inboxes.providers.gmail import GmailTransport
+
+        return GmailTransport(mailbox)
+    if mailbox.provider == Provider.MICROSOFT:
+        from inboxes.providers.graph import GraphTransport
+
+        return GraphTransport(mailbox)
     raise ProviderError(f"No mail provider for {mailbox.provider!r} yet.", permanent=True)
 
 

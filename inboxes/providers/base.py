@@ -59,6 +59,8 @@ class SendResult:
     accepted: bool
     detail: str
     refused: dict[str, str] = field(default_factory=dict)
+    # Set when the provider replaced the Message-ID we wrote (some APIs assign their own).
+    message_id: str = ""
 
 
 class MailSession(Protocol):
@@ -74,9 +76,15 @@ class MailSession(Protocol):
 
     def keys_since(self, folder: FolderSpec, since: datetime | None) -> list[str]: ...
 
+    def sent_folder(self) -> FolderSpec | None:
+        """Where the mailbox keeps what it sent (to look for a send of unknown outcome)."""
+        ...
+
     def find_message_id(self, folder: FolderSpec, message_id: str) -> bool: ...
 
-    def store_sent_copy(self, raw: bytes) -> None: ...
+    def store_sent_copy(self, raw: bytes) -> None:
+        """Keep a copy of a sent message in the Sent folder (API providers do it themselves)."""
+        ...
 
 
 class SendOutcomeUnknown(ProviderError):

@@ -114,6 +114,10 @@ class ImapSession:
                 folders.append(FolderSpec(FolderRole.SENT, sent))
         return folders
 
+    def sent_folder(self) -> FolderSpec | None:
+        name = self.sent_folder_name()
+        return FolderSpec(FolderRole.SENT, name) if name else None
+
     def sent_folder_name(self) -> str | None:
         assert self.client is not None
         try:
