@@ -67,6 +67,8 @@ class User(BaseModel, AbstractBaseUser, PermissionsMixin):
     # Django admin access is for operators only, never granted through the product.
     is_staff = models.BooleanField(default=False)
     deactivated_at = models.DateTimeField(null=True, blank=True)
+    # Routing skips people who are away (conversations/routing.py).
+    is_available = models.BooleanField(default=True)
 
     objects = UserManager()
 

@@ -106,6 +106,9 @@ def user_deactivate(*, actor: User, user: User, ip: str | None = None) -> User:
         user.is_active = False
         user.deactivated_at = timezone.now()
         user.save(update_fields=["is_active", "deactivated_at", "updated_at"])
+        from conversations.handling import conversations_reroute_for
+
+        conversations_reroute_for(user=user)
         audit_record(
             account=user.account,
             actor=actor,

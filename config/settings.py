@@ -220,6 +220,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "MailboxKindEnum": "inboxes.models.MailboxKind",
+        "MailboxStatusEnum": "inboxes.models.MailboxStatus",
+        "ConversationStatusEnum": "conversations.models.ConversationStatus",
+        "EventKindEnum": "conversations.models.EventKind",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from accounts.api import MeView, TokenView, UserViewSet
 from audit.api import AuditEventViewSet
-from conversations.api import InboxViewSet
+from conversations.api import ConversationViewSet, InboxViewSet
 from inboxes.api import MailboxViewSet
 from meetings.api import MeetingsConnectionView
 
@@ -14,6 +14,7 @@ router.register("users", UserViewSet, basename="user")
 router.register("mailboxes", MailboxViewSet, basename="mailbox")
 router.register("inboxes", InboxViewSet, basename="inbox")
 router.register("audit", AuditEventViewSet, basename="audit")
+router.register("conversations", ConversationViewSet, basename="conversation")
 
 api_v1 = [
     path("auth/token/", TokenView.as_view(), name="api-token"),

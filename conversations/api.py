@@ -1,14 +1,37 @@
 from __future__ import annotations
 
+import django_filters
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from conversations import services
-from conversations.models import Inbox
-from conversations.selectors import inboxes_visible_to
-from core.api import AccountScopedMixin, IsAccountAdmin, client_ip
+from accounts.models import Team
+from accounts.selectors import users_visible_to
+from conversations import handling, services
+from conversations.metrics import agent_metrics, conversation_metrics
+from conversations.models import (
+    Conversation,
+    ConversationEvent,
+    ConversationStatus,
+    Direction,
+    Inbox,
+    Message,
+    Note,
+    RoutingMode,
+    RoutingRule,
+)
+from conversations.selectors import (
+    conversation_detail,
+    conversation_list,
+    conversations_visible_to,
+    inboxes_visible_to,
+    search_conversations,
+)
+from core.api import AccountScopedMixin, CursorPagination, IsAccountAdmin, client_ip
 from inboxes.selectors import mailboxes_visible_to
 
 
@@ -31,6 +54,46 @@ class InboxPatchInput(serializers.Serializer):
     mailbox = serializers.UUIDField(required=False, allow_null=True)
 
 
+class RoutingInput(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=RoutingMode.choices)
+    users = serializers.ListField(child=serializers.UUIDField(), required=False, default=list)
+    team = serializers.UUIDField(required=False, allow_null=True)
+
+
+RoutingOutput = inline_serializer(
+    "RoutingOutput",
+    {
+        "mode": serializers.CharField(),
+        "users": serializers.ListField(child=serializers.UUIDField()),
+        "team": serializers.UUIDField(allow_null=True),
+        "last_assigned": serializers.UUIDField(allow_null=True),
+    },
+)
+MetricsOutput = inline_serializer(
+    "MetricsOutput",
+    {
+        "inbox": serializers.UUIDField(),
+        "days": serializers.ListField(child=serializers.DateField()),
+        "opened_per_day": serializers.ListField(child=serializers.IntegerField()),
+        "closed_per_day": serializers.ListField(child=serializers.IntegerField()),
+        "first_response": serializers.DictField(),
+        "time_to_close": serializers.DictField(),
+        "agents": serializers.ListField(child=serializers.DictField()),
+    },
+)
+
+
+def _routing_data(rule: RoutingRule | None) -> dict:
+    if rule is None:
+        return {"mode": RoutingMode.NONE, "users": [], "team": None, "last_assigned": None}
+    return {
+        "mode": rule.mode,
+        "users": [str(pk) for pk in rule.users.values_list("pk", flat=True)],
+        "team": str(rule.team_id) if rule.team_id else None,
+        "last_assigned": str(rule.last_assigned_id) if rule.last_assigned_id else None,
+    }
+
+
 class InboxViewSet(
     AccountScopedMixin,
     mixins.ListModelMixin,
@@ -41,13 +104,15 @@ class InboxViewSet(
 
     serializer_class = InboxOutput
     queryset = Inbox.objects.none()
-    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
 
     def scoped_queryset(self, user):
         return inboxes_visible_to(user)
 
     def get_permissions(self):
-        if self.action in ("create", "partial_update", "destroy"):
+        if self.action in ("create", "partial_update", "destroy") or (
+            self.action == "routing" and self.request.method == "PUT"
+        ):
             return [*super().get_permissions(), IsAccountAdmin()]
         return super().get_permissions()
 
@@ -78,3 +143,269 @@ class InboxViewSet(
     def destroy(self, request, pk=None):
         services.inbox_delete(actor=request.user, inbox=self.get_object(), ip=client_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(methods=["GET"], responses=RoutingOutput)
+    @extend_schema(methods=["PUT"], request=RoutingInput, responses=RoutingOutput)
+    @action(detail=True, methods=["get", "put"])
+    def routing(self, request, pk=None):
+        """R9: how new conversations of this inbox are assigned."""
+        inbox = self.get_object()
+        if request.method == "PUT":
+            data = RoutingInput(data=request.data)
+            data.is_valid(raise_exception=True)
+            values = data.validated_data
+            users = list(users_visible_to(request.user).filter(pk__in=values.get("users", [])))
+            if len(users) != len(set(values.get("users", []))):
+                raise NotFound()
+            team = None
+            if values.get("team"):
+                team = get_object_or_404(
+                    Team.objects.filter(account_id=request.user.account_id), pk=values["team"]
+                )
+            services.routing_rule_set(
+                actor=request.user, inbox=inbox, mode=values["mode"], users=users, team=team
+            )
+        rule = RoutingRule.objects.filter(inbox=inbox).first()
+        return Response(_routing_data(rule))
+
+    @extend_schema(responses=MetricsOutput)
+    @action(detail=True, methods=["get"])
+    def metrics(self, request, pk=None):
+        """Opened and closed per day, time to first response and to close; per agent too."""
+        inbox = self.get_object()
+        days = min(max(int(request.query_params.get("days", 14) or 14), 1), 90)
+        conversations = conversations_visible_to(request.user).filter(inbox=inbox)
+        return Response(
+            {
+                "inbox": str(inbox.pk),
+                **conversation_metrics(conversations, days=days),
+                "agents": agent_metrics(conversations, days=days),
+            }
+        )
+
+
+# --- Conversations -------------------------------------------------------------------------------
+
+
+class PartyOutput(serializers.Serializer):
+    name = serializers.CharField()
+    address = serializers.CharField()
+
+
+class AttachmentOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    filename = serializers.CharField()
+    content_type = serializers.CharField()
+    size = serializers.IntegerField()
+
+
+class DeliveryOutput(serializers.Serializer):
+    state = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class MessageOutput(serializers.ModelSerializer):
+    """DESIGN.md 4: the message shape; html is sanitised at ingestion."""
+
+    to = PartyOutput(many=True)
+    cc = PartyOutput(many=True)
+    attachments = AttachmentOutput(many=True)
+    delivery = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "direction",
+            "to",
+            "cc",
+            "subject",
+            "sent_at",
+            "message_id",
+            "text",
+            "html",
+            "has_remote_images",
+            "attachments",
+            "delivery",
+            "parse_error",
+        ]
+
+    def to_representation(self, message: Message) -> dict:
+        data = super().to_representation(message)
+        data["from"] = {"name": message.from_name, "address": message.from_address}
+        return data
+
+    @extend_schema_field(DeliveryOutput(allow_null=True))
+    def get_delivery(self, message: Message) -> dict | None:
+        if message.direction != Direction.OUTBOUND:
+            return None
+        item = getattr(message, "outbox", None)
+        if item is None:
+            return None
+        return {"state": item.state, "detail": item.detail}
+
+
+class NoteOutput(serializers.ModelSerializer):
+    author_name = serializers.CharField(source="author.display_name")
+    mentions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Note
+        fields = ["id", "author", "author_name", "text", "mentions", "created_at"]
+
+    def get_mentions(self, note: Note) -> list[str]:
+        return [str(user.pk) for user in note.mentions.all()]
+
+
+class EventOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ConversationEvent
+        fields = ["kind", "actor", "assignee", "detail", "created_at"]
+
+
+class ConversationOutput(serializers.ModelSerializer):
+    contact = serializers.SerializerMethodField()
+    unread = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Conversation
+        fields = [
+            "id",
+            "inbox",
+            "subject",
+            "status",
+            "assignee",
+            "contact",
+            "customer_address",
+            "last_message_at",
+            "message_count",
+            "unread",
+            "created_at",
+        ]
+
+    @extend_schema_field(OpenApiTypes.UUID)
+    def get_contact(self, conversation: Conversation) -> str | None:
+        return None  # CRM contacts arrive with the CRM issue
+
+    def get_unread(self, conversation: Conversation) -> bool:
+        return not getattr(conversation, "is_read", True)
+
+
+class ConversationDetailOutput(ConversationOutput):
+    messages = serializers.SerializerMethodField()
+    notes = NoteOutput(many=True)
+    events = EventOutput(many=True)
+
+    class Meta(ConversationOutput.Meta):
+        fields = [*ConversationOutput.Meta.fields, "messages", "notes", "events"]
+
+    @extend_schema_field(MessageOutput(many=True))
+    def get_messages(self, conversation: Conversation) -> list[dict]:
+        return MessageOutput(conversation.thread, many=True).data
+
+
+class ConversationPatchInput(serializers.Serializer):
+    assignee = serializers.UUIDField(required=False, allow_null=True)
+    status = serializers.ChoiceField(choices=ConversationStatus.choices, required=False)
+
+
+class ReplyInput(serializers.Serializer):
+    text = serializers.CharField(max_length=200_000)
+    html = serializers.CharField(max_length=1_000_000, required=False, allow_blank=True, default="")
+    reply_all = serializers.BooleanField(default=False)
+
+
+class NoteInput(serializers.Serializer):
+    text = serializers.CharField(max_length=50_000)
+
+
+class ConversationFilter(django_filters.FilterSet):
+    inbox = django_filters.UUIDFilter(field_name="inbox_id")
+    status = django_filters.ChoiceFilter(choices=ConversationStatus.choices)
+    assignee = django_filters.UUIDFilter(field_name="assignee_id")
+    unassigned = django_filters.BooleanFilter(field_name="assignee", lookup_expr="isnull")
+    search = django_filters.CharFilter(method="filter_search")
+
+    class Meta:
+        model = Conversation
+        fields = ["inbox", "status", "assignee", "unassigned", "search"]
+
+    def filter_search(self, queryset, name, value):
+        return search_conversations(queryset, value)
+
+
+class ConversationCursor(CursorPagination):
+    ordering = ("-last_message_at", "-id")
+
+
+class ConversationViewSet(
+    AccountScopedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The conversations of the inboxes the user may see."""
+
+    queryset = Conversation.objects.none()
+    serializer_class = ConversationOutput
+    filterset_class = ConversationFilter
+    pagination_class = ConversationCursor
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def scoped_queryset(self, user):
+        return conversation_list(user)
+
+    def get_serializer_class(self):
+        return ConversationDetailOutput if self.action == "retrieve" else ConversationOutput
+
+    def retrieve(self, request, pk=None):
+        conversation = self.get_object()
+        conversation = conversation_detail(conversation)
+        handling.conversation_mark_read(user=request.user, conversation=conversation)
+        return Response(ConversationDetailOutput(conversation).data)
+
+    @extend_schema(request=ConversationPatchInput, responses=ConversationDetailOutput)
+    def partial_update(self, request, pk=None):
+        conversation = self.get_object()
+        data = ConversationPatchInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        if "assignee" in values:
+            assignee = None
+            if values["assignee"] is not None:
+                assignee = get_object_or_404(users_visible_to(request.user), pk=values["assignee"])
+            handling.conversation_assign(
+                actor=request.user, conversation=conversation, assignee=assignee
+            )
+        if "status" in values:
+            handling.conversation_set_status(
+                actor=request.user, conversation=conversation, status=values["status"]
+            )
+        return Response(ConversationDetailOutput(conversation_detail(self.get_object())).data)
+
+    @extend_schema(request=ReplyInput, responses={201: MessageOutput})
+    @action(detail=True, methods=["post"])
+    def replies(self, request, pk=None):
+        conversation = self.get_object()
+        data = ReplyInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        message = handling.conversation_reply(
+            actor=request.user, conversation=conversation, **data.validated_data
+        )
+        message = (
+            Message.objects.select_related("outbox")
+            .prefetch_related("attachments")
+            .get(pk=message.pk)
+        )
+        return Response(MessageOutput(message).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=NoteInput, responses={201: NoteOutput})
+    @action(detail=True, methods=["post"])
+    def notes(self, request, pk=None):
+        conversation = self.get_object()
+        data = NoteInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        note = handling.note_create(
+            actor=request.user, conversation=conversation, text=data.validated_data["text"]
+        )
+        return Response(NoteOutput(note).data, status=status.HTTP_201_CREATED)

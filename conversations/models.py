@@ -16,6 +16,12 @@ class Inbox(BaseModel):
     )
     # R9: the name shown on mail sent from this inbox.
     from_name = models.CharField(max_length=200, blank=True)
+    signature = models.TextField(blank=True, help_text="Added below every reply.")
+    # Who may see the inbox: everyone in the account, or only members of chosen teams.
+    visible_to_teams = models.ManyToManyField("accounts.Team", blank=True, related_name="inboxes")
+    restricted = models.BooleanField(
+        default=False, help_text="Only members of the chosen teams (and admins) see this inbox."
+    )
 
     class Meta:
         ordering = ["name"]
@@ -113,6 +119,9 @@ class Conversation(BaseModel):
     customer_address = models.CharField(max_length=320, blank=True, db_index=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
     message_count = models.PositiveIntegerField(default=0)
+    # For the metrics: when the team first answered, when it was (last) closed.
+    first_response_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
     messages = models.ManyToManyField(
         Message, through="ConversationMessage", related_name="conversations"
     )
@@ -122,6 +131,12 @@ class Conversation(BaseModel):
         indexes = [
             models.Index(
                 fields=["inbox", "status", "-last_message_at"], name="conv_inbox_status_recent"
+            ),
+            models.Index(
+                fields=["account", "status", "-last_message_at"], name="conv_account_status_recent"
+            ),
+            models.Index(
+                fields=["assignee", "status", "-last_message_at"], name="conv_assignee_recent"
             ),
         ]
 
@@ -147,3 +162,88 @@ class ConversationMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.conversation_id}: {self.message_id}"
+
+
+class RoutingMode(models.TextChoices):
+    NONE = "none", "No automatic assignment"
+    ROUND_ROBIN = "round_robin", "Round-robin"
+
+
+class RoutingRule(BaseModel):
+    """How an inbox assigns new conversations (R9), read by conversations/routing.py."""
+
+    inbox = models.OneToOneField(Inbox, on_delete=models.CASCADE, related_name="routing")
+    mode = models.CharField(max_length=20, choices=RoutingMode.choices, default=RoutingMode.NONE)
+    # Candidates: chosen users, or every member of a team.
+    users = models.ManyToManyField("accounts.User", blank=True, related_name="+")
+    team = models.ForeignKey(
+        "accounts.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Whose turn it was last; the next assignment goes to the candidate after them.
+    last_assigned = models.ForeignKey(
+        "accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"{self.inbox}: {self.mode}"
+
+
+class EventKind(models.TextChoices):
+    ASSIGNED = "assigned"
+    UNASSIGNED = "unassigned"
+    CLOSED = "closed"
+    REOPENED = "reopened"
+
+
+class ConversationEvent(models.Model):
+    """What happened to a conversation, and why (routing explains its choice here)."""
+
+    id = models.BigAutoField(primary_key=True)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=20, choices=EventKind.choices)
+    actor = models.ForeignKey(
+        "accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    assignee = models.ForeignKey(
+        "accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id} {self.kind}"
+
+
+class Note(BaseModel):
+    """An internal note between the messages, never sent to the customer."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="+")
+    text = models.TextField()
+    mentions = models.ManyToManyField("accounts.User", blank=True, related_name="mentioned_in")
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return self.text[:50]
+
+
+class ReadState(models.Model):
+    """When a user last read a conversation: it is unread while newer mail exists."""
+
+    id = models.BigAutoField(primary_key=True)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="+")
+    read_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "user"], name="one_read_state_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} read {self.conversation_id}"

@@ -1,7 +1,107 @@
-from django.db.models import QuerySet
+"""Reads: which inboxes and conversations a user may see, and the list queries."""
 
-from conversations.models import Inbox
+from __future__ import annotations
+
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+
+from conversations.models import (
+    Conversation,
+    ConversationMessage,
+    Inbox,
+    Message,
+    Note,
+    ReadState,
+)
 
 
 def inboxes_visible_to(user) -> QuerySet[Inbox]:
-    return Inbox.objects.filter(account_id=user.account_id).select_related("mailbox")
+    """Admins see every inbox; others the unrestricted ones and their teams' ones."""
+    inboxes = Inbox.objects.filter(account_id=user.account_id).select_related("mailbox")
+    if user.is_admin:
+        return inboxes
+    return inboxes.filter(Q(restricted=False) | Q(visible_to_teams__members=user)).distinct()
+
+
+def conversations_visible_to(user) -> QuerySet[Conversation]:
+    visible = inboxes_visible_to(user).values("pk")
+    return Conversation.objects.filter(account_id=user.account_id, inbox__in=visible)
+
+
+def conversation_list(
+    user,
+    *,
+    view: str = "",
+    inbox=None,
+    status: str = "",
+    assignee=None,
+    unassigned: bool = False,
+    search: str = "",
+) -> QuerySet[Conversation]:
+    """The conversation list with the unread flag, newest activity first.
+
+    ``view``: "unassigned", "mine", "open" (all open), "closed".
+    """
+    conversations = conversations_visible_to(user).select_related("inbox", "assignee")
+    if view == "unassigned":
+        conversations = conversations.filter(status="open", assignee__isnull=True)
+    elif view == "mine":
+        conversations = conversations.filter(status="open", assignee=user)
+    elif view == "open":
+        conversations = conversations.filter(status="open")
+    elif view == "closed":
+        conversations = conversations.filter(status="closed")
+    if inbox is not None:
+        conversations = conversations.filter(inbox=inbox)
+    if status:
+        conversations = conversations.filter(status=status)
+    if assignee is not None:
+        conversations = conversations.filter(assignee=assignee)
+    if unassigned:
+        conversations = conversations.filter(assignee__isnull=True)
+    if search:
+        conversations = search_conversations(conversations, search)
+    read = ReadState.objects.filter(
+        conversation=OuterRef("pk"), user=user, read_at__gte=OuterRef("last_message_at")
+    )
+    return conversations.annotate(is_read=Exists(read)).order_by("-last_message_at", "-id")
+
+
+def search_conversations(
+    conversations: QuerySet[Conversation], text: str
+) -> QuerySet[Conversation]:
+    """Subject, participants and body. The body match runs as a subquery so the
+    list keeps one row per conversation without DISTINCT over the whole list."""
+    text = text.strip()
+    if not text:
+        return conversations
+    in_body = ConversationMessage.objects.filter(conversation=OuterRef("pk")).filter(
+        Q(message__text__icontains=text)
+        | Q(message__from_address__icontains=text)
+        | Q(message__from_name__icontains=text)
+    )
+    return conversations.filter(
+        Q(subject__icontains=text) | Q(customer_address__icontains=text) | Exists(in_body)
+    )
+
+
+def conversation_detail(conversation: Conversation) -> Conversation:
+    """The conversation with its whole thread, notes and events, in a fixed number
+    of queries however long the thread is."""
+    detailed = (
+        Conversation.objects.select_related("inbox", "assignee")
+        .prefetch_related(
+            Prefetch(
+                "notes",
+                queryset=Note.objects.select_related("author").prefetch_related("mentions"),
+            ),
+            "events",
+        )
+        .get(pk=conversation.pk)
+    )
+    detailed.thread = list(
+        Message.objects.filter(conversationmessage__conversation=detailed)
+        .select_related("outbox")
+        .prefetch_related("attachments")
+        .order_by("sent_at", "created_at")
+    )
+    return detailed

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.files.storage import default_storage
-from django.db import IntegrityError, models, transaction
-from django.utils import timezone
+from django.db import IntegrityError, transaction
 
 from accounts.models import User
 from accounts.services import account_lock
@@ -110,119 +108,40 @@ def inbox_delete(*, actor: User, inbox: Inbox, ip: str | None = None) -> None:
         inbox.delete()
 
 
-# --- Replies -------------------------------------------------------------------------------------
+def routing_rule_set(*, actor: User, inbox: Inbox, mode: str, users=(), team=None):
+    """Set an inbox's routing (R9): no automatic assignment, or round-robin."""
+    from conversations.models import RoutingMode, RoutingRule
 
-
-def conversation_reply(
-    *,
-    actor: User,
-    conversation,
-    text: str,
-    html: str = "",
-    reply_all: bool = False,
-):
-    """Reply from the inbox's team address with its from-name (R9).
-
-    The reply (with In-Reply-To and References of the last message) and its
-    outbox row are written in one transaction; the send happens after commit.
-    Returns the outbound Message, which is in the thread at once.
-    """
-    from conversations.models import ConversationMessage, Direction
-    from core.errors import Invalid
-    from inboxes.sending import Recipient, outbox_create
-
-    inbox = conversation.inbox
-    mailbox = inbox.mailbox
-    if mailbox is None or not mailbox.is_connected:
-        raise Invalid("This inbox has no connected team email to reply from.")
-    if not (text or "").strip():
-        raise Invalid("The reply is empty.", errors={"text": ["This field is required."]})
-    last = conversation.messages.order_by("-sent_at", "-created_at").first()
-    if last is None:
-        raise Invalid("There is nothing to reply to in this conversation.")
-    team = mailbox.canonical_address
-    last_inbound = (
-        conversation.messages.filter(direction=Direction.INBOUND)
-        .order_by("-sent_at", "-created_at")
-        .first()
-    ) or last
-
-    def others(entries) -> list[Recipient]:
-        return [
-            Recipient(e["address"], e.get("name", ""))
-            for e in entries
-            if e.get("address") and e["address"].lower() != team
-        ]
-
-    if last_inbound.direction == Direction.INBOUND:
-        to = [Recipient(last_inbound.from_address, last_inbound.from_name)]
-    else:
-        to = others(last_inbound.to)
-    cc = []
-    if reply_all:
-        seen = {r.address.lower() for r in to}
-        for recipient in others(last_inbound.to) + others(last_inbound.cc):
-            if recipient.address.lower() not in seen:
-                seen.add(recipient.address.lower())
-                cc.append(recipient)
-    if not to:
-        raise Invalid("There is nobody to reply to in this conversation.")
-    subject = last.subject or conversation.subject
-    if subject and not subject.lower().startswith("re:"):
-        subject = f"Re: {subject}"
+    rules.check_admin(actor, "change routing")
+    if mode not in RoutingMode.values:
+        raise Invalid(
+            "Unknown routing mode.", errors={"mode": [f"Use one of {RoutingMode.values}."]}
+        )
+    users = list(users)
+    if any(u.account_id != actor.account_id for u in users) or (
+        team is not None and team.account_id != actor.account_id
+    ):
+        raise Invalid("Unknown user or team.")
+    if mode == RoutingMode.ROUND_ROBIN and not users and team is None:
+        raise Invalid(
+            "Round-robin needs people: choose users or a team.",
+            errors={"users": ["Choose users or a team."]},
+        )
     with transaction.atomic():
-        item = outbox_create(
-            mailbox=mailbox,
-            from_name=inbox.from_name,
-            to=to,
-            cc=cc,
-            subject=subject,
-            text=text,
-            html=html,
-            in_reply_to=last.message_id,
-            references=[*last.references, last.message_id],
-        )
-        ConversationMessage.objects.create(
-            inbox=inbox, conversation=conversation, message=item.message
-        )
-        type(conversation).objects.filter(pk=conversation.pk).update(
-            message_count=models.F("message_count") + 1, last_message_at=timezone.now()
-        )
+        rule, _ = RoutingRule.objects.get_or_create(inbox=inbox)
+        rule.mode = mode
+        rule.team = team
+        rule.save()
+        rule.users.set(users)
         audit_record(
             account=inbox.account,
             actor=actor,
-            action="conversation.replied",
-            target=conversation,
-            data={"outbox": str(item.pk)},
+            action="inbox.routing_changed",
+            target=inbox,
+            data={
+                "mode": mode,
+                "users": [u.email for u in users],
+                "team": team.name if team else None,
+            },
         )
-    return item.message
-
-
-def message_delete(*, actor: User, message) -> None:
-    """Delete an email from Postkamer for good: it leaves a tombstone, so no later
-    sync (or resync) of any mailbox of the account imports it again."""
-    from inboxes.models import Tombstone
-
-    rules.check_admin(actor, "delete an email")
-    if message.account_id != actor.account_id:
-        raise Invalid("Unknown message.")
-    with transaction.atomic():
-        Tombstone.objects.get_or_create(
-            account_id=message.account_id, dedupe_key=message.dedupe_key
-        )
-        audit_record(
-            account=actor.account,
-            actor=actor,
-            action="message.deleted",
-            target_repr=message.subject[:300],
-            data={"message_id": message.message_id},
-        )
-        if hasattr(message, "outbox"):
-            raise Invalid("An email Postkamer sent stays in the thread.")
-        for conversation in message.conversations.all():
-            type(conversation).objects.filter(pk=conversation.pk).update(
-                message_count=models.F("message_count") - 1
-            )
-        files = [message.raw.name, *(a.file.name for a in message.attachments.all())]
-        message.delete()
-        transaction.on_commit(lambda: [default_storage.delete(name) for name in files if name])
+    return rule

@@ -9,8 +9,8 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from conversations.handling import conversation_reply
 from conversations.models import Conversation, Message
-from conversations.services import conversation_reply
 from inboxes.models import MailboxMessage, OutboxItem
 from inboxes.sending import SendLater, outbox_send
 from inboxes.sync import mailbox_sync

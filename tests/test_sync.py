@@ -146,7 +146,7 @@ def test_one_email_to_two_team_addresses_is_stored_once_and_in_both_inboxes(
 def test_a_message_deleted_in_postkamer_is_not_imported_again(
     support, admin, dovecot, mail_user, django_capture_on_commit_callbacks
 ):
-    from conversations.services import message_delete
+    from conversations.handling import message_delete
     from inboxes.sync import mailbox_resync
 
     inbox, mailbox = support

@@ -1,0 +1,298 @@
+"""Working a conversation: reply, assign, close and reopen, notes, read state.
+
+Every function checks that the actor can see the conversation (inbox
+visibility), writes in one transaction and records what happened.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.core.files.storage import default_storage
+from django.db import models, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from audit.services import audit_record
+from conversations.models import (
+    Conversation,
+    ConversationEvent,
+    ConversationMessage,
+    ConversationStatus,
+    Direction,
+    EventKind,
+    Note,
+    ReadState,
+)
+from conversations.routing import conversation_route
+from conversations.selectors import conversations_visible_to
+from core.errors import Invalid
+from inboxes import rules
+from inboxes.models import Tombstone
+from inboxes.sending import Recipient, outbox_create
+
+# --- Replies -------------------------------------------------------------------------------------
+
+QUOTE_MAX_LINES = 200
+
+
+def compose_reply(text: str, html: str, *, signature: str, quoted) -> tuple[str, str]:
+    """The reply with the inbox's signature and the last message quoted below it."""
+    when = quoted.sent_at or quoted.created_at
+    sender = (
+        f"{quoted.from_name} <{quoted.from_address}>" if quoted.from_name else quoted.from_address
+    )
+    intro = f"On {when:%a, %d %b %Y at %H:%M}, {sender} wrote:"
+    quote_lines = (quoted.text or "").splitlines()[:QUOTE_MAX_LINES]
+    parts = [text.rstrip()]
+    if signature.strip():
+        parts.append("-- \n" + signature.strip())
+    parts.append(intro + "\n" + "\n".join(f"> {line}".rstrip() for line in quote_lines))
+    full_text = "\n\n".join(parts) + "\n"
+    if not html:
+        return full_text, ""
+    from django.utils.html import escape, linebreaks
+
+    signature_html = linebreaks(escape(signature.strip())) if signature.strip() else ""
+    quoted_html = quoted.html or linebreaks(escape(quoted.text or ""))
+    full_html = (
+        f"{html}{signature_html}<p>{escape(intro)}</p>"
+        f'<blockquote type="cite">{quoted_html}</blockquote>'
+    )
+    return full_text, full_html
+
+
+def conversation_reply(
+    *,
+    actor: User,
+    conversation,
+    text: str,
+    html: str = "",
+    reply_all: bool = False,
+):
+    """Reply from the inbox's team address with its from-name (R9).
+
+    The reply (with In-Reply-To and References of the last message) and its
+    outbox row are written in one transaction; the send happens after commit.
+    Returns the outbound Message, which is in the thread at once.
+    """
+
+    _check_can_work(actor, conversation)
+    inbox = conversation.inbox
+    mailbox = inbox.mailbox
+    if mailbox is None or not mailbox.is_connected:
+        raise Invalid("This inbox has no connected team email to reply from.")
+    if not (text or "").strip():
+        raise Invalid("The reply is empty.", errors={"text": ["This field is required."]})
+    last = conversation.messages.order_by("-sent_at", "-created_at").first()
+    if last is None:
+        raise Invalid("There is nothing to reply to in this conversation.")
+    team = mailbox.canonical_address
+    last_inbound = (
+        conversation.messages.filter(direction=Direction.INBOUND)
+        .order_by("-sent_at", "-created_at")
+        .first()
+    ) or last
+
+    def others(entries) -> list[Recipient]:
+        return [
+            Recipient(e["address"], e.get("name", ""))
+            for e in entries
+            if e.get("address") and e["address"].lower() != team
+        ]
+
+    if last_inbound.direction == Direction.INBOUND:
+        to = [Recipient(last_inbound.from_address, last_inbound.from_name)]
+    else:
+        to = others(last_inbound.to)
+    cc = []
+    if reply_all:
+        seen = {r.address.lower() for r in to}
+        for recipient in others(last_inbound.to) + others(last_inbound.cc):
+            if recipient.address.lower() not in seen:
+                seen.add(recipient.address.lower())
+                cc.append(recipient)
+    if not to:
+        raise Invalid("There is nobody to reply to in this conversation.")
+    subject = last.subject or conversation.subject
+    if subject and not subject.lower().startswith("re:"):
+        subject = f"Re: {subject}"
+    text, html = compose_reply(text, html, signature=inbox.signature, quoted=last)
+    with transaction.atomic():
+        item = outbox_create(
+            mailbox=mailbox,
+            from_name=inbox.from_name,
+            to=to,
+            cc=cc,
+            subject=subject,
+            text=text,
+            html=html,
+            in_reply_to=last.message_id,
+            references=[*last.references, last.message_id],
+        )
+        ConversationMessage.objects.create(
+            inbox=inbox, conversation=conversation, message=item.message
+        )
+        now = timezone.now()
+        Conversation.objects.filter(pk=conversation.pk).update(
+            message_count=models.F("message_count") + 1, last_message_at=now
+        )
+        Conversation.objects.filter(pk=conversation.pk, first_response_at__isnull=True).update(
+            first_response_at=now
+        )
+        audit_record(
+            account=inbox.account,
+            actor=actor,
+            action="conversation.replied",
+            target=conversation,
+            data={"outbox": str(item.pk)},
+        )
+    return item.message
+
+
+def message_delete(*, actor: User, message) -> None:
+    """Delete an email from Postkamer for good: it leaves a tombstone, so no later
+    sync (or resync) of any mailbox of the account imports it again."""
+
+    rules.check_admin(actor, "delete an email")
+    if message.account_id != actor.account_id:
+        raise Invalid("Unknown message.")
+    with transaction.atomic():
+        Tombstone.objects.get_or_create(
+            account_id=message.account_id, dedupe_key=message.dedupe_key
+        )
+        audit_record(
+            account=actor.account,
+            actor=actor,
+            action="message.deleted",
+            target_repr=message.subject[:300],
+            data={"message_id": message.message_id},
+        )
+        if hasattr(message, "outbox"):
+            raise Invalid("An email Postkamer sent stays in the thread.")
+        for conversation in message.conversations.all():
+            Conversation.objects.filter(pk=conversation.pk).update(
+                message_count=models.F("message_count") - 1
+            )
+        files = [message.raw.name, *(a.file.name for a in message.attachments.all())]
+        message.delete()
+        transaction.on_commit(lambda: [default_storage.delete(name) for name in files if name])
+
+
+# --- Working a conversation ---------------------------------------------------------------------
+
+
+def _check_can_work(actor: User, conversation) -> None:
+
+    if not conversations_visible_to(actor).filter(pk=conversation.pk).exists():
+        raise Invalid("Unknown conversation.")
+
+
+def conversation_assign(*, actor: User, conversation, assignee: User | None) -> None:
+    """Assign, reassign or unassign (``assignee`` None) by hand."""
+
+    _check_can_work(actor, conversation)
+    if assignee is not None:
+        if assignee.account_id != actor.account_id:
+            raise Invalid("Unknown user.", errors={"assignee": ["Unknown user."]})
+        if not assignee.is_active:
+            raise Invalid(
+                f"{assignee.display_name} is deactivated.",
+                errors={"assignee": ["This user is deactivated."]},
+            )
+    if conversation.assignee_id == (assignee.pk if assignee else None):
+        return
+    with transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(
+            assignee=assignee, updated_at=timezone.now()
+        )
+        ConversationEvent.objects.create(
+            conversation=conversation,
+            kind=EventKind.ASSIGNED if assignee else EventKind.UNASSIGNED,
+            actor=actor,
+            assignee=assignee,
+            detail={"by": actor.display_name},
+        )
+    conversation.assignee = assignee
+
+
+def conversation_set_status(*, actor: User, conversation, status: str) -> None:
+
+    _check_can_work(actor, conversation)
+    if status not in ConversationStatus.values:
+        raise Invalid("Unknown status.", errors={"status": ['Use "open" or "closed".']})
+    if conversation.status == status:
+        return
+    closing = status == ConversationStatus.CLOSED
+    now = timezone.now()
+    with transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(
+            status=status, closed_at=now if closing else None, updated_at=now
+        )
+        ConversationEvent.objects.create(
+            conversation=conversation,
+            kind=EventKind.CLOSED if closing else EventKind.REOPENED,
+            actor=actor,
+        )
+    conversation.status = status
+
+
+_MENTION = re.compile(r"(?<![\w.])@([\w.+-]+(?:@[\w-]+(?:\.[\w-]+)+)?)")
+
+
+def mentioned_users(text: str, account_id) -> list[User]:
+    """``@ann`` (first name or the part before @), or ``@ann@acme.com``; unambiguous only."""
+    people = list(User.objects.filter(account_id=account_id, is_active=True))
+    found = []
+    for token in {m.group(1).lower().rstrip(".") for m in _MENTION.finditer(text or "")}:
+        matches = [
+            u
+            for u in people
+            if token == u.email
+            or token == u.email.split("@")[0]
+            or (u.full_name and token == u.full_name.split()[0].lower())
+        ]
+        if len(matches) == 1 and matches[0] not in found:
+            found.append(matches[0])
+    return found
+
+
+def note_create(*, actor: User, conversation, text: str):
+    """An internal note; the teammates it @mentions are recorded (and can be notified)."""
+
+    _check_can_work(actor, conversation)
+    if not (text or "").strip():
+        raise Invalid("The note is empty.", errors={"text": ["This field is required."]})
+    with transaction.atomic():
+        note = Note.objects.create(conversation=conversation, author=actor, text=text.strip())
+        note.mentions.set(mentioned_users(text, actor.account_id))
+    return note
+
+
+def conversation_mark_read(*, user: User, conversation) -> None:
+
+    ReadState.objects.update_or_create(
+        conversation=conversation, user=user, defaults={"read_at": timezone.now()}
+    )
+
+
+def conversations_reroute_for(*, user: User) -> int:
+    """A deactivated assignee's open conversations go back to routing."""
+
+    open_ones = list(Conversation.objects.filter(assignee=user, status=ConversationStatus.OPEN))
+    for conversation in open_ones:
+        with transaction.atomic():
+            Conversation.objects.filter(pk=conversation.pk).update(assignee=None)
+            ConversationEvent.objects.create(
+                conversation=conversation,
+                kind=EventKind.UNASSIGNED,
+                detail={"reason": f"{user.display_name} was deactivated"},
+            )
+        conversation.assignee = None
+        conversation_route(conversation, notify=True)
+    return len(open_ones)
+
+
+def user_set_available(*, user: User, available: bool) -> None:
+    User.objects.filter(pk=user.pk).update(is_available=available)
+    user.is_available = available
