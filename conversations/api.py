@@ -37,10 +37,21 @@ from inboxes.selectors import mailboxes_visible_to
 
 class InboxOutput(serializers.ModelSerializer):
     mailbox_address = serializers.CharField(source="mailbox.address", default=None)
+    teams = serializers.PrimaryKeyRelatedField(source="visible_to_teams", many=True, read_only=True)
 
     class Meta:
         model = Inbox
-        fields = ["id", "name", "mailbox", "mailbox_address", "from_name", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "mailbox",
+            "mailbox_address",
+            "from_name",
+            "signature",
+            "restricted",
+            "teams",
+            "created_at",
+        ]
 
 
 class InboxCreateInput(serializers.Serializer):
@@ -51,6 +62,9 @@ class InboxCreateInput(serializers.Serializer):
 class InboxPatchInput(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     from_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    signature = serializers.CharField(max_length=5000, required=False, allow_blank=True)
+    restricted = serializers.BooleanField(required=False)
+    teams = serializers.ListField(child=serializers.UUIDField(), required=False)
     mailbox = serializers.UUIDField(required=False, allow_null=True)
 
 
@@ -131,6 +145,13 @@ class InboxViewSet(
         data = InboxPatchInput(data=request.data)
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
+        if "teams" in changes:
+            teams = list(
+                Team.objects.filter(account_id=request.user.account_id, pk__in=changes["teams"])
+            )
+            if len(teams) != len(set(changes["teams"])):
+                raise NotFound()
+            changes["teams"] = teams
         if "mailbox" in changes and changes["mailbox"] is not None:
             changes["mailbox"] = get_object_or_404(
                 mailboxes_visible_to(request.user), pk=changes["mailbox"]

@@ -16,7 +16,11 @@ from conversations.models import (
 
 def inboxes_visible_to(user) -> QuerySet[Inbox]:
     """Admins see every inbox; others the unrestricted ones and their teams' ones."""
-    inboxes = Inbox.objects.filter(account_id=user.account_id).select_related("mailbox")
+    inboxes = (
+        Inbox.objects.filter(account_id=user.account_id)
+        .select_related("mailbox")
+        .prefetch_related("visible_to_teams")
+    )
     if user.is_admin:
         return inboxes
     return inboxes.filter(Q(restricted=False) | Q(visible_to_teams__members=user)).distinct()

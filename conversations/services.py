@@ -50,9 +50,13 @@ def inbox_update(
     name: str | object = UNSET,
     from_name: str | object = UNSET,
     mailbox: Mailbox | None | object = UNSET,
+    signature: str | object = UNSET,
+    restricted: bool | object = UNSET,
+    teams: list | object = UNSET,
     ip: str | None = None,
 ) -> Inbox:
-    """Rename, set the from-name (R9), connect or detach the team email (R3, R4)."""
+    """Rename, set the from-name (R9) and signature, connect or detach the team email
+    (R3, R4), and choose who sees the inbox (everyone, or only chosen teams)."""
     rules.check_admin(actor, "change an inbox")
     changes: dict[str, object] = {}
     try:
@@ -65,6 +69,18 @@ def inbox_update(
             if from_name is not UNSET:
                 inbox.from_name = str(from_name).strip()[:200]
                 changes["from_name"] = inbox.from_name
+            if signature is not UNSET:
+                inbox.signature = str(signature).strip()[:5000]
+                changes["signature"] = "changed"
+            if restricted is not UNSET:
+                inbox.restricted = bool(restricted)
+                changes["restricted"] = inbox.restricted
+            if teams is not UNSET:
+                chosen = list(teams)  # type: ignore[call-overload]
+                if any(team.account_id != inbox.account_id for team in chosen):
+                    raise Invalid("Unknown team.", errors={"teams": ["Unknown team."]})
+                inbox.visible_to_teams.set(chosen)
+                changes["teams"] = sorted(team.name for team in chosen)
             if mailbox is not UNSET and mailbox != inbox.mailbox:
                 if mailbox is not None:
                     rules.check_inbox_attach(inbox=inbox, mailbox=mailbox, viewer=actor)  # type: ignore[arg-type]

@@ -274,3 +274,22 @@ def test_detail_queries_do_not_grow_with_the_thread(member_api, support, message
     with CaptureQueriesContext(connection) as queries:
         assert member_api.get(f"/api/v1/conversations/{conversation.pk}/").status_code == 200
     assert len(queries) <= 16, [q["sql"] for q in queries]
+
+
+def test_admins_restrict_an_inbox_to_teams_and_set_a_signature(
+    admin_api, member_api, account, support
+):
+    team = Team.objects.create(account=account, name="Tier 2")
+    response = admin_api.patch(
+        f"/api/v1/inboxes/{support.pk}/",
+        {"restricted": True, "teams": [str(team.pk)], "signature": "The Acme team"},
+        format="json",
+    )
+    assert response.status_code == 200
+    assert response.json()["restricted"] is True and response.json()["teams"] == [str(team.pk)]
+    assert member_api.get(f"/api/v1/inboxes/{support.pk}/").status_code == 404
+    conversation = make_conversation(support)
+    reply = admin_api.post(
+        f"/api/v1/conversations/{conversation.pk}/replies/", {"text": "Hi"}, format="json"
+    ).json()
+    assert "-- \nThe Acme team" in reply["text"]
