@@ -3,12 +3,13 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import services
-from accounts.models import Role, User
+from accounts.models import Role, Team, User
 from accounts.selectors import users_visible_to
 from core.api import AccountScopedMixin, IsAccountAdmin, client_ip
 
@@ -111,3 +112,76 @@ class UserViewSet(
             actor=request.user, user=self.get_object(), ip=client_ip(request)
         )
         return Response(UserOutput(user).data)
+
+
+class TeamOutput(serializers.ModelSerializer):
+    members = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+
+    class Meta:
+        model = Team
+        fields = ["id", "name", "members", "created_at"]
+
+
+class TeamInput(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    members = serializers.ListField(child=serializers.UUIDField(), required=False, default=list)
+
+
+class TeamViewSet(
+    AccountScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Teams: everyone reads them; admins create, change and delete them."""
+
+    serializer_class = TeamOutput
+    queryset = Team.objects.none()
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def scoped_queryset(self, user):
+        return Team.objects.filter(account_id=user.account_id).prefetch_related("members")
+
+    def get_permissions(self):
+        if self.action in ("create", "partial_update", "destroy"):
+            return [*super().get_permissions(), IsAccountAdmin()]
+        return super().get_permissions()
+
+    def _members(self, request, ids) -> list[User]:
+        members = list(users_visible_to(request.user).filter(pk__in=ids))
+        if len(members) != len(set(ids)):
+            raise NotFound()
+        return members
+
+    @extend_schema(request=TeamInput, responses={201: TeamOutput})
+    def create(self, request):
+        data = TeamInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        team = services.team_save(
+            actor=request.user,
+            name=data.validated_data["name"],
+            members=self._members(request, data.validated_data["members"]),
+            ip=client_ip(request),
+        )
+        return Response(TeamOutput(team).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TeamInput, responses=TeamOutput)
+    def partial_update(self, request, pk=None):
+        team = self.get_object()
+        data = TeamInput(
+            data={
+                "name": team.name,
+                "members": [str(m.pk) for m in team.members.all()],
+                **request.data,
+            }
+        )
+        data.is_valid(raise_exception=True)
+        team = services.team_save(
+            actor=request.user,
+            team=team,
+            name=data.validated_data["name"],
+            members=self._members(request, data.validated_data["members"]),
+            ip=client_ip(request),
+        )
+        return Response(TeamOutput(team).data)
+
+    def destroy(self, request, pk=None):
+        services.team_delete(actor=request.user, team=self.get_object(), ip=client_ip(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -172,3 +172,48 @@ def lockout_response(request, original_response=None, credentials=None, *args, *
     from django.shortcuts import render
 
     return render(request, "accounts/locked_out.html", {"detail": detail}, status=429)
+
+
+def team_save(*, actor: User, name: str, members: list[User], team=None, ip: str | None = None):
+    """Create or change a team (used by routing rules and inbox visibility)."""
+    from accounts.models import Team
+
+    if not actor.is_admin:
+        raise PermissionDeniedError("Only an account admin can manage teams.")
+    name = (name or "").strip()
+    if not name:
+        raise Invalid("The team needs a name.", errors={"name": ["This field is required."]})
+    if any(m.account_id != actor.account_id for m in members):
+        raise Invalid("Unknown user.", errors={"members": ["Unknown user."]})
+    try:
+        with transaction.atomic():
+            if team is None:
+                team = Team.objects.create(account_id=actor.account_id, name=name)
+                action = "team.created"
+            else:
+                team.name = name
+                team.save(update_fields=["name", "updated_at"])
+                action = "team.updated"
+            team.members.set(members)
+            audit_record(
+                account=actor.account,
+                actor=actor,
+                action=action,
+                target=team,
+                ip=ip,
+                data={"members": sorted(m.email for m in members)},
+            )
+    except IntegrityError as exc:
+        raise Invalid(
+            f"There is already a team called {name}.",
+            errors={"name": ["A team with this name exists."]},
+        ) from exc
+    return team
+
+
+def team_delete(*, actor: User, team, ip: str | None = None) -> None:
+    if not actor.is_admin:
+        raise PermissionDeniedError("Only an account admin can manage teams.")
+    with transaction.atomic():
+        audit_record(account=actor.account, actor=actor, action="team.deleted", target=team, ip=ip)
+        team.delete()

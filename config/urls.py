@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
-from accounts.api import MeView, TokenView, UserViewSet
+from accounts.api import MeView, TeamViewSet, TokenView, UserViewSet
 from audit.api import AuditEventViewSet
 from conversations.api import ConversationViewSet, InboxViewSet
 from inboxes.api import MailboxViewSet
@@ -11,6 +11,7 @@ from meetings.api import MeetingsConnectionView
 
 router = SimpleRouter()
 router.register("users", UserViewSet, basename="user")
+router.register("teams", TeamViewSet, basename="team")
 router.register("mailboxes", MailboxViewSet, basename="mailbox")
 router.register("inboxes", InboxViewSet, basename="inbox")
 router.register("audit", AuditEventViewSet, basename="audit")

@@ -379,3 +379,29 @@ def test_the_openapi_schema_validates_without_warnings(tmp_path):
 
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "s.yaml"))
     assert "/api/v1/mailboxes/{id}/transfer/" in (tmp_path / "s.yaml").read_text()
+
+
+def test_admins_manage_teams_members_read_them(
+    admin_api, member_api, member, other_member, outsider
+):
+    created = admin_api.post(
+        "/api/v1/teams/", {"name": "Tier 1", "members": [str(member.pk)]}, format="json"
+    )
+    assert created.status_code == 201
+    team = created.json()
+    assert team["members"] == [str(member.pk)]
+    assert member_api.post("/api/v1/teams/", {"name": "Mine"}, format="json").status_code == 403
+    assert [t["name"] for t in member_api.get("/api/v1/teams/").json()["results"]] == ["Tier 1"]
+    patched = admin_api.patch(
+        f"/api/v1/teams/{team['id']}/",
+        {"members": [str(member.pk), str(other_member.pk)]},
+        format="json",
+    )
+    assert set(patched.json()["members"]) == {str(member.pk), str(other_member.pk)}
+    foreign = admin_api.patch(
+        f"/api/v1/teams/{team['id']}/", {"members": [str(outsider.pk)]}, format="json"
+    )
+    assert foreign.status_code == 404
+    duplicate = admin_api.post("/api/v1/teams/", {"name": "Tier 1"}, format="json")
+    assert duplicate.status_code == 400 and "name" in duplicate.json()["errors"]
+    assert admin_api.delete(f"/api/v1/teams/{team['id']}/").status_code == 204
