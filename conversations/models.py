@@ -56,6 +56,9 @@ class Message(BaseModel):
     message_id = models.CharField(max_length=998, blank=True, db_index=True)
     in_reply_to = models.CharField(max_length=998, blank=True)
     references = models.JSONField(default=list, blank=True)
+    # Outlook's Thread-Index: its first 22 bytes name the thread, even when a
+    # reply carries no References (Exchange and some Outlook paths drop them).
+    thread_root = models.CharField(max_length=64, blank=True, db_index=True)
     subject = models.TextField(blank=True)
     from_name = models.CharField(max_length=320, blank=True)
     from_address = models.CharField(max_length=320, blank=True, db_index=True)

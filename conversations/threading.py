@@ -1,9 +1,10 @@
 """Filing team-mailbox messages into conversations (DESIGN.md section 3).
 
 A message joins the conversation that holds one of the messages it answers
-(In-Reply-To, References); failing that, an open conversation with the same
-customer and subject from the last days; failing that, it opens a new one,
-which goes through routing. Ingestion is idempotent: one message is in at most
+(In-Reply-To, References; Outlook's Thread-Index when those are missing), as
+long as its sender took part in that conversation; failing that, a recent
+conversation with the same customer and subject; failing that, it opens a new
+one, which goes through routing. Ingestion is idempotent: one message is in at most
 one conversation per inbox (a unique constraint), so re-running changes nothing.
 """
 
@@ -34,26 +35,59 @@ def normalize_subject(subject: str) -> str:
     return " ".join(_REPLY_PREFIX.sub("", subject or "").split()).lower()
 
 
+def _participants(conversation: Conversation) -> set[str]:
+    people = {conversation.customer_address}
+    for sender, to, cc in Message.objects.filter(
+        conversationmessage__conversation=conversation
+    ).values_list("from_address", "to", "cc"):
+        people.add((sender or "").lower())
+        people.update((p.get("address") or "").lower() for p in [*(to or []), *(cc or [])])
+    people.discard("")
+    return people
+
+
+def _belongs(conversation: Conversation, message: Message, team_address: str) -> bool:
+    """A customer's message joins a thread only if they took part in it: people who
+    answer the same newsletter each get their own conversation."""
+    sender = message.from_address.lower()
+    if message.direction == Direction.OUTBOUND or sender == team_address:
+        return True
+    return sender in _participants(conversation)
+
+
 def _find_conversation(inbox: Inbox, message: Message, team_address: str) -> Conversation | None:
     refs = [ref for ref in [message.in_reply_to, *reversed(message.references)] if ref]
+    candidates: list[Conversation] = []
     if refs:
-        link = (
+        links = (
             ConversationMessage.objects.filter(inbox=inbox, message__message_id__in=refs)
             .select_related("conversation")
-            .order_by("-created_at")
-            .first()
+            .order_by("-created_at")[:20]
         )
-        if link is not None:
-            return link.conversation
+        candidates = list({link.conversation_id: link.conversation for link in links}.values())
+    if not candidates and message.thread_root:
+        links = (
+            ConversationMessage.objects.filter(
+                inbox=inbox, message__thread_root=message.thread_root
+            )
+            .select_related("conversation")
+            .order_by("-created_at")[:20]
+        )
+        candidates = list({link.conversation_id: link.conversation for link in links}.values())
+    for conversation in candidates:
+        if _belongs(conversation, message, team_address):
+            return conversation
+    if candidates:
+        return None  # an answer to a thread this sender was not part of: its own conversation
     customer = _customer_of(message, team_address)
     subject = normalize_subject(message.subject)
     if not customer or not subject:
         return None
     since = (message.sent_at or timezone.now()) - timedelta(days=SUBJECT_FALLBACK_DAYS)
-    candidates = Conversation.objects.filter(
+    recent = Conversation.objects.filter(
         inbox=inbox, customer_address=customer, last_message_at__gte=since
     ).order_by("-last_message_at")[:20]
-    return next((c for c in candidates if normalize_subject(c.subject) == subject), None)
+    return next((c for c in recent if normalize_subject(c.subject) == subject), None)
 
 
 def _customer_of(message: Message, team_address: str) -> str:

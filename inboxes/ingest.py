@@ -9,6 +9,8 @@ and moves the folder's cursor, so the cursor is never ahead of what is stored.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +48,15 @@ def _addresses(items) -> list[dict]:
     return [{"name": a.name, "address": a.address} for a in items]
 
 
+def outlook_thread_root(thread_index: str) -> str:
+    """The thread part of an Outlook Thread-Index header (hex), or ""."""
+    try:
+        raw = base64.b64decode("".join(thread_index.split()), validate=False)
+    except (binascii.Error, ValueError):
+        return ""
+    return raw[:22].hex() if len(raw) >= 22 else ""
+
+
 def message_from_parsed(
     *, account_id, parsed: ParsedMessage, raw: bytes, direction: str = Direction.INBOUND
 ) -> Message:
@@ -57,6 +68,7 @@ def message_from_parsed(
         message_id=parsed.message_id[:998],
         in_reply_to=parsed.in_reply_to[:998],
         references=parsed.references,
+        thread_root=outlook_thread_root(parsed.headers.get("thread-index", "")),
         subject=parsed.subject,
         from_name=(parsed.from_.name if parsed.from_ else "")[:320],
         from_address=(parsed.from_.address if parsed.from_ else "")[:320],
