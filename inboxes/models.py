@@ -24,6 +24,11 @@ class Security(models.TextChoices):
     NONE = "none", "None (unencrypted)"
 
 
+class AuthMethod(models.TextChoices):
+    PASSWORD = "password", "Password"
+    XOAUTH2 = "xoauth2", "OAuth 2.0 (XOAUTH2)"
+
+
 class MailboxStatus(models.TextChoices):
     CONNECTED = "connected"
     SYNCING = "syncing"
@@ -73,6 +78,12 @@ class Mailbox(BaseModel):
     smtp_port = models.PositiveIntegerField(null=True, blank=True)
     smtp_security = models.CharField(max_length=10, choices=Security.choices, blank=True)
     smtp_username = models.CharField(max_length=320, blank=True)
+    # How IMAP and SMTP log in: a password, or XOAUTH2 with tokens from the
+    # sign-in provider named in ``oauth_provider`` (kept in the encrypted secrets).
+    auth_method = models.CharField(
+        max_length=10, choices=AuthMethod.choices, default=AuthMethod.PASSWORD
+    )
+    oauth_provider = models.CharField(max_length=20, choices=Provider.choices, blank=True)
     # The provider's id for the account (Gmail profile address, Graph user id).
     provider_user_id = models.CharField(max_length=255, blank=True)
     # Passwords and tokens, encrypted with inboxes.crypto (AES-GCM bound to this row).
