@@ -20,6 +20,7 @@ from typing import Any
 
 from inboxes import mailconn, netguard
 from inboxes.mailconn import ServerSettings
+from inboxes.providers.imap import smtp_xoauth2_login
 
 STEP_DNS = "dns"
 STEP_TCP = "tcp"
@@ -176,7 +177,27 @@ def _tls_version(sock: socket.socket | None) -> str:
     return f" ({version})" if version else ""
 
 
-def _test_imap(server: ServerSettings, timeout: float | None, steps: list[StepResult]) -> bool:
+def _imap_login(client: Any, server: ServerSettings, oauth_token: str | None) -> str:
+    """Log in with the password, or with XOAUTH2 when a token is given; says how."""
+    if oauth_token is None:
+        client.login(server.username, server.password)
+        return f"Logged in as {server.username}."
+    if not client.has_capability("AUTH=XOAUTH2"):
+        raise _NoXOAuth2()
+    client.oauth2_login(server.username, oauth_token)
+    return f"Logged in as {server.username} with XOAUTH2."
+
+
+class _NoXOAuth2(Exception):
+    """The server does not offer the XOAUTH2 mechanism."""
+
+
+def _test_imap(
+    server: ServerSettings,
+    timeout: float | None,
+    steps: list[StepResult],
+    oauth_token: str | None = None,
+) -> bool:
     def add(step: str, ok: bool, detail: str) -> bool:
         steps.append(StepResult(step=step, server="imap", ok=ok, detail=detail))
         return ok
@@ -212,19 +233,30 @@ def _test_imap(server: ServerSettings, timeout: float | None, steps: list[StepRe
                 detail = f"TLS certificate for {host} verified{_tls_version(client.socket())}."
             add(step, True, detail)
 
+        secret = "password" if oauth_token is None else "access token"
         try:
-            client.login(server.username, server.password)
+            logged_in = _imap_login(client, server, oauth_token)
+        except _NoXOAuth2:
+            return add(
+                STEP_AUTH, False, "The server does not offer XOAUTH2 sign-in (AUTH=XOAUTH2)."
+            )
         except UnicodeError:
             return add(
                 STEP_AUTH,
                 False,
-                "The user name or password has characters this server's login can't take.",
+                f"The user name or {secret} has characters this server's login can't take.",
             )
         except imaplib.IMAP4.error as exc:
+            if oauth_token is not None:
+                return add(
+                    STEP_AUTH,
+                    False,
+                    f"Sign-in with the access token was refused: {_server_words(exc)}",
+                )
             return add(STEP_AUTH, False, f"Login failed: {_server_words(exc)}")
         except _EXPECTED_ERRORS as exc:
             return add(STEP_AUTH, False, f"Login failed: {_network_reason(exc)}")
-        add(STEP_AUTH, True, f"Logged in as {server.username}.")
+        add(STEP_AUTH, True, logged_in)
 
         try:
             info = client.select_folder("INBOX", readonly=True)
@@ -247,7 +279,12 @@ def _close_imap(client: Any) -> None:
             client.shutdown()
 
 
-def _test_smtp(server: ServerSettings, timeout: float | None, steps: list[StepResult]) -> bool:
+def _test_smtp(
+    server: ServerSettings,
+    timeout: float | None,
+    steps: list[StepResult],
+    oauth_token: str | None = None,
+) -> bool:
     def fail(part: str, detail: str) -> bool:
         steps.append(
             StepResult(step=STEP_SMTP, server="smtp", ok=False, detail=f"{part}: {detail}")
@@ -292,20 +329,34 @@ def _test_smtp(server: ServerSettings, timeout: float | None, steps: list[StepRe
             if not smtp.has_extn("auth"):
                 return fail(part, "the server does not offer AUTH")
             try:
-                smtp.login(server.username, server.password)
+                if oauth_token is None:
+                    smtp.login(server.username, server.password)
+                else:
+                    smtp_xoauth2_login(smtp, server.username, oauth_token)
             except UnicodeError:
+                secret = "password" if oauth_token is None else "access token"
                 return fail(
                     part,
-                    "the user name or password has characters this server's login can't take",
+                    f"the user name or {secret} has characters this server's login can't take",
                 )
             except smtplib.SMTPNotSupportedError:
+                if oauth_token is not None:
+                    return fail(part, "the server does not offer XOAUTH2 sign-in")
                 return fail(part, "the server offers no login method we support")
+            except smtplib.SMTPAuthenticationError as exc:
+                if oauth_token is not None:
+                    return fail(
+                        part, f"sign-in with the access token was refused: {_server_words(exc)}"
+                    )
+                return fail(part, _server_words(exc))
             except smtplib.SMTPResponseException as exc:
                 return fail(part, _server_words(exc))
         tls = ""
         if server.security != mailconn.SECURITY_NONE:
             tls = f" over TLS{_tls_version(smtp.sock)}"
         login = f", logged in as {server.username}" if server.username else ""
+        if login and oauth_token is not None:
+            login += " with XOAUTH2"
         steps.append(
             StepResult(
                 step=STEP_SMTP,
@@ -325,13 +376,21 @@ def _test_smtp(server: ServerSettings, timeout: float | None, steps: list[StepRe
 
 
 def run_connection_test(
-    *, imap: ServerSettings, smtp: ServerSettings, timeout: float | None = None
+    *,
+    imap: ServerSettings,
+    smtp: ServerSettings,
+    timeout: float | None = None,
+    oauth_token: str | None = None,
 ) -> ConnectionTestResult:
-    """Check both servers step by step; stop at the first failed step."""
+    """Check both servers step by step; stop at the first failed step.
+
+    With ``oauth_token`` (an OAuth access token) both servers are logged in to
+    with XOAUTH2 and the settings' passwords are not used.
+    """
     result = ConnectionTestResult()
-    if _test_imap(imap, timeout, result.steps):
-        _test_smtp(smtp, timeout, result.steps)
-    secrets = [imap.password, smtp.password]
+    if _test_imap(imap, timeout, result.steps, oauth_token):
+        _test_smtp(smtp, timeout, result.steps, oauth_token)
+    secrets = [imap.password, smtp.password, oauth_token or ""]
     for step in result.steps:
         step.detail = _scrub(step.detail, secrets)
     return result

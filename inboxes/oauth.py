@@ -33,6 +33,7 @@ from inboxes.addresses import canonical_address
 from inboxes.crypto import decrypt_secrets, encrypt_secrets
 from inboxes.models import Mailbox, MailboxKind, MailboxStatus, Provider, SyncState
 from inboxes.providers.base import ProviderError
+from inboxes.sending import outbox_resume
 from inboxes.sync import schedule_sync
 
 # Refresh this long before the access token expires.
@@ -175,7 +176,7 @@ def access_token_for(mailbox: Mailbox, client: OAuthClient | None = None) -> str
     re-read the stored tokens. The refresh itself (network) runs outside any
     transaction, and its result is committed at once.
     """
-    client = client or oauth_client(mailbox.provider)
+    client = client or oauth_client(mailbox.oauth_provider or mailbox.provider)
     deadline = time.monotonic() + REFRESH_LOCK_SECONDS
     while True:
         mailbox.refresh_from_db(fields=["secrets_ciphertext", "token_refresh_until", "status"])
@@ -313,6 +314,7 @@ def _reconnect(*, actor: User, mailbox: Mailbox, canonical: str, grant: OAuthGra
             sync_last_error="",
         )
         schedule_sync(mailbox.pk)
+        outbox_resume(mailbox.pk)
         audit_record(
             account=mailbox.account,
             actor=actor,

@@ -184,6 +184,15 @@ def outbox_send(item_id) -> str:
         _mark(item, OutboxState.UNKNOWN, str(exc))
         return outbox_resolve_unknown(item.pk)
     except ProviderError as exc:
+        if exc.reauth:
+            # Not the message's fault: it waits for the owner to sign in again
+            # (outbox_resume sends it then) instead of failing for good.
+            OutboxItem.objects.filter(pk=item.pk, state=OutboxState.SENDING).update(
+                state=OutboxState.QUEUED,
+                detail=f"Waiting for {item.mailbox.address} to be reconnected: {exc}",
+                next_attempt_at=timezone.now() + timedelta(days=365),
+            )
+            return OutboxState.QUEUED
         if exc.permanent:
             _mark(item, OutboxState.FAILED, str(exc))
             return OutboxState.FAILED
@@ -265,6 +274,19 @@ def outbox_resolve_unknown(item_id) -> str:
         )
     )
     return OutboxState.UNKNOWN
+
+
+def outbox_resume(mailbox_id) -> int:
+    """After a reconnect: send what waited for it, now (on commit)."""
+    waiting = list(
+        OutboxItem.objects.filter(mailbox_id=mailbox_id, state=OutboxState.QUEUED).values_list(
+            "pk", flat=True
+        )
+    )
+    OutboxItem.objects.filter(pk__in=waiting).update(next_attempt_at=timezone.now())
+    for item_id in waiting:
+        transaction.on_commit(lambda item_id=item_id: enqueue_send(item_id))
+    return len(waiting)
 
 
 def outbox_sweep() -> dict[str, int]:

@@ -24,6 +24,7 @@ from core.errors import (
     AddressInUse,
     ConnectionFailed,
     Invalid,
+    NeedsReauth,
     PermissionDeniedError,
     TeamAddressInConversations,
 )
@@ -32,7 +33,17 @@ from inboxes.addresses import canonical_address
 from inboxes.connection_test import ConnectionTestResult, run_connection_test
 from inboxes.crypto import decrypt_secrets, encrypt_secrets
 from inboxes.mailconn import ServerSettings
-from inboxes.models import Mailbox, MailboxKind, MailboxStatus, Provider, Security, SyncState
+from inboxes.models import (
+    AuthMethod,
+    Mailbox,
+    MailboxKind,
+    MailboxStatus,
+    Provider,
+    Security,
+    SyncState,
+)
+from inboxes.providers.base import ProviderError
+from inboxes.sending import outbox_resume
 from inboxes.sync import schedule_sync
 
 
@@ -76,10 +87,19 @@ def _check_server_input(server: ServerInput, field: str) -> None:
 
 
 def connection_test_run(
-    *, actor: User, account, imap: ServerInput, smtp: ServerInput, address: str, ip: str | None
+    *,
+    actor: User,
+    account,
+    imap: ServerInput,
+    smtp: ServerInput,
+    address: str,
+    ip: str | None,
+    oauth_token: str | None = None,
 ) -> ConnectionTestResult:
     """Run the test; a failure is audited (a refused host is how SSRF probing looks)."""
-    result = run_connection_test(imap=imap.settings(), smtp=smtp.settings())
+    result = run_connection_test(
+        imap=imap.settings(), smtp=smtp.settings(), oauth_token=oauth_token
+    )
     if not result.ok:
         failed = next(step for step in result.steps if not step.ok)
         audit_record(
@@ -336,6 +356,7 @@ def mailbox_update(
         mailbox.last_error = ""
         mailbox.save()
         schedule_sync(mailbox.pk)
+        outbox_resume(mailbox.pk)
         audit_record(
             account=mailbox.account,
             actor=actor,
@@ -356,8 +377,24 @@ def mailbox_test(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> Con
     if mailbox.provider != Provider.IMAP:
         raise Invalid("The connection test is for IMAP/SMTP mailboxes.")
     imap, smtp = mailbox_server_inputs(mailbox)
+    oauth_token = None
+    if mailbox.auth_method == AuthMethod.XOAUTH2:
+        from inboxes.providers.imap import stored_token_source
+
+        try:
+            oauth_token = stored_token_source(mailbox)()
+        except ProviderError as exc:
+            if exc.reauth:
+                raise NeedsReauth(str(exc)) from exc
+            raise
     result = connection_test_run(
-        actor=actor, account=mailbox.account, imap=imap, smtp=smtp, address=mailbox.address, ip=ip
+        oauth_token=oauth_token,
+        actor=actor,
+        account=mailbox.account,
+        imap=imap,
+        smtp=smtp,
+        address=mailbox.address,
+        ip=ip,
     )
     if result.ok:
         recovered = Mailbox.objects.filter(pk=mailbox.pk, status=MailboxStatus.ERROR).update(

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from accounts.models import Role
 from tests.factories import PASSWORD, AccountFactory, UserFactory
 
-pytest_plugins = ["tests.mailservers"]
+pytest_plugins = ["tests.mailservers", "tests.oauth_mailservers"]
 
 
 @pytest.fixture(autouse=True)

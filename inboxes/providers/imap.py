@@ -22,7 +22,7 @@ from imapclient.imapclient import SEEN, SENT
 
 from inboxes import netguard
 from inboxes.mailconn import open_imap, open_smtp
-from inboxes.models import FolderRole, Mailbox, MailboxKind
+from inboxes.models import AuthMethod, FolderRole, Mailbox, MailboxKind
 from inboxes.providers.base import (
     Changes,
     FolderSpec,
@@ -68,23 +68,199 @@ def _uid_of(key: str) -> int:
     return int(key.rsplit(":", 1)[1])
 
 
+# --- XOAUTH2 ------------------------------------------------------------------------------------
+
+# Where an XOAUTH2 login gets its access token: called once per login attempt.
+TokenSource = Callable[[], str]
+
+
+def xoauth2_string(username: str, access_token: str) -> str:
+    """The XOAUTH2 initial client response (before base64), as Gmail and Microsoft document it."""
+    return f"user={username}\x01auth=Bearer {access_token}\x01\x01"
+
+
+def smtp_xoauth2_login(smtp: smtplib.SMTP, username: str, access_token: str) -> None:
+    """AUTH XOAUTH2 with an initial response; smtplib base64-encodes it.
+
+    A refusal comes as a 334 challenge carrying a JSON error, to be answered
+    with an empty line before the final 535: hence "" for any challenge.
+    Raises smtplib.SMTPNotSupportedError if the server does not offer XOAUTH2
+    and smtplib.SMTPAuthenticationError if it refuses the token.
+    """
+    smtp.ehlo_or_helo_if_needed()
+    offered = (smtp.esmtp_features.get("auth") or "").upper().split()
+    if "XOAUTH2" not in offered:
+        raise smtplib.SMTPNotSupportedError("The SMTP server does not offer XOAUTH2 sign-in.")
+    initial = xoauth2_string(username, access_token)
+    smtp.auth("XOAUTH2", lambda challenge=None: initial if challenge is None else "")
+
+
+# Answers to AUTHENTICATE that say "not now" rather than "not this token" (RFC 5530).
+_IMAP_TRANSIENT_CODES = ("[UNAVAILABLE]", "[SERVERBUG]", "[LIMIT]", "[INUSE]")
+
+
+def imap_xoauth2_attempt(client: imapclient.IMAPClient, username: str, token: str) -> None:
+    """AUTHENTICATE XOAUTH2. Raises LoginError only when the server refused the
+    token; a dropped connection or a temporary failure is a transient ProviderError."""
+    try:
+        client.oauth2_login(username, token)
+    except LoginError as exc:
+        # imapclient turns every error of the command into LoginError, a
+        # dropped connection (imaplib's abort) included.
+        if isinstance(exc.__context__, imaplib.IMAP4.abort):
+            raise ProviderError(f"IMAP connection problem: {_text(exc)}") from exc
+        if any(code in _text(exc).upper() for code in _IMAP_TRANSIENT_CODES):
+            raise ProviderError(
+                f"The IMAP server could not check the sign-in token now: {_text(exc)}"
+            ) from exc
+        raise
+
+
+def _imap_xoauth2_refusal(exc: BaseException) -> str | None:
+    """The server's words when it refused the token; None for any other failure."""
+    return _text(exc) if isinstance(exc, LoginError) else None
+
+
+def smtp_xoauth2_attempt(smtp: smtplib.SMTP, username: str, token: str) -> None:
+    """AUTH XOAUTH2; a 4xx answer (try later) is a transient ProviderError, a
+    server without XOAUTH2 a permanent one."""
+    try:
+        smtp_xoauth2_login(smtp, username, token)
+    except smtplib.SMTPNotSupportedError as exc:
+        raise ProviderError(str(exc), permanent=True) from exc
+    except smtplib.SMTPAuthenticationError as exc:
+        if 400 <= exc.smtp_code < 500:
+            raise ProviderError(
+                "The SMTP server could not check the sign-in token now: "
+                + _reply_text(exc.smtp_code, exc.smtp_error)
+            ) from exc
+        raise
+
+
+def _smtp_xoauth2_refusal(exc: BaseException) -> str | None:
+    # 535 bad credentials, 534 "log in with your web browser"; 504 (no such
+    # mechanism) and the rest are not a verdict on the token.
+    if isinstance(exc, smtplib.SMTPAuthenticationError) and exc.smtp_code in (534, 535):
+        return _reply_text(exc.smtp_code, exc.smtp_error)
+    return None
+
+
+class _LazyOAuthClient:
+    """The sign-in provider's OAuth client, made only when a refresh is needed:
+    a login with a fresh stored token does not depend on the provider module."""
+
+    def __init__(self, provider: str) -> None:
+        self._provider = provider
+
+    def refresh(self, tokens):
+        from core.errors import Invalid
+        from inboxes import oauth
+
+        try:
+            client = oauth.oauth_client(self._provider)
+        except Invalid as exc:
+            raise ProviderError(
+                f"This mailbox signs in with an unknown provider ({self._provider!r}).",
+                permanent=True,
+            ) from exc
+        return client.refresh(tokens)
+
+
+def stored_token_source(mailbox: Mailbox) -> TokenSource:
+    """Access tokens from the mailbox's stored OAuth tokens, refreshed when about to
+    expire (one refresh per mailbox at a time, rotated tokens committed at once)."""
+    from inboxes import oauth
+
+    client = _LazyOAuthClient(mailbox.oauth_provider)
+    return lambda: oauth.access_token_for(mailbox, client=client)
+
+
+def expire_stored_token(mailbox: Mailbox, access_token: str) -> None:
+    """Mark the stored access token expired (the server refused it), so the next
+    ``access_token_for`` refreshes. A token another worker has replaced meanwhile
+    is left alone: only the refused one is expired."""
+    from django.db import transaction
+
+    from inboxes import oauth
+
+    with transaction.atomic():
+        row = (
+            Mailbox.objects.select_for_update()
+            .only("id", "account_id", "secrets_ciphertext")
+            .get(pk=mailbox.pk)
+        )
+        tokens = oauth.tokens_load(row)
+        if tokens.access_token != access_token or not tokens.expires_at:
+            return
+        tokens.expires_at = 0
+        oauth.tokens_store(row, tokens)
+
+
+def xoauth2_login(
+    mailbox: Mailbox,
+    protocol: str,
+    token_source: TokenSource | None,
+    attempt: Callable[[str], None],
+    refusal: Callable[[BaseException], str | None],
+) -> None:
+    """Log in with an access token; if the server refuses it, once more with a fresh one.
+
+    ``attempt(token)`` logs in or raises; ``refusal(exc)`` tells a refused token
+    (the server's words) from any other failure, which is raised as it is. With
+    the stored tokens (no ``token_source``) the refused token is expired so a
+    fresh one is fetched, and a second refusal marks the mailbox needs_reauth.
+    A ``token_source`` is simply asked again for the second try.
+    """
+    stored = token_source is None
+    source = stored_token_source(mailbox) if stored else token_source
+    words: str | None = ""
+    for attempt_number in (1, 2):
+        token = source()
+        try:
+            attempt(token)
+            return
+        except Exception as exc:
+            words = refusal(exc)
+            if words is None:
+                raise
+        if attempt_number == 1 and stored:
+            expire_stored_token(mailbox, token)
+    reason = (
+        f"The {protocol} server refused the sign-in token, also after a refresh ({words}). "
+        "Sign in again to reconnect this mailbox."
+    )
+    if stored:
+        from inboxes import oauth
+
+        oauth.mark_needs_reauth(mailbox, reason)
+    raise ProviderError(reason, reauth=True)
+
+
 class ImapSession:
     """A logged-in IMAP connection for one mailbox (a context manager)."""
 
-    def __init__(self, mailbox: Mailbox, *, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        *,
+        timeout: float | None = None,
+        token_source: TokenSource | None = None,
+    ) -> None:
+        """``token_source`` replaces the stored OAuth tokens of an XOAUTH2 mailbox."""
         from inboxes.services import mailbox_server_inputs
 
         self.mailbox = mailbox
         imap, _ = mailbox_server_inputs(mailbox)
         self._server = imap.settings()
         self._timeout = timeout
+        self._token_source = token_source
         self.client: imapclient.IMAPClient | None = None
         self._selected: str | None = None
 
     def __enter__(self) -> ImapSession:
         try:
             self.client = open_imap(self._server, self._timeout)
-            self.client.login(self._server.username, self._server.password)
+            self._login(self.client)
             if self.client.has_capability("CONDSTORE"):
                 with contextlib.suppress(IMAPClientError):
                     self.client.enable("CONDSTORE")
@@ -92,6 +268,21 @@ class ImapSession:
             self._close()
             raise imap_error(exc) from exc
         return self
+
+    def _login(self, client: imapclient.IMAPClient) -> None:
+        username = self._server.username
+        if self.mailbox.auth_method != AuthMethod.XOAUTH2:
+            client.login(username, self._server.password)
+            return
+        if not client.has_capability("AUTH=XOAUTH2"):
+            raise ProviderError("The IMAP server does not offer XOAUTH2 sign-in.", permanent=True)
+        xoauth2_login(
+            self.mailbox,
+            "IMAP",
+            self._token_source,
+            lambda token: imap_xoauth2_attempt(client, username, token),
+            _imap_xoauth2_refusal,
+        )
 
     def __exit__(self, *exc_info) -> None:
         self._close()
@@ -187,7 +378,14 @@ class ImapSession:
             cursor=final,
             reset=reset,
             server_count=exists,
-            partial_cursor=lambda key: cursor_for(_uid_of(key)),
+            # A partial cursor must not carry the folder's UIDNEXT/HIGHESTMODSEQ: with
+            # them, a sync interrupted here would next find the folder "unchanged"
+            # and never fetch the rest.
+            partial_cursor=lambda key: {
+                **cursor_for(_uid_of(key)),
+                "uidnext": None,
+                "modseq": None,
+            },
         )
 
     def keys_since(self, folder: FolderSpec, since: datetime | None) -> list[str]:
@@ -294,22 +492,48 @@ def _reply_text(code: int, message) -> str:
 class SmtpTransport:
     """An authenticated SMTP session for one mailbox (a context manager)."""
 
-    def __init__(self, mailbox: Mailbox, *, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        *,
+        timeout: float | None = None,
+        token_source: TokenSource | None = None,
+    ) -> None:
+        """``token_source`` replaces the stored OAuth tokens of an XOAUTH2 mailbox."""
         from inboxes.services import mailbox_server_inputs
 
+        self.mailbox = mailbox
         _, smtp = mailbox_server_inputs(mailbox)
         self._server = smtp.settings()
         self._timeout = timeout
+        self._token_source = token_source
         self.smtp: smtplib.SMTP | None = None
+
+    def _login(self, smtp: smtplib.SMTP) -> None:
+        username = self._server.username
+        if self.mailbox.auth_method != AuthMethod.XOAUTH2:
+            smtp.login(username, self._server.password)
+            return
+        xoauth2_login(
+            self.mailbox,
+            "SMTP",
+            self._token_source,
+            lambda token: smtp_xoauth2_attempt(smtp, username, token),
+            _smtp_xoauth2_refusal,
+        )
 
     def __enter__(self) -> SmtpTransport:
         try:
             self.smtp = open_smtp(self._server, self._timeout)
-            self.smtp.login(self._server.username, self._server.password)
+            self._login(self.smtp)
+        except ProviderError:
+            self._close()
+            raise
         except smtplib.SMTPAuthenticationError as exc:
             self._close()
             raise ProviderError(
-                f"SMTP login failed: {_reply_text(exc.smtp_code, exc.smtp_error)}", permanent=True
+                f"SMTP login failed: {_reply_text(exc.smtp_code, exc.smtp_error)}",
+                permanent=exc.smtp_code >= 500,
             ) from exc
         except smtplib.SMTPResponseException as exc:
             self._close()
