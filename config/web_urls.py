@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 
 from accounts import views as accounts_views
 from audit import views as audit_views
+from conversations import settings_views
 from conversations import views as conversations_views
 from inboxes import oauth_views
 from inboxes import views as inboxes_views
@@ -84,4 +85,35 @@ urlpatterns = [
         name="settings-user-reactivate",
     ),
     path("settings/audit/", audit_views.settings_audit, name="settings-audit"),
+    # The support inbox, /inbox/: its routes are urlpatterns in conversations/inbox_views.py,
+    # included by dotted path (what include() returns), so this block needs no import.
+    path("inbox/", ("conversations.inbox_views", None, None)),
+]
+
+# Settings > Inboxes > Routing and access, Settings > Users > Teams, the inbox overview.
+urlpatterns += [
+    path(
+        "settings/inboxes/<uuid:pk>/routing/",
+        settings_views.inbox_routing,
+        name="settings-inbox-routing",
+    ),
+    path(
+        "settings/inboxes/<uuid:pk>/visibility/",
+        settings_views.inbox_visibility,
+        name="settings-inbox-visibility",
+    ),
+    path(
+        "settings/inboxes/<uuid:pk>/replies/",
+        settings_views.inbox_replies,
+        name="settings-inbox-replies",
+    ),
+    path("settings/teams/", settings_views.settings_teams, name="settings-teams"),
+    path("settings/teams/new/", settings_views.team_create, name="settings-team-create"),
+    path("settings/teams/<uuid:pk>/", settings_views.team_update, name="settings-team-update"),
+    path(
+        "settings/teams/<uuid:pk>/delete/",
+        settings_views.team_delete,
+        name="settings-team-delete",
+    ),
+    path("inbox/overview/<uuid:pk>/", settings_views.inbox_overview, name="inbox-overview"),
 ]

@@ -69,6 +69,7 @@ def agent_metrics(conversations: QuerySet[Conversation], *, days: int = 14) -> l
     """The same figures per assignee."""
     assignees = (
         conversations.exclude(assignee__isnull=True)
+        .order_by()  # the default ordering would leak into DISTINCT: one row per conversation
         .values_list("assignee", "assignee__full_name", "assignee__email")
         .distinct()
     )

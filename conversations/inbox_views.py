@@ -1,0 +1,1016 @@
+"""The support team's daily screen, /inbox/: views and inboxes, the conversation
+list, and the open conversation with its thread, notes, events and actions.
+
+Server-rendered with htmx for navigation, polling and actions; every link and
+form also works as a plain page without JavaScript. Visibility is enforced by
+the selectors (conversations_visible_to); writes go through the services in
+conversations/handling.py.
+
+Email bodies are shown in ``<iframe sandbox srcdoc>`` (no allow-scripts, no
+allow-same-origin). A srcdoc document inherits the page's Content-Security-
+Policy, so the email's inline ``style`` attributes would be refused there; they
+are moved into a per-message stylesheet served from this origin (frame_css).
+Requests from the sandboxed (opaque-origin) frame carry no session cookie, so
+the stylesheet and ``cid:`` images are fetched with a short-lived signed token
+bound to the viewer, whose visibility is checked again on every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from html.parser import HTMLParser
+from urllib.parse import unquote, urlencode, urlsplit
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core import signing
+from django.db import transaction
+from django.db.models import Count, Exists, Max, OuterRef, Q, Subquery
+from django.db.models.functions import Substr
+from django.http import FileResponse, Http404, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+from django.utils.crypto import constant_time_compare
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.models import User
+from accounts.selectors import users_visible_to
+from conversations import handling
+from conversations.models import (
+    Attachment,
+    Conversation,
+    ConversationEvent,
+    ConversationMessage,
+    Direction,
+    EventKind,
+    Inbox,
+    Message,
+    Note,
+)
+from conversations.selectors import (
+    conversation_detail,
+    conversation_list,
+    conversations_visible_to,
+    inboxes_visible_to,
+)
+from core.errors import DomainError, Invalid
+from core.web import back_to, report
+from inboxes.models import OutboxItem
+from inboxes.parsing import sanitise_html
+
+VIEWS = [
+    ("unassigned", "Unassigned"),
+    ("mine", "Mine"),
+    ("open", "All open"),
+    ("closed", "Closed"),
+]
+VIEW_NAMES = dict(VIEWS)
+DEFAULT_VIEW = "unassigned"
+PAGE_SIZE = 50
+MAX_ROWS = 500
+POLL = "every 3s"
+# Raster images a browser shows; everything else (SVG included) downloads as bytes.
+SAFE_IMAGE_TYPES = {
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/bmp",
+    "image/avif",
+}
+
+
+# --- The list's state: view, inbox, search --------------------------------------------------------
+
+
+@dataclass
+class ListState:
+    view: str = DEFAULT_VIEW
+    inbox: Inbox | None = None
+    q: str = ""
+    limit: int = PAGE_SIZE
+    images: bool = False
+
+    def params(self, **changes) -> dict[str, str]:
+        values = {
+            "view": self.view,
+            "inbox": str(self.inbox.pk) if self.inbox else "",
+            "q": self.q,
+            "n": str(self.limit) if self.limit != PAGE_SIZE else "",
+        }
+        values.update(changes)
+        if values["view"] == DEFAULT_VIEW:
+            values["view"] = ""
+        return {key: value for key, value in values.items() if value}
+
+    def query(self, **changes) -> str:
+        return urlencode(self.params(**changes))
+
+    @property
+    def title(self) -> str:
+        if self.q:
+            where = f" in {self.inbox.name}" if self.inbox else ""
+            return f"Search “{self.q}”{where}"
+        name = VIEW_NAMES[self.view]
+        return f"{self.inbox.name} · {name}" if self.inbox else name
+
+
+def _list_state(request) -> ListState:
+    return _state_from(request.user, request.GET)
+
+
+def _state_from(user, data) -> ListState:
+    inbox = None
+    if data.get("inbox"):
+        inbox = get_object_or_404(inboxes_visible_to(user), pk=_uuid_or_404(data["inbox"]))
+    view = data.get("view") or ("open" if inbox else DEFAULT_VIEW)
+    if view not in VIEW_NAMES:
+        view = DEFAULT_VIEW
+    try:
+        limit = int(data.get("n") or PAGE_SIZE)
+    except ValueError:
+        limit = PAGE_SIZE
+    limit = min(max(limit, PAGE_SIZE), MAX_ROWS)
+    return ListState(
+        view=view,
+        inbox=inbox,
+        q=" ".join((data.get("q") or "").split())[:200],
+        limit=limit,
+        images=data.get("images") == "1",
+    )
+
+
+def _uuid_or_404(value) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise Http404("Unknown id.") from None
+
+
+# --- Time labels ------------------------------------------------------------------------------------
+
+
+def _when(moment: datetime | None, now: datetime | None = None) -> str:
+    """Short, stable labels (no "3 min ago" that would change on every poll)."""
+    if moment is None:
+        return ""
+    now = timezone.localtime(now or timezone.now())
+    moment = timezone.localtime(moment)
+    if moment.date() == now.date():
+        return moment.strftime("%H:%M")
+    if moment.year == now.year:
+        return f"{moment.day} {moment:%b}"
+    return f"{moment.day} {moment:%b %Y}"
+
+
+def _full_time(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    moment = timezone.localtime(moment)
+    return f"{moment:%a} {moment.day} {moment:%b %Y, %H:%M}"
+
+
+# --- The left pane: views and inboxes with counts ---------------------------------------------------
+
+
+def _nav(user, state: ListState) -> dict:
+    visible = conversations_visible_to(user).order_by()
+    is_open = Q(status="open")
+    counts = visible.aggregate(
+        unassigned=Count("pk", filter=is_open & Q(assignee__isnull=True)),
+        mine=Count("pk", filter=is_open & Q(assignee=user)),
+        open=Count("pk", filter=is_open),
+        closed=Count("pk", filter=Q(status="closed")),
+    )
+    per_inbox = dict(
+        visible.filter(is_open).values("inbox").annotate(n=Count("pk")).values_list("inbox", "n")
+    )
+    views = [
+        {
+            "key": key,
+            "name": name,
+            "count": counts[key],
+            "url": "?" + ListState(view=key).query() if key != DEFAULT_VIEW else "",
+            "active": not state.inbox and not state.q and state.view == key,
+        }
+        for key, name in VIEWS
+    ]
+    inboxes = [
+        {
+            "pk": inbox.pk,
+            "name": inbox.name,
+            "count": per_inbox.get(inbox.pk, 0),
+            "url": "?" + ListState(view="open", inbox=inbox).query(),
+            "active": state.inbox is not None and state.inbox.pk == inbox.pk,
+        }
+        for inbox in inboxes_visible_to(user).order_by("name")
+    ]
+    return {"views": views, "inboxes": inboxes}
+
+
+# --- The middle pane: the conversation list ---------------------------------------------------------
+
+
+def _rows(user, state: ListState) -> tuple[list[Conversation], bool]:
+    """One query whatever the number of rows: the customer's name and the latest
+    message's first words come from subqueries."""
+    in_thread = Message.objects.filter(conversationmessage__conversation=OuterRef("pk"))
+    conversations = conversation_list(
+        user,
+        view="" if state.q else state.view,
+        inbox=state.inbox,
+        search=state.q,
+    ).annotate(
+        customer_name=Subquery(
+            in_thread.filter(direction=Direction.INBOUND)
+            .exclude(from_name="")
+            .order_by("sent_at", "created_at")
+            .values("from_name")[:1]
+        ),
+        snippet=Subquery(
+            in_thread.order_by("-sent_at", "-created_at")
+            .annotate(start=Substr("text", 1, 160))
+            .values("start")[:1]
+        ),
+    )
+    rows = list(conversations[: state.limit + 1])
+    more = len(rows) > state.limit
+    rows = rows[: state.limit]
+    now = timezone.now()
+    for row in rows:
+        row.when = _when(row.last_message_at, now)
+        row.when_full = _full_time(row.last_message_at)
+        row.snippet_text = " ".join((row.snippet or "").split())[:140]
+    return rows, more
+
+
+def _list_context(request, state: ListState, *, current=None) -> dict:
+    rows, more = _rows(request.user, state)
+    return {
+        "state": state,
+        "rows": rows,
+        "more": more,
+        "more_query": state.query(n=str(min(state.limit + PAGE_SIZE, MAX_ROWS))),
+        "chips": [
+            {
+                "key": key,
+                "name": name,
+                "query": state.query(view=key, q="", n=""),
+                "active": not state.q and state.view == key,
+            }
+            for key, name in VIEWS
+        ],
+        "current": current,
+        "poll": POLL,
+    }
+
+
+def _render_list(request, state: ListState, *, current=None) -> tuple[str, str, str]:
+    """The list and the left pane, and a version of both for the polling."""
+    context = _list_context(request, state, current=current)
+    rows_html = render_to_string("inbox/_rows.html", context, request=request)
+    nav_html = render_to_string(
+        "inbox/_nav.html", {"nav": _nav(request.user, state), "state": state}, request=request
+    )
+    version = hashlib.sha256((rows_html + nav_html).encode()).hexdigest()[:16]
+    context.update({"rows_html": mark_safe(rows_html), "version": version})  # noqa: S308
+    list_html = render_to_string("inbox/_list.html", context, request=request)
+    return list_html, nav_html, version
+
+
+# --- Email bodies ------------------------------------------------------------------------------------
+
+_FRAME_SIGNER = signing.Signer(salt="conversations.inbox_views.frame")
+_TOKEN_WINDOW = 12 * 3600  # a token lives 12 to 24 hours
+_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+_CSS_DECLARATION = re.compile(r"^\s*[a-z-]+\s*:\s*[^{}<>\\;]+$", re.IGNORECASE)
+_CSS_FORBIDDEN = ("/*", "*/", "@", "url", "expression", "&")
+_FRAME_CSS = """html{font:14px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2330;background:#fff}
+body{margin:0;padding:0 2px;overflow-wrap:anywhere}
+img{max-width:100%;height:auto}
+table{max-width:100%}
+pre{white-space:pre-wrap}
+a{color:#2f5fd0}
+blockquote{margin:.4em 0 .4em .4em;padding-left:.8em;border-left:3px solid #dde2ea;color:#5b6475}
+"""
+
+
+def _window() -> int:
+    return int(time.time() // _TOKEN_WINDOW)
+
+
+def frame_token(kind: str, object_id, user_id, window: int | None = None) -> str:
+    window = _window() if window is None else window
+    signature = _FRAME_SIGNER.signature(f"{kind}:{object_id}:{user_id}:{window}")
+    return f"{user_id}.{window}.{signature}"
+
+
+def _token_user(token: str, kind: str, object_id) -> User | None:
+    try:
+        user_id, window, signature = token.split(".", 2)
+        window_number = int(window)
+        uuid.UUID(user_id)
+    except ValueError:
+        return None
+    if window_number not in (_window(), _window() - 1):
+        return None
+    expected = _FRAME_SIGNER.signature(f"{kind}:{object_id}:{user_id}:{window_number}")
+    if not constant_time_compare(signature, expected):
+        return None
+    return User.objects.filter(pk=user_id, is_active=True).first()
+
+
+def _viewer(request, kind: str, object_id) -> User | None:
+    """The logged-in user, or the one a valid frame token names."""
+    if request.user.is_authenticated:
+        return request.user
+    token = request.GET.get("t", "")
+    return _token_user(token, kind, object_id) if token else None
+
+
+def _clean_style(value: str) -> str:
+    kept = []
+    for declaration in value.split(";"):
+        lowered = declaration.lower()
+        if not declaration.strip() or any(bad in lowered for bad in _CSS_FORBIDDEN):
+            continue
+        if _CSS_DECLARATION.match(declaration):
+            kept.append(" ".join(declaration.split()))
+    return "; ".join(kept)
+
+
+class _EmailRewriter(HTMLParser):
+    """Re-serialises sanitised HTML for the sandboxed frame: ``style`` attributes
+    become numbered rules of the message's stylesheet, ``cid:`` images point at
+    their attachment, remote images are dropped unless the viewer asked for them."""
+
+    def __init__(self, *, images: dict[str, str], remote: bool) -> None:
+        super().__init__(convert_charrefs=True)
+        self.images = images
+        self.remote = remote
+        self.out: list[str] = []
+        self.styles: dict[str, int] = {}
+        self.blocked = 0
+        self.shown_images = 0
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self._tag(tag, attrs, "")
+
+    def handle_startendtag(self, tag, attrs) -> None:
+        self._tag(tag, attrs, " /")
+
+    def handle_endtag(self, tag) -> None:
+        if _NAME.match(tag):
+            self.out.append(f"</{tag}>")
+
+    def handle_data(self, data) -> None:
+        self.out.append(escape(data, quote=False))
+
+    def _tag(self, tag: str, attrs, end: str) -> None:
+        if not _NAME.match(tag):
+            return
+        parts = [tag]
+        for name, value in attrs:
+            value = value or ""
+            if not _NAME.match(name) or name.startswith("on"):
+                continue
+            if name == "style":
+                declarations = _clean_style(value)
+                if declarations:
+                    number = self.styles.setdefault(declarations, len(self.styles) + 1)
+                    parts.append(f'data-pk-style="{number}"')
+                continue
+            if tag == "img" and name == "src":
+                value = self._image(value)
+                if value is None:
+                    continue
+            elif name in ("href", "src") and not re.match(
+                r"^(https?:|mailto:|tel:|#)", value, re.IGNORECASE
+            ):
+                continue
+            parts.append(f'{name}="{escape(value, quote=True)}"')
+        self.out.append(f"<{' '.join(parts)}{end}>")
+
+    def _image(self, src: str) -> str | None:
+        lowered = src.strip().lower()
+        if lowered.startswith("cid:"):
+            url = self.images.get(unquote(src.strip()[4:]).strip("<>").lower())
+            if url:
+                self.shown_images += 1
+            return url
+        if lowered.startswith(("https:", "http:")):
+            if self.remote:
+                self.shown_images += 1
+                return src
+            self.blocked += 1
+        return None
+
+    def css(self) -> str:
+        return "".join(
+            f'[data-pk-style="{number}"]{{{declarations}}}\n'
+            for declarations, number in self.styles.items()
+        )
+
+
+def _rewrite(message: Message, *, images: dict[str, str], remote: bool) -> _EmailRewriter:
+    rewriter = _EmailRewriter(images=images, remote=remote)
+    # Sanitised at ingestion already; again here so a row stored before a rule
+    # tightened (or written by anything else) is held to today's rules.
+    rewriter.feed(sanitise_html(message.html))
+    rewriter.close()
+    return rewriter
+
+
+def _frame_height(message: Message, rewriter: _EmailRewriter) -> int:
+    """A guess at the email's height: the frame cannot be measured from here
+    (no script runs in it and it has no access to this page)."""
+    lines = sum(max(1, math.ceil(len(line) / 85)) for line in (message.text or "").splitlines())
+    return max(60, min(24 + 22 * lines + 180 * rewriter.shown_images, 720))
+
+
+def _email_frame(message: Message, *, user, remote: bool) -> dict:
+    window = _window()
+    images = {}
+    for attachment in message.attachments.all():
+        if attachment.content_id:
+            url = reverse("inbox-attachment", args=[attachment.pk])
+            token = frame_token("attachment", attachment.pk, user.pk, window)
+            images[attachment.content_id.lower()] = f"{url}?{urlencode({'t': token})}"
+    rewriter = _rewrite(message, images=images, remote=remote)
+    css_url = reverse("inbox-frame-css", args=[message.pk])
+    css_url += "?" + urlencode({"t": frame_token("css", message.pk, user.pk, window)})
+    img_src = "'self' data:" + (" https: http:" if remote else "")
+    policy = f"default-src 'none'; style-src 'self'; img-src {img_src}; font-src 'self'"
+    srcdoc = (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{escape(policy)}">'
+        '<meta name="referrer" content="no-referrer">'
+        '<base target="_blank">'
+        f'<link rel="stylesheet" href="{escape(css_url)}">'
+        f"</head><body>{''.join(rewriter.out)}</body></html>"
+    )
+    return {
+        "srcdoc": srcdoc,  # escaped by the template into the attribute
+        "height": _frame_height(message, rewriter),
+        "blocked": rewriter.blocked,
+    }
+
+
+_QUOTE_INTRO = re.compile(r"(wrote|schreef|schrieb|a écrit|escribió)\s*:\s*$", re.IGNORECASE)
+
+
+def _split_quote(text: str) -> tuple[str, str]:
+    """A plain-text body and the quoted history at its end (shown folded)."""
+    lines = (text or "").rstrip().splitlines()
+    start = len(lines)
+    while start > 0 and (lines[start - 1].startswith(">") or not lines[start - 1].strip()):
+        start -= 1
+    if start == len(lines) or not any(line.startswith(">") for line in lines[start:]):
+        return "\n".join(lines), ""
+    if start > 0 and _QUOTE_INTRO.search(lines[start - 1]):
+        start -= 1
+    body = "\n".join(lines[:start]).rstrip()
+    if not body:
+        return "\n".join(lines), ""
+    return body, "\n".join(lines[start:])
+
+
+# --- The right pane: one conversation ---------------------------------------------------------------
+
+_MENTION = re.compile(r"(?<![\w.])@([\w.+-]+(?:@[\w-]+(?:\.[\w-]+)+)?)")
+
+
+def _note_html(note: Note, viewer) -> str:
+    """The note's text, escaped, with the @mentions that named someone highlighted."""
+    people = list(note.mentions.all())
+
+    def named(token: str):
+        token = token.lower().rstrip(".")
+        for person in people:
+            first = person.full_name.split()[0].lower() if person.full_name else ""
+            if token in (person.email, person.email.split("@")[0], first):
+                return person
+        return None
+
+    parts, last = [], 0
+    for match in _MENTION.finditer(note.text):
+        person = named(match.group(1))
+        if person is None:
+            continue
+        parts.append(escape(note.text[last : match.start()]))
+        css = "mention me" if person.pk == viewer.pk else "mention"
+        parts.append(
+            f'<mark class="{css}" title="{escape(person.display_name)}">'
+            f"{escape(match.group(0))}</mark>"
+        )
+        last = match.end()
+    parts.append(escape(note.text[last:]))
+    return mark_safe("".join(parts))  # noqa: S308 - every piece is escaped above
+
+
+def _name(user) -> str:
+    return user.display_name if user else "Someone"
+
+
+def _event_text(event: ConversationEvent) -> tuple[str, str]:
+    """What happened, and why (routing explains its choice)."""
+    detail = event.detail or {}
+    why = ""
+    if detail.get("rule") == "round_robin":
+        skipped = ", ".join(
+            re.sub(r"^(.*) \((away|deactivated)\)$", r"\1 \2", entry)
+            for entry in detail.get("skipped") or []
+        )
+        if event.kind == EventKind.ASSIGNED:
+            why = f"Round-robin: {detail.get('turn') or _name(event.assignee)}'s turn"
+        else:
+            why = f"Round-robin: {detail.get('reason') or 'nobody could take it'}"
+        if skipped:
+            why += f" ({skipped})"
+    elif detail.get("reason"):
+        why = str(detail["reason"])
+    if event.kind == EventKind.ASSIGNED:
+        if event.actor_id is None:
+            text = f"Assigned to {_name(event.assignee)} by routing"
+        elif event.assignee_id == event.actor_id:
+            text = f"{_name(event.actor)} took this conversation"
+        else:
+            text = f"{_name(event.actor)} assigned this to {_name(event.assignee)}"
+    elif event.kind == EventKind.UNASSIGNED:
+        text = f"{_name(event.actor)} unassigned this" if event.actor_id else "Not assigned"
+    elif event.kind == EventKind.CLOSED:
+        text = f"{_name(event.actor)} closed this"
+    else:
+        text = f"{_name(event.actor)} reopened this" if event.actor_id else "Reopened"
+    return text, why
+
+
+def _people(entries) -> str:
+    out = []
+    for entry in entries or []:
+        address = entry.get("address") or ""
+        name = entry.get("name") or ""
+        out.append(f"{name} <{address}>" if name and name != address else address)
+    return ", ".join(out)
+
+
+def _timeline(conversation: Conversation, *, user, remote: bool) -> tuple[list[dict], int]:
+    items = []
+    blocked = 0
+    for message in conversation.thread:
+        item = {
+            "kind": "message",
+            "at": message.sent_at or message.created_at,
+            "order": 0,
+            "message": message,
+            "sender": message.from_name or message.from_address or "(unknown sender)",
+            "to": _people(message.to),
+            "cc": _people(message.cc),
+            "attachments": [a for a in message.attachments.all() if not _shown_inline(a, message)],
+            "outbound": message.direction == Direction.OUTBOUND,
+        }
+        try:
+            item["delivery"] = message.outbox
+        except OutboxItem.DoesNotExist:
+            item["delivery"] = None
+        if message.html:
+            frame = _email_frame(message, user=user, remote=remote)
+            blocked += frame["blocked"]
+            item["frame"] = frame
+        else:
+            item["body"], item["quoted"] = _split_quote(message.text)
+        items.append(item)
+    for note in conversation.notes.all():
+        items.append(
+            {"kind": "note", "at": note.created_at, "order": 1, "note": note,
+             "html": _note_html(note, user)}
+        )  # fmt: skip
+    events = ConversationEvent.objects.filter(conversation=conversation).select_related(
+        "actor", "assignee"
+    )
+    for event in events:
+        text, why = _event_text(event)
+        items.append(
+            {"kind": "event", "at": event.created_at, "order": 2, "event": event,
+             "text": text, "why": why}
+        )  # fmt: skip
+    items.sort(key=lambda item: (item["at"], item["order"]))
+    now = timezone.now()
+    for item in items:
+        item["when"] = _when(item["at"], now)
+        item["when_full"] = _full_time(item["at"])
+    return items, blocked
+
+
+def _shown_inline(attachment: Attachment, message: Message) -> bool:
+    """An inline image the HTML body references is shown there, not listed."""
+    return bool(
+        attachment.content_id
+        and message.html
+        and f"cid:{attachment.content_id}".lower() in message.html.lower()
+    )
+
+
+def _thread_version(conversation: Conversation, state: ListState) -> str:
+    """Changes whenever anything the thread or its header shows changes."""
+    pk = conversation.pk
+    row = Conversation.objects.filter(pk=pk).values_list(
+        "status", "assignee_id", "message_count", "last_message_at", "updated_at", "subject"
+    )
+    outbox = OutboxItem.objects.filter(message__conversationmessage__conversation_id=pk)
+    notes = Note.objects.filter(conversation_id=pk).aggregate(n=Count("pk"), last=Max("created_at"))
+    events = ConversationEvent.objects.filter(conversation_id=pk).aggregate(
+        n=Count("pk"), last=Max("id")
+    )
+    data = [
+        list(row),
+        sorted(outbox.values_list("pk", "state", "detail")),
+        notes,
+        events,
+        _window(),
+        state.images,
+    ]
+    return hashlib.sha256(repr(data).encode()).hexdigest()[:16]
+
+
+def _reply_preview(conversation: Conversation) -> dict:
+    """Who a reply and a reply-all go to (the service decides; this only shows it)."""
+    team = (
+        conversation.inbox.mailbox.canonical_address if conversation.inbox.mailbox else ""
+    ) or ""
+    inbound = [m for m in conversation.thread if m.direction == Direction.INBOUND]
+    last = inbound[-1] if inbound else (conversation.thread[-1] if conversation.thread else None)
+    if last is None:
+        return {"to": "", "others": ""}
+    if last.direction == Direction.INBOUND:
+        to = [{"name": last.from_name, "address": last.from_address}]
+    else:
+        to = [e for e in last.to or [] if (e.get("address") or "").lower() != team]
+    seen = {(e.get("address") or "").lower() for e in to} | {team}
+    others = []
+    for entry in [*(last.to or []), *(last.cc or [])]:
+        address = (entry.get("address") or "").lower()
+        if address and address not in seen:
+            seen.add(address)
+            others.append(entry)
+    return {"to": _people(to), "others": _people(others)}
+
+
+def _assignable(conversation: Conversation, user) -> list[User]:
+    people = users_visible_to(user).filter(is_active=True)
+    inbox = conversation.inbox
+    if inbox.restricted:
+        people = people.filter(
+            Q(role="admin") | Q(teams__in=inbox.visible_to_teams.all())
+        ).distinct()
+    return list(people.order_by("full_name", "email"))
+
+
+def _conversation_context(request, conversation: Conversation, state: ListState) -> dict:
+    detail = conversation_detail(conversation)
+    timeline, blocked = _timeline(detail, user=request.user, remote=state.images)
+    mailbox = detail.inbox.mailbox
+    page_query = state.query(images="1" if state.images else "")
+    return {
+        "conversation": detail,
+        "timeline": timeline,
+        "blocked_images": blocked,
+        "has_remote_images": any(m.has_remote_images for m in detail.thread),
+        "state": state,
+        "images_query": state.query(images="1"),
+        "page_query": page_query,
+        "next": reverse("inbox-conversation", args=[detail.pk]) + "?" + page_query,
+        "thread_query": page_query,
+        "version": _thread_version(detail, state),
+        "assignable": _assignable(detail, request.user),
+        "reply": _reply_preview(detail),
+        "from_line": (
+            f"{detail.inbox.from_name} <{mailbox.address}>"
+            if mailbox and detail.inbox.from_name
+            else (mailbox.address if mailbox else "")
+        ),
+        "can_reply": bool(mailbox and mailbox.is_connected),
+        "poll": POLL,
+    }
+
+
+def _visible_conversation(request, pk) -> Conversation:
+    return get_object_or_404(
+        conversations_visible_to(request.user).select_related("inbox__mailbox", "assignee"),
+        pk=pk,
+    )
+
+
+# --- Pages ---------------------------------------------------------------------------------------------
+
+
+def _page(request, state: ListState, conversation: Conversation | None = None):
+    list_html, nav_html, _version = _render_list(
+        request, state, current=conversation.pk if conversation else None
+    )
+    context = {
+        "section": "inbox",
+        "state": state,
+        "list_html": mark_safe(list_html),  # noqa: S308 - rendered templates
+        "nav_html": mark_safe(nav_html),  # noqa: S308
+        "available": request.user.is_available,
+        "conversation": None,
+        "next": request.get_full_path(),
+    }
+    if conversation is not None:
+        context.update(_conversation_context(request, conversation, state))
+    response = render(request, "inbox/page.html", context)
+    patch_vary_headers(response, ["HX-Request", "HX-Target"])
+    return response
+
+
+def _partial_target(request) -> str | None:
+    htmx = getattr(request, "htmx", None)
+    if not htmx or htmx.history_restore_request:
+        return None
+    return htmx.target
+
+
+@login_required
+@require_GET
+def inbox(request):
+    """The screen: views, the list, and (nothing open yet) a hint."""
+    state = _list_state(request)
+    if _partial_target(request) == "conv-list":
+        return inbox_list(request)
+    return _page(request, state)
+
+
+@login_required
+@require_GET
+def inbox_list(request):
+    """The list (and the left pane's counts, out of band); 204 when nothing changed
+    since the version the poller holds."""
+    state = _list_state(request)
+    list_html, nav_html, version = _render_list(request, state)
+    if request.GET.get("v") == version:
+        return HttpResponse(status=204)
+    nav_oob = nav_html.replace('id="inbox-nav"', 'id="inbox-nav" hx-swap-oob="true"', 1)
+    response = HttpResponse(list_html + nav_oob)
+    if not request.GET.get("v"):
+        # A search or a "show more": keep the address bar in step with what is shown.
+        response["HX-Replace-Url"] = reverse("inbox") + (
+            "?" + state.query() if state.query() else ""
+        )
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+@login_required
+@require_GET
+def conversation_page(request, pk):
+    """One conversation: the whole page, or only the right pane for htmx. Viewing
+    it marks it read. ``images=1`` also loads remote images, with a CSP to match."""
+    state = _list_state(request)
+    conversation = _visible_conversation(request, pk)
+    handling.conversation_mark_read(user=request.user, conversation=conversation)
+    if _partial_target(request) == "conversation-pane":
+        response = render(
+            request,
+            "inbox/_conversation.html",
+            _conversation_context(request, conversation, state),
+        )
+        patch_vary_headers(response, ["HX-Request", "HX-Target"])
+    else:
+        response = _page(request, state, conversation)
+    if state.images:
+        # django-csp 4's per-response update (what @csp_update sets).
+        response._csp_update = {"img-src": ["https:", "http:"]}
+    return response
+
+
+@login_required
+@require_GET
+def conversation_thread(request, pk):
+    """The thread (and the header, out of band) for the poller; 204 if unchanged."""
+    state = _list_state(request)
+    conversation = _visible_conversation(request, pk)
+    if request.GET.get("v") == _thread_version(conversation, state):
+        return HttpResponse(status=204)
+    handling.conversation_mark_read(user=request.user, conversation=conversation)
+    return _thread_response(request, conversation, state)
+
+
+def _thread_response(request, conversation: Conversation, state: ListState, **extra):
+    context = _conversation_context(request, conversation, state)
+    context.update(extra)
+    response = render(request, "inbox/_thread_update.html", context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+# --- Actions -------------------------------------------------------------------------------------------
+
+
+def _acted(request, conversation, *, slot: str, reset: bool = False, done: str = ""):
+    """After a successful action: the fresh thread and header for htmx, else back
+    to the page."""
+    state = _list_state_from_post(request)
+    if not request.htmx:
+        if done:
+            messages.success(request, done)
+        return back_to(request, reverse("inbox-conversation", args=[conversation.pk]))
+    handling.conversation_mark_read(user=request.user, conversation=conversation)
+    response = _thread_response(request, conversation, state, cleared_slot=slot)
+    events = {"inboxRefresh": True}
+    if reset:
+        events["inboxReset"] = True
+    response["HX-Trigger"] = json.dumps(events)
+    response["HX-Retarget"] = "#thread"
+    response["HX-Reswap"] = "outerHTML"
+    return response
+
+
+def _failed(request, conversation, exc: DomainError, *, slot: str):
+    if not request.htmx:
+        report(request, exc)
+        return back_to(request, reverse("inbox-conversation", args=[conversation.pk]))
+    response = render(request, "inbox/_error.html", {"slot": slot, "error": exc.detail})
+    response["HX-Retarget"] = f"#{slot}"
+    response["HX-Reswap"] = "outerHTML"
+    return response
+
+
+def _list_state_from_post(request) -> ListState:
+    """The list parameters of the page the form was on (its ``next``), for the
+    refreshed thread's links and poller."""
+    query = urlsplit(request.POST.get("next", "")).query
+    try:
+        return _state_from(request.user, QueryDict(query))
+    except Http404:
+        return ListState()
+
+
+@login_required
+@require_POST
+def conversation_reply(request, pk):
+    conversation = _visible_conversation(request, pk)
+    try:
+        with transaction.atomic():
+            handling.conversation_reply(
+                actor=request.user,
+                conversation=conversation,
+                text=request.POST.get("text", ""),
+                reply_all=request.POST.get("reply_all") == "1",
+            )
+    except DomainError as exc:
+        return _failed(request, conversation, exc, slot="reply-error")
+    return _acted(request, conversation, slot="reply-error", reset=True, done="Reply queued.")
+
+
+@login_required
+@require_POST
+def conversation_note(request, pk):
+    conversation = _visible_conversation(request, pk)
+    try:
+        handling.note_create(
+            actor=request.user, conversation=conversation, text=request.POST.get("text", "")
+        )
+    except DomainError as exc:
+        return _failed(request, conversation, exc, slot="note-error")
+    return _acted(request, conversation, slot="note-error", reset=True, done="Note added.")
+
+
+@login_required
+@require_POST
+def conversation_assign(request, pk):
+    conversation = _visible_conversation(request, pk)
+    value = request.POST.get("assignee", "")
+    try:
+        if value == "me":
+            assignee = request.user
+        elif value:
+            try:
+                assignee = users_visible_to(request.user).get(pk=uuid.UUID(value))
+            except (ValueError, User.DoesNotExist):
+                raise Invalid("Unknown user.") from None
+        else:
+            assignee = None
+        handling.conversation_assign(
+            actor=request.user, conversation=conversation, assignee=assignee
+        )
+    except DomainError as exc:
+        return _failed(request, conversation, exc, slot="action-error")
+    done = f"Assigned to {assignee.display_name}." if assignee else "Unassigned."
+    return _acted(request, conversation, slot="action-error", done=done)
+
+
+@login_required
+@require_POST
+def conversation_status(request, pk):
+    conversation = _visible_conversation(request, pk)
+    status = request.POST.get("status", "")
+    try:
+        handling.conversation_set_status(
+            actor=request.user, conversation=conversation, status=status
+        )
+    except DomainError as exc:
+        return _failed(request, conversation, exc, slot="action-error")
+    done = "Conversation closed." if status == "closed" else "Conversation reopened."
+    return _acted(request, conversation, slot="action-error", done=done)
+
+
+@login_required
+@require_POST
+def availability(request):
+    available = request.POST.get("available") in ("1", "on", "true")
+    handling.user_set_available(user=request.user, available=available)
+    if request.htmx:
+        return render(request, "inbox/_availability.html", {"available": available})
+    messages.success(
+        request,
+        "You are available for new conversations."
+        if available
+        else "You will not get new conversations until you are available again.",
+    )
+    return back_to(request, reverse("inbox"))
+
+
+# --- Files for the email frame and downloads --------------------------------------------------------
+
+
+def _in_visible_conversation(user):
+    return Exists(
+        ConversationMessage.objects.filter(
+            message=OuterRef("pk"),
+            conversation__in=conversations_visible_to(user),
+        )
+    )
+
+
+@require_GET
+def attachment_download(request, pk):
+    """An attachment, always as a download; images keep their type (so an inline
+    ``cid:`` image shows in the email frame), anything else is plain bytes."""
+    user = _viewer(request, "attachment", pk)
+    if user is None:
+        if request.GET.get("t"):
+            raise Http404("Unknown attachment.")
+        return redirect(f"{reverse('login')}?{urlencode({'next': request.get_full_path()})}")
+    visible = ConversationMessage.objects.filter(
+        message=OuterRef("message_id"), conversation__in=conversations_visible_to(user)
+    )
+    attachment = get_object_or_404(Attachment.objects.filter(Exists(visible)), pk=pk)
+    content_type = attachment.content_type.lower().split(";")[0].strip()
+    if content_type not in SAFE_IMAGE_TYPES:
+        content_type = "application/octet-stream"
+    response = FileResponse(
+        attachment.file.open("rb"),
+        as_attachment=True,
+        filename=attachment.filename or "attachment",
+        content_type=content_type,
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@require_GET
+def frame_css(request, pk):
+    """The stylesheet of one email's frame: the base look and the email's own
+    inline styles, which the page's CSP would refuse as attributes."""
+    user = _viewer(request, "css", pk)
+    if user is None:
+        raise Http404("Unknown message.")
+    message = get_object_or_404(
+        Message.objects.filter(_in_visible_conversation(user)).only("pk", "html"), pk=pk
+    )
+    rewriter = _rewrite(message, images={}, remote=False)
+    response = HttpResponse(_FRAME_CSS + rewriter.css(), content_type="text/css; charset=utf-8")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+# --- Routes (included from config/web_urls.py under /inbox/) ----------------------------------------
+
+urlpatterns = [
+    path("", inbox, name="inbox"),
+    path("list/", inbox_list, name="inbox-list"),
+    path("availability/", availability, name="inbox-availability"),
+    path("c/<uuid:pk>/", conversation_page, name="inbox-conversation"),
+    path("c/<uuid:pk>/thread/", conversation_thread, name="inbox-thread"),
+    path("c/<uuid:pk>/reply/", conversation_reply, name="inbox-reply"),
+    path("c/<uuid:pk>/notes/", conversation_note, name="inbox-note"),
+    path("c/<uuid:pk>/assign/", conversation_assign, name="inbox-assign"),
+    path("c/<uuid:pk>/status/", conversation_status, name="inbox-status"),
+    path("attachments/<uuid:pk>/", attachment_download, name="inbox-attachment"),
+    path("messages/<uuid:pk>/frame.css", frame_css, name="inbox-frame-css"),
+]
