@@ -82,7 +82,13 @@ def connect_start(request, provider: str):
         messages.error(request, exc.detail)
         return redirect(_back(kind))
     redirect_uri = request.build_absolute_uri(reverse("connect-callback", args=[provider]))
-    url, flow = client.begin(redirect_uri=redirect_uri, login_hint=login_hint)
+    try:
+        url, flow = client.begin(redirect_uri=redirect_uri, login_hint=login_hint)
+    except ProviderError as exc:
+        log.warning("%s consent could not be started: %s", provider, exc)
+        return _result(
+            request, title=f"{client.label} cannot be reached", detail=str(exc), status=502
+        )
     flow_data["flow"] = flow
     request.session[SESSION_PREFIX + flow["state"]] = flow_data
     return redirect(url)

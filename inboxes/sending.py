@@ -181,6 +181,9 @@ def outbox_send(item_id) -> str:
                 before_data=before_data,
             )
     except SendOutcomeUnknown as exc:
+        if exc.message_id and exc.message_id != item.message.message_id:
+            # Look it up later under the id the provider really used.
+            Message.objects.filter(pk=item.message_id).update(message_id=exc.message_id)
         _mark(item, OutboxState.UNKNOWN, str(exc))
         return outbox_resolve_unknown(item.pk)
     except ProviderError as exc:

@@ -164,8 +164,8 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
     if changes.reset:
         folder.resync_count += 1
         folder.alert = (
-            f"The server reset the folder {spec.name} (its UIDVALIDITY changed); it was "
-            "read again and nothing was duplicated."
+            f"The server reset the folder {spec.name} (its UIDVALIDITY changed or its sync "
+            "state expired); it was read again and nothing was duplicated."
         )
         folder.save(update_fields=["resync_count", "alert", "updated_at"])
         audit_record(

@@ -90,6 +90,10 @@ class MailSession(Protocol):
 class SendOutcomeUnknown(ProviderError):
     """The message data went out but no answer came back: the server may have it."""
 
+    def __init__(self, message: str, *, message_id: str = ""):
+        super().__init__(message)
+        self.message_id = message_id  # the provider's own Message-ID, if it assigned one
+
 
 class MailTransport(Protocol):
     """Sends one message. ``before_data`` is called (and must be committed by the
