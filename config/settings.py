@@ -369,6 +369,7 @@ MICROSOFT_CLIENT_ID = env_str("MICROSOFT_CLIENT_ID")
 MICROSOFT_CLIENT_SECRET = env_str("MICROSOFT_CLIENT_SECRET")
 MICROSOFT_AUTHORITY = env_str("MICROSOFT_AUTHORITY", "https://login.microsoftonline.com/common")
 GRAPH_API_ENDPOINT = env_str("GRAPH_API_ENDPOINT", "https://graph.microsoft.com/v1.0")
-# An extra CA bundle trusted for the OAuth and API endpoints (the tests' fakes).
+# The CA bundle trusted for the OAuth and API endpoints instead of the system store
+# (the tests point it at their fakes; leave it unset in production).
 OAUTH_CA_FILE = env_str("OAUTH_CA_FILE")
 PROVIDER_HTTP_TIMEOUT = env_int("PROVIDER_HTTP_TIMEOUT", 30)
