@@ -23,6 +23,11 @@ urlpatterns = [
         "settings/mailboxes/<uuid:pk>/row/", inboxes_views.mailbox_row, name="settings-mailbox-row"
     ),
     path(
+        "settings/mailboxes/<uuid:pk>/passwords/",
+        inboxes_views.mailbox_passwords,
+        name="settings-mailbox-passwords",
+    ),
+    path(
         "settings/mailboxes/<uuid:pk>/resync/",
         inboxes_views.mailbox_resync,
         name="settings-mailbox-resync",

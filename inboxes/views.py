@@ -213,3 +213,27 @@ def mailbox_resync(request, pk):
     except DomainError as exc:
         report(request, exc)
     return redirect("settings-mailbox", pk=mailbox.pk)
+
+
+@login_required
+@require_POST
+def mailbox_passwords(request, pk):
+    """Fix a wrong or changed password: the new one is tested before it is saved."""
+    mailbox = _visible_mailbox(request, pk)
+    changes = {
+        server: {"password": request.POST[f"{server}_password"]}
+        for server in ("imap", "smtp")
+        if request.POST.get(f"{server}_password")
+    }
+    if not changes:
+        messages.error(request, "Enter the new IMAP or SMTP password.")
+        return redirect("settings-mailbox", pk=mailbox.pk)
+    try:
+        with failed_connection_tests_limited(request):
+            services.mailbox_update(
+                actor=request.user, mailbox=mailbox, ip=client_ip(request), **changes
+            )
+        messages.success(request, f"{mailbox.address}: the new password works and is saved.")
+    except DomainError as exc:
+        report(request, exc)
+    return redirect("settings-mailbox", pk=mailbox.pk)

@@ -151,3 +151,37 @@ def test_a_member_cannot_open_someone_elses_mailbox_page(
     client.force_login(member)
     assert client.get(f"/settings/mailboxes/{mailbox.pk}/").status_code == 404
     assert client.post(f"/settings/mailboxes/{mailbox.pk}/resync/").status_code == 404
+
+
+def test_a_changed_password_is_fixed_from_the_mailbox_page(
+    client, member, dovecot, smtp_server, mail_user
+):
+    from inboxes.models import Mailbox
+    from inboxes.services import mailbox_secrets, mailbox_test
+    from tests.mail import connect_imap_mailbox
+
+    mailbox = connect_imap_mailbox(
+        actor=member,
+        dovecot=dovecot,
+        smtp_server=smtp_server,
+        user=mail_user,
+        address="bo@acme.example.com",
+        kind="personal",
+    )
+    dovecot.add_user(mail_user[0], "the-new-password")
+    mailbox_test(actor=member, mailbox=mailbox)
+    assert Mailbox.objects.get(pk=mailbox.pk).status == "error"
+    client.force_login(member)
+    wrong = client.post(
+        f"/settings/mailboxes/{mailbox.pk}/passwords/",
+        {"imap_password": "still-wrong"},
+        follow=True,
+    )
+    assert "auth" in wrong.content.decode()
+    assert Mailbox.objects.get(pk=mailbox.pk).status == "error"
+    client.post(
+        f"/settings/mailboxes/{mailbox.pk}/passwords/", {"imap_password": "the-new-password"}
+    )
+    fixed = Mailbox.objects.get(pk=mailbox.pk)
+    assert fixed.status == "connected" and fixed.last_error == ""
+    assert mailbox_secrets(fixed)["imap_password"] == "the-new-password"
