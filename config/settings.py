@@ -314,7 +314,8 @@ RECONCILE_SECONDS = env_int("RECONCILE_SECONDS", 3600)
 IDLE_RENEW_SECONDS = env_int("IDLE_RENEW_SECONDS", 25 * 60)
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 8)
 OUTBOX_RETRY_BASE_SECONDS = env_int("OUTBOX_RETRY_BASE_SECONDS", 30)
-OUTBOX_SEND_LEASE_SECONDS = env_int("OUTBOX_SEND_LEASE_SECONDS", 300)
+# Longer than the task time limit, so a live (slow) send is never taken for a dead one.
+OUTBOX_SEND_LEASE_SECONDS = env_int("OUTBOX_SEND_LEASE_SECONDS", 600)
 OUTBOX_SWEEP_SECONDS = env_int("OUTBOX_SWEEP_SECONDS", 30)
 
 # Queues: "sync" and "send" so a big initial sync never delays a reply.

@@ -200,6 +200,11 @@ def conversation_assign(*, actor: User, conversation, assignee: User | None) -> 
                 f"{assignee.display_name} is deactivated.",
                 errors={"assignee": ["This user is deactivated."]},
             )
+        if not conversations_visible_to(assignee).filter(pk=conversation.pk).exists():
+            raise Invalid(
+                f"{assignee.display_name} cannot see the inbox {conversation.inbox.name}.",
+                errors={"assignee": ["This user cannot see this inbox."]},
+            )
     if conversation.assignee_id == (assignee.pk if assignee else None):
         return
     with transaction.atomic():

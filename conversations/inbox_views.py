@@ -25,6 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import wraps
 from html import escape
 from html.parser import HTMLParser
 from urllib.parse import unquote, urlencode, urlsplit
@@ -256,7 +257,7 @@ def _rows(user, state: ListState) -> tuple[list[Conversation], bool]:
     return rows, more
 
 
-def _list_context(request, state: ListState, *, current=None) -> dict:
+def _list_context(request, state: ListState) -> dict:
     rows, more = _rows(request.user, state)
     return {
         "state": state,
@@ -272,14 +273,14 @@ def _list_context(request, state: ListState, *, current=None) -> dict:
             }
             for key, name in VIEWS
         ],
-        "current": current,
         "poll": POLL,
     }
 
 
-def _render_list(request, state: ListState, *, current=None) -> tuple[str, str, str]:
-    """The list and the left pane, and a version of both for the polling."""
-    context = _list_context(request, state, current=current)
+def _render_list(request, state: ListState) -> tuple[str, str, str]:
+    """The list and the left pane, and a version of both for the polling. (The open
+    conversation's row is marked by inbox.js, so the version does not depend on it.)"""
+    context = _list_context(request, state)
     rows_html = render_to_string("inbox/_rows.html", context, request=request)
     nav_html = render_to_string(
         "inbox/_nav.html", {"nav": _nav(request.user, state), "state": state}, request=request
@@ -300,6 +301,7 @@ _CSS_FORBIDDEN = ("/*", "*/", "@", "url", "expression", "&")
 _FRAME_CSS = """html{font:14px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2330;background:#fff}
 body{margin:0;padding:0 2px;overflow-wrap:anywhere}
 img{max-width:100%;height:auto}
+img:not([src]){display:inline-block;padding:1px 6px;border:1px dashed #c8cfdb;border-radius:4px;color:#5b6475;font-size:12px}
 table{max-width:100%}
 pre{white-space:pre-wrap}
 a{color:#2f5fd0}
@@ -397,7 +399,7 @@ class _EmailRewriter(HTMLParser):
                 if value is None:
                     continue
             elif name in ("href", "src") and not re.match(
-                r"^(https?:|mailto:|tel:|#)", value, re.IGNORECASE
+                r"^(https?:|mailto:|tel:)", value, re.IGNORECASE
             ):
                 continue
             parts.append(f'{name}="{escape(value, quote=True)}"')
@@ -549,11 +551,18 @@ def _event_text(event: ConversationEvent) -> tuple[str, str]:
         else:
             text = f"{_name(event.actor)} assigned this to {_name(event.assignee)}"
     elif event.kind == EventKind.UNASSIGNED:
-        text = f"{_name(event.actor)} unassigned this" if event.actor_id else "Not assigned"
+        if event.actor_id:
+            text = f"{_name(event.actor)} unassigned this"
+        else:
+            text = "Not assigned by routing" if detail.get("rule") else "Unassigned"
     elif event.kind == EventKind.CLOSED:
         text = f"{_name(event.actor)} closed this"
     else:
-        text = f"{_name(event.actor)} reopened this" if event.actor_id else "Reopened"
+        if event.actor_id:
+            text = f"{_name(event.actor)} reopened this"
+        else:
+            text = "Reopened by the customer's reply"
+            why = ""
     return text, why
 
 
@@ -566,52 +575,62 @@ def _people(entries) -> str:
     return ", ".join(out)
 
 
+def _message_item(message: Message, *, user, remote: bool) -> dict:
+    item = {
+        "kind": "message",
+        "at": message.sent_at or message.created_at,
+        "message": message,
+        "sender": message.from_name or message.from_address or "(unknown sender)",
+        "to": _people(message.to),
+        "cc": _people(message.cc),
+        "attachments": [a for a in message.attachments.all() if not _shown_inline(a, message)],
+        "outbound": message.direction == Direction.OUTBOUND,
+        "blocked": 0,
+    }
+    try:
+        item["delivery"] = message.outbox
+    except OutboxItem.DoesNotExist:
+        item["delivery"] = None
+    if message.html:
+        item["frame"] = _email_frame(message, user=user, remote=remote)
+        item["blocked"] = item["frame"]["blocked"]
+    else:
+        item["body"], item["quoted"] = _split_quote(message.text)
+    return item
+
+
 def _timeline(conversation: Conversation, *, user, remote: bool) -> tuple[list[dict], int]:
-    items = []
-    blocked = 0
-    for message in conversation.thread:
-        item = {
-            "kind": "message",
-            "at": message.sent_at or message.created_at,
-            "order": 0,
-            "message": message,
-            "sender": message.from_name or message.from_address or "(unknown sender)",
-            "to": _people(message.to),
-            "cc": _people(message.cc),
-            "attachments": [a for a in message.attachments.all() if not _shown_inline(a, message)],
-            "outbound": message.direction == Direction.OUTBOUND,
-        }
-        try:
-            item["delivery"] = message.outbox
-        except OutboxItem.DoesNotExist:
-            item["delivery"] = None
-        if message.html:
-            frame = _email_frame(message, user=user, remote=remote)
-            blocked += frame["blocked"]
-            item["frame"] = frame
-        else:
-            item["body"], item["quoted"] = _split_quote(message.text)
-        items.append(item)
+    """Messages in their own order (Date), with notes and events placed by when they
+    happened relative to the messages' arrival here: a sender's clock (and a Date
+    header's whole seconds) cannot put a customer's answer before the close it
+    answered."""
+    messages = list(conversation.thread)
+    arrived = [m.created_at for m in messages]
+    others: list[tuple[int, datetime, int, dict]] = []
     for note in conversation.notes.all():
-        items.append(
-            {"kind": "note", "at": note.created_at, "order": 1, "note": note,
-             "html": _note_html(note, user)}
-        )  # fmt: skip
-    events = ConversationEvent.objects.filter(conversation=conversation).select_related(
-        "actor", "assignee"
-    )
-    for event in events:
+        item = {"kind": "note", "at": note.created_at, "note": note, "html": _note_html(note, user)}
+        others.append((sum(a <= note.created_at for a in arrived), note.created_at, 0, item))
+    for event in conversation.events.all():
         text, why = _event_text(event)
-        items.append(
-            {"kind": "event", "at": event.created_at, "order": 2, "event": event,
-             "text": text, "why": why}
-        )  # fmt: skip
-    items.sort(key=lambda item: (item["at"], item["order"]))
+        item = {"kind": "event", "at": event.created_at, "event": event, "text": text, "why": why}
+        others.append((sum(a <= event.created_at for a in arrived), event.created_at, 1, item))
+    others.sort(key=lambda entry: entry[:3])
+
+    items: list[dict] = []
+    pending = iter(others)
+    entry = next(pending, None)
+    for index, message in enumerate([*messages, None]):
+        while entry is not None and entry[0] <= index:
+            items.append(entry[3])
+            entry = next(pending, None)
+        if message is None:
+            break
+        items.append(_message_item(message, user=user, remote=remote))
     now = timezone.now()
     for item in items:
         item["when"] = _when(item["at"], now)
         item["when_full"] = _full_time(item["at"])
-    return items, blocked
+    return items, sum(item.get("blocked", 0) for item in items)
 
 
 def _shown_inline(attachment: Attachment, message: Message) -> bool:
@@ -687,10 +706,8 @@ def _conversation_context(request, conversation: Conversation, state: ListState)
         "conversation": detail,
         "timeline": timeline,
         "blocked_images": blocked,
-        "has_remote_images": any(m.has_remote_images for m in detail.thread),
         "state": state,
         "images_query": state.query(images="1"),
-        "page_query": page_query,
         "next": reverse("inbox-conversation", args=[detail.pk]) + "?" + page_query,
         "thread_query": page_query,
         "version": _thread_version(detail, state),
@@ -713,13 +730,28 @@ def _visible_conversation(request, pk) -> Conversation:
     )
 
 
+def _login_required(view):
+    """login_required, but an htmx request (a poll whose session ended) is sent to
+    the login page as a whole page rather than getting it swapped into a pane."""
+    plain = login_required(view)
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated and getattr(request, "htmx", False):
+            back = request.htmx.current_url_abs_path or reverse("inbox")
+            response = HttpResponse(status=204)
+            response["HX-Redirect"] = f"{reverse('login')}?{urlencode({'next': back})}"
+            return response
+        return plain(request, *args, **kwargs)
+
+    return wrapper
+
+
 # --- Pages ---------------------------------------------------------------------------------------------
 
 
 def _page(request, state: ListState, conversation: Conversation | None = None):
-    list_html, nav_html, _version = _render_list(
-        request, state, current=conversation.pk if conversation else None
-    )
+    list_html, nav_html, _version = _render_list(request, state)
     context = {
         "section": "inbox",
         "state": state,
@@ -743,7 +775,7 @@ def _partial_target(request) -> str | None:
     return htmx.target
 
 
-@login_required
+@_login_required
 @require_GET
 def inbox(request):
     """The screen: views, the list, and (nothing open yet) a hint."""
@@ -753,7 +785,7 @@ def inbox(request):
     return _page(request, state)
 
 
-@login_required
+@_login_required
 @require_GET
 def inbox_list(request):
     """The list (and the left pane's counts, out of band); 204 when nothing changed
@@ -773,7 +805,7 @@ def inbox_list(request):
     return response
 
 
-@login_required
+@_login_required
 @require_GET
 def conversation_page(request, pk):
     """One conversation: the whole page, or only the right pane for htmx. Viewing
@@ -796,7 +828,7 @@ def conversation_page(request, pk):
     return response
 
 
-@login_required
+@_login_required
 @require_GET
 def conversation_thread(request, pk):
     """The thread (and the header, out of band) for the poller; 204 if unchanged."""
@@ -858,7 +890,7 @@ def _list_state_from_post(request) -> ListState:
         return ListState()
 
 
-@login_required
+@_login_required
 @require_POST
 def conversation_reply(request, pk):
     conversation = _visible_conversation(request, pk)
@@ -875,7 +907,7 @@ def conversation_reply(request, pk):
     return _acted(request, conversation, slot="reply-error", reset=True, done="Reply queued.")
 
 
-@login_required
+@_login_required
 @require_POST
 def conversation_note(request, pk):
     conversation = _visible_conversation(request, pk)
@@ -888,7 +920,7 @@ def conversation_note(request, pk):
     return _acted(request, conversation, slot="note-error", reset=True, done="Note added.")
 
 
-@login_required
+@_login_required
 @require_POST
 def conversation_assign(request, pk):
     conversation = _visible_conversation(request, pk)
@@ -912,7 +944,7 @@ def conversation_assign(request, pk):
     return _acted(request, conversation, slot="action-error", done=done)
 
 
-@login_required
+@_login_required
 @require_POST
 def conversation_status(request, pk):
     conversation = _visible_conversation(request, pk)
@@ -927,7 +959,7 @@ def conversation_status(request, pk):
     return _acted(request, conversation, slot="action-error", done=done)
 
 
-@login_required
+@_login_required
 @require_POST
 def availability(request):
     available = request.POST.get("available") in ("1", "on", "true")
@@ -971,8 +1003,12 @@ def attachment_download(request, pk):
     content_type = attachment.content_type.lower().split(";")[0].strip()
     if content_type not in SAFE_IMAGE_TYPES:
         content_type = "application/octet-stream"
+    try:
+        data = attachment.file.open("rb")
+    except (FileNotFoundError, ValueError):
+        raise Http404("The file of this attachment is gone.") from None
     response = FileResponse(
-        attachment.file.open("rb"),
+        data,
         as_attachment=True,
         filename=attachment.filename or "attachment",
         content_type=content_type,

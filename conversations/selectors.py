@@ -6,6 +6,7 @@ from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from conversations.models import (
     Conversation,
+    ConversationEvent,
     ConversationMessage,
     Inbox,
     Message,
@@ -98,7 +99,9 @@ def conversation_detail(conversation: Conversation) -> Conversation:
                 "notes",
                 queryset=Note.objects.select_related("author").prefetch_related("mentions"),
             ),
-            "events",
+            Prefetch(
+                "events", queryset=ConversationEvent.objects.select_related("actor", "assignee")
+            ),
         )
         .get(pk=conversation.pk)
     )

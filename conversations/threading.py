@@ -19,9 +19,11 @@ from django.utils import timezone
 
 from conversations.models import (
     Conversation,
+    ConversationEvent,
     ConversationMessage,
     ConversationStatus,
     Direction,
+    EventKind,
     Inbox,
     Message,
 )
@@ -139,6 +141,13 @@ def thread_into_inbox(
         )
         if customer_wrote and not backfill and conversation.status == ConversationStatus.CLOSED:
             updates["status"] = ConversationStatus.OPEN  # a customer's reply reopens it
+            updates["closed_at"] = None
+            ConversationEvent.objects.create(
+                conversation=conversation,
+                kind=EventKind.REOPENED,
+                detail={"reason": "the customer wrote again"},
+            )
+            conversation.status = ConversationStatus.OPEN
         Conversation.objects.filter(pk=conversation.pk).update(**updates)
     for conversation in opened:
         conversation_route(conversation, notify=not backfill)

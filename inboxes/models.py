@@ -102,6 +102,10 @@ class Mailbox(BaseModel):
     # it expire, and any worker on any machine can take over (inboxes/sync.py).
     sync_lease_token = models.CharField(max_length=64, blank=True)
     sync_lease_until = models.DateTimeField(null=True, blank=True)
+    # Set by every sync before it tries the lease; the holder looks at it after
+    # letting go and starts one more sync, so a push that came while it ran (and
+    # was refused the lease) is not left for the next poll.
+    sync_requested = models.BooleanField(default=False)
     # One OAuth token refresh at a time per mailbox (inboxes/oauth.py).
     token_refresh_until = models.DateTimeField(null=True, blank=True)
     sync_state = models.CharField(

@@ -46,6 +46,11 @@ from inboxes.providers.base import ProviderError, SendOutcomeUnknown
 log = logging.getLogger(__name__)
 
 
+class ClaimLost(Exception):
+    """The sweeper gave the item to another claim while this one was still
+    before DATA (it was slower than OUTBOX_SEND_LEASE_SECONDS): send nothing."""
+
+
 class SendLater(Exception):
     """A transient failure: the item is queued again for ``countdown`` seconds."""
 
@@ -170,7 +175,16 @@ def outbox_send(item_id) -> str:
     raw = _raw_of(item)
 
     def before_data() -> None:
-        OutboxItem.objects.filter(pk=item.pk).update(data_started_at=timezone.now())
+        # Fenced by this claim (``attempts`` counts claims): once the sweeper has
+        # queued the item again, another worker may be sending it.
+        ours = OutboxItem.objects.filter(
+            pk=item.pk,
+            state=OutboxState.SENDING,
+            attempts=item.attempts,
+            data_started_at__isnull=True,
+        ).update(data_started_at=timezone.now())
+        if not ours:
+            raise ClaimLost(str(item.pk))
 
     try:
         with open_transport(item.mailbox) as transport:
@@ -180,6 +194,9 @@ def outbox_send(item_id) -> str:
                 recipients=item.recipients,
                 before_data=before_data,
             )
+    except ClaimLost:
+        log.warning("outbox %s: taken over before DATA; this attempt sent nothing", item.pk)
+        return OutboxItem.objects.get(pk=item.pk).state
     except SendOutcomeUnknown as exc:
         if exc.message_id and exc.message_id != item.message.message_id:
             # Look it up later under the id the provider really used.

@@ -125,9 +125,14 @@ def mailbox_sync(mailbox_id) -> SyncResult:
     reason = mailbox_syncable(mailbox)
     if reason:
         return SyncResult(str(mailbox_id), ran=False, reason=reason)
+    # Ask first, then try: if the lease is taken, its holder sees the request
+    # once it lets go (below) and syncs again, so no push is lost.
+    Mailbox.objects.filter(pk=mailbox_id).update(sync_requested=True)
     token = lease_acquire(mailbox_id)
     if token is None:
         return SyncResult(str(mailbox_id), ran=False, reason="another worker is syncing it")
+    # Everything this sync lists comes after this point: it answers every request so far.
+    Mailbox.objects.filter(pk=mailbox_id).update(sync_requested=False)
     result = SyncResult(str(mailbox_id), ran=True)
     try:
         with open_session(mailbox) as session:
@@ -141,6 +146,8 @@ def mailbox_sync(mailbox_id) -> SyncResult:
         raise
     finally:
         lease_release(mailbox_id, token)
+    if Mailbox.objects.filter(pk=mailbox_id, sync_requested=True).exists():
+        schedule_sync(mailbox_id)  # someone asked while this sync ran
     return result
 
 
@@ -154,13 +161,21 @@ def _folder_for(mailbox: Mailbox, spec: FolderSpec) -> MailboxFolder:
     return folder
 
 
+# Kept in the per-batch cursor while a history (a first sync, or a re-read after
+# a reset) is not all in: its last key. A sync that resumes after a crash or a
+# dropped connection files the keys up to it as history too.
+HISTORY_MARK = "history_through"
+
+
 def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token: str) -> int:
     folder = _folder_for(mailbox, spec)
-    first_sync = not folder.cursor
+    pending_history = folder.cursor.get(HISTORY_MARK, "")
+    first_sync = not folder.cursor or bool(pending_history)
     if folder.backfill_from is None:
         folder.backfill_from = _backfill_since(mailbox) or datetime(1970, 1, 1, tzinfo=UTC)
         folder.save(update_fields=["backfill_from", "updated_at"])
-    changes = session.changes(spec, folder.cursor, since=_backfill_since(mailbox))
+    cursor = {k: v for k, v in folder.cursor.items() if k != HISTORY_MARK}
+    changes = session.changes(spec, cursor, since=_backfill_since(mailbox))
     if changes.reset:
         folder.resync_count += 1
         folder.alert = (
@@ -175,7 +190,13 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
             target=mailbox,
             data={"folder": spec.name, "resyncs": folder.resync_count},
         )
-    # History (the first sync, or a reset) is filed without routing notifications.
+    # History (the first sync, or a reset) is filed without routing notifications;
+    # so is the rest of an interrupted one, but not mail that came in since.
+    if not folder.cursor or changes.reset:
+        history_through = changes.keys[-1] if changes.keys else ""
+    else:
+        history_through = pending_history if pending_history in changes.keys else ""
+    history = changes.keys.index(history_through) + 1 if history_through else 0
     backfill = first_sync or changes.reset
     if backfill and spec.role == FolderRole.INBOX:
         Mailbox.objects.filter(pk=mailbox.pk).update(
@@ -189,9 +210,12 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
             sync_state=SyncState.RUNNING, sync_done=0, sync_total=len(changes.keys)
         )
     imported = 0
-    cursor = folder.cursor
-    for start in range(0, len(changes.keys), INGEST_BATCH):
-        batch = changes.keys[start : start + INGEST_BATCH]
+    batches = [
+        (changes.keys[start : min(start + INGEST_BATCH, end)], is_history)
+        for begin, end, is_history in ((0, history, True), (history, len(changes.keys), False))
+        for start in range(begin, end, INGEST_BATCH)
+    ]
+    for batch, is_history in batches:
         known = set(
             MailboxMessage.objects.filter(folder=folder, provider_key__in=batch).values_list(
                 "provider_key", flat=True
@@ -200,7 +224,9 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
         wanted = [key for key in batch if key not in known]
         raws = list(session.fetch(spec, wanted)) if wanted else []
         cursor = changes.cursor_after(batch[-1], cursor)
-        ingest_batch(mailbox=mailbox, folder=folder, raws=raws, cursor=cursor, backfill=backfill)
+        if is_history and batch[-1] != history_through:
+            cursor = {**cursor, HISTORY_MARK: history_through}
+        ingest_batch(mailbox=mailbox, folder=folder, raws=raws, cursor=cursor, backfill=is_history)
         if known:
             Mailbox.objects.filter(pk=mailbox.pk).update(sync_done=F("sync_done") + len(known))
         imported += len(raws)
@@ -285,6 +311,8 @@ def mailbox_reconcile(mailbox_id) -> ReconcileResult:
         raise
     finally:
         lease_release(mailbox_id, token)
+    if Mailbox.objects.filter(pk=mailbox_id, sync_requested=True).exists():
+        schedule_sync(mailbox_id)  # a push was refused the lease while this ran
     return result
 
 

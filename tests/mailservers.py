@@ -8,6 +8,7 @@ such as a Celery worker) are told to trust. Register with
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import os
@@ -594,6 +595,9 @@ class _Handler:
         failure = self.owner._take_failure("mail")
         if failure:
             return failure
+        fault = self.owner._take_fault("mail")
+        if fault is not None:
+            await self.owner._hold(server, fault[1])
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
@@ -616,7 +620,14 @@ class _Handler:
         if failure:
             self.owner._record(message, accepted=False)
             return failure
+        # From here on the server has the message (as a real MTA that queued
+        # it), whether or not its answer ever reaches the client.
         self.owner._record(message, accepted=True)
+        fault = self.owner._take_fault("data")
+        if fault is not None and fault[0] == "hold":
+            await self.owner._hold(server, fault[1])
+        elif fault is not None and fault[0] == "drop":
+            await self.owner._drop(server)
         return "250 OK: queued"
 
 
@@ -631,6 +642,11 @@ class SMTPTestServer:
         self._messages: list[ReceivedMessage] = []
         self._rejected: list[ReceivedMessage] = []
         self._failures: collections.deque[tuple[str, str]] = collections.deque()
+        # (stage, (kind, seconds)) for hold_*/drop_after_data
+        self._faults: collections.deque[tuple[str, tuple[str, float]]] = collections.deque()
+        self._holds_started = 0
+        self._drops = 0
+        self._releases = 0  # release_holds() ends the holds begun before it
         self.port, self.smtps_port = _free_ports(2)
         handler = _Handler(self)
         common: dict[str, Any] = {
@@ -713,6 +729,85 @@ class SMTPTestServer:
                 return self._failures.popleft()[1]
         return None
 
+    # -- faults: the server that goes quiet or hangs up
+
+    def hold_mail_reply(self, seconds: float, count: int = 1) -> None:
+        """Make the next ``count`` transactions wait ``seconds`` before answering
+        MAIL FROM (nothing of the message has been sent yet)."""
+        self._add_fault("mail", "hold", seconds, count)
+
+    def hold_data_reply(self, seconds: float, count: int = 1) -> None:
+        """Make the next ``count`` transactions wait ``seconds`` before answering
+        the final "." of DATA. The message counts as received (``messages``)
+        from the moment its data arrived, as with an MTA that had queued it."""
+        self._add_fault("data", "hold", seconds, count)
+
+    def drop_after_data(self, count: int = 1) -> None:
+        """Make the next ``count`` transactions take the message data (it counts
+        as received) and then close the connection without answering."""
+        self._add_fault("data", "drop", 0.0, count)
+
+    def _add_fault(self, stage: str, kind: str, seconds: float, count: int) -> None:
+        with self._lock:
+            self._faults.extend([(stage, (kind, float(seconds)))] * count)
+
+    def _take_fault(self, stage: str) -> tuple[str, float] | None:
+        """The first pending fault of ``stage`` (faults of other stages stay queued)."""
+        with self._lock:
+            for index, (fault_stage, fault) in enumerate(self._faults):
+                if fault_stage == stage:
+                    del self._faults[index]
+                    return fault
+        return None
+
+    async def _hold(self, server: SMTP, seconds: float) -> None:
+        with self._lock:
+            self._holds_started += 1
+            self._lock.notify_all()
+            releases = self._releases
+        deadline = time.monotonic() + seconds
+        # Ends early when the client went away (aiosmtpd then also cancels us)
+        # or release_holds() was called.
+        while time.monotonic() < deadline and self._releases == releases:
+            transport = server.transport
+            if transport is None or transport.is_closing():
+                return
+            await asyncio.sleep(0.02)
+
+    async def _drop(self, server: SMTP) -> None:
+        with self._lock:
+            self._drops += 1
+            self._lock.notify_all()
+        if server.transport is not None:
+            server.transport.close()
+        # aiosmtpd cancels this handler once it sees the connection gone.
+        deadline = time.monotonic() + 5
+        while server.transport is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    @property
+    def holds_started(self) -> int:
+        """How many hold_* waits have begun since the last clear()."""
+        with self._lock:
+            return self._holds_started
+
+    @property
+    def drops(self) -> int:
+        """How many connections drop_after_data() closed since the last clear()."""
+        with self._lock:
+            return self._drops
+
+    def wait_for_hold(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Wait until at least ``count`` hold_* waits have begun since the last clear()."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._holds_started >= count, timeout):
+                raise TimeoutError(f"expected {count} held replies, got {self._holds_started}")
+
+    def release_holds(self) -> None:
+        """End every current hold now (each then answers as it would have)."""
+        with self._lock:
+            self._releases += 1
+
     def _record(self, message: ReceivedMessage, *, accepted: bool) -> None:
         with self._lock:
             (self._messages if accepted else self._rejected).append(message)
@@ -742,6 +837,10 @@ class SMTPTestServer:
             self._messages.clear()
             self._rejected.clear()
             self._failures.clear()
+            self._faults.clear()
+            self._holds_started = 0
+            self._drops = 0
+            self._releases += 1
 
     def smtp_settings(
         self, username: str, password: str, security: str = "starttls"
