@@ -14,26 +14,24 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Protocol
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.services import account_lock
-from audit.services import audit_record, audit_refusals
+from audit.services import audit_record
 from conversations.models import Inbox
-from core.errors import AddressInUse, Invalid
-from inboxes import rules
+from core.errors import Invalid
 from inboxes.addresses import canonical_address
 from inboxes.crypto import decrypt_secrets, encrypt_secrets
 from inboxes.models import Mailbox, MailboxKind, MailboxStatus, Provider, SyncState
 from inboxes.providers.base import ProviderError
 from inboxes.sending import outbox_resume
+from inboxes.services import mailbox_create
 from inboxes.sync import schedule_sync
 
 # Refresh this long before the access token expires.
@@ -236,62 +234,21 @@ def oauth_mailbox_connect(
     if kind not in MailboxKind.values:
         raise Invalid("Unknown kind.", errors={"kind": ['Use "personal" or "team".']})
 
-    def check_rules() -> None:
-        rules.check_mailbox_connect(
-            actor=actor,
-            canonical=canonical,
-            address=address,
-            kind=kind,
-            acknowledge_team_visibility=acknowledge_team_visibility,
-        )
-        if inbox is not None:
-            rules.check_inbox_has_room(inbox=inbox)
+    def fill(mailbox: Mailbox) -> None:
+        mailbox.provider_user_id = grant.provider_user_id[:255]
+        mailbox.secrets_ciphertext = _encrypted(mailbox, grant.tokens)
 
-    with audit_refusals(actor=actor, action="mailbox.connect_refused", target_repr=address, ip=ip):
-        try:
-            with transaction.atomic():
-                account_lock(actor.account_id)
-                check_rules()
-                mailbox = Mailbox(
-                    id=uuid.uuid4(),
-                    account_id=actor.account_id,
-                    address=address,
-                    canonical_address=canonical,
-                    kind=kind,
-                    owner=actor if kind == MailboxKind.PERSONAL else None,
-                    connected_by=actor,
-                    provider=provider,
-                    status=MailboxStatus.CONNECTED,
-                    provider_user_id=grant.provider_user_id[:255],
-                    team_visibility_acknowledged_at=timezone.now()
-                    if kind == MailboxKind.TEAM
-                    else None,
-                )
-                mailbox.secrets_ciphertext = _encrypted(mailbox, grant.tokens)
-                mailbox.save(force_insert=True)
-                if inbox is not None:
-                    inbox.mailbox = mailbox
-                    inbox.save(update_fields=["mailbox", "updated_at"])
-                schedule_sync(mailbox.pk)
-                audit_record(
-                    account=actor.account,
-                    actor=actor,
-                    action="mailbox.connected",
-                    target=mailbox,
-                    ip=ip,
-                    data={
-                        "kind": kind,
-                        "provider": provider,
-                        "inbox": inbox.name if inbox else None,
-                    },
-                )
-        except IntegrityError:
-            check_rules()
-            raise AddressInUse(
-                f"{address} was connected by someone else a moment ago.",
-                conflict={"address": address, "held_as": kind},
-            ) from None
-    return mailbox
+    return mailbox_create(
+        actor=actor,
+        address=address,
+        canonical=canonical,
+        kind=kind,
+        provider=provider,
+        inbox=inbox,
+        acknowledge_team_visibility=acknowledge_team_visibility,
+        ip=ip,
+        fill=fill,
+    )
 
 
 def _reconnect(*, actor: User, mailbox: Mailbox, canonical: str, grant: OAuthGrant, ip) -> Mailbox:

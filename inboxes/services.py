@@ -10,6 +10,7 @@ account lock.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,6 +187,46 @@ def mailbox_connect(
     _check_server_input(smtp, "smtp")
     address = address.strip()
 
+    return mailbox_create(
+        actor=actor,
+        address=address,
+        canonical=canonical,
+        kind=kind,
+        provider=Provider.IMAP,
+        inbox=inbox,
+        acknowledge_team_visibility=acknowledge_team_visibility,
+        ip=ip,
+        fill=lambda mailbox: _apply_servers(mailbox, imap=imap, smtp=smtp),
+        before_write=lambda: raise_if_failed(
+            connection_test_run(
+                actor=actor, account=actor.account, imap=imap, smtp=smtp, address=address, ip=ip
+            )
+        ),
+    )
+
+
+def mailbox_create(
+    *,
+    actor: User,
+    address: str,
+    canonical: str,
+    kind: str,
+    provider: str,
+    inbox: Inbox | None,
+    acknowledge_team_visibility: bool,
+    ip: str | None,
+    fill: Callable[[Mailbox], None],
+    before_write: Callable[[], None] | None = None,
+) -> Mailbox:
+    """The one write path of every new mailbox, whatever its provider.
+
+    The rules run first for a quick answer, then ``before_write`` (slow work such
+    as the connection test, outside any transaction), then again inside the
+    transaction under the account lock; ``fill`` puts the servers and encrypted
+    secrets on the row. A race the lock did not cover ends at the unique
+    constraint and answers exactly as the friendly check would.
+    """
+
     def check_rules() -> None:
         rules.check_mailbox_connect(
             actor=actor,
@@ -199,11 +240,8 @@ def mailbox_connect(
 
     with audit_refusals(actor=actor, action="mailbox.connect_refused", target_repr=address, ip=ip):
         check_rules()
-        raise_if_failed(
-            connection_test_run(
-                actor=actor, account=actor.account, imap=imap, smtp=smtp, address=address, ip=ip
-            )
-        )
+        if before_write is not None:
+            before_write()
         try:
             with transaction.atomic():
                 account_lock(actor.account_id)
@@ -216,13 +254,13 @@ def mailbox_connect(
                     kind=kind,
                     owner=actor if kind == MailboxKind.PERSONAL else None,
                     connected_by=actor,
-                    provider=Provider.IMAP,
+                    provider=provider,
                     status=MailboxStatus.CONNECTED,
                     team_visibility_acknowledged_at=timezone.now()
                     if kind == MailboxKind.TEAM
                     else None,
                 )
-                _apply_servers(mailbox, imap=imap, smtp=smtp)
+                fill(mailbox)
                 mailbox.save(force_insert=True)
                 if inbox is not None:
                     inbox.mailbox = mailbox
@@ -236,13 +274,11 @@ def mailbox_connect(
                     ip=ip,
                     data={
                         "kind": kind,
-                        "provider": mailbox.provider,
+                        "provider": provider,
                         "inbox": inbox.name if inbox else None,
                     },
                 )
         except IntegrityError:
-            # Lost a race the lock did not cover: the constraint decided. Report it
-            # exactly as the friendly check would have.
             check_rules()
             raise AddressInUse(
                 f"{address} was connected by someone else a moment ago.",
