@@ -620,3 +620,36 @@ def test_a_send_after_the_grant_was_revoked_waits_for_the_reconnect(support, adm
     )
     assert outbox_send(item.pk) == "sent"
     assert len(fake_google.sent) == 1
+
+
+def test_a_worker_that_dies_between_gmails_accept_and_the_database_update_sends_once(
+    support, admin, fake_google, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    inbox, mailbox = support
+    conversation, _ = customer_conversation(fake_google, mailbox)
+    message, item = reply(admin, conversation)
+    real_mark = sending._mark
+
+    def killed_before_recording(item, state, detail, **extra):
+        if state == OutboxState.SENT:
+            raise SystemExit("worker killed")  # Gmail has it; our row still says sending
+        real_mark(item, state, detail, **extra)
+
+    monkeypatch.setattr(sending, "_mark", killed_before_recording)
+    with pytest.raises(SystemExit):
+        outbox_send(item.pk)
+    monkeypatch.setattr(sending, "_mark", real_mark)
+    item.refresh_from_db()
+    assert item.state == "sending" and item.data_started_at is not None
+
+    # The lease runs out; the sweeper (beat) finds the item and looks it up in SENT.
+    OutboxItem.objects.filter(pk=item.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
+    assert sending.outbox_sweep()["unknown"] == 1
+    item.refresh_from_db()
+    assert item.state == "sent"
+    assert outbox_send(item.pk) == "sent"  # a redelivered task sends nothing
+    assert len(fake_google.sent) == 1

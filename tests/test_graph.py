@@ -560,3 +560,39 @@ def test_a_send_without_an_answer_is_unknown_never_resent_and_then_found_in_sent
     lookups = fake.graph_requests("GET", f"/users/{SUPPORT}/mailFolders/{SENT.name}/messages")
     assert lookups and all(message.message_id in unquote(r.path) for r in lookups)
     assert len(fake.sent) == 1
+
+
+def test_a_worker_that_dies_between_microsofts_accept_and_the_database_update_sends_once(
+    support, admin, fake, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inboxes import sending
+
+    inbox, mailbox = support
+    fake.deliver(SUPPORT, make_email(to=SUPPORT))
+    mailbox_sync(mailbox.pk)
+    message, item = reply_to(admin, Conversation.objects.get(inbox=inbox))
+    real_mark = sending._mark
+
+    def killed_before_recording(item, state, detail, **extra):
+        if state == "sent":
+            raise SystemExit("worker killed")  # Microsoft has it; our row still says sending
+        real_mark(item, state, detail, **extra)
+
+    monkeypatch.setattr(sending, "_mark", killed_before_recording)
+    with pytest.raises(SystemExit):
+        outbox_send(item.pk)
+    monkeypatch.setattr(sending, "_mark", real_mark)
+    item.refresh_from_db()
+    assert item.state == "sending" and item.data_started_at is not None
+
+    OutboxItem.objects.filter(pk=item.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
+    assert sending.outbox_sweep()["unknown"] == 1
+    item.refresh_from_db()
+    assert item.state == "sent"
+    assert outbox_send(item.pk) == "sent"
+    fake.wait_idle()
+    assert len(fake.sent) == 1 and len(fake.graph_requests("POST", "/send")) == 1
