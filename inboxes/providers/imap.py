@@ -256,6 +256,7 @@ class ImapSession:
         self._token_source = token_source
         self.client: imapclient.IMAPClient | None = None
         self._selected: str | None = None
+        self._watched_uidnext: int | None = None
 
     def __enter__(self) -> ImapSession:
         try:
@@ -465,10 +466,21 @@ class ImapSession:
         return bool(self.client and self.client.has_capability("IDLE"))
 
     def wait_for_change(self, folder: FolderSpec, seconds: float) -> bool:
-        """IDLE on the folder until the server reports something or time runs out."""
+        """IDLE on the folder until the server reports something or time runs out.
+
+        Mail that arrives after a sync listed the folder but before we are back in
+        IDLE is already counted in our SELECT, so IDLE would never report it: the
+        UIDNEXT of the last SELECT is remembered, and a move (or the first call,
+        which covers mail that came during the start-up catch-up) counts as a
+        change at once, at the price of one extra, usually empty, sync per burst.
+        """
         assert self.client is not None
         try:
-            self._select(folder.name)
+            info = self._select(folder.name)
+            uidnext = int(info.get(b"UIDNEXT", 0) or 0)
+            previous, self._watched_uidnext = self._watched_uidnext, uidnext
+            if previous is None or uidnext != previous:
+                return True
             self.client.idle()
             try:
                 responses = self.client.idle_check(timeout=seconds)
