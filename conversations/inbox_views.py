@@ -19,20 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
 from html import escape
-from html.parser import HTMLParser
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core import signing
 from django.db import transaction
 from django.db.models import Count, Exists, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Substr
@@ -42,13 +38,19 @@ from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
-from django.utils.crypto import constant_time_compare
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User
 from accounts.selectors import users_visible_to
 from conversations import handling
+from conversations.email_frame import (
+    FRAME_CSS,
+    email_frame,
+    frame_viewer,
+    rewrite_email,
+    token_window,
+)
 from conversations.models import (
     Attachment,
     Conversation,
@@ -69,7 +71,6 @@ from conversations.selectors import (
 from core.errors import DomainError, Invalid
 from core.web import back_to, report
 from inboxes.models import OutboxItem
-from inboxes.parsing import sanitise_html
 
 VIEWS = [
     ("unassigned", "Unassigned"),
@@ -291,185 +292,6 @@ def _render_list(request, state: ListState) -> tuple[str, str, str]:
     return list_html, nav_html, version
 
 
-# --- Email bodies ------------------------------------------------------------------------------------
-
-_FRAME_SIGNER = signing.Signer(salt="conversations.inbox_views.frame")
-_TOKEN_WINDOW = 12 * 3600  # a token lives 12 to 24 hours
-_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
-_CSS_DECLARATION = re.compile(r"^\s*[a-z-]+\s*:\s*[^{}<>\\;]+$", re.IGNORECASE)
-_CSS_FORBIDDEN = ("/*", "*/", "@", "url", "expression", "&")
-_FRAME_CSS = """html{font:14px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2330;background:#fff}
-body{margin:0;padding:0 2px;overflow-wrap:anywhere}
-img{max-width:100%;height:auto}
-img:not([src]){display:inline-block;padding:1px 6px;border:1px dashed #c8cfdb;border-radius:4px;color:#5b6475;font-size:12px}
-table{max-width:100%}
-pre{white-space:pre-wrap}
-a{color:#2f5fd0}
-blockquote{margin:.4em 0 .4em .4em;padding-left:.8em;border-left:3px solid #dde2ea;color:#5b6475}
-"""
-
-
-def _window() -> int:
-    return int(time.time() // _TOKEN_WINDOW)
-
-
-def frame_token(kind: str, object_id, user_id, window: int | None = None) -> str:
-    window = _window() if window is None else window
-    signature = _FRAME_SIGNER.signature(f"{kind}:{object_id}:{user_id}:{window}")
-    return f"{user_id}.{window}.{signature}"
-
-
-def _token_user(token: str, kind: str, object_id) -> User | None:
-    try:
-        user_id, window, signature = token.split(".", 2)
-        window_number = int(window)
-        uuid.UUID(user_id)
-    except ValueError:
-        return None
-    if window_number not in (_window(), _window() - 1):
-        return None
-    expected = _FRAME_SIGNER.signature(f"{kind}:{object_id}:{user_id}:{window_number}")
-    if not constant_time_compare(signature, expected):
-        return None
-    return User.objects.filter(pk=user_id, is_active=True).first()
-
-
-def _viewer(request, kind: str, object_id) -> User | None:
-    """The logged-in user, or the one a valid frame token names."""
-    if request.user.is_authenticated:
-        return request.user
-    token = request.GET.get("t", "")
-    return _token_user(token, kind, object_id) if token else None
-
-
-def _clean_style(value: str) -> str:
-    kept = []
-    for declaration in value.split(";"):
-        lowered = declaration.lower()
-        if not declaration.strip() or any(bad in lowered for bad in _CSS_FORBIDDEN):
-            continue
-        if _CSS_DECLARATION.match(declaration):
-            kept.append(" ".join(declaration.split()))
-    return "; ".join(kept)
-
-
-class _EmailRewriter(HTMLParser):
-    """Re-serialises sanitised HTML for the sandboxed frame: ``style`` attributes
-    become numbered rules of the message's stylesheet, ``cid:`` images point at
-    their attachment, remote images are dropped unless the viewer asked for them."""
-
-    def __init__(self, *, images: dict[str, str], remote: bool) -> None:
-        super().__init__(convert_charrefs=True)
-        self.images = images
-        self.remote = remote
-        self.out: list[str] = []
-        self.styles: dict[str, int] = {}
-        self.blocked = 0
-        self.shown_images = 0
-
-    def handle_starttag(self, tag, attrs) -> None:
-        self._tag(tag, attrs, "")
-
-    def handle_startendtag(self, tag, attrs) -> None:
-        self._tag(tag, attrs, " /")
-
-    def handle_endtag(self, tag) -> None:
-        if _NAME.match(tag):
-            self.out.append(f"</{tag}>")
-
-    def handle_data(self, data) -> None:
-        self.out.append(escape(data, quote=False))
-
-    def _tag(self, tag: str, attrs, end: str) -> None:
-        if not _NAME.match(tag):
-            return
-        parts = [tag]
-        for name, value in attrs:
-            value = value or ""
-            if not _NAME.match(name) or name.startswith("on"):
-                continue
-            if name == "style":
-                declarations = _clean_style(value)
-                if declarations:
-                    number = self.styles.setdefault(declarations, len(self.styles) + 1)
-                    parts.append(f'data-pk-style="{number}"')
-                continue
-            if tag == "img" and name == "src":
-                value = self._image(value)
-                if value is None:
-                    continue
-            elif name in ("href", "src") and not re.match(
-                r"^(https?:|mailto:|tel:)", value, re.IGNORECASE
-            ):
-                continue
-            parts.append(f'{name}="{escape(value, quote=True)}"')
-        self.out.append(f"<{' '.join(parts)}{end}>")
-
-    def _image(self, src: str) -> str | None:
-        lowered = src.strip().lower()
-        if lowered.startswith("cid:"):
-            url = self.images.get(unquote(src.strip()[4:]).strip("<>").lower())
-            if url:
-                self.shown_images += 1
-            return url
-        if lowered.startswith(("https:", "http:")):
-            if self.remote:
-                self.shown_images += 1
-                return src
-            self.blocked += 1
-        return None
-
-    def css(self) -> str:
-        return "".join(
-            f'[data-pk-style="{number}"]{{{declarations}}}\n'
-            for declarations, number in self.styles.items()
-        )
-
-
-def _rewrite(message: Message, *, images: dict[str, str], remote: bool) -> _EmailRewriter:
-    rewriter = _EmailRewriter(images=images, remote=remote)
-    # Sanitised at ingestion already; again here so a row stored before a rule
-    # tightened (or written by anything else) is held to today's rules.
-    rewriter.feed(sanitise_html(message.html))
-    rewriter.close()
-    return rewriter
-
-
-def _frame_height(message: Message, rewriter: _EmailRewriter) -> int:
-    """A guess at the email's height: the frame cannot be measured from here
-    (no script runs in it and it has no access to this page)."""
-    lines = sum(max(1, math.ceil(len(line) / 85)) for line in (message.text or "").splitlines())
-    return max(60, min(24 + 22 * lines + 180 * rewriter.shown_images, 720))
-
-
-def _email_frame(message: Message, *, user, remote: bool) -> dict:
-    window = _window()
-    images = {}
-    for attachment in message.attachments.all():
-        if attachment.content_id:
-            url = reverse("inbox-attachment", args=[attachment.pk])
-            token = frame_token("attachment", attachment.pk, user.pk, window)
-            images[attachment.content_id.lower()] = f"{url}?{urlencode({'t': token})}"
-    rewriter = _rewrite(message, images=images, remote=remote)
-    css_url = reverse("inbox-frame-css", args=[message.pk])
-    css_url += "?" + urlencode({"t": frame_token("css", message.pk, user.pk, window)})
-    img_src = "'self' data:" + (" https: http:" if remote else "")
-    policy = f"default-src 'none'; style-src 'self'; img-src {img_src}; font-src 'self'"
-    srcdoc = (
-        '<!doctype html><html><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{escape(policy)}">'
-        '<meta name="referrer" content="no-referrer">'
-        '<base target="_blank">'
-        f'<link rel="stylesheet" href="{escape(css_url)}">'
-        f"</head><body>{''.join(rewriter.out)}</body></html>"
-    )
-    return {
-        "srcdoc": srcdoc,  # escaped by the template into the attribute
-        "height": _frame_height(message, rewriter),
-        "blocked": rewriter.blocked,
-    }
-
-
 _QUOTE_INTRO = re.compile(r"(wrote|schreef|schrieb|a écrit|escribió)\s*:\s*$", re.IGNORECASE)
 
 
@@ -592,7 +414,7 @@ def _message_item(message: Message, *, user, remote: bool) -> dict:
     except OutboxItem.DoesNotExist:
         item["delivery"] = None
     if message.html:
-        item["frame"] = _email_frame(message, user=user, remote=remote)
+        item["frame"] = email_frame(message, user=user, remote=remote)
         item["blocked"] = item["frame"]["blocked"]
     else:
         item["body"], item["quoted"] = _split_quote(message.text)
@@ -658,7 +480,7 @@ def _thread_version(conversation: Conversation, state: ListState) -> str:
         sorted(outbox.values_list("pk", "state", "detail")),
         notes,
         events,
-        _window(),
+        token_window(),
         state.images,
     ]
     return hashlib.sha256(repr(data).encode()).hexdigest()[:16]
@@ -991,7 +813,7 @@ def _in_visible_conversation(user):
 def attachment_download(request, pk):
     """An attachment, always as a download; images keep their type (so an inline
     ``cid:`` image shows in the email frame), anything else is plain bytes."""
-    user = _viewer(request, "attachment", pk)
+    user = frame_viewer(request, "attachment", pk)
     if user is None:
         if request.GET.get("t"):
             raise Http404("Unknown attachment.")
@@ -1023,14 +845,14 @@ def attachment_download(request, pk):
 def frame_css(request, pk):
     """The stylesheet of one email's frame: the base look and the email's own
     inline styles, which the page's CSP would refuse as attributes."""
-    user = _viewer(request, "css", pk)
+    user = frame_viewer(request, "css", pk)
     if user is None:
         raise Http404("Unknown message.")
     message = get_object_or_404(
         Message.objects.filter(_in_visible_conversation(user)).only("pk", "html"), pk=pk
     )
-    rewriter = _rewrite(message, images={}, remote=False)
-    response = HttpResponse(_FRAME_CSS + rewriter.css(), content_type="text/css; charset=utf-8")
+    rewriter = rewrite_email(message, images={}, remote=False)
+    response = HttpResponse(FRAME_CSS + rewriter.css(), content_type="text/css; charset=utf-8")
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

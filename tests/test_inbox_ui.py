@@ -19,8 +19,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Team
+from conversations.email_frame import frame_token
 from conversations.handling import conversation_assign, conversation_set_status, note_create
-from conversations.inbox_views import frame_token
 from conversations.models import (
     Attachment,
     Conversation,
