@@ -29,28 +29,6 @@ from conversations.models import (
 )
 from inboxes.parsing import sanitise_html
 
-VIEWS = [
-    ("unassigned", "Unassigned"),
-    ("mine", "Mine"),
-    ("open", "All open"),
-    ("closed", "Closed"),
-]
-VIEW_NAMES = dict(VIEWS)
-DEFAULT_VIEW = "unassigned"
-PAGE_SIZE = 50
-MAX_ROWS = 500
-POLL = "every 3s"
-# Raster images a browser shows; everything else (SVG included) downloads as bytes.
-SAFE_IMAGE_TYPES = {
-    "image/png",
-    "image/jpeg",
-    "image/gif",
-    "image/webp",
-    "image/bmp",
-    "image/avif",
-}
-
-
 # ------------------------------------------------------------------------------------
 
 _FRAME_SIGNER = signing.Signer(salt="conversations.inbox_views.frame")
