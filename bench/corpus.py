@@ -833,6 +833,33 @@ def load(writer: MaildirWriter, start: int, count: int, *, new: bool = False) ->
     }
 
 
+def received_at(i: int) -> datetime:
+    """When message ``i`` arrived (its Maildir time stamp; internalDate and
+    receivedDateTime in the fake Gmail and Graph servers)."""
+    return _date(i)
+
+
+def messages_with_dates(start: int, count: int, sizes: list[int]):
+    """``(raw, received_at)`` of messages start..start+count-1, for a fake server's
+    bulk load; appends each size to ``sizes``."""
+    for i in range(start, start + count):
+        raw = message(i)
+        sizes.append(len(raw))
+        yield raw, _date(i)
+
+
+def size_stats(sizes: list[int], seconds: float) -> dict:
+    ordered = sorted(sizes)
+    return {
+        "count": len(ordered),
+        "bytes": sum(ordered),
+        "median": ordered[len(ordered) // 2] if ordered else 0,
+        "p90": ordered[int(len(ordered) * 0.9)] if ordered else 0,
+        "max": ordered[-1] if ordered else 0,
+        "seconds": seconds,
+    }
+
+
 if __name__ == "__main__":  # a quick look at the distribution
     import sys
 

@@ -8,6 +8,7 @@ the environment below is in place (the settings read it at import).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -239,6 +240,102 @@ def create_team_mailbox(dovecot, smtp, *, password: str | None = None) -> Setup:
     )
     Mailbox.objects.filter(pk=mailbox.pk).update(backfill_days=None)
     return Setup(str(account.pk), str(admin.pk), str(inbox.pk), str(mailbox.pk), password)
+
+
+# --- the fake Gmail and Graph servers (tests/fakes) --------------------------------------------
+
+FAKE_AUTHKEY_ENV = "POSTKAMER_BENCH_FAKE_AUTHKEY"
+
+
+class FakeServer:
+    """A fake Google or Microsoft (tests/fakes) serving in a process of its own.
+
+    On a shared machine the fake's work must not share the GIL of the process
+    being measured, so it runs apart, like Dovecot, and its CPU time is read from
+    /proc. ``call`` talks to it over a loopback control connection
+    (multiprocessing.connection, with an authkey from the environment).
+    """
+
+    def __init__(self, script: Path, provider: str, n: int, workdir: Workdir, extra: list[str]):
+        import subprocess
+
+        os.environ.setdefault(FAKE_AUTHKEY_ENV, secrets.token_hex(16))
+        self.address_file = workdir.root / f"fake-{provider}.json"
+        self.address_file.unlink(missing_ok=True)
+        command = [sys.executable, str(script), "--child", "fake", "--provider", provider]
+        command += ["--fake-n", str(n), "--result-file", str(self.address_file), *extra]
+        self.process = subprocess.Popen(command, cwd=ROOT)
+        deadline = time.monotonic() + 120
+        while not self.address_file.exists() or not self.address_file.stat().st_size:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the fake {provider} server did not start")
+            time.sleep(0.05)
+        time.sleep(0.05)  # the file is written in one go; let it be closed
+        self.control = tuple(json.loads(self.address_file.read_text())["control"])
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def call(self, op: str, **arguments):
+        return fake_call(self.control, op, **arguments)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError, EOFError):
+                self.call("stop")
+            try:
+                self.process.wait(10)
+            except Exception:
+                self.process.kill()  # this process's own child, by its handle
+                self.process.wait(10)
+
+
+def fake_call(control: tuple[str, int], op: str, **arguments):
+    """One command to a fake server's control connection; returns its answer."""
+    from multiprocessing.connection import Client
+
+    with Client(tuple(control), authkey=bytes.fromhex(os.environ[FAKE_AUTHKEY_ENV])) as conn:
+        conn.send({"op": op, **arguments})
+        answer = conn.recv()
+    if isinstance(answer, dict) and answer.get("error"):
+        raise RuntimeError(f"fake server: {answer['error']}")
+    return answer
+
+
+def create_oauth_team_mailbox(provider: str, consent) -> Setup:
+    """An account, its admin, a Support inbox and a team mailbox connected with OAuth
+    through the product's own sign-in code: ``oauth_client(provider).begin``, the
+    consent page (``consent(url)`` plays the browser and returns the callback's
+    query parameters), ``complete`` and ``oauth_mailbox_connect``, as the connect
+    views do."""
+    from accounts.services import account_create
+    from conversations.models import Inbox
+    from inboxes.models import Mailbox
+    from inboxes.oauth import oauth_client, oauth_mailbox_connect
+
+    account, admin, _token = account_create(
+        name="Bench Co",
+        plan="professional",
+        admin_email="admin@bench.example.com",
+        admin_password=secrets.token_urlsafe(16),
+        admin_full_name="Bench Admin",
+    )
+    inbox = Inbox.objects.create(account=account, name="Support", from_name="Bench Support")
+    client = oauth_client(provider)
+    redirect_uri = f"http://bench.invalid/connect/{provider}/callback/"
+    url, flow = client.begin(redirect_uri=redirect_uri, login_hint=TEAM_ADDRESS)
+    grant = client.complete(flow=flow, params=consent(url), redirect_uri=redirect_uri)
+    mailbox = oauth_mailbox_connect(
+        actor=admin,
+        provider=provider,
+        grant=grant,
+        kind="team",
+        inbox=inbox,
+        acknowledge_team_visibility=True,
+    )
+    Mailbox.objects.filter(pk=mailbox.pk).update(backfill_days=None)
+    return Setup(str(account.pk), str(admin.pk), str(inbox.pk), str(mailbox.pk), "")
 
 
 # --- measuring ------------------------------------------------------------------------------

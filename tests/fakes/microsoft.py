@@ -41,10 +41,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes
+from email.parser import BytesHeaderParser
 from email.utils import getaddresses, make_msgid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -353,6 +354,32 @@ class FakeMicrosoft:
             )
             user.messages[message.id] = message
             return message.id
+
+    def deliver_many(
+        self, address: str, messages: Iterable[tuple[bytes, datetime]], folder: str = "inbox"
+    ) -> list[str]:
+        """Many ``(raw, received)`` messages at once, in order; their Graph ids.
+
+        As ``deliver`` one by one, but only the header block is parsed for the
+        Message-ID, so loading 10,000 messages takes seconds rather than minutes.
+        """
+        ids = []
+        with self.lock:
+            user = self.user(address)
+            for raw, received in messages:
+                headers = BytesHeaderParser().parsebytes(raw)
+                message_id = str(headers.get("Message-ID", "")).strip()
+                message = FakeMessage(
+                    id=_graph_id(),
+                    folder=folder,
+                    raw=raw,
+                    internet_message_id=message_id or make_msgid(domain="fake.outlook.com"),
+                    received=received,
+                    seq=self._next_seq(),
+                )
+                user.messages[message.id] = message
+                ids.append(message.id)
+        return ids
 
     def touch(self, address: str, graph_id: str) -> None:
         """A change that is not new mail (e.g. marked read): delta lists it again."""
@@ -875,15 +902,16 @@ class FakeMicrosoft:
 
     @staticmethod
     def _render(message: FakeMessage, select: list[str] | None) -> dict:
-        fields = {
-            "receivedDateTime": _iso(message.received),
-            "internetMessageId": message.internet_message_id,
-            "subject": message.subject,
-            "isDraft": message.is_draft,
-            "parentFolderId": message.folder,
+        # Values are computed only when selected: the subject parses the whole
+        # message, which for a 10,000-message delta round made the fake the bottleneck.
+        getters = {
+            "receivedDateTime": lambda: _iso(message.received),
+            "internetMessageId": lambda: message.internet_message_id,
+            "subject": lambda: message.subject,
+            "isDraft": lambda: message.is_draft,
+            "parentFolderId": lambda: message.folder,
         }
-        if select:
-            fields = {k: v for k, v in fields.items() if k in select}
+        fields = {k: get() for k, get in getters.items() if not select or k in select}
         return {
             "@odata.type": "#microsoft.graph.message",
             "@odata.etag": f'W/"{message.seq}"',
