@@ -26,6 +26,7 @@ from conversations.models import (
 )
 from conversations.routing import conversation_route
 from conversations.selectors import conversations_visible_to
+from conversations.summary import conversation_summaries_refresh
 from core.errors import Invalid
 from inboxes import rules
 from inboxes.models import Tombstone
@@ -140,6 +141,7 @@ def conversation_reply(
         Conversation.objects.filter(pk=conversation.pk, first_response_at__isnull=True).update(
             first_response_at=now
         )
+        conversation_summaries_refresh([conversation.pk])
         audit_record(
             account=inbox.account,
             actor=actor,
@@ -170,12 +172,13 @@ def message_delete(*, actor: User, message) -> None:
         )
         if hasattr(message, "outbox"):
             raise Invalid("An email Postkamer sent stays in the thread.")
-        for conversation in message.conversations.all():
-            Conversation.objects.filter(pk=conversation.pk).update(
-                message_count=models.F("message_count") - 1
-            )
+        holders = list(message.conversations.values_list("pk", flat=True))
+        Conversation.objects.filter(pk__in=holders).update(
+            message_count=models.F("message_count") - 1, updated_at=timezone.now()
+        )
         files = [message.raw.name, *(a.file.name for a in message.attachments.all())]
         message.delete()
+        conversation_summaries_refresh(holders)  # from the messages that are left
         transaction.on_commit(lambda: [default_storage.delete(name) for name in files if name])
 
 

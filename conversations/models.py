@@ -125,6 +125,10 @@ class Conversation(BaseModel):
     # For the metrics: when the team first answered, when it was (last) closed.
     first_response_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # What the conversation list shows, kept current by conversations/summary.py
+    # so that the list reads no messages.
+    customer_name = models.CharField(max_length=320, blank=True)
+    snippet = models.CharField(max_length=200, blank=True)
     messages = models.ManyToManyField(
         Message, through="ConversationMessage", related_name="conversations"
     )
@@ -154,6 +158,8 @@ class Conversation(BaseModel):
             models.Index(
                 fields=["assignee", "status", "-last_message_at"], name="conv_assignee_recent"
             ),
+            # The left pane's counts of open conversations per inbox and assignee.
+            models.Index(fields=["account", "status", "inbox", "assignee"], name="conv_nav_counts"),
         ]
 
     def __str__(self) -> str:

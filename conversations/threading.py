@@ -28,6 +28,7 @@ from conversations.models import (
     Message,
 )
 from conversations.routing import conversation_route
+from conversations.summary import conversation_summaries_refresh
 
 SUBJECT_FALLBACK_DAYS = 14
 _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|r|tr|rv)\s*(\[\d+\])?\s*:\s*)+", re.I)
@@ -114,6 +115,7 @@ def thread_into_inbox(
     )
     team_address = inbox.mailbox.canonical_address if inbox.mailbox_id else ""
     opened: list[Conversation] = []
+    touched: set = set()
     for message in messages:
         if message.pk in already:
             continue
@@ -149,6 +151,8 @@ def thread_into_inbox(
             )
             conversation.status = ConversationStatus.OPEN
         Conversation.objects.filter(pk=conversation.pk).update(**updates)
+        touched.add(conversation.pk)
+    conversation_summaries_refresh(touched)
     for conversation in opened:
         conversation_route(conversation, notify=not backfill)
     return opened
