@@ -841,9 +841,12 @@ def received_at(i: int) -> datetime:
 
 def messages_with_dates(start: int, count: int, sizes: list[int]):
     """``(raw, received_at)`` of messages start..start+count-1, for a fake server's
-    bulk load; appends each size to ``sizes``."""
+    bulk load; appends each size to ``sizes``.
+
+    With CRLF line ends, as the Gmail API's ``raw`` and Graph's ``$value`` hand
+    mail out (and as Dovecot serves the Maildir's LF-only files over IMAP)."""
     for i in range(start, start + count):
-        raw = message(i)
+        raw = message(i).replace(b"\n", b"\r\n")
         sizes.append(len(raw))
         yield raw, _date(i)
 

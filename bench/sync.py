@@ -246,11 +246,11 @@ def apply_patch(paths: list[str] | None) -> None:
         exec(code, {"__name__": "bench_patch", "__file__": path})
 
 
-def print_profile(path: str, limit: int = 30) -> None:
+def print_profile(path: str, limit: int = 30, what: str = "mailbox_sync") -> None:
     import pstats
 
     for key, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
-        print(f"\n--- cProfile of mailbox_sync: top {limit} by {title} ---")
+        print(f"\n--- cProfile of {what}: top {limit} by {title} ---")
         stats = pstats.Stats(path)
         stats.strip_dirs().sort_stats(key).print_stats(limit)
 
@@ -901,6 +901,11 @@ def main() -> int:
     parser.add_argument(
         "--profile-fake", action="store_true", help="cProfile the fake server's threads"
     )
+    parser.add_argument(
+        "--baseline-only",
+        action="store_true",
+        help="gmail/microsoft: only the bare loop, twice (to see whether the fake keeps up)",
+    )
     # children
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
@@ -938,6 +943,16 @@ def main() -> int:
             "incremental": child_incremental,
             "incremental-oauth": child_incremental_oauth,
         }[args.child]
+        if args.child.startswith("baseline-") and args.profile_file:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            result = profiler.runcall(child, args)
+            profiler.dump_stats(args.profile_file)
+            print_profile(args.profile_file, 25, what=f"the {args.child} loop")
+            harness.write_result(args.result_file, result)
+            sys.stdout.flush()
+            os._exit(0)
         harness.write_result(args.result_file, child(args))
         sys.stdout.flush()
         os._exit(0)  # don't wait for the IDLE thread (blocked in IDLE for up to 20 s)
@@ -1246,6 +1261,8 @@ def run_oauth(n: int, args) -> int:
             from inboxes.providers.graph import MAX_CONCURRENT_REQUESTS as batch_size
         baseline_args = [f"baseline-{provider}", f"--token={token}", "--address", mailbox.address]
         baseline_args += ["--page-size", str(page_size), "--batch-size", str(batch_size)]
+        if args.baseline_only and args.profile:
+            baseline_args += ["--profile-file", str(work.root / "baseline.prof")]
 
         def measured(run) -> dict:
             """Run a step; add the fake server's CPU and request count meanwhile."""
@@ -1282,6 +1299,12 @@ def run_oauth(n: int, args) -> int:
         figures["load"] = {"before_baseline": harness.loadavg()}
         base1 = baseline("baseline")
         figures["load"]["before_sync"] = harness.loadavg()
+        if args.baseline_only:  # checking the fake server's headroom (bench/README.md)
+            base2 = baseline("baseline again")
+            print(
+                f"load average {figures['load']['before_baseline']:.1f} / {harness.loadavg():.1f}"
+            )
+            return 0
 
         profile_path = None
         if args.profile:
