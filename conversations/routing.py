@@ -10,6 +10,8 @@ who was skipped) as a ConversationEvent shown on the conversation.
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -46,53 +48,90 @@ def next_in_turn(candidates: list[User], last_id) -> tuple[User | None, list[str
 
 
 def conversation_route(conversation: Conversation, *, notify: bool) -> User | None:
-    """Apply the inbox's routing rule to a new (or orphaned) conversation.
+    """Apply the inbox's routing rule to a new (or orphaned) conversation."""
+    return conversations_route([conversation], notify=notify)[0]
+
+
+def conversations_route(conversations: list[Conversation], *, notify: bool) -> list[User | None]:
+    """Apply their inbox's routing rule to new (or orphaned) conversations, taking turns
+    in list order; returns who got each one.
 
     ``notify`` is False for imported history: old mail is filed but never
-    assigned, notified or auto-answered.
+    assigned, notified or auto-answered. An inbox without a round-robin rule costs
+    one look-up for the whole list; with one, the rule is locked once for the list.
     """
-    if not notify or conversation.status != ConversationStatus.OPEN:
-        return None
-    with transaction.atomic():
-        rule = (
-            RoutingRule.objects.select_for_update()
-            .filter(inbox_id=conversation.inbox_id, mode=RoutingMode.ROUND_ROBIN)
-            .first()
+    chosen: list[User | None] = [None] * len(conversations)
+    if not notify:
+        return chosen
+    waiting: dict = defaultdict(list)  # inbox id -> [(position, conversation)]
+    for position, conversation in enumerate(conversations):
+        if conversation.status == ConversationStatus.OPEN:
+            waiting[conversation.inbox_id].append((position, conversation))
+    if not waiting:
+        return chosen
+    ruled = set(
+        RoutingRule.objects.filter(
+            inbox_id__in=list(waiting), mode=RoutingMode.ROUND_ROBIN
+        ).values_list("inbox_id", flat=True)
+    )
+    for inbox_id in ruled:
+        with transaction.atomic():
+            rule = (
+                RoutingRule.objects.select_for_update()
+                .filter(inbox_id=inbox_id, mode=RoutingMode.ROUND_ROBIN)
+                .first()
+            )
+            if rule is not None:
+                for position, person in _take_turns(rule, waiting[inbox_id]):
+                    chosen[position] = person
+    return chosen
+
+
+def _take_turns(rule: RoutingRule, waiting: list) -> list[tuple[int, User]]:
+    """Assign each conversation to the next person in turn (the rule's row is locked)."""
+    candidates = routing_candidates(rule)
+    names = [c.display_name for c in candidates]
+    source = f"team {rule.team.name}" if rule.team_id else "chosen users"
+    assigned, events = [], []
+    for position, conversation in waiting:
+        person, skipped = next_in_turn(candidates, rule.last_assigned_id)
+        if person is None:
+            events.append(
+                ConversationEvent(
+                    conversation=conversation,
+                    kind=EventKind.UNASSIGNED,
+                    detail={
+                        "rule": "round_robin",
+                        "reason": "nobody in the rule is available",
+                        "candidates": names,
+                        "skipped": skipped,
+                    },
+                )
+            )
+            continue
+        taken = Conversation.objects.filter(pk=conversation.pk, assignee__isnull=True).update(
+            assignee=person, updated_at=timezone.now()
         )
-        if rule is None:
-            return None
-        candidates = routing_candidates(rule)
-        chosen, skipped = next_in_turn(candidates, rule.last_assigned_id)
-        if chosen is None:
-            ConversationEvent.objects.create(
+        if not taken:
+            continue  # someone assigned it by hand meanwhile
+        rule.last_assigned = person
+        conversation.assignee = person
+        assigned.append((position, person))
+        events.append(
+            ConversationEvent(
                 conversation=conversation,
-                kind=EventKind.UNASSIGNED,
+                kind=EventKind.ASSIGNED,
+                assignee=person,
                 detail={
                     "rule": "round_robin",
-                    "reason": "nobody in the rule is available",
-                    "candidates": [c.display_name for c in candidates],
+                    "source": source,
+                    "candidates": names,
+                    "turn": person.display_name,
                     "skipped": skipped,
                 },
             )
-            return None
-        taken = Conversation.objects.filter(pk=conversation.pk, assignee__isnull=True).update(
-            assignee=chosen, updated_at=timezone.now()
         )
-        if not taken:
-            return None  # someone assigned it by hand meanwhile
-        rule.last_assigned = chosen
+    if assigned:
         rule.save(update_fields=["last_assigned", "updated_at"])
-        ConversationEvent.objects.create(
-            conversation=conversation,
-            kind=EventKind.ASSIGNED,
-            assignee=chosen,
-            detail={
-                "rule": "round_robin",
-                "source": f"team {rule.team.name}" if rule.team_id else "chosen users",
-                "candidates": [c.display_name for c in candidates],
-                "turn": chosen.display_name,
-                "skipped": skipped,
-            },
-        )
-    conversation.assignee = chosen
-    return chosen
+    ConversationEvent.objects.bulk_create(events)
+    return assigned

@@ -56,8 +56,8 @@ def test_initial_sync_imports_only_the_backfill_window_and_no_notifications(
 
     routed = []
     monkeypatch.setattr(
-        "conversations.threading.conversation_route",
-        lambda conversation, notify: routed.append(notify),
+        "conversations.threading.conversations_route",
+        lambda conversations, notify: routed.extend(notify for _ in conversations),
     )
     old = dovecot.deliver(mail_user[0], make_email(subject="Years ago"))
     ninety_days = time.time() - 90 * 86400
