@@ -23,8 +23,8 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import F, Q
-from django.db.models.functions import Greatest
+from django.db.models import F, Window
+from django.db.models.functions import Greatest, RowNumber
 from django.utils import timezone
 
 from conversations.models import (
@@ -143,17 +143,29 @@ class _Batch:
             for _, conversation_id in links
         }
         customers = {c for c in (_customer_of(m, self.team_address) for m in messages) if c}
-        earliest = min(m.sent_at or self.now for m in messages)
-        wanted = Q(pk__in=linked) if linked else Q(pk__in=[])
         if customers:
-            # Every conversation the subject fallback could pick for any message of the batch.
-            wanted |= Q(
-                inbox=inbox,
-                customer_address__in=customers,
-                last_message_at__gte=earliest - timedelta(days=SUBJECT_FALLBACK_DAYS),
+            # The subject fallback picks among a customer's most recent conversations
+            # since a date: whatever a message's date, those are among the most recent
+            # since the earliest date of the batch.
+            earliest = min(m.sent_at or self.now for m in messages)
+            most_recent_first = Window(
+                RowNumber(),
+                partition_by=F("customer_address"),
+                order_by=F("last_message_at").desc(),
             )
-        if linked or customers:
-            for conversation in Conversation.objects.filter(wanted):
+            for conversation in (
+                Conversation.objects.filter(
+                    inbox=inbox,
+                    customer_address__in=customers,
+                    last_message_at__gte=earliest - timedelta(days=SUBJECT_FALLBACK_DAYS),
+                )
+                .annotate(recency=most_recent_first)
+                .filter(recency__lte=CANDIDATE_LIMIT)
+            ):
+                self._know(conversation)
+        unknown = linked - set(self.conversations)
+        if unknown:
+            for conversation in Conversation.objects.filter(pk__in=unknown):
                 self._know(conversation)
         self._load_people(linked)
 

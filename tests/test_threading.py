@@ -277,6 +277,22 @@ def test_whoever_took_part_in_a_conversation_joined_by_subject_counts_in_the_bat
     assert Conversation.objects.get().message_count == 3
 
 
+def test_the_subject_fallback_looks_at_the_customers_twenty_most_recent_conversations(account):
+    inbox = _mailbox_inbox(account, "Support")
+    old = [
+        _mail(account, f"old-{n}", "carol@c.example.com", minutes_ago=100 - n, subject=f"Topic {n}")
+        for n in range(25)
+    ]
+    thread_into_inbox(inbox, old, backfill=False)
+    assert Conversation.objects.filter(inbox=inbox).count() == 25
+    # Topic 5 is the 20th most recent, Topic 4 the 21st.
+    fifth = _mail(account, "again-5", "carol@c.example.com", minutes_ago=1, subject="Re: Topic 5")
+    fourth = _mail(account, "again-4", "carol@c.example.com", minutes_ago=1, subject="Re: Topic 4")
+    thread_into_inbox(inbox, [fifth, fourth], backfill=False)
+    assert Conversation.objects.get(messages=fifth) == Conversation.objects.get(messages=old[5])
+    assert Conversation.objects.get(messages=fourth).message_count == 1
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_batch_is_filed_exactly_as_one_message_at_a_time(account, seed):
     rng = random.Random(seed)
