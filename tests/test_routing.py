@@ -135,3 +135,50 @@ def test_round_robin_stays_fair_under_concurrent_arrivals(admin, inbox, agents):
         thread.join()
     counts = Counter(C.objects.values_list("assignee__full_name", flat=True))
     assert counts == {"Ada": 10, "Ben": 10, "Cleo": 10}
+
+
+@pytest.mark.django_db
+def test_a_batch_of_new_conversations_takes_turns_in_the_order_mail_arrived(admin, inbox, agents):
+    from conversations.models import RoutingRule
+    from conversations.threading import thread_into_inbox
+    from tests.conversations_factory import make_message
+
+    routing_rule_set(actor=admin, inbox=inbox, mode="round_robin", users=agents)
+    make_conversation(inbox)  # Ada's turn is taken
+    agents[2].is_available = False
+    agents[2].save()
+    batch = [make_message(inbox, sender=f"c{n}@customer.example.com") for n in range(5)]
+    opened = thread_into_inbox(inbox, batch, backfill=False)
+    by_message = {m: Conversation.objects.get(messages=m).assignee.full_name for m in batch}
+    assert [by_message[m] for m in batch] == ["Ben", "Ada", "Ben", "Ada", "Ben"]
+    assert [c.assignee.full_name for c in opened] == ["Ben", "Ada", "Ben", "Ada", "Ben"]
+    assert RoutingRule.objects.get(inbox=inbox).last_assigned == agents[1]
+    events = ConversationEvent.objects.filter(kind="assigned", conversation__in=opened)
+    assert events.count() == 5
+    assert all(e.detail["skipped"] in ([], ["Cleo (away)"]) for e in events)
+
+
+@requires_postgres
+@pytest.mark.django_db
+def test_without_a_rule_new_conversations_lock_nothing(admin, inbox, agents):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations.threading import thread_into_inbox
+    from tests.conversations_factory import make_message
+
+    routing_rule_set(actor=admin, inbox=inbox, mode="none", users=agents)
+    batch = [make_message(inbox, sender=f"c{n}@customer.example.com") for n in range(5)]
+    with CaptureQueriesContext(connection) as queries:
+        assert len(thread_into_inbox(inbox, batch, backfill=False)) == 5
+    sql = " ".join(q["sql"].upper() for q in queries.captured_queries)
+    assert "FOR UPDATE" not in sql and "SAVEPOINT" not in sql
+    assert not Conversation.objects.filter(assignee__isnull=False).exists()
+    # With a rule, the five take turns under one lock of the rule.
+    routing_rule_set(actor=admin, inbox=inbox, mode="round_robin", users=agents)
+    batch = [make_message(inbox, sender=f"d{n}@customer.example.com") for n in range(5)]
+    with CaptureQueriesContext(connection) as queries:
+        thread_into_inbox(inbox, batch, backfill=False)
+    sql = [q["sql"].upper() for q in queries.captured_queries]
+    assert sum("FOR UPDATE" in q for q in sql) == 1
+    assert Conversation.objects.filter(assignee__isnull=False).count() == 5
