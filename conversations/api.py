@@ -374,7 +374,9 @@ class ConversationViewSet(
     http_method_names = ["get", "post", "patch", "head", "options"]
 
     def scoped_queryset(self, user):
-        return conversation_list(user)
+        # The serializer renders the inbox and assignee as ids: no joined user rows
+        # (with their password hashes) or inbox rows.
+        return conversation_list(user).select_related(None)
 
     def get_serializer_class(self):
         return ConversationDetailOutput if self.action == "retrieve" else ConversationOutput

@@ -278,9 +278,13 @@ def note_create(*, actor: User, conversation, text: str):
 
 
 def conversation_mark_read(*, user: User, conversation) -> None:
-
-    ReadState.objects.update_or_create(
-        conversation=conversation, user=user, defaults={"read_at": timezone.now()}
+    """One INSERT ... ON CONFLICT DO UPDATE on every view, instead of a locking
+    SELECT and an UPDATE."""
+    ReadState.objects.bulk_create(
+        [ReadState(conversation_id=conversation.pk, user_id=user.pk, read_at=timezone.now())],
+        update_conflicts=True,
+        unique_fields=["conversation", "user"],
+        update_fields=["read_at"],
     )
 
 

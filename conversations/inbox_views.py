@@ -22,7 +22,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from html import escape
 from urllib.parse import urlencode, urlsplit
@@ -30,8 +30,7 @@ from urllib.parse import urlencode, urlsplit
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import Count, Exists, Max, OuterRef, Q, Subquery
-from django.db.models.functions import Substr
+from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.http import FileResponse, Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -48,6 +47,7 @@ from conversations.email_frame import (
     FRAME_CSS,
     email_frame,
     frame_viewer,
+    linkify,
     rewrite_email,
     token_window,
 )
@@ -65,6 +65,8 @@ from conversations.models import (
 from conversations.selectors import (
     conversation_detail,
     conversation_list,
+    conversations_down_to,
+    conversations_older_than,
     conversations_visible_to,
     inboxes_visible_to,
 )
@@ -94,7 +96,7 @@ SAFE_IMAGE_TYPES = {
 }
 
 
-# --- The list's state: view, inbox, search --------------------------------------------------------
+# --- The list's state: view, inbox, search, keyset cursors ---------------------------------------
 
 
 @dataclass
@@ -102,7 +104,11 @@ class ListState:
     view: str = DEFAULT_VIEW
     inbox: Inbox | None = None
     q: str = ""
-    limit: int = PAGE_SIZE
+    # The list starts after this row ("Show more" without JavaScript pages this way).
+    after: str = ""
+    # A poll of the list's first page once pages were appended below it: refresh the
+    # rows down to this one (the first appended page starts right after it).
+    upto: str = ""
     images: bool = False
 
     def params(self, **changes) -> dict[str, str]:
@@ -110,7 +116,7 @@ class ListState:
             "view": self.view,
             "inbox": str(self.inbox.pk) if self.inbox else "",
             "q": self.q,
-            "n": str(self.limit) if self.limit != PAGE_SIZE else "",
+            "after": self.after,
         }
         values.update(changes)
         if values["view"] == DEFAULT_VIEW:
@@ -136,20 +142,19 @@ def _list_state(request) -> ListState:
 def _state_from(user, data) -> ListState:
     inbox = None
     if data.get("inbox"):
-        inbox = get_object_or_404(inboxes_visible_to(user), pk=_uuid_or_404(data["inbox"]))
+        visible = inboxes_visible_to(user).select_related(None).prefetch_related(None)
+        inbox = get_object_or_404(visible, pk=_uuid_or_404(data["inbox"]))
+    # Every appended page names its start; the first one's is where the first page ends.
+    upto = (data.getlist("upto") or [""])[0]
     view = data.get("view") or ("open" if inbox else DEFAULT_VIEW)
     if view not in VIEW_NAMES:
         view = DEFAULT_VIEW
-    try:
-        limit = int(data.get("n") or PAGE_SIZE)
-    except ValueError:
-        limit = PAGE_SIZE
-    limit = min(max(limit, PAGE_SIZE), MAX_ROWS)
     return ListState(
         view=view,
         inbox=inbox,
         q=" ".join((data.get("q") or "").split())[:200],
-        limit=limit,
+        after=data.get("after", "") if _cursor_key(data.get("after", "")) else "",
+        upto=upto if _cursor_key(upto) else "",
         images=data.get("images") == "1",
     )
 
@@ -159,6 +164,26 @@ def _uuid_or_404(value) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise Http404("Unknown id.") from None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _cursor(row: Conversation) -> str:
+    """A row's place in the list (last_message_at, id), exact to the microsecond."""
+    moment = row.last_message_at
+    stamp = "-" if moment is None else str((moment - _EPOCH) // _MICROSECOND)
+    return f"{stamp}.{row.pk.hex}"
+
+
+def _cursor_key(value: str) -> tuple[datetime | None, uuid.UUID] | None:
+    stamp, _, pk = (value or "").partition(".")
+    try:
+        moment = None if stamp == "-" else _EPOCH + int(stamp) * _MICROSECOND
+        return moment, uuid.UUID(hex=pk)
+    except (ValueError, OverflowError):
+        return None
 
 
 # --- Time labels ------------------------------------------------------------------------------------
@@ -188,17 +213,33 @@ def _full_time(moment: datetime | None) -> str:
 
 
 def _nav(user, state: ListState) -> dict:
-    visible = conversations_visible_to(user).order_by()
-    is_open = Q(status="open")
-    counts = visible.aggregate(
-        unassigned=Count("pk", filter=is_open & Q(assignee__isnull=True)),
-        mine=Count("pk", filter=is_open & Q(assignee=user)),
-        open=Count("pk", filter=is_open),
-        closed=Count("pk", filter=Q(status="closed")),
+    """Open conversations only, counted per inbox in one query (an index-only scan of
+    conv_nav_counts); the views' totals are sums. "Closed" shows no number: counting
+    the closed majority of the table was most of the cost of every poll."""
+    inboxes = list(
+        inboxes_visible_to(user)
+        .select_related(None)
+        .prefetch_related(None)
+        .only("pk", "name")
+        .order_by("name")
     )
-    per_inbox = dict(
-        visible.filter(is_open).values("inbox").annotate(n=Count("pk")).values_list("inbox", "n")
-    )
+    per_inbox = {
+        row["inbox"]: row
+        for row in Conversation.objects.filter(
+            account_id=user.account_id, status="open", inbox__in=[inbox.pk for inbox in inboxes]
+        )
+        .order_by()
+        .values("inbox")
+        .annotate(
+            open=Count("inbox"),
+            unassigned=Count("inbox", filter=Q(assignee__isnull=True)),
+            mine=Count("inbox", filter=Q(assignee=user)),
+        )
+    }
+    counts = {
+        key: sum(row[key] for row in per_inbox.values()) for key in ("unassigned", "mine", "open")
+    }
+    counts["closed"] = None
     views = [
         {
             "key": key,
@@ -209,87 +250,152 @@ def _nav(user, state: ListState) -> dict:
         }
         for key, name in VIEWS
     ]
-    inboxes = [
+    inbox_entries = [
         {
             "pk": inbox.pk,
             "name": inbox.name,
-            "count": per_inbox.get(inbox.pk, 0),
+            "count": per_inbox.get(inbox.pk, {}).get("open", 0),
             "url": "?" + ListState(view="open", inbox=inbox).query(),
             "active": state.inbox is not None and state.inbox.pk == inbox.pk,
         }
-        for inbox in inboxes_visible_to(user).order_by("name")
+        for inbox in inboxes
     ]
-    return {"views": views, "inboxes": inboxes}
+    return {"views": views, "inboxes": inbox_entries}
 
 
 # --- The middle pane: the conversation list ---------------------------------------------------------
 
+ROW_FIELDS = (
+    "id",
+    "subject",
+    "status",
+    "customer_address",
+    "customer_name",
+    "snippet",
+    "last_message_at",
+    "message_count",
+    "inbox",
+    "inbox__name",
+    "assignee",
+    "assignee__full_name",
+    "assignee__email",
+)
+
 
 def _rows(user, state: ListState) -> tuple[list[Conversation], bool]:
-    """One query whatever the number of rows: the customer's name and the latest
-    message's first words come from subqueries."""
-    in_thread = Message.objects.filter(conversationmessage__conversation=OuterRef("pk"))
+    """One query whatever the number of rows or how deep the page is: a keyset
+    cursor (``after``) starts the scan at its row, the customer's name and the
+    snippet are stored on the conversation.
+
+    Without ``upto``: a page of PAGE_SIZE rows. With it (the first page's poll once
+    pages were appended below): every row down to that one, so that no row falls
+    into a gap between the first page and the appended ones."""
     conversations = conversation_list(
         user,
         view="" if state.q else state.view,
         inbox=state.inbox,
         search=state.q,
-    ).annotate(
-        customer_name=Subquery(
-            in_thread.filter(direction=Direction.INBOUND)
-            .exclude(from_name="")
-            .order_by("sent_at", "created_at")
-            .values("from_name")[:1]
-        ),
-        snippet=Subquery(
-            in_thread.order_by("-sent_at", "-created_at")
-            .annotate(start=Substr("text", 1, 160))
-            .values("start")[:1]
-        ),
-    )
-    rows = list(conversations[: state.limit + 1])
-    more = len(rows) > state.limit
-    rows = rows[: state.limit]
-    now = timezone.now()
+    ).only(*ROW_FIELDS)
+    if state.after:
+        conversations = conversations_older_than(conversations, *_cursor_key(state.after))
+    limit = PAGE_SIZE
+    if state.upto:
+        conversations = conversations_down_to(conversations, *_cursor_key(state.upto))
+        limit = MAX_ROWS
+    rows = list(conversations[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    now = timezone.localtime()
     for row in rows:
-        row.when = _when(row.last_message_at, now)
-        row.when_full = _full_time(row.last_message_at)
-        row.snippet_text = " ".join((row.snippet or "").split())[:140]
+        moment = timezone.localtime(row.last_message_at) if row.last_message_at else None
+        row.url = reverse("inbox-conversation", args=[row.pk])
+        row.iso = moment.isoformat() if moment else ""
+        row.when = _when(moment, now)
+        row.when_full = _full_time(moment)
+        row.customer = row.customer_name or row.customer_address or "(unknown sender)"
+        row.snippet_text = row.snippet[:140]
     return rows, more
 
 
+def _row_data(row: Conversation) -> tuple:
+    """Everything a row shows, for the list's version."""
+    return (
+        row.pk,
+        row.last_message_at,
+        row.status,
+        row.is_read,
+        row.subject,
+        row.customer,
+        row.snippet_text,
+        row.message_count,
+        row.inbox_id,
+        row.inbox.name,
+        row.assignee_id,
+        row.assignee.display_name if row.assignee else "",
+    )
+
+
 def _list_context(request, state: ListState) -> dict:
+    """The list's first page (or, with ``upto``, its rows down to the appended pages)
+    and the left pane, with a version of what they show: the poll compares versions
+    before anything is rendered."""
     rows, more = _rows(request.user, state)
+    # With upto there are appended pages, which carry "Show more": the same version as
+    # the first page had when "Show more" was clicked, so an unchanged poll stays 204.
+    more = True if state.upto else more
+    nav = _nav(request.user, state)
+    version_data = [
+        state.query(),
+        timezone.localdate(),  # the time labels change at midnight
+        request.user.is_admin,
+        more,
+        [_row_data(row) for row in rows],
+        [(view["key"], view["count"]) for view in nav["views"]],
+        [(entry["pk"], entry["name"], entry["count"]) for entry in nav["inboxes"]],
+    ]
     return {
         "state": state,
         "rows": rows,
-        "more": more,
-        "more_query": state.query(n=str(min(state.limit + PAGE_SIZE, MAX_ROWS))),
+        "more": more and not state.upto,
+        "more_query": state.query(after=_cursor(rows[-1])) if rows else "",
+        "row_query": state.query(),
         "chips": [
             {
                 "key": key,
                 "name": name,
-                "query": state.query(view=key, q="", n=""),
+                "query": state.query(view=key, q="", after=""),
                 "active": not state.q and state.view == key,
             }
             for key, name in VIEWS
         ],
+        "nav": nav,
+        "version": hashlib.sha256(repr(version_data).encode()).hexdigest()[:16],
         "poll": POLL,
     }
 
 
-def _render_list(request, state: ListState) -> tuple[str, str, str]:
-    """The list and the left pane, and a version of both for the polling. (The open
-    conversation's row is marked by inbox.js, so the version does not depend on it.)"""
-    context = _list_context(request, state)
-    rows_html = render_to_string("inbox/_rows.html", context, request=request)
-    nav_html = render_to_string(
-        "inbox/_nav.html", {"nav": _nav(request.user, state), "state": state}, request=request
-    )
-    version = hashlib.sha256((rows_html + nav_html).encode()).hexdigest()[:16]
-    context.update({"rows_html": mark_safe(rows_html), "version": version})  # noqa: S308
-    list_html = render_to_string("inbox/_list.html", context, request=request)
-    return list_html, nav_html, version
+def _render_list(request, context: dict, template: str = "inbox/_list.html") -> tuple[str, str]:
+    """The list (whole, or its polled first page) and the left pane."""
+    list_html = render_to_string(template, context, request=request)
+    nav_html = render_to_string("inbox/_nav.html", context, request=request)
+    return list_html, nav_html
+
+
+def _next_page(request, state: ListState) -> HttpResponse:
+    """ "Show more": the page of rows after ``state.after``, appended below the list by
+    htmx, and the next "Show more" out of band. Its cost does not depend on depth."""
+    rows, more = _rows(request.user, state)
+    context = {
+        "state": state,
+        "rows": rows,
+        "more": more,
+        "more_query": state.query(after=_cursor(rows[-1])) if rows else "",
+        "row_query": state.query(),
+        "oob": True,
+    }
+    response = render(request, "inbox/_page_rows.html", context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
 
 
 _QUOTE_INTRO = re.compile(r"(wrote|schreef|schrieb|a écrit|escribió)\s*:\s*$", re.IGNORECASE)
@@ -409,15 +515,13 @@ def _message_item(message: Message, *, user, remote: bool) -> dict:
         "outbound": message.direction == Direction.OUTBOUND,
         "blocked": 0,
     }
-    try:
-        item["delivery"] = message.outbox
-    except OutboxItem.DoesNotExist:
-        item["delivery"] = None
+    item["delivery"] = _outbox_of(message)
     if message.html:
         item["frame"] = email_frame(message, user=user, remote=remote)
         item["blocked"] = item["frame"]["blocked"]
     else:
-        item["body"], item["quoted"] = _split_quote(message.text)
+        body, quoted = _split_quote(message.text)
+        item["body_html"], item["quoted_html"] = linkify(body), linkify(quoted) if quoted else ""
     return item
 
 
@@ -464,26 +568,54 @@ def _shown_inline(attachment: Attachment, message: Message) -> bool:
     )
 
 
+_VERSION_ROW = (
+    "status",
+    "assignee_id",
+    "message_count",
+    "last_message_at",
+    "updated_at",
+    "subject",
+)
+
+
 def _thread_version(conversation: Conversation, state: ListState) -> str:
-    """Changes whenever anything the thread or its header shows changes."""
+    """Changes whenever anything the thread or its header shows changes (the poll's
+    check, from four small queries)."""
     pk = conversation.pk
-    row = Conversation.objects.filter(pk=pk).values_list(
-        "status", "assignee_id", "message_count", "last_message_at", "updated_at", "subject"
-    )
+    row = Conversation.objects.filter(pk=pk).values_list(*_VERSION_ROW)
     outbox = OutboxItem.objects.filter(message__conversationmessage__conversation_id=pk)
     notes = Note.objects.filter(conversation_id=pk).aggregate(n=Count("pk"), last=Max("created_at"))
     events = ConversationEvent.objects.filter(conversation_id=pk).aggregate(
         n=Count("pk"), last=Max("id")
     )
+    data = [list(row), sorted(outbox.values_list("pk", "state", "detail")), notes, events]
+    return _version_of(data, state)
+
+
+def _loaded_thread_version(detail: Conversation, state: ListState) -> str:
+    """_thread_version from what conversation_detail loaded already (no query)."""
+    outbox = [m.outbox for m in detail.thread if _outbox_of(m) is not None]
+    notes = list(detail.notes.all())
+    events = list(detail.events.all())
     data = [
-        list(row),
-        sorted(outbox.values_list("pk", "state", "detail")),
-        notes,
-        events,
-        token_window(),
-        state.images,
+        [tuple(getattr(detail, field) for field in _VERSION_ROW)],
+        sorted((item.pk, item.state, item.detail) for item in outbox),
+        {"n": len(notes), "last": max((note.created_at for note in notes), default=None)},
+        {"n": len(events), "last": max((event.id for event in events), default=None)},
     ]
+    return _version_of(data, state)
+
+
+def _version_of(data: list, state: ListState) -> str:
+    data += [token_window(), state.images]
     return hashlib.sha256(repr(data).encode()).hexdigest()[:16]
+
+
+def _outbox_of(message: Message) -> OutboxItem | None:
+    try:
+        return message.outbox
+    except OutboxItem.DoesNotExist:
+        return None
 
 
 def _reply_preview(conversation: Conversation) -> dict:
@@ -532,7 +664,7 @@ def _conversation_context(request, conversation: Conversation, state: ListState)
         "images_query": state.query(images="1"),
         "next": reverse("inbox-conversation", args=[detail.pk]) + "?" + page_query,
         "thread_query": page_query,
-        "version": _thread_version(detail, state),
+        "version": _loaded_thread_version(detail, state),
         "assignable": _assignable(detail, request.user),
         "reply": _reply_preview(detail),
         "from_line": (
@@ -573,7 +705,7 @@ def _login_required(view):
 
 
 def _page(request, state: ListState, conversation: Conversation | None = None):
-    list_html, nav_html, _version = _render_list(request, state)
+    list_html, nav_html = _render_list(request, _list_context(request, state))
     context = {
         "section": "inbox",
         "state": state,
@@ -610,16 +742,23 @@ def inbox(request):
 @_login_required
 @require_GET
 def inbox_list(request):
-    """The list (and the left pane's counts, out of band); 204 when nothing changed
-    since the version the poller holds."""
+    """The list (and the left pane's counts, out of band). A poll (``v``) gets 204
+    when nothing it shows changed, decided before anything is rendered, else only
+    the first page; ``after`` (htmx) is "Show more": the next page only."""
     state = _list_state(request)
-    list_html, nav_html, version = _render_list(request, state)
-    if request.GET.get("v") == version:
+    polled = request.GET.get("v")
+    if state.after and not polled and request.htmx:
+        return _next_page(request, state)
+    context = _list_context(request, state)
+    if polled and polled == context["version"]:
         return HttpResponse(status=204)
-    nav_oob = nav_html.replace('id="inbox-nav"', 'id="inbox-nav" hx-swap-oob="true"', 1)
-    response = HttpResponse(list_html + nav_oob)
-    if not request.GET.get("v"):
-        # A search or a "show more": keep the address bar in step with what is shown.
+    context.update(oob=True, polled=bool(polled))
+    list_html, nav_html = _render_list(
+        request, context, "inbox/_list_top.html" if polled else "inbox/_list.html"
+    )
+    response = HttpResponse(list_html + nav_html)
+    if not polled:
+        # A search: keep the address bar in step with what is shown.
         response["HX-Replace-Url"] = reverse("inbox") + (
             "?" + state.query() if state.query() else ""
         )

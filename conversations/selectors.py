@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.db import connection
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from conversations.models import (
@@ -71,6 +74,48 @@ def conversation_list(
     return conversations.annotate(is_read=Exists(read)).order_by("-last_message_at", "-id")
 
 
+def conversations_older_than(
+    conversations: QuerySet[Conversation], last_message_at: datetime | None, pk
+) -> QuerySet[Conversation]:
+    """The rows after (last_message_at, pk) in the list's order, newest first: a
+    keyset cursor. ``last_message_at <= t`` is the index range, so the scan starts
+    at the cursor however deep it is; the OR only settles ties on t."""
+    if last_message_at is None:
+        tie = Q(last_message_at__isnull=True, pk__lt=pk)
+        return conversations.filter(
+            tie | Q(last_message_at__isnull=False) if _nulls_first() else tie
+        )
+    older = Q(last_message_at__lte=last_message_at) & (
+        Q(last_message_at__lt=last_message_at) | Q(pk__lt=pk)
+    )
+    return conversations.filter(
+        older if _nulls_first() else older | Q(last_message_at__isnull=True)
+    )
+
+
+def conversations_down_to(
+    conversations: QuerySet[Conversation], last_message_at: datetime | None, pk
+) -> QuerySet[Conversation]:
+    """The rows from the top of the list down to (last_message_at, pk), included."""
+    if last_message_at is None:
+        tie = Q(last_message_at__isnull=True, pk__gte=pk)
+        return conversations.filter(
+            tie if _nulls_first() else tie | Q(last_message_at__isnull=False)
+        )
+    newer = Q(last_message_at__gte=last_message_at) & (
+        Q(last_message_at__gt=last_message_at) | Q(pk__gte=pk)
+    )
+    return conversations.filter(
+        newer | Q(last_message_at__isnull=True) if _nulls_first() else newer
+    )
+
+
+def _nulls_first() -> bool:
+    """ "-last_message_at" puts a NULL first where NULL sorts as the largest value
+    (PostgreSQL) and last elsewhere (SQLite)."""
+    return connection.features.nulls_order_largest
+
+
 def search_conversations(
     conversations: QuerySet[Conversation], text: str
 ) -> QuerySet[Conversation]:
@@ -93,7 +138,7 @@ def conversation_detail(conversation: Conversation) -> Conversation:
     """The conversation with its whole thread, notes and events, in a fixed number
     of queries however long the thread is."""
     detailed = (
-        Conversation.objects.select_related("inbox", "assignee")
+        Conversation.objects.select_related("inbox__mailbox", "assignee")
         .prefetch_related(
             Prefetch(
                 "notes",

@@ -353,3 +353,44 @@ def test_keyboard_help_search_notes_and_assignment(pages, member, other_member, 
     assert printer.assignee == member
     assert ConversationEvent.objects.filter(conversation=printer).count() == 2
     pages.screenshot(page, "inbox-note")
+
+
+def test_show_more_appends_pages_that_the_poll_keeps(pages, member, account, monkeypatch):
+    from conversations import inbox_views
+    from conversations.threading import thread_into_inbox
+    from tests.conversations_factory import make_message
+
+    monkeypatch.setattr(inbox_views, "PAGE_SIZE", 3)  # the live server runs in this process
+    inbox = team_inbox(account)
+    made = [make_conversation(inbox, subject=f"Case {n}") for n in range(8)]
+    page = open_inbox(pages, member, "?view=open")
+    expect(rows(page)).to_have_count(3)
+
+    # "Show more" appends the next page only; the address stays the list's
+    page.get_by_role("link", name="Show more").click()
+    expect(rows(page)).to_have_count(6)
+    page.get_by_role("link", name="Show more").click()
+    expect(rows(page)).to_have_count(8)
+    expect(page.get_by_role("link", name="Show more")).to_have_count(0)
+    expect(rows(page).last).to_contain_text("Case 0")
+    expect(page).to_have_url(f"{pages.base_url}/inbox/?view=open")
+    # j walks on into the appended rows
+    for _ in range(5):
+        page.locator("body").press("j")
+    expect(rows(page).nth(4)).to_have_class(re.compile(r"\bselected\b"))
+
+    # New mail: the poll refreshes the first page and keeps what was appended
+    make_conversation(inbox, subject="Brand new")
+    expect(rows(page).first).to_contain_text("Brand new", timeout=LIVE_MS)
+    expect(rows(page)).to_have_count(9)
+
+    # An answer to the oldest conversation moves it to the top, shown once
+    first = made[0].messages.get()
+    answer = make_message(
+        inbox, subject="Re: Case 0", in_reply_to=first.message_id, references=[first.message_id]
+    )
+    thread_into_inbox(inbox, [answer], backfill=False)
+    expect(rows(page).first).to_contain_text("Case 0", timeout=LIVE_MS)
+    expect(page.locator(f'#conv-list .row[data-id="{made[0].pk}"]')).to_have_count(1)
+    expect(rows(page)).to_have_count(9)
+    pages.screenshot(page, "inbox-show-more")

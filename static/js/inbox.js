@@ -38,6 +38,16 @@
     }
   }
 
+  // "Show more" appends pages below the polled first page. A conversation that moved
+  // up into the first page since (new mail) is shown there: drop its stale copy below.
+  function dropDuplicateRows() {
+    const seen = new Set();
+    for (const row of rows()) {
+      if (seen.has(row.dataset.id)) row.remove();
+      else seen.add(row.dataset.id);
+    }
+  }
+
   function select(row, focus) {
     if (!row) return;
     selectedId = row.dataset.id;
@@ -185,7 +195,7 @@
 
   document.addEventListener("htmx:beforeSwap", (event) => {
     const target = event.detail.target;
-    if (target && target.id === "conv-list") {
+    if (target && (target.id === "conv-list" || target.id === "list-top")) {
       listHadFocus = target.contains(document.activeElement);
     }
   });
@@ -194,6 +204,7 @@
     const target = event.detail.elt;
     localTimes(document);
     revealJsOnly(document);
+    dropDuplicateRows();
     markRows();
     if (listHadFocus) {
       listHadFocus = false;
