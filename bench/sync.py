@@ -19,6 +19,14 @@ in a fresh interpreter so that peak memory is that process's own:
    in the inbox.
 
 --profile runs the sync under cProfile and prints the hot spots.
+
+--provider gmail|microsoft runs the same against the fake Google or Microsoft
+of tests/fakes (in a process of their own, loaded with the same N messages):
+the team mailbox is connected with OAuth through the product's sign-in code, the
+baseline is a bare loop with the client library the product uses
+(google-api-python-client: messages.list + batched messages.get format=raw;
+requests: a delta round + GET $value, 4 in flight), and "100 new" is one sync
+through Gmail's history / Graph's deltaLink (no push: the fakes have none).
 See bench/README.md for the figures.
 """
 
