@@ -265,6 +265,9 @@ def test_list_queries_do_not_grow_with_rows(
     with CaptureQueriesContext(connection) as queries:
         assert member_api.get("/api/v1/conversations/").status_code == 200
     assert len(queries) <= 6, [q["sql"] for q in queries]
+    # Inbox and assignee are rendered as ids: no user rows (password hashes) joined in.
+    [listing] = [q["sql"] for q in queries if "conversations_conversation" in q["sql"]]
+    assert "accounts_user" not in listing and 'conversations_inbox"."name' not in listing
 
 
 @pytest.mark.parametrize("messages", [2, 25])
