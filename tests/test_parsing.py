@@ -431,6 +431,30 @@ def test_single_xss_payloads_are_neutralised(markup: str):
     assert not re.search(r"<[^>]*(alert\(|evil\.example)", parsed.html), parsed.html
 
 
+@pytest.mark.parametrize(
+    ("style", "kept"),
+    [
+        ("color: red; font-size: 14px", "color:red;font-size:14px"),
+        ("color: RGB(1, 2, 3); width: 10px", "color:RGB(1, 2, 3);width:10px"),
+        ("color: red; width: calc(100% - 1px)", "color:red"),
+        ("color: red; background-color: URL(x)", "color:red"),
+        ("width: EXPRESSION(1); color: blue", "color:blue"),
+        ("font-family: a\\62 c; color: blue", "color:blue"),
+        ("color: red /* x */; color: blue", "color:blue"),
+        ("font-family: x@y; color: blue", "color:blue"),
+        ("font-family: Sc&#x72;ipt; color: blue", "color:blue"),
+    ],
+)
+def test_style_declarations_with_a_forbidden_token_or_function_are_dropped_one_by_one(
+    style: str, kept: str
+):
+    from inboxes.parsing import sanitise_html
+
+    html = sanitise_html(f'<p style="{style}">x</p>')
+
+    assert html == f'<p style="{kept}">x</p>'
+
+
 def test_a_remote_tracking_pixel_is_kept_but_flagged():
     parsed = parse_file("tracking_pixel")
 
