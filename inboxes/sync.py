@@ -9,17 +9,22 @@ worker may take over and resume from the committed cursor.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.services import audit_record
-from conversations.models import Inbox
+from conversations.models import Conversation, ConversationMessage, Inbox, Message
 from inboxes.ingest import ingest_batch
 from inboxes.models import (
     FolderRole,
@@ -28,14 +33,24 @@ from inboxes.models import (
     MailboxKind,
     MailboxMessage,
     MailboxStatus,
+    Provider,
     SyncState,
 )
 from inboxes.providers import open_session
-from inboxes.providers.base import FolderSpec, MailSession, ProviderError
+from inboxes.providers.base import FolderSpec, MailSession, ProviderError, RawMessage
 
 log = logging.getLogger(__name__)
 
+# An ingest batch: at most this many messages or about this many bytes (a bigger
+# message comes alone), whatever the provider's own fetch batches are. The peak
+# memory of a sync follows the bytes of its biggest batch, not the mailbox.
 INGEST_BATCH = 100
+INGEST_BATCH_BYTES = 4 * 1024 * 1024
+# Keys looked up in the ledger at a time (which of them are stored already).
+LEDGER_CHUNK = 1000
+# After this many messages of a first import, refresh the planner's statistics.
+ANALYZE_AFTER = (1_000, 10_000)
+ANALYZED_MODELS = (Message, ConversationMessage, Conversation, MailboxMessage)
 
 
 @dataclass
@@ -135,7 +150,7 @@ def mailbox_sync(mailbox_id) -> SyncResult:
     Mailbox.objects.filter(pk=mailbox_id).update(sync_requested=False)
     result = SyncResult(str(mailbox_id), ran=True)
     try:
-        with open_session(mailbox) as session:
+        with _session(mailbox) as session:
             for spec in session.folders():
                 count = _sync_folder(session, mailbox, spec, token)
                 result.folders[spec.role] = count
@@ -149,6 +164,16 @@ def mailbox_sync(mailbox_id) -> SyncResult:
     if Mailbox.objects.filter(pk=mailbox_id, sync_requested=True).exists():
         schedule_sync(mailbox_id)  # someone asked while this sync ran
     return result
+
+
+def _session(mailbox: Mailbox):
+    """The provider's session; for IMAP the IDLE watcher's own when it triggered this
+    sync in its process (inboxes/watch.py), saving a login."""
+    if mailbox.provider == Provider.IMAP:
+        from inboxes.providers.imap import sync_session
+
+        return sync_session(mailbox)
+    return open_session(mailbox)
 
 
 def _folder_for(mailbox: Mailbox, spec: FolderSpec) -> MailboxFolder:
@@ -210,28 +235,40 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
             sync_state=SyncState.RUNNING, sync_done=0, sync_total=len(changes.keys)
         )
     imported = 0
-    batches = [
-        (changes.keys[start : min(start + INGEST_BATCH, end)], is_history)
-        for begin, end, is_history in ((0, history, True), (history, len(changes.keys), False))
-        for start in range(begin, end, INGEST_BATCH)
-    ]
-    for batch, is_history in batches:
-        known = set(
-            MailboxMessage.objects.filter(folder=folder, provider_key__in=batch).values_list(
-                "provider_key", flat=True
+    for begin, end, is_history in ((0, history, True), (history, len(changes.keys), False)):
+        for start in range(begin, end, LEDGER_CHUNK):
+            chunk = changes.keys[start : min(start + LEDGER_CHUNK, end)]
+            known = set(
+                MailboxMessage.objects.filter(folder=folder, provider_key__in=chunk).values_list(
+                    "provider_key", flat=True
+                )
             )
-        )
-        wanted = [key for key in batch if key not in known]
-        raws = list(session.fetch(spec, wanted)) if wanted else []
-        cursor = changes.cursor_after(batch[-1], cursor)
-        if is_history and batch[-1] != history_through:
-            cursor = {**cursor, HISTORY_MARK: history_through}
-        ingest_batch(mailbox=mailbox, folder=folder, raws=raws, cursor=cursor, backfill=is_history)
-        if known:
-            Mailbox.objects.filter(pk=mailbox.pk).update(sync_done=F("sync_done") + len(known))
-        imported += len(raws)
-        if not lease_renew(mailbox.pk, token):
-            raise LeaseLost(str(mailbox.pk))
+            wanted = [key for key in chunk if key not in known]
+            through = None  # the last key of the chunk the stored cursor covers
+            # closing(): a failure mid-chunk stops the fetching before the session goes
+            with contextlib.closing(_fetch_batches(session, spec, wanted)) as batches:
+                for raws in batches:
+                    through = raws[-1].key
+                    _ingest(
+                        mailbox, folder, changes, raws, through, cursor, is_history, history_through
+                    )
+                    cursor = folder.cursor
+                    count = len(raws)
+                    del raws  # this batch's bytes may go before the next one arrives
+                    if backfill and any(imported < n <= imported + count for n in ANALYZE_AFTER):
+                        tables_analyze()
+                    imported += count
+                    if not lease_renew(mailbox.pk, token):
+                        raise LeaseLost(str(mailbox.pk))
+            if through != chunk[-1]:
+                # Known (or meanwhile expunged) keys at the end of the chunk: move the
+                # cursor past them too.
+                _ingest(
+                    mailbox, folder, changes, [], chunk[-1], cursor, is_history, history_through
+                )
+                cursor = folder.cursor
+            if known:
+                Mailbox.objects.filter(pk=mailbox.pk).update(sync_done=F("sync_done") + len(known))
     MailboxFolder.objects.filter(pk=folder.pk).update(
         cursor=changes.cursor,
         server_count=changes.server_count,
@@ -239,6 +276,99 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
         updated_at=timezone.now(),
     )
     return imported
+
+
+def _ingest(mailbox, folder, changes, raws, last, cursor, is_history, history_through) -> None:
+    """Store one batch and move the cursor past ``last``, a key of ``changes``."""
+    cursor = changes.cursor_after(last, cursor)
+    if is_history and last != history_through:
+        cursor = {**cursor, HISTORY_MARK: history_through}
+    ingest_batch(mailbox=mailbox, folder=folder, raws=raws, cursor=cursor, backfill=is_history)
+
+
+# While one batch is ingested (parse, files, database), the next one is fetched:
+# the two overlap instead of taking turns. At most two batches are in memory.
+PREFETCH = True
+
+
+def _prefetched(batches: Iterator[list]) -> Iterator[list]:
+    """``batches`` read one step ahead by a helper thread, in order, errors included.
+
+    The thread is the only user of the provider's connection while this runs; it
+    never fetches more than one batch ahead, and closing this generator (the
+    consumer stops, or fails) waits for its current round trip to end."""
+    ready: queue.Queue = queue.Queue()
+    slot = threading.Semaphore(1)  # fetch the next batch only once the last one was taken
+    stop = threading.Event()
+    done = object()
+
+    def run() -> None:
+        try:
+            while True:
+                while not slot.acquire(timeout=0.2):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                batch = next(batches, done)
+                ready.put(batch)
+                if batch is done:
+                    return
+        except BaseException as exc:  # handed over to the consumer, in order
+            ready.put(exc)
+
+    thread = threading.Thread(target=run, name="sync-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            slot.release()
+            yield item
+            del item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _fetch_batches(session: MailSession, spec: FolderSpec, keys: list[str]) -> Iterator[list]:
+    """The messages of ``keys`` in batches bounded by count and bytes, each one as it
+    arrives (a message bigger than the bound comes alone)."""
+    if not keys:
+        return
+    by_round_trip = getattr(session, "fetch_batches", None)
+    if by_round_trip is not None:  # IMAP: its round trips have the same bounds
+        batches = by_round_trip(spec, keys)
+        yield from _prefetched(batches) if PREFETCH else batches
+        return
+    batch: list[RawMessage] = []
+    size = 0
+    for raw in session.fetch(spec, keys):
+        if batch and (len(batch) >= INGEST_BATCH or size + len(raw.raw) > INGEST_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(raw)
+        size += len(raw.raw)
+    if batch:
+        yield batch
+
+
+def tables_analyze() -> None:
+    """Fresh planner statistics for the tables a first import fills.
+
+    They grow from empty inside one sync, and until autovacuum gets to them the
+    planner plans for empty tables (e.g. a hash join over every link of the inbox
+    per threaded message instead of an index lookup): cost per message then grows
+    with the mailbox. PostgreSQL only; other databases plan differently."""
+    if connection.vendor != "postgresql":
+        return
+    tables = [model._meta.db_table for model in ANALYZED_MODELS]
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
 
 
 def _record_success(mailbox: Mailbox) -> None:
@@ -298,7 +428,7 @@ def mailbox_reconcile(mailbox_id) -> ReconcileResult:
         return ReconcileResult(str(mailbox_id), ran=False, reason="another worker is syncing it")
     result = ReconcileResult(str(mailbox_id), ran=True)
     try:
-        with open_session(mailbox) as session:
+        with _session(mailbox) as session:
             for spec in session.folders():
                 folder = _folder_for(mailbox, spec)
                 if not folder.cursor:
@@ -335,8 +465,7 @@ def _reconcile_folder(
     server_keys = session.keys_since(spec, folder.backfill_from)
     missing = _missing_keys(folder, server_keys)
     before = len(missing)
-    for start in range(0, len(missing), INGEST_BATCH):
-        raws = list(session.fetch(spec, missing[start : start + INGEST_BATCH]))
+    for raws in _fetch_batches(session, spec, missing):
         ingest_batch(
             mailbox=mailbox, folder=folder, raws=raws, cursor=folder.cursor, backfill=False
         )

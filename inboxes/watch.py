@@ -3,6 +3,8 @@
 ``manage.py watch_mailboxes`` runs this beside the workers. IDLE is only a
 trigger (the sync decides what is new from its cursor), so a missed push costs
 at most one poll interval (SYNC_POLL_SECONDS, run by beat), never a message.
+While ``on_change`` runs, the watcher's logged-in connection is lent to a sync
+of the mailbox in this process (``--sync-here``): a push then costs no login.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from django.db import close_old_connections
 
 from inboxes.models import FolderRole, Mailbox, Provider
 from inboxes.providers.base import FolderSpec, ProviderError
-from inboxes.providers.imap import ImapSession
+from inboxes.providers.imap import ImapSession, lent_to_syncs
 from inboxes.sync import mailbox_syncable, mailboxes_due
 
 log = logging.getLogger(__name__)
@@ -43,13 +45,17 @@ def watch_mailbox(mailbox_id, on_change: Callable[[str], None], stop: threading.
                 if not session.supports_idle():
                     log.info("mailbox %s: no IDLE, the poll covers it", mailbox_id)
                     return
-                on_change(str(mailbox_id))  # catch up on what came while not watching
+                with lent_to_syncs(session):
+                    on_change(str(mailbox_id))  # catch up on what came while not watching
                 started = time.monotonic()
                 while (
-                    not stop.is_set() and time.monotonic() - started < settings.IDLE_RENEW_SECONDS
+                    not stop.is_set()
+                    and session.client is not None  # (a sync over it failed: log in anew)
+                    and time.monotonic() - started < settings.IDLE_RENEW_SECONDS
                 ):
                     if session.wait_for_change(inbox, IDLE_SLICE_SECONDS):
-                        on_change(str(mailbox_id))
+                        with lent_to_syncs(session):
+                            on_change(str(mailbox_id))
                     if not _still_watched(mailbox_id):
                         return
         except ProviderError as exc:

@@ -13,6 +13,7 @@ import imaplib
 import smtplib
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
@@ -33,9 +34,11 @@ from inboxes.providers.base import (
 )
 
 # Fetch at most this many messages, or about this many bytes, per round trip:
-# bounded memory whatever the mailbox holds.
-FETCH_BATCH_MESSAGES = 200
-FETCH_BATCH_BYTES = 16 * 1024 * 1024
+# bounded memory whatever the mailbox holds (a bigger message comes alone). The
+# sync ingests batches of the same bounds (inboxes/sync.py), so each round trip
+# is one ingest batch.
+FETCH_BATCH_MESSAGES = 100
+FETCH_BATCH_BYTES = 4 * 1024 * 1024
 SENT_FOLDER_FALLBACKS = ("Sent", "Sent Items", "Sent Messages", "INBOX.Sent", "[Gmail]/Sent Mail")
 
 _TRANSIENT = (OSError, socket.timeout, ssl.SSLError, imaplib.IMAP4.abort, EOFError)
@@ -257,6 +260,7 @@ class ImapSession:
         self.client: imapclient.IMAPClient | None = None
         self._selected: str | None = None
         self._watched_uidnext: int | None = None
+        self._reused = False  # lent by the watcher, no command run since
 
     def __enter__(self) -> ImapSession:
         try:
@@ -296,6 +300,11 @@ class ImapSession:
                 self.client.shutdown()
             self.client = None
 
+    @property
+    def fingerprint(self) -> tuple:
+        """What the login depends on: a lent session serves a sync only while it is unchanged."""
+        return (str(self.mailbox.pk), self.mailbox.auth_method, self._server)
+
     # --- folders -------------------------------------------------------------------------
 
     def folders(self) -> list[FolderSpec]:
@@ -323,7 +332,18 @@ class ImapSession:
 
     def _select(self, name: str) -> dict:
         assert self.client is not None
-        info = self.client.select_folder(name, readonly=True)
+        try:
+            info = self.client.select_folder(name, readonly=True)
+        except Exception:
+            if not self._reused:
+                raise
+            # A session logged in long ago may hold server state that went stale
+            # meanwhile (a folder restored under it): one fresh login before giving up.
+            self._reused = False
+            self._close()
+            self.__enter__()
+            info = self.client.select_folder(name, readonly=True)
+        self._reused = False
         self._selected = name
         return info
 
@@ -401,6 +421,12 @@ class ImapSession:
 
     def fetch(self, folder: FolderSpec, keys: list[str]) -> Iterator[RawMessage]:
         """Raw messages in batches bounded by count and size, without touching flags."""
+        for batch in self.fetch_batches(folder, keys):
+            yield from batch
+
+    def fetch_batches(self, folder: FolderSpec, keys: list[str]) -> Iterator[list[RawMessage]]:
+        """The messages of ``keys``, one list per round trip (at most FETCH_BATCH_MESSAGES
+        or about FETCH_BATCH_BYTES; a bigger message alone), each as soon as it is in."""
         if not keys:
             return
         assert self.client is not None
@@ -419,27 +445,33 @@ class ImapSession:
                 if batch and (
                     len(batch) >= FETCH_BATCH_MESSAGES or batch_bytes + size > FETCH_BATCH_BYTES
                 ):
-                    yield from self._fetch_batch(prefix, batch)
+                    yield self._fetch_batch(prefix, batch)
                     batch, batch_bytes = [], 0
                 batch.append(uid)
                 batch_bytes += size
             if batch:
-                yield from self._fetch_batch(prefix, batch)
-        except ProviderError:
+                yield self._fetch_batch(prefix, batch)
+        except (ProviderError, GeneratorExit):
             raise
         except BaseException as exc:
             raise imap_error(exc) from exc
 
-    def _fetch_batch(self, prefix: str, uids: list[int]) -> Iterator[RawMessage]:
+    def _fetch_batch(self, prefix: str, uids: list[int]) -> list[RawMessage]:
         assert self.client is not None
         response = self.client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+        batch = []
         for uid in uids:
-            data = response.get(uid)
+            data = response.pop(uid, None)
             if data is None or b"BODY[]" not in data:
                 continue
-            yield RawMessage(
-                key=f"{prefix}:{uid}", raw=data[b"BODY[]"], internal_date=data.get(b"INTERNALDATE")
+            batch.append(
+                RawMessage(
+                    key=f"{prefix}:{uid}",
+                    raw=data[b"BODY[]"],
+                    internal_date=data.get(b"INTERNALDATE"),
+                )
             )
+        return batch
 
     def find_message_id(self, folder: FolderSpec, message_id: str) -> bool:
         try:
@@ -492,6 +524,86 @@ class ImapSession:
             )
         except BaseException as exc:
             raise imap_error(exc) from exc
+
+
+# --- The watcher's session, lent to the syncs it triggers ------------------------------------------
+
+# A sync of a mailbox with little new is mostly fixed cost, and a fresh connection
+# (TCP, TLS, LOGIN, ENABLE) is the biggest part of it. The IDLE watcher is logged
+# in already: while it is out of IDLE and waits for the sync a push triggered (run
+# in its own process), that sync borrows its connection. Only then: a session kept
+# between syncs in a worker would hide a password changed on the server (Dovecot
+# keeps a logged-in session) until it happens to drop, where a fresh login shows
+# it at the next sync.
+
+
+class _LentSessions:
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._lent: dict[str, ImapSession] = {}
+        self._busy: set[str] = set()
+
+    def lend(self, session: ImapSession) -> None:
+        with self._lock:
+            self._lent[session.fingerprint[0]] = session
+
+    def take_back(self, session: ImapSession) -> None:
+        key = session.fingerprint[0]
+        with self._lock:
+            while key in self._busy:  # a sync still uses it: wait for its end
+                self._lock.wait()
+            if self._lent.get(key) is session:
+                del self._lent[key]
+
+    def borrow(self, fingerprint: tuple) -> ImapSession | None:
+        key = fingerprint[0]
+        with self._lock:
+            session = self._lent.get(key)
+            if session is None or key in self._busy or session.client is None:
+                return None
+            if session.fingerprint != fingerprint:
+                return None  # the settings changed since the watcher logged in
+            self._busy.add(key)
+            return session
+
+    def give_back(self, session: ImapSession) -> None:
+        with self._lock:
+            self._busy.discard(session.fingerprint[0])
+            self._lock.notify_all()
+
+
+_lent = _LentSessions()
+
+
+@contextlib.contextmanager
+def lent_to_syncs(session: ImapSession) -> Iterator[None]:
+    """While inside, a sync of the session's mailbox in this process runs over it."""
+    _lent.lend(session)
+    try:
+        yield
+    finally:
+        _lent.take_back(session)
+
+
+@contextlib.contextmanager
+def sync_session(mailbox: Mailbox) -> Iterator[ImapSession]:
+    """The watcher's session when it lends it (see ``lent_to_syncs``), else a new one.
+
+    A borrowed session that fails is closed: the watcher then logs in anew."""
+    session = ImapSession(mailbox)
+    borrowed = _lent.borrow(session.fingerprint)
+    if borrowed is None:
+        with session:
+            yield session
+        return
+    borrowed._reused = True
+    try:
+        yield borrowed
+    except BaseException:
+        borrowed._close()
+        raise
+    finally:
+        _lent.give_back(borrowed)
 
 
 # --- SMTP ---------------------------------------------------------------------------------------

@@ -1,0 +1,312 @@
+"""How the sync batches, stores and connects, against a real Dovecot and PostgreSQL:
+batches bounded by bytes, files written before the rows that refer to them,
+planner statistics refreshed during a first import, IMAP sessions kept between
+syncs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.core.files.storage import default_storage
+from django.db import connection
+from django.db.models.query import QuerySet
+
+from conversations.models import Attachment, Conversation, Message
+from inboxes import sync
+from inboxes.models import MailboxMessage
+from inboxes.providers import imap
+from inboxes.sync import mailbox_sync
+from tests.mail import connect_imap_mailbox, make_email, team_inbox
+
+pytestmark = pytest.mark.django_db
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def support(admin, dovecot, smtp_server, mail_user):
+    inbox = team_inbox(admin.account)
+    mailbox = connect_imap_mailbox(
+        actor=admin,
+        dovecot=dovecot,
+        smtp_server=smtp_server,
+        user=mail_user,
+        address="support@acme.example.com",
+        inbox=inbox,
+    )
+    return inbox, mailbox
+
+
+@pytest.fixture
+def ingested_batches(monkeypatch):
+    """The raw bytes of each batch the sync ingests, in order."""
+    batches: list[list[int]] = []
+    original = sync.ingest_batch
+
+    def recording(**kwargs):
+        if kwargs["raws"]:
+            batches.append([len(item.raw) for item in kwargs["raws"]])
+        return original(**kwargs)
+
+    monkeypatch.setattr(sync, "ingest_batch", recording)
+    return batches
+
+
+def big_email(subject: str, size: int) -> bytes:
+    """A plain-text email of about ``size`` bytes."""
+    line = os.urandom(38).hex()  # 76 characters
+    return make_email(subject=subject, body=(line + "\n") * (size // 77))
+
+
+def test_big_messages_come_in_batches_bounded_by_bytes_and_all_are_stored(
+    support, dovecot, mail_user, ingested_batches
+):
+    inbox, mailbox = support
+    for n in range(7):
+        dovecot.deliver(mail_user[0], big_email(f"Scan {n}", int(1.5 * MIB)))
+    for n in range(5):
+        dovecot.deliver(mail_user[0], make_email(subject=f"Small {n}"))
+
+    result = mailbox_sync(mailbox.pk)
+
+    assert result.imported == 12
+    assert Conversation.objects.filter(inbox=inbox).count() == 12
+    assert len(ingested_batches) > 1
+    for sizes in ingested_batches:
+        # about FETCH_BATCH_BYTES (the server's RFC822.SIZE counts CRLF line ends)
+        assert sum(sizes) <= imap.FETCH_BATCH_BYTES * 1.05
+        assert len(sizes) <= imap.FETCH_BATCH_MESSAGES
+    assert sum(len(sizes) for sizes in ingested_batches) == 12
+    assert mailbox_sync(mailbox.pk).imported == 0
+
+
+def test_a_message_bigger_than_a_batch_comes_alone_and_is_stored(
+    support, dovecot, mail_user, ingested_batches
+):
+    inbox, mailbox = support
+    dovecot.deliver(mail_user[0], make_email(subject="Before"))
+    dovecot.deliver(mail_user[0], big_email("Huge scan", 3 * imap.FETCH_BATCH_BYTES))
+    dovecot.deliver(mail_user[0], make_email(subject="After"))
+
+    assert mailbox_sync(mailbox.pk).imported == 3
+
+    assert [len(sizes) for sizes in ingested_batches] == [1, 1, 1]
+    huge = Message.objects.get(subject="Huge scan")
+    assert huge.raw_size > 3 * imap.FETCH_BATCH_BYTES
+    with default_storage.open(huge.raw.name) as stored:
+        assert len(stored.read()) == huge.raw_size
+    assert sorted(Conversation.objects.filter(inbox=inbox).values_list("subject", flat=True)) == [
+        "After",
+        "Before",
+        "Huge scan",
+    ]
+
+
+def email_with_attachments(subject: str, count: int) -> bytes:
+    from email.message import EmailMessage
+
+    mime = EmailMessage()
+    mime["From"] = "carol@customer.example.com"
+    mime["To"] = "support@acme.example.com"
+    mime["Subject"] = subject
+    mime.set_content("See attached.\n")
+    for n in range(count):
+        mime.add_attachment(
+            os.urandom(2000), maintype="application", subtype="pdf", filename=f"doc{n}.pdf"
+        )
+    return mime.as_bytes()
+
+
+def test_raw_mime_and_attachment_files_are_on_disk_before_their_rows_exist(
+    support, dovecot, mail_user, monkeypatch
+):
+    inbox, mailbox = support
+    for n in range(6):
+        dovecot.deliver(mail_user[0], email_with_attachments(f"Invoice {n}", n % 3))
+    checked = {"messages": 0, "attachments": 0}
+    original = QuerySet.bulk_create
+
+    def checking(self, objs, *args, **kwargs):
+        objs = list(objs)
+        if self.model is Message:
+            for message in objs:
+                # the raw MIME and every attachment file, before the transaction
+                assert message.raw.name and default_storage.exists(message.raw.name)
+                key = message.dedupe_key
+                folder = f"attachments/{message.account_id}/{key[:2]}"
+                _, files = (
+                    default_storage.listdir(folder) if default_storage.exists(folder) else ([], [])
+                )
+                expected = int(message.subject.split()[-1]) % 3
+                assert len([f for f in files if f.startswith(key)]) == expected
+                checked["messages"] += 1
+        if self.model is Attachment:
+            for attachment in objs:
+                assert default_storage.exists(attachment.file.name)
+                with default_storage.open(attachment.file.name) as f:
+                    assert len(f.read()) == attachment.size == 2000
+                checked["attachments"] += 1
+        return original(self, objs, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "bulk_create", checking)
+    assert mailbox_sync(mailbox.pk).imported == 6
+    assert checked == {"messages": 6, "attachments": 6}
+    assert Attachment.objects.count() == 6
+    for message in Message.objects.all():
+        with default_storage.open(message.raw.name) as f:
+            assert len(f.read()) == message.raw_size
+
+
+def test_a_message_stored_before_is_delivered_from_its_row(support, dovecot, mail_user):
+    """The batch uses its own new rows from memory, and loads the rows it did not
+    create: the same email seen again after a resync joins its conversation once."""
+    inbox, mailbox = support
+    dovecot.deliver(mail_user[0], make_email(subject="Twice"))
+    assert mailbox_sync(mailbox.pk).imported == 1
+    # forget the ledger (as a resync of a reset folder does): the message row exists
+    MailboxMessage.objects.all().delete()
+    from inboxes.models import MailboxFolder
+
+    MailboxFolder.objects.filter(mailbox=mailbox).update(cursor={})
+    assert mailbox_sync(mailbox.pk).imported == 1
+    assert Message.objects.count() == 1
+    conversation = Conversation.objects.get(inbox=inbox)
+    assert conversation.messages.count() == 1
+    assert MailboxMessage.objects.get().message_id == Message.objects.get().pk
+
+
+def test_a_first_import_refreshes_the_planner_statistics_once_past_each_threshold(
+    support, dovecot, mail_user, monkeypatch
+):
+    inbox, mailbox = support
+    monkeypatch.setattr(sync, "ANALYZE_AFTER", (3, 7))
+    monkeypatch.setattr(imap, "FETCH_BATCH_MESSAGES", 2)
+    for n in range(8):
+        dovecot.deliver(mail_user[0], make_email(subject=f"Old {n}"))
+    analyzed: list[tuple[str, int]] = []
+
+    def spy(execute, sql, params, many, context):
+        if sql.startswith("ANALYZE"):
+            analyzed.append((sql, Message.objects.count()))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        assert mailbox_sync(mailbox.pk).imported == 8
+    tables = [connection.ops.quote_name(model._meta.db_table) for model in sync.ANALYZED_MODELS]
+    # batches of 2: past 3 after the second batch (4 stored), past 7 after the fourth (8)
+    assert analyzed == [(f"ANALYZE {t}", 4) for t in tables] + [(f"ANALYZE {t}", 8) for t in tables]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples FROM pg_class WHERE relname = %s", [Message._meta.db_table]
+        )
+        assert cursor.fetchone()[0] == 8  # the statistics ANALYZE left
+
+    # later syncs (not a first import) never analyze
+    analyzed.clear()
+    for n in range(8):
+        dovecot.deliver(mail_user[0], make_email(subject=f"New {n}"))
+    with connection.execute_wrapper(spy):
+        assert mailbox_sync(mailbox.pk).imported == 8
+    assert analyzed == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sync_the_watcher_triggers_runs_over_its_logged_in_session(
+    support, dovecot, mail_user, monkeypatch
+):
+    import threading
+    import time
+
+    from inboxes import watch
+
+    inbox, mailbox = support
+    monkeypatch.setattr(watch, "IDLE_SLICE_SECONDS", 1)
+    logins: list[str] = []
+    original = imap.ImapSession._login
+    monkeypatch.setattr(
+        imap.ImapSession,
+        "_login",
+        lambda self, client: (
+            logins.append(threading.current_thread().name),
+            original(self, client),
+        ),
+    )
+    syncs: list[int] = []
+
+    def on_change(mailbox_id):
+        syncs.append(mailbox_sync(mailbox_id).imported)
+
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=watch.watch_mailbox, args=(mailbox.pk, on_change, stop), name="watcher"
+    )
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not syncs and time.monotonic() < deadline:  # its catch-up sync
+            time.sleep(0.02)
+        dovecot.deliver(mail_user[0], make_email(subject="Pushed"))
+        while sum(syncs) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert sum(syncs) == 1 and len(syncs) >= 2
+    assert Conversation.objects.filter(inbox=inbox, subject="Pushed").exists()
+    assert logins == ["watcher"], "the syncs it triggered logged in again"
+
+    # A sync it did not trigger (a poll, a worker) logs in itself: a password
+    # changed on the server shows at once, it is not hidden by a kept session.
+    dovecot.add_user(mail_user[0], "changed-by-the-owner")
+    from inboxes.providers.base import ProviderError
+
+    with pytest.raises(ProviderError, match="login failed"):
+        mailbox_sync(mailbox.pk)
+    assert len(logins) == 2
+
+
+def test_the_next_batch_is_fetched_while_one_is_ingested_but_never_two_ahead(
+    support, dovecot, mail_user, monkeypatch
+):
+    import threading
+    import time
+
+    inbox, mailbox = support
+    monkeypatch.setattr(imap, "FETCH_BATCH_MESSAGES", 2)
+    for n in range(8):
+        dovecot.deliver(mail_user[0], make_email(subject=f"Ticket {n}"))
+    events: list[tuple[str, int, str]] = []
+    original_fetch = imap.ImapSession._fetch_batch
+    original_ingest = sync.ingest_batch
+
+    def fetch(self, prefix, uids):
+        events.append(("fetch", len([e for e in events if e[0] == "fetch"]) + 1, ""))
+        return original_fetch(self, prefix, uids)
+
+    def ingest(**kwargs):
+        if kwargs["raws"]:
+            number = len([e for e in events if e[0] == "ingest"]) + 1
+            events.append(("ingest", number, threading.current_thread().name))
+            time.sleep(0.3)  # a slow batch: the fetcher must be waiting, not racing ahead
+            events.append(("ingested", number, ""))
+        return original_ingest(**kwargs)
+
+    monkeypatch.setattr(imap.ImapSession, "_fetch_batch", fetch)
+    monkeypatch.setattr(sync, "ingest_batch", ingest)
+
+    assert mailbox_sync(mailbox.pk).imported == 8
+
+    assert Conversation.objects.filter(inbox=inbox).count() == 8
+    order = [(kind, n) for kind, n, _ in events]
+    assert order.count(("fetch", 4)) == 1 and ("fetch", 5) not in order
+    for k in (1, 2, 3):
+        # batch k+1 is fetched while batch k is ingested ...
+        assert order.index(("fetch", k + 1)) < order.index(("ingested", k))
+    for k in (1, 2):
+        # ... and batch k+2 only once batch k is done (two batches in memory at most)
+        assert order.index(("fetch", k + 2)) > order.index(("ingested", k))
+    # the database work stays on the sync's own thread
+    assert {name for kind, _, name in events if kind == "ingest"} == {
+        threading.current_thread().name
+    }
