@@ -329,6 +329,7 @@ CELERY_TASK_ROUTES = {
     "inboxes.tasks.reconcile_mailbox": {"queue": "sync"},
     "inboxes.tasks.sync_due_mailboxes": {"queue": "sync"},
     "inboxes.tasks.reconcile_all_mailboxes": {"queue": "sync"},
+    "inboxes.tasks.send_outbox": {"queue": "send"},
     "inboxes.tasks.send_outbox_item": {"queue": "send"},
     "inboxes.tasks.sweep_outbox": {"queue": "send"},
 }

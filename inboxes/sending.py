@@ -1,24 +1,48 @@
 """The outbox: every email Postkamer sends leaves exactly once.
 
 1. ``outbox_create`` writes the message (its Message-ID fixed now) and an
-   OutboxItem in the caller's transaction, and enqueues the send on commit, so
-   a worker never sees a row that was rolled back and a crash before commit
-   sends nothing.
-2. ``outbox_send`` claims the item with a conditional UPDATE (queued ->
-   sending): two workers handed the same task cannot both send it. Just before
-   the message data goes out it records ``data_started_at`` (committed).
-3. On the server's 250 the item is marked sent at once, then a copy is stored
-   in the mailbox's Sent folder.
+   OutboxItem in the caller's transaction, and on commit asks for a send run
+   of the mailbox (``enqueue_send_run``), so a worker never sees a row that was
+   rolled back and a crash before commit sends nothing.
+2. The run (``inboxes/send_run.py``, task ``send_outbox``) claims the due
+   items of its mailbox in one conditional UPDATE (queued -> sending, ``FOR
+   UPDATE SKIP LOCKED``): two runs, or a run and an old per-item task
+   (``outbox_send``), cannot both claim one item. It sends them over one
+   connection. Just before an item's message data goes out it records
+   ``data_started_at`` (committed), fenced by its claim (``ClaimLost``).
+3. On the server's 250 the item is marked sent, then a copy is stored in the
+   mailbox's Sent folder.
 
 The window, and how it is closed: if a worker dies after ``data_started_at``
-and before the sent mark (in practice: while the server holds the data and
-has not answered, or in the instant between its 250 and our UPDATE), nobody can
-know whether the server took the message. The sweeper then marks the item
-``unknown`` and looks for its Message-ID in the Sent folder (providers that keep
-a copy of what they relay, like Gmail and Microsoft 365, answer yes); if it is
-not there the item stays ``unknown`` and is shown to the sender, never resent
-blindly. A worker that dies before ``data_started_at`` sent nothing, and the
-item is simply sent again.
+and before the sent mark, nobody can know whether the server took the message.
+The sweeper then marks the item ``unknown`` and looks for its Message-ID in the
+Sent folder (providers that keep a copy of what they relay, like Gmail and
+Microsoft 365, answer yes); if it is not there the item stays ``unknown`` and is
+shown to the sender, never resent blindly. A worker that dies before
+``data_started_at`` sent nothing, and the item is simply sent again.
+
+The send run's window (SMTP): the ``data_started_at`` mark of an item and the
+sent marks of the items before it share one statement and one commit, made
+after the server accepted the item's recipients and right before its DATA
+(``SEND_WINDOW`` items per mark, 1 today). So at any moment at most one item of
+a run is "started, outcome not recorded": the one whose data is going out, or,
+after its 250, the one whose sent mark waits for the next item's DATA (or the
+end of the chunk, at most ``CLAIM_CHUNK`` messages later). A worker killed then
+leaves that one item to the unknown + Sent lookup path above, as the per-item
+send did; every other claimed item is either recorded as sent or has no
+``data_started_at`` and is sent again. (With a window of N the same holds for
+up to N items: the ones not reached would then also end ``unknown``, never
+resent; that is why the window stays at 1 unless the figures in
+bench/README.md say otherwise.) Refused transactions (a 4xx/5xx before DATA)
+are settled at once and do not stop the run: RSET, next item.
+
+Retries: a transient failure puts the item back to ``queued`` with a capped
+exponential backoff (``next_attempt_at``) and the run task asks Celery to run
+again when the first one is due (``SendLater`` in the per-item path); a
+mailbox waiting for its owner to sign in again holds its items until
+``outbox_resume``; the sweeper (beat) re-publishes runs for due items whose
+message was lost, recovers claims whose worker died, and stores missing Sent
+copies.
 """
 
 from __future__ import annotations
@@ -32,8 +56,9 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from conversations.models import Direction, Message
@@ -41,7 +66,7 @@ from inboxes.ingest import message_from_parsed
 from inboxes.models import Mailbox, OutboxItem, OutboxState, Provider
 from inboxes.parsing import parse_message
 from inboxes.providers import open_session, open_transport
-from inboxes.providers.base import ProviderError, SendOutcomeUnknown
+from inboxes.providers.base import ProviderError, SendOutcomeUnknown, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -141,23 +166,150 @@ def outbox_create(
         envelope_from=mailbox.address,
         recipients=list(dict.fromkeys(r.address for r in [*to, *cc])),
     )
-    transaction.on_commit(lambda: enqueue_send(item.pk))
+    transaction.on_commit(lambda: enqueue_send_run(mailbox.pk))
     return item
 
 
-def enqueue_send(item_id) -> None:
-    from inboxes.tasks import send_outbox_item
+RUN_LEASE_SECONDS = 60
 
-    send_outbox_item.apply_async(args=[str(item_id)])
+
+# --- Asking for a send run (deduplicated per mailbox) --------------------------------------------
+#
+# A lease in the cache (Redis in production), like the sync lease: "a run of
+# this mailbox is queued or running". Taking it is an atomic add, so a burst of
+# replies publishes one run, not one task each. It only saves duplicate runs:
+# the claims keep every send single whatever the cache says, so a lost or
+# expired lease costs at most a second run, and a cache outage only the
+# deduplication. As with the sync, a request is written before the lease is
+# tried and the holder looks at it after letting go: an item committed after
+# the run's last claim is never left for the sweeper.
+
+
+def _lease_key(mailbox_id) -> str:
+    return f"outbox-run:{mailbox_id}"
+
+
+def _requested_key(mailbox_id) -> str:
+    return f"outbox-run-requested:{mailbox_id}"
+
+
+def _cache_call(what: str, call, default):
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - any cache failure: carry on undeduplicated
+        log.warning("outbox run lease: could not %s: %r", what, exc)
+        return default
+
+
+def enqueue_send_run(mailbox_id, *, countdown: int | None = None, force: bool = False) -> bool:
+    """Ask for a send run of the mailbox; publishes one unless a run holds the lease
+    (that run sees the request). ``force`` publishes anyway (the sweeper: the holder
+    may be dead). Returns whether a task was published."""
+    from inboxes.tasks import send_outbox
+
+    mailbox_id = str(mailbox_id)
+    _cache_call(
+        "request", lambda: cache.set(_requested_key(mailbox_id), 1, RUN_LEASE_SECONDS), None
+    )
+    if not force:
+        taken = _cache_call(
+            "take the lease",
+            lambda: cache.add(_lease_key(mailbox_id), "queued", RUN_LEASE_SECONDS),
+            True,
+        )
+        if not taken:
+            return False
+    send_outbox.apply_async(args=[mailbox_id], countdown=countdown)
+    return True
+
+
+def run_lease_hold(mailbox_id) -> None:
+    """The run holds (or renews) the lease; called at its start and after every chunk."""
+    _cache_call(
+        "hold the lease",
+        lambda: cache.set(_lease_key(mailbox_id), "running", RUN_LEASE_SECONDS),
+        None,
+    )
+
+
+def run_requests_answered(mailbox_id) -> None:
+    """Called before a run's claims: everything committed so far will be claimed."""
+    _cache_call("clear requests", lambda: cache.delete(_requested_key(mailbox_id)), None)
+
+
+def run_lease_release(mailbox_id) -> bool:
+    """Let go of the lease. True when a request came meanwhile and the lease was
+    taken back: the caller runs on (the requester's publish was refused)."""
+    _cache_call("release the lease", lambda: cache.delete(_lease_key(mailbox_id)), None)
+    if not _cache_call("read requests", lambda: cache.get(_requested_key(mailbox_id)), None):
+        return False
+    return bool(
+        _cache_call(
+            "take the lease back",
+            lambda: cache.add(_lease_key(mailbox_id), "running", RUN_LEASE_SECONDS),
+            False,
+        )
+    )
+
+
+# --- Outcomes shared by the run and the per-item send ---------------------------------------------
 
 
 def _backoff(attempt: int) -> int:
     return min(settings.OUTBOX_RETRY_BASE_SECONDS * 2 ** max(attempt - 1, 0), 3600)
 
 
+def settle_failure(item, exc: ProviderError, *, mailbox_address: str) -> tuple[str, int | None]:
+    """Record a send that failed for sure (nothing was delivered): ``(state,
+    countdown)``, countdown set when the item is queued again for a retry.
+    ``item`` needs ``pk`` and ``attempts`` (the claim's)."""
+    if exc.reauth:
+        # Not the message's fault: it waits for the owner to sign in again
+        # (outbox_resume sends it then) instead of failing for good.
+        OutboxItem.objects.filter(pk=item.pk, state=OutboxState.SENDING).update(
+            state=OutboxState.QUEUED,
+            detail=f"Waiting for {mailbox_address} to be reconnected: {exc}"[:4000],
+            next_attempt_at=timezone.now() + timedelta(days=365),
+        )
+        return OutboxState.QUEUED, None
+    if exc.permanent:
+        _mark(item, OutboxState.FAILED, str(exc))
+        return OutboxState.FAILED, None
+    attempts = item.attempts
+    if attempts >= settings.OUTBOX_MAX_ATTEMPTS:
+        _mark(item, OutboxState.FAILED, f"Gave up after {attempts} attempts: {exc}")
+        return OutboxState.FAILED, None
+    countdown = _backoff(attempts)
+    OutboxItem.objects.filter(pk=item.pk, state=OutboxState.SENDING).update(
+        state=OutboxState.QUEUED,
+        detail=f"Attempt {attempts} failed, retrying: {exc}"[:4000],
+        next_attempt_at=timezone.now() + timedelta(seconds=countdown),
+    )
+    return OutboxState.QUEUED, countdown
+
+
+def record_unknown(item, exc: SendOutcomeUnknown, *, message_pk, message_id: str) -> None:
+    """The data went out and no answer came back: ``unknown`` until the Sent lookup."""
+    if exc.message_id and exc.message_id != message_id:
+        # Look it up later under the id the provider really used.
+        Message.objects.filter(pk=message_pk).update(message_id=exc.message_id)
+    _mark(item, OutboxState.UNKNOWN, str(exc))
+
+
+def sent_detail(result: SendResult) -> str:
+    detail = result.detail
+    if result.refused:
+        detail += " (refused: " + "; ".join(f"{r}: {t}" for r, t in result.refused.items()) + ")"
+    return detail
+
+
+# --- The per-item send (earlier versions' task; still used for items queued before the runs) --
+
+
 def outbox_send(item_id) -> str:
-    """Send one queued item; returns its state afterwards. Raises SendLater on a
-    transient failure (the task retries with Celery's countdown)."""
+    """Send one queued item over a connection of its own; returns its state
+    afterwards. Raises SendLater on a transient failure (the task retries with
+    Celery's countdown)."""
     now = timezone.now()
     claimed = (
         OutboxItem.objects.filter(pk=item_id, state=OutboxState.QUEUED)
@@ -172,6 +324,23 @@ def outbox_send(item_id) -> str:
     item = OutboxItem.objects.select_related("mailbox", "message").get(pk=item_id)
     if not claimed:
         return item.state
+    try:
+        with open_transport(item.mailbox) as transport:
+            state = send_claimed(item, transport)
+    except ProviderError as exc:  # the connection or the sign-in failed: nothing went out
+        state, countdown = settle_failure(item, exc, mailbox_address=item.mailbox.address)
+        if countdown is not None:
+            raise SendLater(str(exc), countdown) from exc
+        return state
+    if state == OutboxState.SENT:
+        outbox_store_sent_copy(item.pk)
+    return state
+
+
+def send_claimed(item: OutboxItem, transport) -> str:
+    """Send one claimed item over ``transport`` with a committed, fenced
+    ``data_started_at`` of its own; returns its state. Raises SendLater on a
+    transient failure."""
     raw = _raw_of(item)
 
     def before_data() -> None:
@@ -187,54 +356,27 @@ def outbox_send(item_id) -> str:
             raise ClaimLost(str(item.pk))
 
     try:
-        with open_transport(item.mailbox) as transport:
-            result = transport.send(
-                raw,
-                envelope_from=item.envelope_from,
-                recipients=item.recipients,
-                before_data=before_data,
-            )
+        result = transport.send(
+            raw,
+            envelope_from=item.envelope_from,
+            recipients=item.recipients,
+            before_data=before_data,
+        )
     except ClaimLost:
         log.warning("outbox %s: taken over before DATA; this attempt sent nothing", item.pk)
         return OutboxItem.objects.get(pk=item.pk).state
     except SendOutcomeUnknown as exc:
-        if exc.message_id and exc.message_id != item.message.message_id:
-            # Look it up later under the id the provider really used.
-            Message.objects.filter(pk=item.message_id).update(message_id=exc.message_id)
-        _mark(item, OutboxState.UNKNOWN, str(exc))
+        record_unknown(item, exc, message_pk=item.message_id, message_id=item.message.message_id)
         return outbox_resolve_unknown(item.pk)
     except ProviderError as exc:
-        if exc.reauth:
-            # Not the message's fault: it waits for the owner to sign in again
-            # (outbox_resume sends it then) instead of failing for good.
-            OutboxItem.objects.filter(pk=item.pk, state=OutboxState.SENDING).update(
-                state=OutboxState.QUEUED,
-                detail=f"Waiting for {item.mailbox.address} to be reconnected: {exc}",
-                next_attempt_at=timezone.now() + timedelta(days=365),
-            )
-            return OutboxState.QUEUED
-        if exc.permanent:
-            _mark(item, OutboxState.FAILED, str(exc))
-            return OutboxState.FAILED
-        attempts = item.attempts
-        if attempts >= settings.OUTBOX_MAX_ATTEMPTS:
-            _mark(item, OutboxState.FAILED, f"Gave up after {attempts} attempts: {exc}")
-            return OutboxState.FAILED
-        countdown = _backoff(attempts)
-        OutboxItem.objects.filter(pk=item.pk, state=OutboxState.SENDING).update(
-            state=OutboxState.QUEUED,
-            detail=f"Attempt {attempts} failed, retrying: {exc}",
-            next_attempt_at=timezone.now() + timedelta(seconds=countdown),
-        )
-        raise SendLater(str(exc), countdown) from exc
-    detail = result.detail
+        state, countdown = settle_failure(item, exc, mailbox_address=item.mailbox.address)
+        if countdown is not None:
+            raise SendLater(str(exc), countdown) from exc
+        return state
     if result.message_id and result.message_id != item.message.message_id:
         # The provider assigned its own Message-ID: replies must thread on the real one.
         Message.objects.filter(pk=item.message_id).update(message_id=result.message_id)
-    if result.refused:
-        detail += " (refused: " + "; ".join(f"{r}: {t}" for r, t in result.refused.items()) + ")"
-    _mark(item, OutboxState.SENT, detail, sent_at=timezone.now())
-    outbox_store_sent_copy(item.pk)
+    _mark(item, OutboxState.SENT, sent_detail(result), sent_at=timezone.now())
     return OutboxState.SENT
 
 
@@ -243,7 +385,7 @@ def _raw_of(item: OutboxItem) -> bytes:
         return handle.read()
 
 
-def _mark(item: OutboxItem, state: str, detail: str, **extra) -> None:
+def _mark(item, state: str, detail: str, **extra) -> None:
     OutboxItem.objects.filter(pk=item.pk).update(state=state, detail=detail[:4000], **extra)
     log.info("outbox %s -> %s: %s", item.pk, state, detail)
 
@@ -286,27 +428,43 @@ def outbox_resolve_unknown(item_id) -> str:
             sent_copy_stored=True,
         )
         return OutboxState.SENT
+    if _started_in_a_window(item):
+        cause = (
+            "the worker stopped while a batch of messages, this one included, was going out "
+            "over one connection (it may or may not have been reached)"
+        )
+    else:
+        cause = "the connection or the worker stopped while the message was going out"
     OutboxItem.objects.filter(pk=item.pk, state=OutboxState.UNKNOWN).update(
         detail=(
-            "Delivery could not be confirmed: the connection dropped after the message was "
-            "sent and it is not in the Sent folder. It was not sent again automatically; "
-            "send it again if the recipient did not get it."
+            f"Delivery could not be confirmed: {cause}, and it is not in the Sent folder. "
+            "It was not sent again automatically; send it again if the recipient did not get it."
         )
     )
     return OutboxState.UNKNOWN
 
 
-def outbox_resume(mailbox_id) -> int:
-    """After a reconnect: send what waited for it, now (on commit)."""
-    waiting = list(
-        OutboxItem.objects.filter(mailbox_id=mailbox_id, state=OutboxState.QUEUED).values_list(
-            "pk", flat=True
-        )
+def _started_in_a_window(item: OutboxItem) -> bool:
+    """Was the item's "DATA started" mark shared with others (a send run with a
+    window wider than one, see send_run.SEND_WINDOW)? Then it may never have been
+    reached, and the detail must not claim it went out."""
+    if item.data_started_at is None:
+        return False
+    return (
+        OutboxItem.objects.filter(mailbox_id=item.mailbox_id, data_started_at=item.data_started_at)
+        .exclude(pk=item.pk)
+        .exists()
     )
-    OutboxItem.objects.filter(pk__in=waiting).update(next_attempt_at=timezone.now())
-    for item_id in waiting:
-        transaction.on_commit(lambda item_id=item_id: enqueue_send(item_id))
-    return len(waiting)
+
+
+def outbox_resume(mailbox_id) -> int:
+    """After a reconnect: send what waited for it, now (one run, on commit)."""
+    waiting = OutboxItem.objects.filter(mailbox_id=mailbox_id, state=OutboxState.QUEUED).update(
+        next_attempt_at=timezone.now()
+    )
+    if waiting:
+        transaction.on_commit(lambda: enqueue_send_run(mailbox_id))
+    return waiting
 
 
 def outbox_sweep() -> dict[str, int]:
@@ -314,16 +472,7 @@ def outbox_sweep() -> dict[str, int]:
     recover sends whose worker died, and store missing Sent copies."""
     now = timezone.now()
     lease = timedelta(seconds=settings.OUTBOX_SEND_LEASE_SECONDS)
-    counts = {"requeued": 0, "recovered": 0, "unknown": 0, "copies": 0}
-    due = OutboxItem.objects.filter(
-        state=OutboxState.QUEUED, created_at__lt=now - timedelta(seconds=5)
-    )
-    due = due.filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now - timedelta(seconds=5))
-    )
-    for item_id in due.values_list("pk", flat=True)[:500]:
-        enqueue_send(item_id)
-        counts["requeued"] += 1
+    counts = {"requeued": 0, "runs": 0, "recovered": 0, "unknown": 0, "copies": 0}
     stale = OutboxItem.objects.filter(state=OutboxState.SENDING, claimed_at__lt=now - lease)
     # Nothing went out before data_started_at: these are safe to send again.
     counts["recovered"] = stale.filter(data_started_at__isnull=True).update(
@@ -335,6 +484,18 @@ def outbox_sweep() -> dict[str, int]:
         )
         outbox_resolve_unknown(item_id)
         counts["unknown"] += 1
+    due = OutboxItem.objects.filter(state=OutboxState.QUEUED).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now - timedelta(seconds=5))
+    )
+    # Older than a few seconds: their run was lost (or its worker died), not just slow
+    # to start. Recovered items (claimed_at is old) count at once.
+    due = due.filter(Q(created_at__lt=now - timedelta(seconds=5)) | Q(claimed_at__lt=now - lease))
+    per_mailbox = due.values("mailbox_id").annotate(items=Count("pk")).order_by()
+    for row in per_mailbox[:500]:
+        # Forced: the lease may be held by a run whose worker died.
+        enqueue_send_run(row["mailbox_id"], force=True)
+        counts["requeued"] += row["items"]
+        counts["runs"] += 1
     missing_copies = OutboxItem.objects.filter(
         state=OutboxState.SENT,
         sent_copy_stored=False,

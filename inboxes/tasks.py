@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from inboxes import sending, sync
+from inboxes import send_run, sending, sync
 from inboxes.providers.base import ProviderError
 
 
@@ -50,7 +50,24 @@ def reconcile_all_mailboxes() -> int:
 
 
 @shared_task(bind=True, max_retries=None)
+def send_outbox(self, mailbox_id: str) -> dict:
+    """One send run of a mailbox: its due items over one connection."""
+    result = send_run.outbox_send_run(mailbox_id)
+    if result.retry_in is not None:
+        # Items were put back with a backoff: run again when the first is due.
+        raise self.retry(countdown=result.retry_in)
+    return {
+        "claimed": result.claimed,
+        "sent": result.sent,
+        "failed": result.failed,
+        "unknown": result.unknown,
+        "connections": result.connections,
+    }
+
+
+@shared_task(bind=True, max_retries=None)
 def send_outbox_item(self, item_id: str) -> str:
+    """Earlier versions queued one task per item; those still in a broker are sent here."""
     try:
         return sending.outbox_send(item_id)
     except sending.SendLater as exc:
