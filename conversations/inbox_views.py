@@ -30,7 +30,7 @@ from urllib.parse import urlencode, urlsplit
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import Count, Exists, Max, OuterRef, Q
+from django.db.models import Count, Exists, F, Max, OuterRef, Q
 from django.http import FileResponse, Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -170,11 +170,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def _cursor(row: Conversation) -> str:
+def _cursor(row: dict) -> str:
     """A row's place in the list (last_message_at, id), exact to the microsecond."""
-    moment = row.last_message_at
+    moment = row["last_message_at"]
     stamp = "-" if moment is None else str((moment - _EPOCH) // _MICROSECOND)
-    return f"{stamp}.{row.pk.hex}"
+    return f"{stamp}.{row['id'].hex}"
 
 
 def _cursor_key(value: str) -> tuple[datetime | None, uuid.UUID] | None:
@@ -194,10 +194,14 @@ def _when(moment: datetime | None, now: datetime | None = None) -> str:
     if moment is None:
         return ""
     now = timezone.localtime(now or timezone.now())
-    moment = timezone.localtime(moment)
-    if moment.date() == now.date():
+    return _local_label(timezone.localtime(moment), now.date())
+
+
+def _local_label(moment: datetime, today) -> str:
+    """_when for a moment already in local time."""
+    if moment.date() == today:
         return moment.strftime("%H:%M")
-    if moment.year == now.year:
+    if moment.year == today.year:
         return f"{moment.day} {moment:%b}"
     return f"{moment.day} {moment:%b %Y}"
 
@@ -205,7 +209,10 @@ def _when(moment: datetime | None, now: datetime | None = None) -> str:
 def _full_time(moment: datetime | None) -> str:
     if moment is None:
         return ""
-    moment = timezone.localtime(moment)
+    return _local_full_time(timezone.localtime(moment))
+
+
+def _local_full_time(moment: datetime) -> str:
     return f"{moment:%a} {moment.day} {moment:%b %Y, %H:%M}"
 
 
@@ -265,7 +272,7 @@ def _nav(user, state: ListState) -> dict:
 
 # --- The middle pane: the conversation list ---------------------------------------------------------
 
-ROW_FIELDS = (
+ROW_VALUES = (
     "id",
     "subject",
     "status",
@@ -274,18 +281,17 @@ ROW_FIELDS = (
     "snippet",
     "last_message_at",
     "message_count",
-    "inbox",
-    "inbox__name",
-    "assignee",
-    "assignee__full_name",
-    "assignee__email",
+    "inbox_id",
+    "assignee_id",
+    "is_read",
 )
 
 
-def _rows(user, state: ListState) -> tuple[list[Conversation], bool]:
+def _rows(user, state: ListState) -> tuple[list[dict], bool]:
     """One query whatever the number of rows or how deep the page is: a keyset
     cursor (``after``) starts the scan at its row, the customer's name and the
-    snippet are stored on the conversation.
+    snippet are stored on the conversation. Plain values, no model instances:
+    the rows are only shown.
 
     Without ``upto``: a page of PAGE_SIZE rows. With it (the first page's poll once
     pages were appended below): every row down to that one, so that no row falls
@@ -295,43 +301,70 @@ def _rows(user, state: ListState) -> tuple[list[Conversation], bool]:
         view="" if state.q else state.view,
         inbox=state.inbox,
         search=state.q,
-    ).only(*ROW_FIELDS)
+    )
     if state.after:
         conversations = conversations_older_than(conversations, *_cursor_key(state.after))
     limit = PAGE_SIZE
     if state.upto:
         conversations = conversations_down_to(conversations, *_cursor_key(state.upto))
         limit = MAX_ROWS
-    rows = list(conversations[: limit + 1])
+    rows = list(
+        conversations.values(
+            *ROW_VALUES,
+            inbox_name=F("inbox__name"),
+            assignee_full_name=F("assignee__full_name"),
+            assignee_email=F("assignee__email"),
+        )[: limit + 1]
+    )
     more = len(rows) > limit
     rows = rows[:limit]
-    now = timezone.localtime()
+    zone = timezone.get_current_timezone()
+    today = timezone.now().astimezone(zone).date()
+    url_head, url_tail = _conversation_url_parts()
     for row in rows:
-        moment = timezone.localtime(row.last_message_at) if row.last_message_at else None
-        row.url = reverse("inbox-conversation", args=[row.pk])
-        row.iso = moment.isoformat() if moment else ""
-        row.when = _when(moment, now)
-        row.when_full = _full_time(moment)
-        row.customer = row.customer_name or row.customer_address or "(unknown sender)"
-        row.snippet_text = row.snippet[:140]
+        row["pk"] = row["id"]
+        row["url"] = f"{url_head}{row['id']}{url_tail}"
+        moment = row["last_message_at"]
+        if moment is None:
+            row["iso"] = row["when"] = row["when_full"] = ""
+        else:
+            moment = moment.astimezone(zone)
+            row["iso"] = moment.isoformat()
+            row["when"] = _local_label(moment, today)
+            row["when_full"] = _local_full_time(moment)
+        row["customer"] = row["customer_name"] or row["customer_address"] or "(unknown sender)"
+        row["snippet_text"] = row["snippet"][:140]
+        row["assignee_name"] = (
+            (row["assignee_full_name"] or row["assignee_email"]) if row["assignee_id"] else ""
+        )
     return rows, more
 
 
-def _row_data(row: Conversation) -> tuple:
+def _conversation_url_parts() -> tuple[str, str]:
+    """inbox-conversation's URL around its id, reversed once per list."""
+    sample = uuid.UUID(int=0)
+    head, tail = reverse("inbox-conversation", args=[sample]).split(str(sample))
+    return head, tail
+
+
+def _row_data(row: dict) -> tuple:
     """Everything a row shows, for the list's version."""
-    return (
-        row.pk,
-        row.last_message_at,
-        row.status,
-        row.is_read,
-        row.subject,
-        row.customer,
-        row.snippet_text,
-        row.message_count,
-        row.inbox_id,
-        row.inbox.name,
-        row.assignee_id,
-        row.assignee.display_name if row.assignee else "",
+    return tuple(
+        row[key]
+        for key in (
+            "id",
+            "last_message_at",
+            "status",
+            "is_read",
+            "subject",
+            "customer",
+            "snippet_text",
+            "message_count",
+            "inbox_id",
+            "inbox_name",
+            "assignee_id",
+            "assignee_name",
+        )
     )
 
 
@@ -552,10 +585,13 @@ def _timeline(conversation: Conversation, *, user, remote: bool) -> tuple[list[d
         if message is None:
             break
         items.append(_message_item(message, user=user, remote=remote))
-    now = timezone.now()
+    zone = timezone.get_current_timezone()
+    today = timezone.now().astimezone(zone).date()
     for item in items:
-        item["when"] = _when(item["at"], now)
-        item["when_full"] = _full_time(item["at"])
+        moment = item["at"].astimezone(zone)
+        item["iso"] = moment.isoformat()
+        item["when"] = _local_label(moment, today)
+        item["when_full"] = _local_full_time(moment)
     return items, sum(item.get("blocked", 0) for item in items)
 
 
