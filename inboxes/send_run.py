@@ -10,8 +10,9 @@ docstring; this module keeps them with less work per item:
 - the claim returns what the send needs (envelope, recipients, the raw file's
   name and the Message-ID) in the same statement, so there is no read per item
   before the send;
-- ``data_started_at`` of an item and the sent marks of the items before it go
-  in one statement (``_commit_marks``), committed right before the item's DATA;
+- ``data_started_at`` of a window of ``SEND_WINDOW`` items and the sent marks
+  of the window before go in one statement (``_commit_marks``), committed right
+  before the DATA of the window's first item (the trade-off is in sending.py);
 - a refused transaction (4xx/5xx before or at DATA) is settled for that item
   and the run goes on after an RSET; a connection dropped before DATA is
   reopened and the item sent on the new one; a drop after DATA leaves the item
@@ -37,6 +38,7 @@ import logging
 import smtplib
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_CHUNK = 100
 # Items whose "DATA started" marks share one commit (see sending.py on the window).
-SEND_WINDOW = 1
+SEND_WINDOW = 20
 RECONNECT_EVERY = 100
 # A run stops claiming after this long and hands over to a new run (task time limits).
 RUN_MAX_SECONDS = 120
@@ -343,7 +345,10 @@ def append_sent_copies(session, raws: list[bytes]) -> None:
 
 
 class _SentCopies:
-    """Sent copies of a run: one IMAP session, opened on first use."""
+    """Sent copies of a run: one IMAP session, opened on first use, in a thread of
+    its own, so a chunk's MULTIAPPEND runs while the next chunk goes out over SMTP
+    (both mostly wait on their server). At most one batch is in flight; its
+    ``sent_copy_stored`` UPDATE is made here, in the run's thread."""
 
     def __init__(self, mailbox: Mailbox) -> None:
         self.mailbox = mailbox
@@ -353,6 +358,9 @@ class _SentCopies:
         self.session = None
         self.gave_up = False
         self.stored = 0
+        self._thread: ThreadPoolExecutor | None = None
+        self._entered = False
+        self._in_flight: tuple[Future, list[uuid.UUID]] | None = None
 
     def add(self, entry: Claimed, raw: bytes) -> None:
         if not self.wanted or self.gave_up:
@@ -363,30 +371,59 @@ class _SentCopies:
             self.store()
 
     def store(self) -> None:
+        """Hand the pending copies to the IMAP thread (after the previous batch is in)."""
         batch, self.pending, self.pending_bytes = self.pending, [], 0
+        self._settle()
         if not batch or self.gave_up:
             return
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sent-copies")
+            self.session = open_session(self.mailbox)  # connects in the thread
+        raws = [raw for _, raw in batch]
+        self._in_flight = (self._thread.submit(self._append, raws), [pk for pk, _ in batch])
+
+    def _append(self, raws: list[bytes]) -> None:
         try:
-            if self.session is None:
-                session = open_session(self.mailbox)
-                self.session = session.__enter__()
-            append_sent_copies(self.session, [raw for _, raw in batch])
+            if not self._entered:
+                self.session.__enter__()
+                self._entered = True
+            append_sent_copies(self.session, raws)
+        finally:
+            connection.close()  # a token refresh at login may have used the database
+
+    def _settle(self) -> None:
+        if self._in_flight is None:
+            return
+        future, ids = self._in_flight
+        self._in_flight = None
+        try:
+            future.result()
         except ProviderError as exc:
             # The sweeper tries again later (sent_copy_stored stays false).
             log.warning(
-                "send run %s: could not store %d Sent copies: %s", self.mailbox.pk, len(batch), exc
+                "send run %s: could not store %d Sent copies: %s", self.mailbox.pk, len(ids), exc
             )
             self.gave_up = True
-            self.close()
             return
-        OutboxItem.objects.filter(pk__in=[pk for pk, _ in batch]).update(sent_copy_stored=True)
-        self.stored += len(batch)
+        OutboxItem.objects.filter(pk__in=ids).update(sent_copy_stored=True)
+        self.stored += len(ids)
 
     def close(self) -> None:
-        if self.session is not None:
-            with contextlib.suppress(Exception):
-                self.session.__exit__(None, None, None)
-            self.session = None
+        """Wait for the batch in flight and log out."""
+        try:
+            self._settle()
+        finally:
+            if self._thread is not None:
+                session, self.session = self.session, None
+                if self._entered:
+                    self._thread.submit(_quietly_exit, session).result()
+                self._thread.shutdown(wait=True)
+                self._thread = None
+
+
+def _quietly_exit(session) -> None:
+    with contextlib.suppress(Exception):
+        session.__exit__(None, None, None)
 
 
 # --- The SMTP connection of a run -------------------------------------------------------------------
@@ -584,6 +621,9 @@ def _settle_all(entries: list[Claimed], exc: ProviderError, mailbox, result) -> 
 
 def _unknown(entry: Claimed, exc: SendOutcomeUnknown, result) -> None:
     sending.record_unknown(entry, exc, message_pk=entry.message_pk, message_id=entry.message_id)
+    # This one certainly went out (its data did): its own mark, not its window's,
+    # so the lookup's verdict does not say it may never have been reached.
+    OutboxItem.objects.filter(pk=entry.pk).update(data_started_at=timezone.now())
     state = sending.outbox_resolve_unknown(entry.pk)
     _count(result, entry, state, None)
 

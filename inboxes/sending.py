@@ -8,8 +8,9 @@
    items of its mailbox in one conditional UPDATE (queued -> sending, ``FOR
    UPDATE SKIP LOCKED``): two runs, or a run and an old per-item task
    (``outbox_send``), cannot both claim one item. It sends them over one
-   connection. Just before an item's message data goes out it records
-   ``data_started_at`` (committed), fenced by its claim (``ClaimLost``).
+   connection. Before an item's message data goes out its ``data_started_at``
+   is committed (for a window of items at once, below), fenced by its claim
+   (``ClaimLost``).
 3. On the server's 250 the item is marked sent, then a copy is stored in the
    mailbox's Sent folder.
 
@@ -21,20 +22,29 @@ Microsoft 365, answer yes); if it is not there the item stays ``unknown`` and is
 shown to the sender, never resent blindly. A worker that dies before
 ``data_started_at`` sent nothing, and the item is simply sent again.
 
-The send run's window (SMTP): the ``data_started_at`` mark of an item and the
-sent marks of the items before it share one statement and one commit, made
-after the server accepted the item's recipients and right before its DATA
-(``SEND_WINDOW`` items per mark, 1 today). So at any moment at most one item of
-a run is "started, outcome not recorded": the one whose data is going out, or,
-after its 250, the one whose sent mark waits for the next item's DATA (or the
-end of the chunk, at most ``CLAIM_CHUNK`` messages later). A worker killed then
-leaves that one item to the unknown + Sent lookup path above, as the per-item
-send did; every other claimed item is either recorded as sent or has no
-``data_started_at`` and is sent again. (With a window of N the same holds for
-up to N items: the ones not reached would then also end ``unknown``, never
-resent; that is why the window stays at 1 unless the figures in
-bench/README.md say otherwise.) Refused transactions (a 4xx/5xx before DATA)
-are settled at once and do not stop the run: RSET, next item.
+The send run's window (SMTP, ``send_run.SEND_WINDOW`` = 20): one commit marks
+the next 20 claimed items "DATA started" (fenced by their claims), together
+with the sent marks of the window before; it is made after the first of them
+had its recipients accepted, right before its DATA, and the 20 then go out one
+after the other. (A durable commit on the benchmark machine's disk costs 2-4
+ms: a commit per message would cap a run at a few hundred sends/s, see
+bench/README.md.) What a worker killed mid-run leaves:
+
+- items of earlier windows: recorded as sent (or settled as failed/queued);
+- the current window's items: ``unknown``, never resent. Some went out (their
+  250 was not recorded yet), one may have been going out, the rest were never
+  reached: the sweeper cannot tell them apart, so each is looked up in the Sent
+  folder (found: sent) and otherwise says that it may or may not have been
+  reached and was not sent again (``_started_in_a_window``);
+- claimed items after the window: no ``data_started_at``, queued again and sent
+  once by a later run.
+
+So a worker death costs at most 20 items "unknown" (the per-item send: at most
+1), never a double send. A drop during an item's DATA in a live run still
+makes only that item ``unknown`` (the run knows it went out), and refused
+transactions (4xx/5xx before or at DATA) are settled at once and do not stop
+the run: RSET, next item. Gmail and Microsoft 365 keep a mark per item (their
+send is an HTTP request that costs more than the commit).
 
 Retries: a transient failure puts the item back to ``queued`` with a capped
 exponential backoff (``next_attempt_at``) and the run task asks Celery to run
