@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from inboxes.models import FolderRole, Mailbox, Provider
 from inboxes.providers.base import FolderSpec, ProviderError
@@ -37,30 +37,33 @@ def _still_watched(mailbox_id) -> bool:
 
 def watch_mailbox(mailbox_id, on_change: Callable[[str], None], stop: threading.Event) -> None:
     """IDLE on the mailbox's INBOX until ``stop`` is set or it stops being syncable."""
-    inbox = FolderSpec(FolderRole.INBOX, "INBOX")
-    while not stop.is_set() and _still_watched(mailbox_id):
-        try:
-            mailbox = Mailbox.objects.get(pk=mailbox_id)
-            with ImapSession(mailbox, timeout=IDLE_SLICE_SECONDS + 30) as session:
-                if not session.supports_idle():
-                    log.info("mailbox %s: no IDLE, the poll covers it", mailbox_id)
-                    return
-                with lent_to_syncs(session):
-                    on_change(str(mailbox_id))  # catch up on what came while not watching
-                started = time.monotonic()
-                while (
-                    not stop.is_set()
-                    and session.client is not None  # (a sync over it failed: log in anew)
-                    and time.monotonic() - started < settings.IDLE_RENEW_SECONDS
-                ):
-                    if session.wait_for_change(inbox, IDLE_SLICE_SECONDS):
-                        with lent_to_syncs(session):
-                            on_change(str(mailbox_id))
-                    if not _still_watched(mailbox_id):
+    try:
+        inbox = FolderSpec(FolderRole.INBOX, "INBOX")
+        while not stop.is_set() and _still_watched(mailbox_id):
+            try:
+                mailbox = Mailbox.objects.get(pk=mailbox_id)
+                with ImapSession(mailbox, timeout=IDLE_SLICE_SECONDS + 30) as session:
+                    if not session.supports_idle():
+                        log.info("mailbox %s: no IDLE, the poll covers it", mailbox_id)
                         return
-        except ProviderError as exc:
-            log.warning("mailbox %s: IDLE failed (%s); retrying in 30 s", mailbox_id, exc)
-            stop.wait(30)
+                    with lent_to_syncs(session):
+                        on_change(str(mailbox_id))  # catch up on what came while not watching
+                    started = time.monotonic()
+                    while (
+                        not stop.is_set()
+                        and session.client is not None  # (a sync over it failed: log in anew)
+                        and time.monotonic() - started < settings.IDLE_RENEW_SECONDS
+                    ):
+                        if session.wait_for_change(inbox, IDLE_SLICE_SECONDS):
+                            with lent_to_syncs(session):
+                                on_change(str(mailbox_id))
+                        if not _still_watched(mailbox_id):
+                            return
+            except ProviderError as exc:
+                log.warning("mailbox %s: IDLE failed (%s); retrying in 30 s", mailbox_id, exc)
+                stop.wait(30)
+    finally:
+        connections.close_all()  # this thread's own database connection
 
 
 class Watcher:

@@ -310,3 +310,19 @@ def test_the_next_batch_is_fetched_while_one_is_ingested_but_never_two_ahead(
     assert {name for kind, _, name in events if kind == "ingest"} == {
         threading.current_thread().name
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_watch_mailboxes_sync_here_records_a_failed_sync_and_goes_on(support, dovecot, mail_user):
+    from inboxes.management.commands.watch_mailboxes import sync_in_watcher
+
+    inbox, mailbox = support
+    dovecot.deliver(mail_user[0], make_email(subject="Pushed"))
+    sync_in_watcher(str(mailbox.pk))
+    assert Conversation.objects.filter(inbox=inbox, subject="Pushed").exists()
+
+    dovecot.add_user(mail_user[0], "changed-by-the-owner")
+    sync_in_watcher(str(mailbox.pk))  # no exception: the watcher thread goes on
+    mailbox.refresh_from_db()
+    assert (mailbox.status, mailbox.sync_state) == ("error", "stopped")
+    assert "login failed" in mailbox.last_error.lower()
