@@ -23,7 +23,9 @@ for the API, a session for the pages), after a warm-up, N requests per case:
 * the inbox page and its list fragment with the views unassigned, mine, open,
   closed and per inbox, if the page exists (``/inbox/``, found by walking the
   URLconf); otherwise the selector behind it (``conversation_list(view=...)``)
-  is measured and the report says so;
+  is measured and the report says so; the page's deep page (the 10th "Show more":
+  the 50 rows after a keyset cursor, appended by htmx) and the 3-second poll, also
+  with 9 pages appended below the first;
 * opening a conversation of exactly 50 messages (API and page).
 
 It prints p50/p95/mean per case, SQL queries per request, the targets (list
@@ -1192,7 +1194,7 @@ def build_page_cases(web, meta, args) -> tuple[list[Case], list[str]]:
                 Case(
                     "page-list",
                     f"fragment view=open, Show more x{SHOW_MORE_DEPTH} "
-                    f"(rows {PAGE * (SHOW_MORE_DEPTH - 1) + 1}-{PAGE * SHOW_MORE_DEPTH})",
+                    f"(rows {PAGE * SHOW_MORE_DEPTH + 1}-{PAGE * (SHOW_MORE_DEPTH + 1)})",
                     web,
                     url,
                     target=LIST_TARGET_MS,
