@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # message comes alone), whatever the provider's own fetch batches are. The peak
 # memory of a sync follows the bytes of its biggest batch, not the mailbox.
 INGEST_BATCH = 100
-INGEST_BATCH_BYTES = 4 * 1024 * 1024
+INGEST_BATCH_BYTES = 2 * 1024 * 1024
 # Keys looked up in the ledger at a time (which of them are stored already).
 LEDGER_CHUNK = 1000
 # After this many messages of a first import, refresh the planner's statistics.
