@@ -12,7 +12,9 @@ internal addresses or ports exist.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
 import socket
 import ssl
 import time
@@ -186,9 +188,23 @@ def connect_checked(host: str, port: int, timeout: float) -> socket.socket:
 
 
 def mail_ssl_context() -> ssl.SSLContext:
-    """A verifying client context, also trusting MAIL_TLS_CA_FILE when set."""
+    """A verifying client context, also trusting MAIL_TLS_CA_FILE when set.
+
+    Shared between connections: loading the system's CA bundle costs tens of
+    milliseconds, on every sync and send otherwise. A changed CA file (by path
+    or modification time) gets a new context.
+    """
+    ca_file = settings.MAIL_TLS_CA_FILE or ""
+    try:
+        changed = os.stat(ca_file).st_mtime_ns if ca_file else 0
+    except OSError:
+        changed = -1  # load_verify_locations says what is wrong with it
+    return _ssl_context(ca_file, changed)
+
+
+@functools.lru_cache(maxsize=4)
+def _ssl_context(ca_file: str, changed: int) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca_file = settings.MAIL_TLS_CA_FILE
     if ca_file:
         context.load_verify_locations(cafile=ca_file)
     return context

@@ -150,8 +150,8 @@ def test_history_stays_quiet_when_an_interrupted_first_sync_resumes(
     resumed sync files the rest of the history as new mail.)"""
     routed: list[tuple[str, bool]] = []
     monkeypatch.setattr(
-        "conversations.threading.conversation_route",
-        lambda conversation, notify: routed.append((conversation.subject, notify)),
+        "conversations.threading.conversations_route",
+        lambda conversations, notify: routed.extend((c.subject, notify) for c in conversations),
     )
     size = deliver_many(dovecot, mail_user, 150, body_size=2000)
     inbox, mailbox = connect_support(admin, dovecot, smtp_server, mail_user, backfill_days=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from collections.abc import Iterator
@@ -219,3 +220,23 @@ def test_mail_ssl_context_verifies_and_trusts_the_configured_ca(
     assert context.check_hostname is True
     subjects = [dict(item[0] for item in cert["subject"]) for cert in context.get_ca_certs()]
     assert any(s.get("organizationName") == "Postkamer test mail CA" for s in subjects)
+
+
+def test_mail_ssl_context_is_shared_until_the_ca_file_changes(
+    settings: Settings, mail_ca: MailCA, tmp_path
+) -> None:
+    settings.MAIL_TLS_CA_FILE = str(mail_ca.path)
+    first = netguard.mail_ssl_context()
+    assert netguard.mail_ssl_context() is first, "the CA bundle must not be reloaded per connection"
+
+    copy = tmp_path / "ca.pem"
+    copy.write_bytes(mail_ca.path.read_bytes())
+    settings.MAIL_TLS_CA_FILE = str(copy)
+    second = netguard.mail_ssl_context()
+    assert second is not first
+    os.utime(copy, ns=(0, 10**18))  # a rotated file: same path, new modification time
+    assert netguard.mail_ssl_context() is not second
+
+    settings.MAIL_TLS_CA_FILE = str(tmp_path / "missing.pem")
+    with pytest.raises(OSError):
+        netguard.mail_ssl_context()
