@@ -157,14 +157,16 @@ def install_phase_timers(provider: str = "imap") -> PhaseTimer:
         from inboxes.providers.imap import ImapSession
 
         timer.wrap(ImapSession, "__enter__", "imap connect + TLS + login")
-        timer.wrap(ImapSession, "fetch", "imap fetch (RFC822.SIZE + BODY.PEEK[])", consume=True)
+        # Runs in the prefetch thread, overlapping ingest: not part of the wall-clock sum.
+        timer.wrap(
+            ImapSession, "_fetch_batch", "imap fetch (RFC822.SIZE + BODY.PEEK[], prefetched)"
+        )
         timer.wrap(ImapSession, "changes", "imap select + search")
     timer.wrap(sync, "ingest_batch", "ingest_batch (total)")
     timer.wrap(ingest, "parse_message", "  parse_message")
-    timer.wrap(ingest, "message_from_parsed", "  raw MIME to storage + Message()")
-    timer.wrap(ingest, "_attachments_for", "  attachments to storage")
+    timer.wrap(ingest, "_store_files", "  raw MIME + attachment files (thread pool)")
     timer.wrap(consumers, "deliver", "  threading into conversations")
-    timer.wrap(conversation_threading, "conversation_route", "    routing of new conversations")
+    timer.wrap(conversation_threading, "conversations_route", "    routing of new conversations")
     return timer
 
 
