@@ -4,6 +4,7 @@ import signal
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from core.memory import malloc_tune
 from inboxes.tasks import sync_mailbox
 from inboxes.watch import Watcher
 
@@ -43,6 +44,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, refresh, sync_here: bool = False, **options):
         if sync_here:
+            malloc_tune()  # this process runs syncs too (core/memory.py)
             watcher = Watcher(on_change=sync_in_watcher)
         else:
             watcher = Watcher(on_change=lambda mailbox_id: sync_mailbox.delay(mailbox_id))
