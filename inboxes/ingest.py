@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.core.files.base import ContentFile
-from django.core.files.storage import FileSystemStorage, default_storage
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -105,21 +105,15 @@ def message_from_parsed(
     return message
 
 
-# Local files go to the page cache: writing one costs ~0.15 ms of Python (Django's
-# storage code) and hardly waits, so threads only fight over the GIL (4 threads
-# were 2x slower than one here). A remote storage (S3 and the like) waits ~10-100 ms
-# per file on the network: there a few threads write a batch's files at once. Both
-# finish before the transaction that refers to the files.
+# Creating a file is mostly waiting on the disk (0.2-1 ms each): a batch's files
+# are written by a few threads, all joined before the transaction that refers to
+# them. One pool per process (a forked worker must not inherit its parent's).
 STORAGE_THREADS = 4
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
-def _storage_pool() -> ThreadPoolExecutor | None:
-    """The pool for a remote storage, None for the local file system. One pool per
-    process (a forked worker must not inherit its parent's)."""
+def _storage_pool() -> ThreadPoolExecutor:
     global _pool
-    if isinstance(default_storage, FileSystemStorage):
-        return None
     if _pool is None or _pool[0] != os.getpid():
         _pool = (
             os.getpid(),
@@ -151,15 +145,12 @@ def _write_files(account_id, parsed: ParsedMessage, raw: bytes) -> tuple[str, li
 
 
 def _store_files(account_id, new: list[tuple[ParsedMessage, bytes]]) -> list[_Stored]:
-    """Write the files of ``new`` (parsed, raw); with a remote storage in parallel."""
+    """Write the files of ``new`` (parsed, raw) in parallel and wait for all of them."""
     pool = _storage_pool()
-    if pool is None:
-        written = (_write_files(account_id, p, raw) for p, raw in new)
-    else:
-        futures = [pool.submit(_write_files, account_id, p, raw) for p, raw in new]
-        written = (future.result() for future in futures)
+    futures = [pool.submit(_write_files, account_id, p, raw) for p, raw in new]
     stored = []
-    for (p, raw), (raw_name, names) in zip(new, written, strict=True):
+    for (p, raw), future in zip(new, futures, strict=True):
+        raw_name, names = future.result()
         message = message_row(account_id=account_id, parsed=p, raw_size=len(raw))
         message.raw.name = raw_name
         attachments = [

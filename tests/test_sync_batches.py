@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.models.query import QuerySet
 
 from conversations.models import Attachment, Conversation, Message
-from inboxes import ingest, sync
+from inboxes import sync
 from inboxes.models import MailboxMessage
 from inboxes.providers import imap
 from inboxes.sync import mailbox_sync
@@ -118,23 +118,10 @@ def email_with_attachments(subject: str, count: int) -> bytes:
     return mime.as_bytes()
 
 
-@pytest.fixture(params=["local", "remote"])
-def storage_kind(request, settings):
-    """The local file system (files written inline) or a storage that is not
-    (written by a thread pool); Django's in-memory storage stands in for S3."""
-    if request.param == "remote":
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
-        }
-    return request.param
-
-
 def test_raw_mime_and_attachment_files_are_on_disk_before_their_rows_exist(
-    support, dovecot, mail_user, monkeypatch, storage_kind
+    support, dovecot, mail_user, monkeypatch
 ):
     inbox, mailbox = support
-    assert (ingest._storage_pool() is None) == (storage_kind == "local")
     for n in range(6):
         dovecot.deliver(mail_user[0], email_with_attachments(f"Invoice {n}", n % 3))
     checked = {"messages": 0, "attachments": 0}
