@@ -10,9 +10,12 @@ docstring; this module keeps them with less work per item:
 - the claim returns what the send needs (envelope, recipients, the raw file's
   name and the Message-ID) in the same statement, so there is no read per item
   before the send;
-- ``data_started_at`` of a window of ``SEND_WINDOW`` items and the sent marks
-  of the window before go in one statement (``_commit_marks``), committed right
-  before the DATA of the window's first item (the trade-off is in sending.py);
+- ``data_started_at`` is committed in blocks of ``SEND_WINDOW // 2`` items, one
+  block ahead, each statement with the sent marks so far (``_Marks``): the
+  statement for the next block is sent before this block's first DATA and its
+  commit runs while the block goes out over SMTP; its result is read (the fence)
+  before the next block's first DATA. At most ``SEND_WINDOW`` items are ever
+  marked started without a committed sent mark (the trade-off is in sending.py);
 - a refused transaction (4xx/5xx before or at DATA) is settled for that item
   and the run goes on after an RSET; a connection dropped before DATA is
   reopened and the item sent on the new one; a drop after DATA leaves the item
@@ -21,8 +24,9 @@ docstring; this module keeps them with less work per item:
   connection);
 - the Sent copies of a chunk are APPENDed in one MULTIAPPEND where the server
   offers it (Dovecot does), one APPEND after another over the same session
-  otherwise, and marked stored in one UPDATE; a failure leaves them to the
-  sweeper.
+  otherwise, in a thread of its own that the run waits for only when it is
+  ``COPY_BATCHES_IN_FLIGHT`` chunks behind, and marked stored in one UPDATE; a
+  failure leaves them to the sweeper.
 
 API providers keep a committed ``data_started_at`` per item (their send is an
 HTTP request that costs far more than the commit) and the per-item outcome code
@@ -35,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import select
 import smtplib
 import time
 import uuid
@@ -62,6 +67,9 @@ RECONNECT_EVERY = 100
 # A run stops claiming after this long and hands over to a new run (task time limits).
 RUN_MAX_SECONDS = 120
 COPY_BATCH_BYTES = 8 * 1024 * 1024
+# Sent copy batches (a chunk each) handed to the IMAP thread and not yet stored,
+# before the run waits for the oldest: the IMAP server may fall behind for a while.
+COPY_BATCHES_IN_FLIGHT = 3
 
 
 @dataclass
@@ -230,56 +238,110 @@ def release(entries: list[Claimed], *, next_attempt_at: datetime | None, detail:
 
 # --- The marks: "DATA started" and "sent", in one statement ---------------------------------------
 
+# A data-modifying WITH runs whether or not the main query reads it. The sent mark
+# is not fenced: the server's 250 is the truth, also for an item the sweeper has
+# meanwhile called unknown (it had data_started_at, so it was never handed to
+# another claim). $1 sent, $2 sending, $3 unknown, $4 now, $5 and $6 the sent
+# items and their details, $7 and $8 the items whose data may now go out and
+# their claims. Arrays, not a JSON document: the planner expects 10 rows from
+# unnest() and looks each one up by its key (from jsonb_to_recordset() it
+# expects 100 and scans the whole table).
+_MARKS_SQL = """
+    WITH sent AS (
+        UPDATE {table} AS o SET state = $1, detail = v.detail, sent_at = $4::timestamptz
+          FROM unnest($5::uuid[], $6::text[]) AS v(id, detail)
+         WHERE o.id = v.id AND o.state IN ($2, $3)
+    )
+    UPDATE {table} AS o SET data_started_at = $4::timestamptz
+      FROM unnest($7::uuid[], $8::integer[]) AS v(id, attempts)
+     WHERE o.id = v.id AND o.state = $2 AND o.attempts = v.attempts
+       AND o.data_started_at IS NULL
+    RETURNING o.id
+"""
 
-def _commit_marks(sent: list[tuple[Claimed, str]], start: list[Claimed]) -> set:
+
+def _array(values) -> str:
+    """A PostgreSQL array literal (text format) of ``values``, each quoted."""
+    quoted = ('"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
+    return "{" + ",".join(quoted) + "}"
+
+
+class _MarksInFlight:
+    """One marks statement sent over the run's database connection (autocommitted,
+    or inside the caller's transaction) whose result has not been read yet: the
+    run goes on over SMTP while PostgreSQL commits it. Nothing else may use the
+    connection until ``_await_marks`` has read the result (``_Marks.before_query``
+    sees to it for the run's other queries)."""
+
+    def __init__(
+        self, sent: list[tuple[Claimed, str]], start: list[Claimed], now: datetime
+    ) -> None:
+        sql = _MARKS_SQL.format(table=OutboxItem._meta.db_table)
+        params = [
+            OutboxState.SENT,
+            OutboxState.SENDING,
+            OutboxState.UNKNOWN,
+            now.isoformat(),
+            _array(entry.pk for entry, _ in sent),
+            _array(detail[:4000] for _, detail in sent),
+            _array(entry.pk for entry in start),
+            _array(entry.attempts for entry in start),
+        ]
+        connection.ensure_connection()
+        with connection.wrap_database_errors:
+            self.pgconn = connection.connection.pgconn
+            self.pgconn.send_query_params(sql.encode(), [p.encode() for p in params])
+
+
+def _await_marks(statement: _MarksInFlight) -> set:
+    """Read the result of a marks statement: the ids of its ``start`` items still ours
+    (the fence: same claim, not yet started), once committed."""
+    from psycopg import errors, pq
+
+    pgconn = statement.pgconn
+    won: set = set()
+    error = None
+    with connection.wrap_database_errors:
+        while True:
+            while pgconn.is_busy():
+                select.select([pgconn.socket], [], [])
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:
+                break
+            if result.status == pq.ExecStatus.TUPLES_OK:
+                won.update(
+                    uuid.UUID(result.get_value(row, 0).decode()) for row in range(result.ntuples)
+                )
+            elif error is None:
+                error = errors.error_from_result(result, encoding="utf-8")
+        if error is not None:
+            raise error
+    return won
+
+
+def _commit_marks(
+    sent: list[tuple[Claimed, str]], start: list[Claimed], now: datetime | None = None
+) -> set:
     """Mark ``sent`` items sent and ``start`` items as having their data going out,
     in one autocommitted statement; returns the ids of ``start`` still ours (the
     fence: same claim, not yet started)."""
-    now = timezone.now()
-    if connection.vendor != "postgresql":
-        with transaction.atomic():
-            for entry, detail in sent:
-                _mark_sent_portable(entry, detail, now)
-            return {
-                entry.pk
-                for entry in start
-                if OutboxItem.objects.filter(
-                    pk=entry.pk,
-                    state=OutboxState.SENDING,
-                    attempts=entry.attempts,
-                    data_started_at__isnull=True,
-                ).update(data_started_at=now)
-            }
-    table = OutboxItem._meta.db_table
-    # A data-modifying WITH runs whether or not the main query reads it. The sent
-    # mark is not fenced: the server's 250 is the truth, also for an item the
-    # sweeper has meanwhile called unknown (it had data_started_at, so it was
-    # never handed to another claim).
-    sql = f"""
-        WITH sent AS (
-            UPDATE {table} AS o SET state = %(sent_state)s, detail = v.detail, sent_at = %(now)s
-              FROM unnest(%(sent_ids)s::uuid[], %(details)s::text[]) AS v(id, detail)
-             WHERE o.id = v.id AND o.state IN (%(sending)s, %(unknown)s)
-        )
-        UPDATE {table} AS o SET data_started_at = %(now)s
-          FROM unnest(%(start_ids)s::uuid[], %(attempts)s::integer[]) AS v(id, attempts)
-         WHERE o.id = v.id AND o.state = %(sending)s AND o.attempts = v.attempts
-           AND o.data_started_at IS NULL
-        RETURNING o.id
-    """  # noqa: S608 - the table name from the model; every value is a parameter
-    params = {
-        "sent_state": OutboxState.SENT,
-        "sending": OutboxState.SENDING,
-        "unknown": OutboxState.UNKNOWN,
-        "now": now,
-        "sent_ids": [entry.pk for entry, _ in sent],
-        "details": [detail[:4000] for _, detail in sent],
-        "start_ids": [entry.pk for entry in start],
-        "attempts": [entry.attempts for entry in start],
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {row[0] for row in cursor.fetchall()}
+    now = now or timezone.now()
+    if connection.vendor == "postgresql":
+        return _await_marks(_MarksInFlight(sent, start, now))
+    with transaction.atomic():
+        for entry, detail in sent:
+            _mark_sent_portable(entry, detail, now)
+        return {
+            entry.pk
+            for entry in start
+            if OutboxItem.objects.filter(
+                pk=entry.pk,
+                state=OutboxState.SENDING,
+                attempts=entry.attempts,
+                data_started_at__isnull=True,
+            ).update(data_started_at=now)
+        }
 
 
 def _mark_sent_portable(entry: Claimed, detail: str, now: datetime) -> None:
@@ -289,30 +351,91 @@ def _mark_sent_portable(entry: Claimed, detail: str, now: datetime) -> None:
 
 
 class _Marks:
-    """The run's pending sent marks and the items whose data may go out."""
+    """A run's "DATA started" marks and its pending sent marks.
+
+    With a window of 4 or more (PostgreSQL), the marks are committed ahead in
+    blocks of ``window // 2`` items: right before a chunk's first DATA one commit
+    marks its first two blocks (with the sent marks still pending from the chunk
+    before); right before the DATA of each later block's first item, the block
+    after it is marked together with the sent marks so far, in a statement whose
+    commit runs while this block goes out (its result is read before that next
+    block's first DATA, or before any other query of the run). So the SMTP loop
+    rarely waits for a commit, and no more than two blocks (at most ``window``
+    items) are ever marked started without their sent mark committed. The marks
+    committed ahead carry the time of the chunk's first ones. With a
+    smaller window, or elsewhere than PostgreSQL: one commit per window, made
+    right before its first DATA."""
 
     def __init__(self, window: int) -> None:
-        self.window = max(1, window)
+        window = max(1, window)
+        self.ahead = window >= 4 and connection.vendor == "postgresql"
+        self.block = window // 2 if self.ahead else window
         self.pending_sent: list[tuple[Claimed, str]] = []
-        self.started: set = set()
+        self.in_flight: _MarksInFlight | None = None
+        self.begin([])
 
-    def before_data(self, entry: Claimed, upcoming: list[Claimed]) -> None:
-        if entry.pk in self.started:
-            return
-        start = [entry, *upcoming[: self.window - 1]]
-        won = _commit_marks(self.pending_sent, start)
-        self.pending_sent.clear()
-        self.started |= won
-        if entry.pk not in won:
-            raise sending.ClaimLost(str(entry.pk))
+    def begin(self, chunk: list[Claimed]) -> None:
+        """The next chunk (the sent marks still pending go with its first commit)."""
+        self.chunk = chunk
+        self.index = {entry.pk: n for n, entry in enumerate(chunk)}
+        self.marked = 0  # chunk[:marked] have had their marks asked for
+        self.started: set = set()  # ... committed and still ours
+        # The time of the chunk's first marks, also given to the marks committed
+        # ahead: an item marked ahead shares its "DATA started" time with items that
+        # went out before it, so the sweeper's detail does not claim it went out
+        # (sending._started_in_a_window).
+        self.stamp = timezone.now()
+
+    def before_data(self, entry: Claimed) -> None:
+        n = self.index[entry.pk]
+        if entry.pk not in self.started:
+            self.wait()
+            if entry.pk not in self.started and n >= self.marked:
+                size = 2 * self.block if self.ahead else self.block
+                self.stamp = timezone.now()
+                start = self.chunk[n : n + size]
+                self.started |= _commit_marks(self._take_sent(), start, self.stamp)
+                self.marked = n + size
+            if entry.pk not in self.started:
+                raise sending.ClaimLost(str(entry.pk))
+        if self.ahead and self.in_flight is None and self.marked - n <= self.block:
+            ahead = self.chunk[self.marked : self.marked + self.block]
+            self.in_flight = _MarksInFlight(self._take_sent(), ahead, self.stamp)
+            self.marked += self.block
 
     def sent(self, entry: Claimed, detail: str) -> None:
         self.pending_sent.append((entry, detail))
 
+    def _take_sent(self) -> list[tuple[Claimed, str]]:
+        sent, self.pending_sent = self.pending_sent, []
+        return sent
+
+    def wait(self) -> None:
+        """Read the result of the statement sent ahead, if any."""
+        if self.in_flight is not None:
+            statement, self.in_flight = self.in_flight, None
+            self.started |= _await_marks(statement)
+
+    def before_query(self, execute, sql, params, many, context):
+        """``connection.execute_wrapper``: any other query of the run's thread waits for
+        the statement in flight first (one statement at a time on a connection)."""
+        self.wait()
+        return execute(sql, params, many, context)
+
     def flush(self) -> None:
+        """Commit the sent marks still pending (before the run settles an item
+        otherwise, and at its end)."""
+        self.wait()
         if self.pending_sent:
-            _commit_marks(self.pending_sent, [])
-            self.pending_sent.clear()
+            _commit_marks(self._take_sent(), [])
+
+    def close(self) -> None:
+        """On the way out, also of an exception: no statement is left unread."""
+        try:
+            self.wait()
+        except Exception:
+            log.exception("send run: could not read the marks sent ahead")
+            connection.close()
 
 
 # --- Sent copies ------------------------------------------------------------------------------------
@@ -346,9 +469,11 @@ def append_sent_copies(session, raws: list[bytes]) -> None:
 
 class _SentCopies:
     """Sent copies of a run: one IMAP session, opened on first use, in a thread of
-    its own, so a chunk's MULTIAPPEND runs while the next chunk goes out over SMTP
-    (both mostly wait on their server). At most one batch is in flight; its
-    ``sent_copy_stored`` UPDATE is made here, in the run's thread."""
+    its own, so a chunk's MULTIAPPEND runs while the next chunks go out over SMTP
+    (both mostly wait on their server). The run does not wait for a batch until
+    ``COPY_BATCHES_IN_FLIGHT`` are handed over and not done (then for the oldest);
+    the ``sent_copy_stored`` UPDATE of a batch that is done is made here, in the
+    run's thread."""
 
     def __init__(self, mailbox: Mailbox) -> None:
         self.mailbox = mailbox
@@ -360,7 +485,7 @@ class _SentCopies:
         self.stored = 0
         self._thread: ThreadPoolExecutor | None = None
         self._entered = False
-        self._in_flight: tuple[Future, list[uuid.UUID]] | None = None
+        self._in_flight: list[tuple[Future, list[uuid.UUID]]] = []
 
     def add(self, entry: Claimed, raw: bytes) -> None:
         if not self.wanted or self.gave_up:
@@ -371,16 +496,17 @@ class _SentCopies:
             self.store()
 
     def store(self) -> None:
-        """Hand the pending copies to the IMAP thread (after the previous batch is in)."""
+        """Hand the pending copies to the IMAP thread (first waiting for the oldest
+        batch if ``COPY_BATCHES_IN_FLIGHT`` are not done yet)."""
         batch, self.pending, self.pending_bytes = self.pending, [], 0
-        self._settle()
+        self._settle(keep=COPY_BATCHES_IN_FLIGHT - 1)
         if not batch or self.gave_up:
             return
         if self._thread is None:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sent-copies")
             self.session = open_session(self.mailbox)  # connects in the thread
         raws = [raw for _, raw in batch]
-        self._in_flight = (self._thread.submit(self._append, raws), [pk for pk, _ in batch])
+        self._in_flight.append((self._thread.submit(self._append, raws), [pk for pk, _ in batch]))
 
     def _append(self, raws: list[bytes]) -> None:
         try:
@@ -391,27 +517,33 @@ class _SentCopies:
         finally:
             connection.close()  # a token refresh at login may have used the database
 
-    def _settle(self) -> None:
-        if self._in_flight is None:
-            return
-        future, ids = self._in_flight
-        self._in_flight = None
-        try:
-            future.result()
-        except ProviderError as exc:
-            # The sweeper tries again later (sent_copy_stored stays false).
-            log.warning(
-                "send run %s: could not store %d Sent copies: %s", self.mailbox.pk, len(ids), exc
-            )
-            self.gave_up = True
-            return
-        OutboxItem.objects.filter(pk__in=ids).update(sent_copy_stored=True)
-        self.stored += len(ids)
+    def _settle(self, keep: int) -> None:
+        """Record the batches that are done; wait for the oldest ones until at most
+        ``keep`` are left in flight."""
+        stored: list[uuid.UUID] = []
+        while self._in_flight and (self._in_flight[0][0].done() or len(self._in_flight) > keep):
+            future, ids = self._in_flight.pop(0)
+            try:
+                future.result()
+            except ProviderError as exc:
+                # The sweeper tries again later (sent_copy_stored stays false).
+                log.warning(
+                    "send run %s: could not store %d Sent copies: %s",
+                    self.mailbox.pk,
+                    len(ids),
+                    exc,
+                )
+                self.gave_up = True
+                continue
+            stored += ids
+        if stored:
+            OutboxItem.objects.filter(pk__in=stored).update(sent_copy_stored=True)
+            self.stored += len(stored)
 
     def close(self) -> None:
-        """Wait for the batch in flight and log out."""
+        """Wait for the batches in flight and log out."""
         try:
-            self._settle()
+            self._settle(keep=0)
         finally:
             if self._thread is not None:
                 session, self.session = self.session, None
@@ -488,16 +620,25 @@ def outbox_send_run(mailbox_id) -> RunResult:
     deadline = time.monotonic() + RUN_MAX_SECONDS
     link = _Link(mailbox)
     copies = _SentCopies(mailbox)
+    marks = _Marks(SEND_WINDOW)
     stopped = "error"  # until a pass ends: an exception lets go of the lease too
     try:
-        while True:
-            sending.run_requests_answered(mailbox_id)
-            stopped = _claim_and_send(mailbox, result, link, copies, deadline)
-            if stopped == "deadline":
-                sending.enqueue_send_run(mailbox_id, force=True)
-                break
-            if stopped or not sending.run_lease_release(mailbox_id):
-                break
+        with connection.execute_wrapper(marks.before_query):
+            try:
+                while True:
+                    sending.run_requests_answered(mailbox_id)
+                    stopped = _claim_and_send(mailbox, result, link, copies, marks, deadline)
+                    if stopped == "deadline":
+                        sending.enqueue_send_run(mailbox_id, force=True)
+                        break
+                    if stopped or not sending.run_lease_release(mailbox_id):
+                        break
+            finally:
+                # Also on the way out of an exception: what the server accepted is recorded.
+                try:
+                    marks.flush()
+                finally:
+                    marks.close()
     finally:
         link.close()
         copies.close()
@@ -508,7 +649,7 @@ def outbox_send_run(mailbox_id) -> RunResult:
     return result
 
 
-def _claim_and_send(mailbox, result, link, copies, deadline) -> str:
+def _claim_and_send(mailbox, result, link, copies, marks, deadline) -> str:
     """Claim and send chunks until none is due; "" or why the run stops early."""
     while True:
         if time.monotonic() > deadline:
@@ -518,7 +659,7 @@ def _claim_and_send(mailbox, result, link, copies, deadline) -> str:
             return ""
         result.claimed += len(chunk)
         if mailbox.provider == Provider.IMAP:
-            stopped = _send_chunk_smtp(mailbox, chunk, result, link, copies)
+            stopped = _send_chunk_smtp(mailbox, chunk, result, link, copies, marks)
         else:
             stopped = _send_chunk_api(mailbox, chunk, result, link)
         copies.store()
@@ -527,62 +668,55 @@ def _claim_and_send(mailbox, result, link, copies, deadline) -> str:
             return stopped
 
 
-def _send_chunk_smtp(mailbox, chunk: list[Claimed], result, link: _Link, copies) -> str:
-    marks = _Marks(SEND_WINDOW)
-    try:
-        for index, entry in enumerate(chunk):
-            raw = _read_raw(entry)
-            upcoming = chunk[index + 1 :]
-            for attempt in (1, 2):
-                try:
-                    transport = link.get()
-                except ProviderError as exc:
-                    # Connecting or signing in failed: nothing of these went out.
+def _send_chunk_smtp(mailbox, chunk: list[Claimed], result, link: _Link, copies, marks) -> str:
+    marks.begin(chunk)
+    for index, entry in enumerate(chunk):
+        raw = _read_raw(entry)
+        for attempt in (1, 2):
+            try:
+                transport = link.get()
+            except ProviderError as exc:
+                # Connecting or signing in failed: nothing of these went out.
+                marks.flush()
+                _settle_all(chunk[index:], exc, mailbox, result)
+                return "connection"
+            try:
+                answer = transport.send(
+                    raw,
+                    envelope_from=entry.envelope_from,
+                    recipients=entry.recipients,
+                    before_data=lambda entry=entry: marks.before_data(entry),
+                )
+            except sending.ClaimLost:
+                log.warning("outbox %s: taken over before DATA; not sent here", entry.pk)
+                link.reset()
+                break
+            except SendOutcomeUnknown as exc:
+                link.close()
+                marks.flush()
+                _unknown(entry, exc, result)
+                break
+            except ProviderError as exc:
+                if _dropped(exc):
+                    link.close()
+                    if attempt == 1:
+                        continue  # dropped before DATA: again on a new connection
+                    # Dropped twice in a row: the server is going away; later.
                     marks.flush()
                     _settle_all(chunk[index:], exc, mailbox, result)
                     return "connection"
-                try:
-                    answer = transport.send(
-                        raw,
-                        envelope_from=entry.envelope_from,
-                        recipients=entry.recipients,
-                        before_data=lambda entry=entry, upcoming=upcoming: marks.before_data(
-                            entry, upcoming
-                        ),
-                    )
-                except sending.ClaimLost:
-                    log.warning("outbox %s: taken over before DATA; not sent here", entry.pk)
-                    link.reset()
-                    break
-                except SendOutcomeUnknown as exc:
-                    link.close()
-                    marks.flush()
-                    _unknown(entry, exc, result)
-                    break
-                except ProviderError as exc:
-                    if _dropped(exc):
-                        link.close()
-                        if attempt == 1:
-                            continue  # dropped before DATA: again on a new connection
-                        # Dropped twice in a row: the server is going away; later.
-                        marks.flush()
-                        _settle_all(chunk[index:], exc, mailbox, result)
-                        return "connection"
-                    link.reset()
-                    state, countdown = sending.settle_failure(
-                        entry, exc, mailbox_address=mailbox.address
-                    )
-                    _count(result, entry, state, countdown)
-                    break
-                link.messages += 1
-                marks.sent(entry, sending.sent_detail(answer))
-                copies.add(entry, raw)
-                result.sent += 1
-                result.states[str(entry.pk)] = OutboxState.SENT
+                link.reset()
+                state, countdown = sending.settle_failure(
+                    entry, exc, mailbox_address=mailbox.address
+                )
+                _count(result, entry, state, countdown)
                 break
-    finally:
-        # Also on the way out of an exception: what the server accepted is recorded.
-        marks.flush()
+            link.messages += 1
+            marks.sent(entry, sending.sent_detail(answer))
+            copies.add(entry, raw)
+            result.sent += 1
+            result.states[str(entry.pk)] = OutboxState.SENT
+            break
     return ""
 
 

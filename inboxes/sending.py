@@ -22,20 +22,27 @@ Microsoft 365, answer yes); if it is not there the item stays ``unknown`` and is
 shown to the sender, never resent blindly. A worker that dies before
 ``data_started_at`` sent nothing, and the item is simply sent again.
 
-The send run's window (SMTP, ``send_run.SEND_WINDOW`` = 20): one commit marks
-the next 20 claimed items "DATA started" (fenced by their claims), together
-with the sent marks of the window before; it is made after the first of them
-had its recipients accepted, right before its DATA, and the 20 then go out one
-after the other. (A durable commit on the benchmark machine's disk costs 2-4
-ms: a commit per message would cap a run at a few hundred sends/s, see
-bench/README.md.) What a worker killed mid-run leaves:
+The send run's window (SMTP, ``send_run.SEND_WINDOW`` = 20): the "DATA
+started" marks (fenced by their claims) are committed in blocks of 10, one block
+ahead. Right before the DATA of a chunk's first item one commit marks its first
+20 items (with the sent marks still pending); right before the DATA of each
+later block's first item one statement marks the block after it, together with
+the sent marks so far, and its commit runs while this block goes out; its result
+(which of them are still the run's own) is read before the DATA of that next
+block's first item. So no item's data goes out before its mark is committed, the
+SMTP loop seldom waits for a commit, and never more than 20 items (two blocks)
+are marked started without a committed sent mark. (A durable commit on the
+benchmark machine's disk costs 1-6 ms: a commit per message would cap a run at a
+few hundred sends/s, see bench/README.md.) What a worker killed mid-run leaves:
 
-- items of earlier windows: recorded as sent (or settled as failed/queued);
-- the current window's items: ``unknown``, never resent. Some went out (their
-  250 was not recorded yet), one may have been going out, the rest were never
-  reached: the sweeper cannot tell them apart, so each is looked up in the Sent
-  folder (found: sent) and otherwise says that it may or may not have been
-  reached and was not sent again (``_started_in_a_window``);
+- items before the window: recorded as sent (or settled as failed/queued);
+- the window, at most 20 items marked started whose sent mark was not
+  committed yet: ``unknown``, never resent. Some went out (their 250 was not
+  recorded yet), one may have been going out, the rest were never reached: the
+  sweeper cannot tell them apart, so each is looked up in the Sent folder
+  (found: sent) and otherwise says that it may or may not have been reached and
+  was not sent again (``_started_in_a_window``: the marks committed ahead carry
+  the time of the chunk's first ones, which went out);
 - claimed items after the window: no ``data_started_at``, queued again and sent
   once by a later run.
 

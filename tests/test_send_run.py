@@ -306,14 +306,17 @@ def test_a_server_that_cannot_be_reached_puts_the_chunk_back_for_later(support, 
 def test_with_a_wider_window_a_worker_death_leaves_the_window_unknown_and_resends_the_rest(
     support, run_smtp, monkeypatch
 ):
-    """SEND_WINDOW 4: the first four share one "DATA started" mark. The worker
-    dies during the 3rd DATA, before any sent mark was written: all four end
-    unknown, saying they may not have been reached (two went out, one was going
-    out, one never left); the two after the window are sent again, once."""
+    """SEND_WINDOW 4: the "DATA started" marks go in blocks of two, committed one
+    block ahead. The first commit marks the first four; right before the 3rd DATA
+    the 5th and 6th are marked (with the same time), with the sent marks of the
+    first two. The worker
+    dies during the 3rd DATA: the first two stay sent; 3-6 (the window, four) end
+    unknown, saying they may not have been reached (the 3rd was going out, 4-6
+    never left); the two after them are sent again, once."""
     from inboxes.providers.imap import SmtpTransport
 
     monkeypatch.setattr(send_run, "SEND_WINDOW", 4)
-    items = create_items(support, 6)
+    items = create_items(support, 8)
     real_send = SmtpTransport.send
     calls = []
 
@@ -330,21 +333,73 @@ def test_with_a_wider_window_a_worker_death_leaves_the_window_unknown_and_resend
         send_run.outbox_send_run(support.pk)
     monkeypatch.undo()
     rows = {r.pk: r for r in OutboxItem.objects.filter(pk__in=[i.pk for i in items])}
-    assert [rows[i.pk].state for i in items] == ["sending"] * 6
-    assert len({rows[i.pk].data_started_at for i in items[:4]}) == 1
-    assert [rows[i.pk].data_started_at for i in items[4:]] == [None, None]
+    assert [rows[i.pk].state for i in items] == ["sent"] * 2 + ["sending"] * 6
+    # the marks committed ahead carry the time of the first ones
+    assert len({rows[i.pk].data_started_at for i in items[:6]}) == 1
+    assert [rows[i.pk].data_started_at for i in items[6:]] == [None, None]
 
     OutboxItem.objects.filter(pk__in=[i.pk for i in items]).update(
         claimed_at=rows[items[0].pk].claimed_at.replace(year=2020)
     )
     counts = outbox_sweep()
     assert (counts["unknown"], counts["recovered"]) == (4, 2)
-    for item in items[:4]:
+    for item in items[2:6]:
         row = OutboxItem.objects.get(pk=item.pk)
         assert row.state == "unknown" and "may or may not have been reached" in row.detail
         assert NOT_RESENT in row.detail
     assert send_run.outbox_send_run(support.pk).sent == 2
-    assert received_counts(run_smtp) == Counter(header_ids(items[:2] + items[4:]))
+    assert received_counts(run_smtp) == Counter(header_ids(items[:2] + items[6:]))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_data_goes_out_after_its_mark_is_committed_and_never_more_than_the_window_are_open(
+    support, run_smtp, monkeypatch
+):
+    """Seen from another connection (what a worker killed at that moment leaves):
+    before each DATA the item's "DATA started" mark is committed, and never more
+    than SEND_WINDOW items are marked started without a committed sent mark, also
+    with the marks committed ahead and across chunks."""
+    from django.db import connections
+
+    from inboxes.providers.imap import SmtpTransport
+
+    monkeypatch.setattr(send_run, "CLAIM_CHUNK", 30)  # chunks and blocks need not align
+    items = create_items(support, 75)
+    message_pks = {item.message.message_id: item.message_id for item in items}
+    observer = connections.create_connection("default")
+    real_send = SmtpTransport.send
+    open_counts = []
+
+    def observed(self, raw, **kwargs):
+        before_data = kwargs["before_data"]
+
+        def check():
+            before_data()
+            with observer.cursor() as cursor:
+                cursor.execute(
+                    "SELECT message_id, data_started_at IS NOT NULL FROM inboxes_outboxitem"
+                    " WHERE mailbox_id = %s AND state = 'sending'",
+                    [support.pk],
+                )
+                rows = cursor.fetchall()
+            going = [started for _, started in rows if started]
+            open_counts.append(len(going))
+            mark = (message_pks[message_id_of(raw)], True)
+            assert mark in rows, "DATA before its mark was committed"
+
+        kwargs["before_data"] = check
+        return real_send(self, raw, **kwargs)
+
+    monkeypatch.setattr(SmtpTransport, "send", observed)
+    try:
+        result = send_run.outbox_send_run(support.pk)
+    finally:
+        observer.close()
+
+    assert result.sent == 75
+    assert len(open_counts) == 75
+    assert max(open_counts) == send_run.SEND_WINDOW
+    assert received_counts(run_smtp) == Counter(header_ids(items))
 
 
 # --- Two runs at once -----------------------------------------------------------------------------
@@ -460,19 +515,30 @@ def test_a_run_hands_over_to_a_new_one_after_its_time_is_up(support, run_smtp, m
 def test_a_worker_killed_in_the_middle_of_a_run_never_sends_an_item_twice(
     engine, support, run_smtp
 ):
-    """25 items, one run, the window is 20 (send_run.SEND_WINDOW). Killed while the
-    server holds the 23rd message's DATA reply: the first window's 20 were marked
-    sent when the second window started and stay sent; the second window (21-25)
-    ends unknown, saying it may not have been reached (21 and 22 went out, 23 was
-    going out, 24 and 25 never left), and nothing is ever sent twice."""
+    """25 items, one run, the window is 20 (send_run.SEND_WINDOW: blocks of 10 marked
+    one block ahead). Killed while the server holds the 23rd message's DATA reply:
+    the first 20 were marked sent when the third block started and stay sent; the
+    third block (21-25, marked when the second started) ends unknown, saying it
+    may not have been reached (21 and 22 went out, 23 was going out, 24 and 25
+    never left), and nothing is ever sent twice."""
     assert send_run.SEND_WINDOW == 20
     worker = engine.worker()
     run_smtp.at_data = {23: "hold"}
     with transaction.atomic():  # one commit: one run for the 25
         items = create_items(support, 25)
     run_smtp.wait_for_hold(1, timeout=30)
-    rows = dict(OutboxItem.objects.filter(pk__in=[i.pk for i in items]).values_list("pk", "state"))
-    assert [rows[i.pk] for i in items] == ["sent"] * 20 + ["sending"] * 5
+
+    def item_states() -> list[str]:
+        rows = dict(
+            OutboxItem.objects.filter(pk__in=[i.pk for i in items]).values_list("pk", "state")
+        )
+        return [rows[i.pk] for i in items]
+
+    # The sent marks of 11-20 went with the statement sent ahead before the 21st
+    # DATA; the worker does not wait for its commit while 21-23 go out.
+    wait_until(
+        lambda: item_states() == ["sent"] * 20 + ["sending"] * 5, 10, "the first 20 sent marks"
+    )
 
     worker.kill_children()
     engine.beat()  # the sweeper, every 2 s; the send lease is 5 s
