@@ -37,6 +37,7 @@ per item.
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import json
 import logging
 import select
@@ -459,7 +460,10 @@ def append_sent_copies(session, raws: list[bytes]) -> None:
             name = "Sent"
             client.create_folder(name)
         if len(raws) > 1 and client.has_capability("MULTIAPPEND"):
-            client.multiappend(name, [{"msg": raw, "flags": (SEEN,)} for raw in raws])
+            # imapclient hands a tagged NO back instead of raising it.
+            typ, data = client.multiappend(name, [{"msg": raw, "flags": (SEEN,)} for raw in raws])
+            if typ != "OK":
+                raise imaplib.IMAP4.error(f"APPEND refused: {typ} {data}")
         else:
             for raw in raws:
                 client.append(name, raw, flags=(SEEN,))

@@ -214,6 +214,24 @@ def test_a_long_run_renews_its_connection_every_few_messages(support, run_smtp, 
     assert received_counts(run_smtp) == Counter(header_ids(items))
 
 
+@pytest.mark.django_db
+def test_sent_copies_the_imap_server_refuses_are_left_for_the_sweeper(
+    support, run_smtp, monkeypatch
+):
+    """A tagged NO to the MULTIAPPEND (here: no such folder) stores nothing: the
+    items are sent, their copies not marked stored (the sweeper tries again)."""
+    from inboxes.providers.imap import ImapSession
+
+    monkeypatch.setattr(ImapSession, "sent_folder_name", lambda self: "No such folder")
+    items = create_items(support, 3)
+
+    result = send_run.outbox_send_run(support.pk)
+
+    assert (result.sent, result.copies) == (3, 0)
+    assert set(states(items).values()) == {"sent"}
+    assert OutboxItem.objects.filter(sent_copy_stored=True).count() == 0
+
+
 # --- Refusals and drops in the middle of a run -------------------------------------------------------
 
 
