@@ -1,6 +1,8 @@
 """Send benchmark: the outbox's send run against a bare smtplib loop over one connection.
 
     .venv/bin/python bench/send.py [--items 2000] [--legacy-items 100] [--baseline 2000] [--quick]
+                                   [--window 20] [--reconnect-every 100] [--profile]
+                                   [--compare-with OTHER/send_run.py [--rounds 5]]
 
 Against aiosmtpd (tests/mailservers.SMTPTestServer, STARTTLS + AUTH, in a
 process of its own so it does not share this one's GIL) and a local Dovecot:
@@ -181,20 +183,48 @@ def legacy_loop(ids: list) -> tuple[float, list[str]]:
     return time.perf_counter() - started, states
 
 
-def send_runs(mailbox, ids: list, *, copies: bool) -> tuple[float, dict, dict]:
-    """Send runs of the mailbox, as the worker does, until every item is settled."""
+def cpu_probe(smtp, dovecot):
+    """CPU seconds so far of the processes a send run keeps busy (2 cores for all)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+
+    def now() -> dict[str, float]:
+        return {
+            "this process (the run and its copy thread)": harness.cpu_seconds(os.getpid()),
+            "SMTP server (aiosmtpd, own process)": harness.cpu_seconds(smtp.process.pid),
+            "Dovecot (imap processes)": harness.tree_cpu_seconds(dovecot.process.pid),
+            "PostgreSQL (the run's backend)": harness.cpu_seconds(backend),
+        }
+
+    return now
+
+
+def print_cpu(before: dict, after: dict, seconds: float, count: int) -> None:
+    print(f"    CPU during it ({seconds:.2f} s on 2 cores):")
+    for label, value in after.items():
+        used = value - before[label]
+        print(f"      {label:44s} {1000 * used / count:6.3f} ms/item  {used / seconds:4.2f} cores")
+
+
+def send_runs(mailbox, ids: list, *, copies: bool, send_run=None) -> tuple[float, dict, dict]:
+    """Send runs of the mailbox, as the worker does, until every item is settled
+    (``send_run``: the module to run, inboxes.send_run unless given)."""
     from django.db.models import Count
 
-    from inboxes import send_run
     from inboxes.models import OutboxItem
     from inboxes.providers.imap import SmtpTransport
 
+    if send_run is None:
+        from inboxes import send_run
     timer = Timer()
     timer.wrap(send_run, "claim_due", "claim (one statement per 100)")
     timer.wrap(send_run, "_read_raw", "raw file read")
     timer.wrap(SmtpTransport, "__enter__", "SMTP connect + STARTTLS + AUTH")
     timer.wrap(SmtpTransport, "send", "SMTP MAIL/RCPT/DATA (incl. the marks)")
-    timer.wrap(send_run, "_commit_marks", "  of which the marks (DATA started + sent)")
+    timer.wrap(send_run, "_await_marks", "  of which waiting for the marks' commits")
     timer.wrap(send_run._SentCopies, "store", "Sent copies (one IMAP session, MULTIAPPEND)")
     timer.wrap(send_run, "append_sent_copies", "  of which MULTIAPPEND")
     original_add = send_run._SentCopies.add
@@ -213,16 +243,8 @@ def send_runs(mailbox, ids: list, *, copies: bool) -> tuple[float, dict, dict]:
         seconds = time.perf_counter() - started
     finally:
         send_run._SentCopies.add = original_add
-        for owner, name in (
-            (send_run, "claim_due"),
-            (send_run, "_read_raw"),
-            (send_run, "_commit_marks"),
-            (send_run, "append_sent_copies"),
-            (SmtpTransport, "__enter__"),
-            (SmtpTransport, "send"),
-            (send_run._SentCopies, "store"),
-        ):
-            setattr(owner, name, timer.originals[(owner, name)])
+        for (owner, name), original in timer.originals.items():
+            setattr(owner, name, original)
     states = dict(
         OutboxItem.objects.filter(pk__in=ids)
         .values("state")
@@ -233,6 +255,67 @@ def send_runs(mailbox, ids: list, *, copies: bool) -> tuple[float, dict, dict]:
     totals["states"] = states
     totals["copies_stored"] = OutboxItem.objects.filter(pk__in=ids, sent_copy_stored=True).count()
     return seconds, timer.seconds, totals
+
+
+def make_items_quickly(mailbox, count: int) -> list:
+    """Items for the comparison rounds: 100 per transaction (the send is measured)."""
+    from django.db import transaction
+
+    from inboxes.sending import Recipient, outbox_create
+
+    ids = []
+    for start in range(0, count, 100):
+        with transaction.atomic():
+            for n in range(start, min(count, start + 100)):
+                item = outbox_create(
+                    mailbox=mailbox,
+                    from_name="Bench Support",
+                    to=[Recipient(f"customer{n}@customer.example.com", f"Customer {n}")],
+                    subject=f"Re: Question about order {10000 + n}",
+                    text=f"Hello,\n\nyour order {10000 + n} left our warehouse today.\n\n"
+                    + "Kind regards,\nBench Support\n" * 3,
+                    html=f"<p>Hello,</p><p>your order <b>{10000 + n}</b> left today.</p>",
+                )
+                ids.append(item.pk)
+    return ids
+
+
+def load_send_run(path: str):
+    """Another version of inboxes/send_run.py (e.g. ``git show REV:inboxes/send_run.py``),
+    loaded beside the current one, to run against the same servers."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("inboxes.send_run_compared", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare(mailbox, other_path: str, rounds: int, items: int) -> dict:
+    """Alternate the current send run and ``other_path``'s, ``rounds`` times each
+    (Sent copies included), so both see the same machine; the median of each."""
+    import statistics
+
+    from inboxes import send_run
+
+    variants = {"this tree": send_run, other_path: load_send_run(other_path)}
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for n in range(rounds):
+        order = list(variants.items())
+        if n % 2:
+            order.reverse()
+        for name, module in order:
+            ids = make_items_quickly(mailbox, items)
+            seconds, _, totals = send_runs(mailbox, ids, copies=True, send_run=module)
+            rates[name].append(totals["states"].get("sent", 0) / seconds)
+    print(f"comparison, {rounds} alternating rounds of {items} items each (Sent copies included):")
+    for name, values in rates.items():
+        print(
+            f"  {name:40s} median {statistics.median(values):5.0f}/s  "
+            + " ".join(f"{v:.0f}" for v in values)
+        )
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def raw_messages(ids: list) -> list[tuple[str, list[str], bytes]]:
@@ -272,7 +355,16 @@ def main() -> int:
     parser.add_argument("--baseline", type=int, default=2000, help="baseline sends (2000)")
     parser.add_argument("--quick", action="store_true", help="300 items, 30 per-item, 500 baseline")
     parser.add_argument("--window", type=int, help="send_run.SEND_WINDOW for this run")
+    parser.add_argument("--reconnect-every", type=int, help="send_run.RECONNECT_EVERY for this run")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--compare-with",
+        help="a send_run.py of another version: alternate it with this tree's, then stop",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --compare-with (5)")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the send run's thread (slows it down)"
+    )
     parser.add_argument(
         "--db", default=harness.DEFAULT_DB + "_send", help="database name (dropped!)"
     )
@@ -291,6 +383,8 @@ def main() -> int:
         args.items, args.legacy_items, args.baseline = 300, 30, 500
     if args.json:
         args.json = os.path.abspath(args.json)
+    if args.compare_with:
+        args.compare_with = os.path.abspath(args.compare_with)
     return run(args)
 
 
@@ -319,21 +413,47 @@ def run(args) -> int:
         smtp = RemoteSMTP(work, password)
         setup = harness.create_team_mailbox(dovecot, smtp, password=password)
         from inboxes import send_run
-        from inboxes.models import Mailbox
+        from inboxes.models import Mailbox, OutboxItem
 
         if args.window:
             send_run.SEND_WINDOW = args.window
+        if args.reconnect_every:
+            send_run.RECONNECT_EVERY = args.reconnect_every
         figures["window"] = send_run.SEND_WINDOW
+        figures["reconnect_every"] = send_run.RECONNECT_EVERY
         mailbox = Mailbox.objects.get(pk=setup.mailbox_id)
         figures["load_start"] = harness.loadavg()
-        print(f"load average at start {figures['load_start']:.2f}; window {send_run.SEND_WINDOW}")
+        print(
+            f"load average at start {figures['load_start']:.2f}; window {send_run.SEND_WINDOW}, "
+            f"a new SMTP connection every {send_run.RECONNECT_EVERY} messages"
+        )
+
+        if args.compare_with:
+            figures["compare"] = compare(mailbox, args.compare_with, args.rounds, args.items)
+            expected_received = OutboxItem.objects.filter(state="sent").count()
+            return 0
 
         ids, create_seconds = make_items(mailbox, args.items)
         print(
             f"outbox_create: {args.items} items in {create_seconds:.2f} s = "
             f"{args.items / create_seconds:.0f}/s (one transaction each, run asked for on commit)"
         )
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        cpu = cpu_probe(smtp, dovecot)
+        cpu_before = cpu()
         seconds, phases, totals = send_runs(mailbox, ids, copies=True)
+        cpu_after = cpu()
+        if profiler is not None:
+            import pstats
+
+            profiler.disable()
+            print("profile of the send run's thread (with the profiler's overhead):")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
         sent = totals["states"].get("sent", 0)
         run_rate = sent / seconds
         expected_received += sent
@@ -343,6 +463,7 @@ def run(args) -> int:
             f"{totals['connections']} SMTP connection(s), {totals['copies_stored']} Sent copies)"
         )
         print_phases(phases, seconds, len(ids))
+        print_cpu(cpu_before, cpu_after, seconds, len(ids))
         figures.update(
             items=args.items,
             create_seconds=create_seconds,
@@ -353,7 +474,9 @@ def run(args) -> int:
         )
 
         ids2, _ = make_items(mailbox, args.items)
+        cpu_before = cpu()
         seconds2, phases2, totals2 = send_runs(mailbox, ids2, copies=False)
+        cpu_after = cpu()
         sent2 = totals2["states"].get("sent", 0)
         bare_rate = sent2 / seconds2
         expected_received += sent2
@@ -362,6 +485,7 @@ def run(args) -> int:
             f"{bare_rate:.0f} sends/s ({1000 * seconds2 / len(ids2):.2f} ms per item)"
         )
         print_phases(phases2, seconds2, len(ids2))
+        print_cpu(cpu_before, cpu_after, seconds2, len(ids2))
         figures.update(bare_seconds=seconds2, bare_rate=bare_rate, bare_phases=phases2)
 
         legacy_rate = None
