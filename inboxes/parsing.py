@@ -716,22 +716,38 @@ def _safe_declaration(declaration: str) -> bool:
     return all(name in _CSS_SAFE_FUNCTIONS for name in _CSS_FUNCTION.findall(lowered))
 
 
-def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
+# A style attribute in nh3's output: nh3 writes every attribute value in double
+# quotes with '"', '<' and '>' escaped, so a value never holds a raw '"' and a tag
+# never a raw '>'.
+_STYLED_TAG = re.compile(r"<[a-zA-Z][^>]*\sstyle=\"[^>]*>")
+_STYLE_ATTRIBUTE = re.compile(r"\sstyle=\"([^\"]*)\"")
+
+
+def _filter_style(match: re.Match) -> str:
     # nh3 only filters style property *names*; values such as expression(),
-    # url() or escape-obfuscated variants are removed here, per declaration.
-    if attribute == "style":
-        kept = [d.strip() for d in value.split(";") if d.strip() and _safe_declaration(d)]
-        return "; ".join(kept) or None
-    return value
+    # url() or escape-obfuscated variants are removed here, per declaration, on
+    # the CSS as nh3 wrote it (escapes decoded, comments gone): what the browser reads.
+    value = html.unescape(match.group(1))
+    kept = [d.strip() for d in value.split(";") if d.strip() and _safe_declaration(d)]
+    if not kept:
+        return ""
+    return f' style="{html.escape(";".join(kept), quote=True)}"'
+
+
+def _filter_styles(tag: re.Match) -> str:
+    return _STYLE_ATTRIBUTE.sub(_filter_style, tag.group(0))
 
 
 def sanitise_html(markup: str) -> str:
-    return nh3.clean(
+    # No attribute_filter callback: nh3 gives up the GIL while it works, and a
+    # Python callback per attribute made it take the GIL back for each one (with
+    # another busy thread in the process, 2.4 ms per newsletter instead of 0.4).
+    # The style values are filtered in one pass over the output instead.
+    clean = nh3.clean(
         markup,
         tags=_ALLOWED_TAGS,
         clean_content_tags=_DROPPED_WITH_CONTENT,
         attributes=_ALLOWED_ATTRIBUTES,
-        attribute_filter=_filter_attribute,
         url_schemes=_URL_SCHEMES,
         filter_style_properties=_STYLE_PROPERTIES,
         # Relative URLs would resolve against the app's own origin.
@@ -739,6 +755,9 @@ def sanitise_html(markup: str) -> str:
         strip_comments=True,
         link_rel="noopener noreferrer",
     )
+    if "style=" not in clean:
+        return clean
+    return _STYLED_TAG.sub(_filter_styles, clean)
 
 
 _REMOTE_IMAGE = re.compile(r"""<img\b[^>]*\ssrc="https?:""", re.IGNORECASE)
