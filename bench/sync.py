@@ -312,24 +312,34 @@ def child_incremental(args) -> dict:
     out["noop_seconds"] = time.perf_counter() - t
     out["noop_imported"] = noop.imported
 
-    # 100 new messages, then one sync.
+    # 100 new messages, then one sync; again for each round (one sample swings
+    # with whatever else the machine does: the median is the figure).
     timer = install_phase_timers() if args.phases else None
-    corpus.load(writer, args.start, NEW_MESSAGES, new=True)
-    profiler = None
-    if args.profile_file:
-        import cProfile
+    rounds: list[float] = []
+    imported: list[int] = []
+    for number in range(args.new_rounds):
+        corpus.load(writer, args.start + number * NEW_MESSAGES, NEW_MESSAGES, new=True)
+        profiler = None
+        if args.profile_file and number == 0:
+            import cProfile
 
-        profiler = cProfile.Profile()
-        profiler.enable()
-    t = time.perf_counter()
-    result = mailbox_sync(args.mailbox)
-    out["incremental_seconds"] = time.perf_counter() - t
-    out["incremental_phases"] = dict(timer.seconds) if timer else {}
-    if profiler is not None:
-        profiler.disable()
-        profiler.dump_stats(args.profile_file)
-        print_profile(args.profile_file, 25)
-    out["incremental_imported"] = result.imported
+            profiler = cProfile.Profile()
+            profiler.enable()
+        t = time.perf_counter()
+        result = mailbox_sync(args.mailbox)
+        rounds.append(time.perf_counter() - t)
+        imported.append(result.imported)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile_file)
+            print_profile(args.profile_file, 25)
+    out["incremental_rounds"] = rounds
+    out["incremental_seconds"] = sorted(rounds)[len(rounds) // 2]
+    out["incremental_phases"] = (
+        {label: value / len(rounds) for label, value in timer.seconds.items()} if timer else {}
+    )
+    # every round must have imported its 100
+    out["incremental_imported"] = min(imported)
 
     if args.idle:
         out["idle"] = _idle_latency(
@@ -338,7 +348,7 @@ def child_incremental(args) -> dict:
             mailbox_sync,
             watch_mailbox,
             ConversationMessage,
-            args.start + NEW_MESSAGES,
+            args.start + args.new_rounds * NEW_MESSAGES,
         )
     out["peak_kib"] = harness.proc_status_kib("VmHWM")
     return out
@@ -992,6 +1002,12 @@ def main() -> int:
     parser.add_argument("--gid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--idle", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--new-rounds",
+        type=int,
+        default=5,
+        help="rounds of 100 new messages + one sync (IMAP; the median is reported)",
+    )
     parser.add_argument("--profile-file", help=argparse.SUPPRESS)
     parser.add_argument("--idle-timeout", type=float, default=25.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1173,6 +1189,8 @@ def run(n: int, args) -> int:
             str(dovecot.mail_gid),
             "--start",
             str(n),
+            "--new-rounds",
+            str(args.new_rounds),
         ]
         if not args.no_idle:
             inc_args.append("--idle")
@@ -1181,10 +1199,12 @@ def run(n: int, args) -> int:
         if args.profile:
             inc_args += ["--profile-file", str(work.root / "incremental.prof")]
         inc = harness.run_child(SCRIPT, inc_args, work.root / "incremental.json")
+        rounds = inc.get("incremental_rounds") or [inc["incremental_seconds"]]
         print(
             f"poll with nothing new: {inc['noop_seconds'] * 1000:.0f} ms; "
             f"{NEW_MESSAGES} new messages: imported {inc['incremental_imported']} in "
-            f"{inc['incremental_seconds'] * 1000:.0f} ms (target < 250 ms)"
+            f"{inc['incremental_seconds'] * 1000:.0f} ms (target < 250 ms; median of "
+            f"{len(rounds)} rounds: {', '.join(f'{1000 * r:.0f}' for r in rounds)} ms)"
         )
         if inc.get("incremental_phases"):
             print(
