@@ -160,12 +160,9 @@ def install_phase_timers(provider: str = "imap") -> PhaseTimer:
         # Runs in the prefetch thread, overlapping ingest: not part of the wall-clock sum.
         timer.wrap(ImapSession, "_fetch_batch", "imap fetch (prefetched, overlaps ingest)")
         timer.wrap(ImapSession, "changes", "imap select + search")
-    timer.wrap(sync, "ingest_prepare", "ingest: parse + files (the sync's thread)")
+    timer.wrap(sync, "ingest_batch", "ingest_batch (total)")
     timer.wrap(ingest, "parse_message", "  parse_message")
     timer.wrap(ingest, "_store_files", "  raw MIME + attachment files (thread pool)")
-    timer.wrap(sync._Committer, "wait", "waiting for the previous batch's transaction")
-    # Runs in the commit thread, overlapping the next batch's parse: not part of the sum.
-    timer.wrap(sync, "ingest_commit", "ingest: transaction (commit thread, overlaps)")
     timer.wrap(consumers, "deliver", "  threading into conversations")
     timer.wrap(conversation_threading, "conversations_route", "    routing of new conversations")
     return timer
@@ -203,32 +200,6 @@ def _counts(mailbox_id) -> dict:
     }
 
 
-def count_commit_backends_cpu() -> list[float]:
-    """The CPU seconds of each PostgreSQL backend that served the sync's commit
-    thread (inboxes/sync.py, _Committer), read just before its connection closes."""
-    from django.db import connection
-
-    from inboxes import sync
-
-    seconds: list[float] = []
-    original_exit = sync._Committer.__exit__
-
-    def backend_cpu() -> float:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            return harness.cpu_seconds(cursor.fetchone()[0])
-
-    def exit_counting(self, *exc_info):
-        pool = getattr(self, "_pool", None)
-        if pool is not None and exc_info[0] is None:
-            self.wait()
-            seconds.append(pool.submit(backend_cpu).result())
-        return original_exit(self, *exc_info)
-
-    sync._Committer.__exit__ = exit_counting
-    return seconds
-
-
 def child_sync(args) -> dict:
     harness.django_setup()
     from django.db import connection
@@ -241,7 +212,6 @@ def child_sync(args) -> dict:
         backend = cursor.fetchone()[0]
     apply_patch(args.patch)
     timer = install_phase_timers(args.provider) if args.phases else None
-    commit_backends_cpu = count_commit_backends_cpu()
     rss_start = harness.proc_status_kib("VmRSS")
     cpu_start = time.process_time()
     pg_cpu_start = harness.cpu_seconds(backend)
@@ -255,7 +225,7 @@ def child_sync(args) -> dict:
     result = mailbox_sync(args.mailbox)
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_start
-    pg_cpu = harness.cpu_seconds(backend) - pg_cpu_start + sum(commit_backends_cpu)
+    pg_cpu = harness.cpu_seconds(backend) - pg_cpu_start
     if profiler is not None:
         profiler.disable()
     peak = harness.proc_status_kib("VmHWM")
@@ -907,9 +877,7 @@ def print_sync_details(sync: dict, figures: dict) -> None:
         )
     figures["sync_first_half_rate"], figures["sync_second_half_rate"] = first_half, second_half
     if sync["phases"]:
-        print(
-            "          where the sync's time goes (wall clock; indented items are part of the one above):"
-        )
+        print("          where the sync's time goes (wall clock, nested items are part of ingest):")
         for label, seconds in sync["phases"].items():
             share = 100 * seconds / sync["seconds"]
             print(f"            {label:44s} {seconds:7.2f} s  {share:5.1f}%")

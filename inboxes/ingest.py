@@ -170,21 +170,6 @@ def _store_files(account_id, new: list[tuple[ParsedMessage, bytes]]) -> list[_St
     return stored
 
 
-@dataclass
-class PreparedBatch:
-    """A batch parsed, checked against what is stored and with its files written:
-    what ``ingest_commit`` needs (the raw bytes of the messages are no longer kept)."""
-
-    keys: list[str]  # the provider's keys, in order
-    parsed: list[ParsedMessage]
-    tombstoned: set[str]
-    new: dict[str, _Stored]
-
-    @property
-    def dedupe_keys(self) -> set[str]:
-        return {p.dedupe_key for p in self.parsed}
-
-
 def ingest_batch(
     *,
     mailbox: Mailbox,
@@ -194,18 +179,6 @@ def ingest_batch(
     backfill: bool,
 ) -> BatchResult:
     """Store ``raws`` (already fetched from ``folder``) and move the folder's cursor."""
-    prepared = ingest_prepare(mailbox=mailbox, raws=raws)
-    return ingest_commit(
-        mailbox=mailbox, folder=folder, prepared=prepared, cursor=cursor, backfill=backfill
-    )
-
-
-def ingest_prepare(*, mailbox: Mailbox, raws: Sequence[RawMessage]) -> PreparedBatch:
-    """Parse ``raws``, skip what is stored or deleted already, write the new files.
-
-    Its reads may not see a batch whose ``ingest_commit`` is still running in
-    another thread (inboxes/sync.py): such a message is prepared again, and the
-    commit's conflict handling keeps the row stored first."""
     account_id = mailbox.account_id
     parsed = [parse_message(item.raw) for item in raws]
     keys = {p.dedupe_key for p in parsed}
@@ -236,23 +209,8 @@ def ingest_prepare(*, mailbox: Mailbox, raws: Sequence[RawMessage]) -> PreparedB
             wanted[key] = (p, item.raw)
     # Files before rows: written (and waited for) before the transaction.
     new = {s.message.dedupe_key: s for s in _store_files(account_id, list(wanted.values()))}
-    return PreparedBatch(
-        keys=[item.key for item in raws], parsed=parsed, tombstoned=tombstoned, new=new
-    )
+    del wanted
 
-
-def ingest_commit(
-    *,
-    mailbox: Mailbox,
-    folder: MailboxFolder,
-    prepared: PreparedBatch,
-    cursor: dict,
-    backfill: bool,
-) -> BatchResult:
-    """One transaction: the new rows, the folder's keys, the consumer, the cursor."""
-    account_id = mailbox.account_id
-    parsed, tombstoned, new = prepared.parsed, prepared.tombstoned, prepared.new
-    keys = prepared.dedupe_keys
     with transaction.atomic():
         Message.objects.bulk_create([s.message for s in new.values()], ignore_conflicts=True)
         # Another mailbox of the account may have stored the same email a moment
@@ -272,11 +230,11 @@ def ingest_commit(
             [
                 MailboxMessage(
                     folder=folder,
-                    provider_key=provider_key,
+                    provider_key=item.key,
                     message_id=ids.get(p.dedupe_key) if p.dedupe_key not in tombstoned else None,
                     dedupe_key=p.dedupe_key,
                 )
-                for provider_key, p in zip(prepared.keys, parsed, strict=True)
+                for item, p in zip(raws, parsed, strict=True)
             ],
             ignore_conflicts=True,
         )
@@ -294,11 +252,11 @@ def ingest_commit(
         consumers.deliver(mailbox, delivered, backfill=backfill)
         MailboxFolder.objects.filter(pk=folder.pk).update(
             cursor=cursor,
-            imported_count=F("imported_count") + len(parsed),
+            imported_count=F("imported_count") + len(raws),
             unparsed_count=F("unparsed_count") + sum(1 for key in created if new[key].parsed.error),
             last_synced_at=timezone.now(),
             updated_at=timezone.now(),
         )
-        Mailbox.objects.filter(pk=mailbox.pk).update(sync_done=F("sync_done") + len(parsed))
+        Mailbox.objects.filter(pk=mailbox.pk).update(sync_done=F("sync_done") + len(raws))
     folder.cursor = cursor
-    return BatchResult(fetched=len(parsed), stored=len(created), linked=len(parsed))
+    return BatchResult(fetched=len(raws), stored=len(created), linked=len(raws))

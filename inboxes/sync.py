@@ -15,7 +15,6 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -26,7 +25,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from conversations.models import Conversation, ConversationMessage, Inbox, Message
-from inboxes.ingest import PreparedBatch, ingest_batch, ingest_commit, ingest_prepare
+from inboxes.ingest import ingest_batch
 from inboxes.models import (
     FolderRole,
     Mailbox,
@@ -236,46 +235,40 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
             sync_state=SyncState.RUNNING, sync_done=0, sync_total=len(changes.keys)
         )
     imported = 0
-    with _Committer() as committer:
-        for begin, end, is_history in ((0, history, True), (history, len(changes.keys), False)):
-            for start in range(begin, end, LEDGER_CHUNK):
-                chunk = changes.keys[start : min(start + LEDGER_CHUNK, end)]
-                known = set(
-                    MailboxMessage.objects.filter(
-                        folder=folder, provider_key__in=chunk
-                    ).values_list("provider_key", flat=True)
+    for begin, end, is_history in ((0, history, True), (history, len(changes.keys), False)):
+        for start in range(begin, end, LEDGER_CHUNK):
+            chunk = changes.keys[start : min(start + LEDGER_CHUNK, end)]
+            known = set(
+                MailboxMessage.objects.filter(folder=folder, provider_key__in=chunk).values_list(
+                    "provider_key", flat=True
                 )
-                wanted = [key for key in chunk if key not in known]
-                through = None  # the last key of the chunk the stored cursor covers
-                # closing(): a failure mid-chunk stops the fetching before the session goes
-                with contextlib.closing(_fetch_batches(session, spec, wanted)) as batches:
-                    for raws in batches:
-                        through = raws[-1].key
-                        prepared = ingest_prepare(mailbox=mailbox, raws=raws)
-                        count = len(raws)
-                        del raws  # this batch's bytes may go before the next one arrives
-                        cursor = _cursor_after(
-                            changes, through, cursor, is_history, history_through
-                        )
-                        committer.submit(mailbox, folder, prepared, cursor, is_history)
-                        del prepared
-                        if backfill and any(
-                            imported < n <= imported + count for n in ANALYZE_AFTER
-                        ):
-                            committer.wait()  # statistics that count this batch
-                            tables_analyze()
-                        imported += count
-                        if not lease_renew(mailbox.pk, token):
-                            raise LeaseLost(str(mailbox.pk))
-                if through != chunk[-1]:
-                    # Known (or meanwhile expunged) keys at the end of the chunk: move the
-                    # cursor past them too.
-                    cursor = _cursor_after(changes, chunk[-1], cursor, is_history, history_through)
-                    committer.submit(mailbox, folder, _NOTHING, cursor, is_history)
-                if known:
-                    Mailbox.objects.filter(pk=mailbox.pk).update(
-                        sync_done=F("sync_done") + len(known)
+            )
+            wanted = [key for key in chunk if key not in known]
+            through = None  # the last key of the chunk the stored cursor covers
+            # closing(): a failure mid-chunk stops the fetching before the session goes
+            with contextlib.closing(_fetch_batches(session, spec, wanted)) as batches:
+                for raws in batches:
+                    through = raws[-1].key
+                    _ingest(
+                        mailbox, folder, changes, raws, through, cursor, is_history, history_through
                     )
+                    cursor = folder.cursor
+                    count = len(raws)
+                    del raws  # this batch's bytes may go before the next one arrives
+                    if backfill and any(imported < n <= imported + count for n in ANALYZE_AFTER):
+                        tables_analyze()
+                    imported += count
+                    if not lease_renew(mailbox.pk, token):
+                        raise LeaseLost(str(mailbox.pk))
+            if through != chunk[-1]:
+                # Known (or meanwhile expunged) keys at the end of the chunk: move the
+                # cursor past them too.
+                _ingest(
+                    mailbox, folder, changes, [], chunk[-1], cursor, is_history, history_through
+                )
+                cursor = folder.cursor
+            if known:
+                Mailbox.objects.filter(pk=mailbox.pk).update(sync_done=F("sync_done") + len(known))
     MailboxFolder.objects.filter(pk=folder.pk).update(
         cursor=changes.cursor,
         server_count=changes.server_count,
@@ -285,82 +278,12 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
     return imported
 
 
-def _cursor_after(changes, last, cursor, is_history, history_through) -> dict:
-    """The folder's cursor once every key up to ``last`` (a key of ``changes``) is stored."""
+def _ingest(mailbox, folder, changes, raws, last, cursor, is_history, history_through) -> None:
+    """Store one batch and move the cursor past ``last``, a key of ``changes``."""
     cursor = changes.cursor_after(last, cursor)
     if is_history and last != history_through:
         cursor = {**cursor, HISTORY_MARK: history_through}
-    return cursor
-
-
-_NOTHING = PreparedBatch(keys=[], parsed=[], tombstoned=set(), new={})
-
-# Each batch's transaction runs in a thread of its own while the next batch is
-# parsed and its files written: the sync waits on PostgreSQL (its inserts, the
-# threading queries, the commit) about a sixth of its time, and that wait now
-# overlaps work. One transaction at a time, in order, so the stored cursor still
-# never runs ahead of what is stored.
-PIPELINE_COMMITS = True
-
-
-class _Committer:
-    """``ingest_commit`` of each batch, one after another, in a helper thread with
-    its own database connection; at most one runs while the next batch is prepared.
-
-    Its error comes out of the next ``submit``/``wait`` (or leaving the block),
-    after which nothing more is committed. Inline where a second connection cannot
-    help or cannot see the data: not on PostgreSQL, or inside a caller's
-    transaction (whose rows another connection would not see)."""
-
-    def __init__(self) -> None:
-        self.threaded = (
-            PIPELINE_COMMITS
-            and connection.vendor == "postgresql"
-            and not connection.in_atomic_block
-        )
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None
-
-    def submit(self, mailbox, folder, prepared: PreparedBatch, cursor: dict, backfill: bool):
-        if not self.threaded:
-            _commit(mailbox, folder, prepared, cursor, backfill)
-            return
-        self.wait()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-commit")
-        self._pending = self._pool.submit(_commit, mailbox, folder, prepared, cursor, backfill)
-
-    def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def __enter__(self) -> _Committer:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self.wait()
-            elif self._pending is not None:
-                # Let the batch in flight finish (it is consistent on its own); the
-                # error that stopped the sync is the one that counts.
-                error = self._pending.exception()
-                self._pending = None
-                if error is not None:
-                    log.warning("a sync batch failed after the sync had stopped: %r", error)
-        finally:
-            if self._pool is not None:
-                # Looked up in the helper thread: Django's connections are per thread.
-                self._pool.submit(lambda: connection.close()).result()
-                self._pool.shutdown()
-                self._pool = None
-
-
-def _commit(mailbox, folder, prepared: PreparedBatch, cursor: dict, backfill: bool) -> None:
-    ingest_commit(
-        mailbox=mailbox, folder=folder, prepared=prepared, cursor=cursor, backfill=backfill
-    )
+    ingest_batch(mailbox=mailbox, folder=folder, raws=raws, cursor=cursor, backfill=is_history)
 
 
 # While one batch is ingested (parse, files, database), the next one is fetched:

@@ -42,14 +42,14 @@ def support(admin, dovecot, smtp_server, mail_user):
 def ingested_batches(monkeypatch):
     """The raw bytes of each batch the sync ingests, in order."""
     batches: list[list[int]] = []
-    original = sync.ingest_prepare
+    original = sync.ingest_batch
 
     def recording(**kwargs):
         if kwargs["raws"]:
             batches.append([len(item.raw) for item in kwargs["raws"]])
         return original(**kwargs)
 
-    monkeypatch.setattr(sync, "ingest_prepare", recording)
+    monkeypatch.setattr(sync, "ingest_batch", recording)
     return batches
 
 
@@ -278,7 +278,7 @@ def test_the_next_batch_is_fetched_while_one_is_ingested_but_never_two_ahead(
         dovecot.deliver(mail_user[0], make_email(subject=f"Ticket {n}"))
     events: list[tuple[str, int, str]] = []
     original_fetch = imap.ImapSession._fetch_batch
-    original_ingest = sync.ingest_prepare
+    original_ingest = sync.ingest_batch
 
     def fetch(self, prefix, uids):
         events.append(("fetch", len([e for e in events if e[0] == "fetch"]) + 1, ""))
@@ -293,7 +293,7 @@ def test_the_next_batch_is_fetched_while_one_is_ingested_but_never_two_ahead(
         return original_ingest(**kwargs)
 
     monkeypatch.setattr(imap.ImapSession, "_fetch_batch", fetch)
-    monkeypatch.setattr(sync, "ingest_prepare", ingest)
+    monkeypatch.setattr(sync, "ingest_batch", ingest)
 
     assert mailbox_sync(mailbox.pk).imported == 8
 
@@ -306,7 +306,7 @@ def test_the_next_batch_is_fetched_while_one_is_ingested_but_never_two_ahead(
     for k in (1, 2):
         # ... and batch k+2 only once batch k is done (two batches in memory at most)
         assert order.index(("fetch", k + 2)) > order.index(("ingested", k))
-    # parsing and files stay on the sync's own thread
+    # the database work stays on the sync's own thread
     assert {name for kind, _, name in events if kind == "ingest"} == {
         threading.current_thread().name
     }
@@ -326,97 +326,3 @@ def test_watch_mailboxes_sync_here_records_a_failed_sync_and_goes_on(support, do
     mailbox.refresh_from_db()
     assert (mailbox.status, mailbox.sync_state) == ("error", "stopped")
     assert "login failed" in mailbox.last_error.lower()
-
-
-@pytest.mark.django_db(transaction=True)
-def test_batch_transactions_run_in_a_thread_of_their_own_one_at_a_time_in_order(
-    support, dovecot, mail_user, monkeypatch
-):
-    import threading
-    import time
-
-    from django.db import transaction
-
-    inbox, mailbox = support
-    monkeypatch.setattr(imap, "FETCH_BATCH_MESSAGES", 2)
-    for n in range(8):
-        dovecot.deliver(mail_user[0], make_email(subject=f"Ticket {n}"))
-    events: list[tuple[str, int, float, str]] = []
-    original_prepare, original_commit = sync.ingest_prepare, sync.ingest_commit
-
-    def prepare(**kwargs):
-        number = len([e for e in events if e[0] == "prepare"]) + 1
-        events.append(("prepare", number, time.monotonic(), threading.current_thread().name))
-        return original_prepare(**kwargs)
-
-    def commit(**kwargs):
-        if not kwargs["prepared"].parsed:
-            return original_commit(**kwargs)
-        number = len([e for e in events if e[0] == "commit"]) + 1
-        events.append(("commit", number, time.monotonic(), threading.current_thread().name))
-        time.sleep(0.2)  # a slow transaction: the next batch is prepared meanwhile
-        result = original_commit(**kwargs)
-        events.append(("committed", number, time.monotonic(), ""))
-        return result
-
-    monkeypatch.setattr(sync, "ingest_prepare", prepare)
-    monkeypatch.setattr(sync, "ingest_commit", commit)
-
-    assert mailbox_sync(mailbox.pk).imported == 8
-
-    at = {(kind, n): t for kind, n, t, _ in events}
-    main = threading.current_thread().name
-    assert {name for kind, _, _, name in events if kind == "prepare"} == {main}
-    commit_threads = {name for kind, _, _, name in events if kind == "commit"}
-    assert len(commit_threads) == 1 and main not in commit_threads
-    for k in (1, 2, 3):
-        # batch k+1 is parsed while batch k's transaction runs ...
-        assert at[("prepare", k + 1)] < at[("committed", k)]
-        # ... and the transactions never overlap, in the batches' order
-        assert at[("committed", k)] <= at[("commit", k + 1)]
-    assert Conversation.objects.filter(inbox=inbox).count() == 8
-    assert MailboxMessage.objects.filter(folder__mailbox=mailbox).count() == 8
-    folder = mailbox.folders.get()
-    assert folder.cursor and "history_through" not in folder.cursor
-    # A sync inside a caller's transaction (whose rows another connection would
-    # not see) commits on its own connection.
-    with transaction.atomic():
-        assert sync._Committer().threaded is False
-    assert sync._Committer().threaded is True
-    # the helper thread's connection is closed with the sync
-    assert not [t for t in threading.enumerate() if t.name.startswith("sync-commit")]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_failed_batch_transaction_stops_the_sync_and_the_next_one_imports_the_rest_once(
-    support, dovecot, mail_user, monkeypatch
-):
-    inbox, mailbox = support
-    monkeypatch.setattr(imap, "FETCH_BATCH_MESSAGES", 2)
-    for n in range(8):
-        dovecot.deliver(mail_user[0], make_email(subject=f"Ticket {n}"))
-    original_commit = sync.ingest_commit
-    commits: list[int] = []
-
-    def failing_second(**kwargs):
-        if kwargs["prepared"].parsed:
-            commits.append(len(kwargs["prepared"].parsed))
-            if len(commits) == 2:
-                raise RuntimeError("the database went away")
-        return original_commit(**kwargs)
-
-    monkeypatch.setattr(sync, "ingest_commit", failing_second)
-    with pytest.raises(RuntimeError, match="went away"):
-        mailbox_sync(mailbox.pk)
-    # batch 1 is in; nothing was committed after the failed batch 2
-    assert commits == [2, 2]
-    assert Message.objects.count() == 2
-    assert MailboxMessage.objects.filter(folder__mailbox=mailbox).count() == 2
-    mailbox.refresh_from_db()
-    assert mailbox.sync_lease_token == ""
-
-    monkeypatch.setattr(sync, "ingest_commit", original_commit)
-    assert mailbox_sync(mailbox.pk).imported == 6
-    subjects = sorted(Message.objects.values_list("subject", flat=True))
-    assert subjects == [f"Ticket {n}" for n in range(8)]
-    assert Conversation.objects.filter(inbox=inbox).count() == 8
