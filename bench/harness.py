@@ -152,7 +152,15 @@ def django_setup() -> None:
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings_test")
-    django.setup()
+    # Celery's Django fixup (config/celery.py creates the app during setup) puts the
+    # working directory first on sys.path: from the project's root that would load
+    # the live tree instead of this run's snapshot.
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        django.setup()
+    finally:
+        os.chdir(cwd)
 
 
 def migrate() -> None:

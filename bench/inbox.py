@@ -1834,7 +1834,14 @@ def main(argv: list[str]) -> int:
     )
     import django
 
-    django.setup()
+    # Celery's Django fixup puts the working directory first on sys.path during
+    # setup: run it from the measured tree so that tree is what gets imported.
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        django.setup()
+    finally:
+        os.chdir(cwd)
     import conversations
 
     log(f"code: measuring {Path(conversations.__file__).parent.parent}")
