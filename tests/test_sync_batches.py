@@ -6,15 +6,17 @@ syncs."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
-from django.core.files.storage import default_storage
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import connection
-from django.db.models.query import QuerySet
 
 from conversations.models import Attachment, Conversation, Message
-from inboxes import sync
+from inboxes import ingest, sync
 from inboxes.models import MailboxMessage
+from inboxes.parsing import parse_message
 from inboxes.providers import imap
 from inboxes.sync import mailbox_sync
 from tests.mail import connect_imap_mailbox, make_email, team_inbox
@@ -118,44 +120,91 @@ def email_with_attachments(subject: str, count: int) -> bytes:
     return mime.as_bytes()
 
 
-def test_raw_mime_and_attachment_files_are_on_disk_before_their_rows_exist(
+@pytest.mark.django_db(transaction=True)
+def test_every_raw_mime_and_attachment_file_is_complete_before_its_rows_commit(
     support, dovecot, mail_user, monkeypatch
 ):
     inbox, mailbox = support
     for n in range(6):
         dovecot.deliver(mail_user[0], email_with_attachments(f"Invoice {n}", n % 3))
-    checked = {"messages": 0, "attachments": 0}
-    original = QuerySet.bulk_create
+    checked = {"commits": 0, "messages": 0, "attachments": 0}
+    real_commit = connection.commit
 
-    def checking(self, objs, *args, **kwargs):
-        objs = list(objs)
-        if self.model is Message:
-            for message in objs:
-                # the raw MIME and every attachment file, before the transaction
-                assert message.raw.name and default_storage.exists(message.raw.name)
-                key = message.dedupe_key
-                folder = f"attachments/{message.account_id}/{key[:2]}"
-                _, files = (
-                    default_storage.listdir(folder) if default_storage.exists(folder) else ([], [])
-                )
-                expected = int(message.subject.split()[-1]) % 3
-                assert len([f for f in files if f.startswith(key)]) == expected
-                checked["messages"] += 1
-        if self.model is Attachment:
-            for attachment in objs:
-                assert default_storage.exists(attachment.file.name)
-                with default_storage.open(attachment.file.name) as f:
-                    assert len(f.read()) == attachment.size == 2000
-                checked["attachments"] += 1
-        return original(self, objs, *args, **kwargs)
+    def checking_commit():
+        # Inside the transaction, right before COMMIT: every row it holds has its files.
+        for message in Message.objects.all():
+            with default_storage.open(message.raw.name) as f:
+                assert len(f.read()) == message.raw_size
+            checked["messages"] += 1
+        for attachment in Attachment.objects.all():
+            with default_storage.open(attachment.file.name) as f:
+                assert len(f.read()) == attachment.size == 2000
+            checked["attachments"] += 1
+        checked["commits"] += 1
+        return real_commit()
 
-    monkeypatch.setattr(QuerySet, "bulk_create", checking)
+    # The file writes take their time: the transaction's inserts and threading go
+    # on meanwhile, and the commit waits for them.
+    original_save = FileSystemStorage._save
+
+    def slow_save(self, name, content):
+        time.sleep(0.05)
+        return original_save(self, name, content)
+
+    monkeypatch.setattr(FileSystemStorage, "_save", slow_save)
+    monkeypatch.setattr(connection, "commit", checking_commit)
     assert mailbox_sync(mailbox.pk).imported == 6
-    assert checked == {"messages": 6, "attachments": 6}
-    assert Attachment.objects.count() == 6
-    for message in Message.objects.all():
-        with default_storage.open(message.raw.name) as f:
-            assert len(f.read()) == message.raw_size
+    assert checked["commits"] >= 1
+    assert Message.objects.count() == 6 and Attachment.objects.count() == 6
+    assert checked["messages"] >= 6 and checked["attachments"] >= 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_file_write_rolls_the_batch_back_and_the_next_sync_stores_it_once(
+    support, dovecot, mail_user, monkeypatch
+):
+    inbox, mailbox = support
+    for n in range(4):
+        dovecot.deliver(mail_user[0], email_with_attachments(f"Invoice {n}", 1))
+    original_save = FileSystemStorage._save
+
+    def disk_full(self, name, content):
+        if name.startswith("attachments/"):
+            raise OSError(28, "No space left on device")
+        return original_save(self, name, content)
+
+    monkeypatch.setattr(FileSystemStorage, "_save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        mailbox_sync(mailbox.pk)
+    assert Message.objects.count() == 0 and MailboxMessage.objects.count() == 0
+    mailbox.refresh_from_db()
+    assert mailbox.sync_lease_token == ""
+
+    monkeypatch.setattr(FileSystemStorage, "_save", original_save)
+    assert mailbox_sync(mailbox.pk).imported == 4
+    assert Message.objects.count() == 4 and Attachment.objects.count() == 4
+    assert Conversation.objects.filter(inbox=inbox).count() == 4
+
+
+def test_a_partial_raw_file_left_by_a_killed_worker_is_not_reused(support, dovecot, mail_user):
+    inbox, mailbox = support
+    raw = email_with_attachments("Invoice 7", 1)
+    dovecot.deliver(mail_user[0], raw)
+    stored = dovecot.maildir(mail_user[0])
+    delivered = next(
+        p for p in stored.rglob("*") if p.is_file() and "Invoice 7" in p.read_text(errors="replace")
+    )
+    key = parse_message(delivered.read_bytes()).dedupe_key
+    partial_name = ingest._raw_name(mailbox.account_id, key)
+    default_storage.save(partial_name, ContentFile(delivered.read_bytes()[:100]))
+
+    assert mailbox_sync(mailbox.pk).imported == 1
+    message = Message.objects.get()
+    assert message.raw.name != partial_name
+    with default_storage.open(message.raw.name) as f:
+        content = f.read()
+    assert len(content) == message.raw_size > 100
+    assert parse_message(content).dedupe_key == key
 
 
 def test_a_message_stored_before_is_delivered_from_its_row(support, dovecot, mail_user):
