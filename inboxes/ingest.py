@@ -1,12 +1,11 @@
 """Storing a batch of fetched messages: once, idempotently, with the cursor.
 
-Each message is parsed once (inboxes/parsing.py). One transaction inserts the
-messages, their attachments, the folder's keys, files them with the consumer and
-moves the folder's cursor, so the cursor is never ahead of what is stored. The raw
-bytes and attachments go to Django's storage while that transaction works, and it
-commits only once every file is written (file I/O is not rolled back, and an
-orphan file is harmless where a lost message is not): no committed row ever refers
-to a file that is not complete.
+Each message is parsed once (inboxes/parsing.py). Its raw bytes and attachments
+go to Django's storage before the transaction (file I/O is not rolled back, and
+an orphan file is harmless where a lost message is not); then one transaction
+inserts the messages, their attachments, the folder's keys, files them with the
+consumer and moves the folder's cursor, so the cursor is never ahead of what is
+stored.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import binascii
 import hashlib
 import os
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.core.files.base import ContentFile
@@ -113,9 +112,11 @@ def message_from_parsed(
 
 
 # Creating a file is mostly kernel time, not Python (0.1-1 ms each here, in the
-# kernel's file creation): a few threads write a batch's files while the
-# transaction's inserts and threading run, all joined before it commits. One pool
-# per process (a forked worker must not inherit its parent's).
+# file system's create): a batch's files are written by a few threads, all joined
+# before the transaction that refers to them. (Writing them while the transaction
+# ran instead was no faster here and would hold its row locks for as long as a
+# remote storage takes.) One pool per process (a forked worker must not inherit
+# its parent's).
 STORAGE_THREADS = 4
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -131,12 +132,12 @@ def _storage_pool() -> ThreadPoolExecutor:
 
 
 @dataclass
-class _New:
-    """One new message of a batch, its files being written by the pool."""
+class _Stored:
+    """One new message of a batch with its files on disk (attachment payloads dropped)."""
 
     message: Message
     parsed: ParsedMessage
-    files: Future  # -> (raw file name, attachment file names)
+    attachments: list[Attachment]
 
 
 def _write_files(account_id, parsed: ParsedMessage, raw: bytes) -> tuple[str, list[str]]:
@@ -152,33 +153,16 @@ def _write_files(account_id, parsed: ParsedMessage, raw: bytes) -> tuple[str, li
     return raw_name, names
 
 
-def _start_files(account_id, wanted: list[tuple[ParsedMessage, bytes]]) -> list[_New]:
-    """Start writing the files of ``wanted`` (parsed, raw); the rows name the raw
-    file it will most likely get (``_finish_files`` corrects the rare other case)."""
+def _store_files(account_id, new: list[tuple[ParsedMessage, bytes]]) -> list[_Stored]:
+    """Write the files of ``new`` (parsed, raw) in parallel and wait for all of them."""
     pool = _storage_pool()
-    new = []
-    for p, raw in wanted:
+    futures = [pool.submit(_write_files, account_id, p, raw) for p, raw in new]
+    stored = []
+    for (p, raw), future in zip(new, futures, strict=True):
+        raw_name, names = future.result()
         message = message_row(account_id=account_id, parsed=p, raw_size=len(raw))
-        message.raw.name = _raw_name(account_id, p.dedupe_key)
-        new.append(_New(message, p, pool.submit(_write_files, account_id, p, raw)))
-    return new
-
-
-def _finish_files(new: list[_New], created: set[str]) -> list[Attachment]:
-    """Wait until every file is written (raising the first error, which rolls the
-    transaction back); the attachment rows of the created messages."""
-    attachments = []
-    for item in new:
-        raw_name, names = item.files.result()
-        message = item.message
-        if message.dedupe_key not in created:
-            continue
-        if raw_name != message.raw.name:
-            # Another name than the usual (a partial file was in the way, or a
-            # worker storing the same email raced this one): the row follows the file.
-            message.raw.name = raw_name
-            Message.objects.filter(pk=message.pk).update(raw=raw_name)
-        attachments.extend(
+        message.raw.name = raw_name
+        attachments = [
             Attachment(
                 message=message,
                 filename=part.filename[:255],
@@ -188,10 +172,11 @@ def _finish_files(new: list[_New], created: set[str]) -> list[Attachment]:
                 inline=part.inline,
                 file=name,
             )
-            for part, name in zip(item.parsed.attachments, names, strict=True)
-        )
-        item.parsed.attachments.clear()  # the payloads are on disk
-    return attachments
+            for part, name in zip(p.attachments, names, strict=True)
+        ]
+        p.attachments.clear()  # the payloads are on disk: don't keep them for the rest of the batch
+        stored.append(_Stored(message, p, attachments))
+    return stored
 
 
 def ingest_batch(
@@ -231,69 +216,56 @@ def ingest_batch(
             continue
         if consumers.keeps(mailbox, p):
             wanted[key] = (p, item.raw)
-    # Written while the transaction below works; it commits only once they are all in.
-    new = {
-        item.message.dedupe_key: item for item in _start_files(account_id, list(wanted.values()))
-    }
+    # Files before rows: written (and waited for) before the transaction.
+    new = {s.message.dedupe_key: s for s in _store_files(account_id, list(wanted.values()))}
     del wanted
 
-    try:
-        with transaction.atomic():
-            Message.objects.bulk_create(
-                [item.message for item in new.values()], ignore_conflicts=True
-            )
-            # Another mailbox of the account may have stored the same email a moment
-            # ago (the same mail to two team addresses): read back which rows exist.
-            ids = (
-                dict(
-                    Message.objects.filter(account_id=account_id, dedupe_key__in=keys).values_list(
-                        "dedupe_key", "id"
-                    )
+    with transaction.atomic():
+        Message.objects.bulk_create([s.message for s in new.values()], ignore_conflicts=True)
+        # Another mailbox of the account may have stored the same email a moment
+        # ago (the same mail to two team addresses): read back which rows exist.
+        ids = (
+            dict(
+                Message.objects.filter(account_id=account_id, dedupe_key__in=keys).values_list(
+                    "dedupe_key", "id"
                 )
-                if keys
-                else {}
             )
-            created = {key for key, item in new.items() if ids.get(key) == item.message.pk}
-            MailboxMessage.objects.bulk_create(
-                [
-                    MailboxMessage(
-                        folder=folder,
-                        provider_key=item.key,
-                        message_id=ids.get(p.dedupe_key)
-                        if p.dedupe_key not in tombstoned
-                        else None,
-                        dedupe_key=p.dedupe_key,
-                    )
-                    for item, p in zip(raws, parsed, strict=True)
-                ],
-                ignore_conflicts=True,
-            )
-            # Full rows only for the messages stored before (by another mailbox, or
-            # this one before a crash); this batch's own rows are already in memory.
-            earlier = {
-                ids[k] for k in keys if k in ids and k not in created and k not in tombstoned
-            }
-            loaded = {m.pk: m for m in Message.objects.filter(pk__in=earlier)} if earlier else {}
-            delivered, seen = [], set()
-            for p in parsed:
-                key = p.dedupe_key
-                if key in tombstoned or key not in ids or ids[key] in seen:
-                    continue
-                seen.add(ids[key])
-                delivered.append(new[key].message if key in created else loaded[ids[key]])
-            consumers.deliver(mailbox, delivered, backfill=backfill)
-            Attachment.objects.bulk_create(_finish_files(list(new.values()), created))
-            MailboxFolder.objects.filter(pk=folder.pk).update(
-                cursor=cursor,
-                imported_count=F("imported_count") + len(raws),
-                unparsed_count=F("unparsed_count")
-                + sum(1 for key in created if new[key].parsed.error),
-                last_synced_at=timezone.now(),
-                updated_at=timezone.now(),
-            )
-            Mailbox.objects.filter(pk=mailbox.pk).update(sync_done=F("sync_done") + len(raws))
-    finally:
-        # Whatever happened, no write of this batch is still running afterwards.
-        wait(item.files for item in new.values())
+            if keys
+            else {}
+        )
+        created = {key for key, s in new.items() if ids.get(key) == s.message.pk}
+        Attachment.objects.bulk_create([a for key in created for a in new[key].attachments])
+        MailboxMessage.objects.bulk_create(
+            [
+                MailboxMessage(
+                    folder=folder,
+                    provider_key=item.key,
+                    message_id=ids.get(p.dedupe_key) if p.dedupe_key not in tombstoned else None,
+                    dedupe_key=p.dedupe_key,
+                )
+                for item, p in zip(raws, parsed, strict=True)
+            ],
+            ignore_conflicts=True,
+        )
+        # Full rows only for the messages stored before (by another mailbox, or
+        # this one before a crash); this batch's own rows are already in memory.
+        earlier = {ids[k] for k in keys if k in ids and k not in created and k not in tombstoned}
+        loaded = {m.pk: m for m in Message.objects.filter(pk__in=earlier)} if earlier else {}
+        delivered, seen = [], set()
+        for p in parsed:
+            key = p.dedupe_key
+            if key in tombstoned or key not in ids or ids[key] in seen:
+                continue
+            seen.add(ids[key])
+            delivered.append(new[key].message if key in created else loaded[ids[key]])
+        consumers.deliver(mailbox, delivered, backfill=backfill)
+        MailboxFolder.objects.filter(pk=folder.pk).update(
+            cursor=cursor,
+            imported_count=F("imported_count") + len(raws),
+            unparsed_count=F("unparsed_count") + sum(1 for key in created if new[key].parsed.error),
+            last_synced_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        Mailbox.objects.filter(pk=mailbox.pk).update(sync_done=F("sync_done") + len(raws))
     folder.cursor = cursor
     return BatchResult(fetched=len(raws), stored=len(created), linked=len(raws))
