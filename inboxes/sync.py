@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from conversations.models import Conversation, ConversationMessage, Inbox, Message
+from core.memory import malloc_release
 from inboxes.ingest import ingest_batch
 from inboxes.models import (
     FolderRole,
@@ -255,6 +256,7 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
                     cursor = folder.cursor
                     count = len(raws)
                     del raws  # this batch's bytes may go before the next one arrives
+                    malloc_release()  # and the memory they took back to the system
                     if backfill and any(imported < n <= imported + count for n in ANALYZE_AFTER):
                         tables_analyze()
                     imported += count

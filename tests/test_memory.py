@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # ~300 KiB, each followed by a small object that outlives it, then the buffers go.
 SCENARIO = """
 import json, sys
-from core.memory import malloc_tune
+from core.memory import malloc_release, malloc_tune
 
 def rss_mib():
     with open("/proc/self/status") as status:
@@ -28,7 +28,7 @@ def rss_mib():
 
 if sys.argv[1] == "celery":
     import config.celery
-tuned = malloc_tune() if sys.argv[1] == "tune" else False
+tuned = malloc_tune() if sys.argv[1] in ("tune", "release") else False
 base = rss_mib()
 big = b"x" * (4 * 1024 * 1024)
 del big
@@ -36,9 +36,18 @@ buffers, survivors = [], []
 for i in range(300):
     buffers.append(b"y" * (300 * 1024 + i))
     survivors.append(b"z" * (1000 + i))
+if sys.argv[1] == "release":
+    # Buffers under the mmap threshold come from the heap even when tuned.
+    buffers, survivors = [], []
+    for i in range(1000):
+        buffers.append(b"y" * (100 * 1024 + i))
+        survivors.append(b"z" * (1000 + i))
 peak = rss_mib()
 del buffers
-print(json.dumps({"tuned": tuned, "base": base, "peak": peak, "after": rss_mib()}))
+kept = rss_mib()
+if sys.argv[1] == "release":
+    malloc_release()
+print(json.dumps({"tuned": tuned, "base": base, "peak": peak, "kept": kept, "after": rss_mib()}))
 """
 
 glibc_only = pytest.mark.skipif(
@@ -81,3 +90,12 @@ def test_a_worker_process_has_the_thresholds_fixed_from_the_start():
     # Importing the Celery app is what every worker (and each child it forks) does.
     figures = run_scenario("celery")
     assert figures["after"] - figures["base"] < 10
+
+
+@glibc_only
+def test_freed_heap_memory_goes_back_to_the_system_once_released():
+    # What the sync does after each batch.
+    figures = run_scenario("release")
+    assert figures["peak"] - figures["base"] > 80
+    assert figures["kept"] - figures["base"] > 80  # freed, but still the process's
+    assert figures["after"] - figures["base"] < 15
