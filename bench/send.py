@@ -153,23 +153,27 @@ class Timer:
 def make_items(mailbox, count: int) -> tuple[list, float]:
     from django.db import transaction
 
-    from inboxes.sending import Recipient, outbox_create
-
     ids = []
     started = time.perf_counter()
     for n in range(count):
         with transaction.atomic():
-            item = outbox_create(
-                mailbox=mailbox,
-                from_name="Bench Support",
-                to=[Recipient(f"customer{n}@customer.example.com", f"Customer {n}")],
-                subject=f"Re: Question about order {10000 + n}",
-                text=f"Hello,\n\nyour order {10000 + n} left our warehouse today.\n\n"
-                + "Kind regards,\nBench Support\n" * 3,
-                html=f"<p>Hello,</p><p>your order <b>{10000 + n}</b> left our warehouse today.</p>",
-            )
-        ids.append(item.pk)
+            ids.append(bench_reply(mailbox, n).pk)
     return ids, time.perf_counter() - started
+
+
+def bench_reply(mailbox, n: int):
+    """Outbox item number ``n`` of a run: a short reply to a customer."""
+    from inboxes.sending import Recipient, outbox_create
+
+    return outbox_create(
+        mailbox=mailbox,
+        from_name="Bench Support",
+        to=[Recipient(f"customer{n}@customer.example.com", f"Customer {n}")],
+        subject=f"Re: Question about order {10000 + n}",
+        text=f"Hello,\n\nyour order {10000 + n} left our warehouse today.\n\n"
+        + "Kind regards,\nBench Support\n" * 3,
+        html=f"<p>Hello,</p><p>your order <b>{10000 + n}</b> left our warehouse today.</p>",
+    )
 
 
 def legacy_loop(ids: list) -> tuple[float, list[str]]:
@@ -261,22 +265,11 @@ def make_items_quickly(mailbox, count: int) -> list:
     """Items for the comparison rounds: 100 per transaction (the send is measured)."""
     from django.db import transaction
 
-    from inboxes.sending import Recipient, outbox_create
-
     ids = []
     for start in range(0, count, 100):
         with transaction.atomic():
             for n in range(start, min(count, start + 100)):
-                item = outbox_create(
-                    mailbox=mailbox,
-                    from_name="Bench Support",
-                    to=[Recipient(f"customer{n}@customer.example.com", f"Customer {n}")],
-                    subject=f"Re: Question about order {10000 + n}",
-                    text=f"Hello,\n\nyour order {10000 + n} left our warehouse today.\n\n"
-                    + "Kind regards,\nBench Support\n" * 3,
-                    html=f"<p>Hello,</p><p>your order <b>{10000 + n}</b> left today.</p>",
-                )
-                ids.append(item.pk)
+                ids.append(bench_reply(mailbox, n).pk)
     return ids
 
 
