@@ -1,5 +1,6 @@
 """Shared fixtures: an account with an admin (Ann) and a member (Bo), an outsider
-from another account, API clients for each, and the real mail servers."""
+from another account, API clients for each, the real mail servers, and a Support
+inbox connected to a Dovecot mailbox (``support``; a test module may define its own)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Role
 from tests.factories import PASSWORD, AccountFactory, UserFactory
+from tests.mail import connect_imap_mailbox, team_inbox
 
 pytest_plugins = ["tests.mailservers", "tests.oauth_mailservers"]
 
@@ -106,3 +108,18 @@ def connect_payload(dovecot, smtp_server, mail_user):
         }
 
     return build
+
+
+@pytest.fixture
+def support(admin, dovecot, smtp_server, mail_user):
+    """The Support team inbox and its mailbox (support@acme.example.com on Dovecot)."""
+    inbox = team_inbox(admin.account)
+    mailbox = connect_imap_mailbox(
+        actor=admin,
+        dovecot=dovecot,
+        smtp_server=smtp_server,
+        user=mail_user,
+        address="support@acme.example.com",
+        inbox=inbox,
+    )
+    return inbox, mailbox

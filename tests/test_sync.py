@@ -12,20 +12,6 @@ from tests.mail import connect_imap_mailbox, make_email, team_inbox
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def support(admin, dovecot, smtp_server, mail_user):
-    inbox = team_inbox(admin.account)
-    mailbox = connect_imap_mailbox(
-        actor=admin,
-        dovecot=dovecot,
-        smtp_server=smtp_server,
-        user=mail_user,
-        address="support@acme.example.com",
-        inbox=inbox,
-    )
-    return inbox, mailbox
-
-
 def test_delivered_mail_becomes_conversations_and_a_rerun_changes_nothing(
     support, dovecot, mail_user
 ):

@@ -19,25 +19,11 @@ from inboxes.models import MailboxMessage
 from inboxes.parsing import parse_message
 from inboxes.providers import imap
 from inboxes.sync import mailbox_sync
-from tests.mail import connect_imap_mailbox, make_email, team_inbox
+from tests.mail import make_email
 
 pytestmark = pytest.mark.django_db
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def support(admin, dovecot, smtp_server, mail_user):
-    inbox = team_inbox(admin.account)
-    mailbox = connect_imap_mailbox(
-        actor=admin,
-        dovecot=dovecot,
-        smtp_server=smtp_server,
-        user=mail_user,
-        address="support@acme.example.com",
-        inbox=inbox,
-    )
-    return inbox, mailbox
 
 
 @pytest.fixture
