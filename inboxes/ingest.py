@@ -186,10 +186,15 @@ def ingest_batch(
     raws: Sequence[RawMessage],
     cursor: dict,
     backfill: bool,
+    parsed: Sequence[ParsedMessage] | None = None,
 ) -> BatchResult:
-    """Store ``raws`` (already fetched from ``folder``) and move the folder's cursor."""
+    """Store ``raws`` (already fetched from ``folder``) and move the folder's cursor.
+
+    ``parsed``: ``parse_message`` of each of ``raws``, when it was parsed elsewhere
+    (the sync's parse helper); else they are parsed here."""
     account_id = mailbox.account_id
-    parsed = [parse_message(item.raw) for item in raws]
+    if parsed is None:
+        parsed = [parse_message(item.raw) for item in raws]
     keys = {p.dedupe_key for p in parsed}
     tombstoned = (
         set(

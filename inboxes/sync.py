@@ -37,6 +37,8 @@ from inboxes.models import (
     Provider,
     SyncState,
 )
+from inboxes.parse_helper import parsed_ahead
+from inboxes.parsing import ParsedMessage
 from inboxes.providers import open_session
 from inboxes.providers.base import FolderSpec, MailSession, ProviderError, RawMessage
 
@@ -247,15 +249,22 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
             wanted = [key for key in chunk if key not in known]
             through = None  # the last key of the chunk the stored cursor covers
             # closing(): a failure mid-chunk stops the fetching before the session goes
-            with contextlib.closing(_fetch_batches(session, spec, wanted)) as batches:
-                for raws in batches:
+            with contextlib.closing(_parsed_batches(session, spec, wanted)) as batches:
+                for raws, parsed in batches:
                     through = raws[-1].key
                     _ingest(
-                        mailbox, folder, changes, raws, through, cursor, is_history, history_through
+                        mailbox,
+                        folder,
+                        changes,
+                        (raws, parsed),
+                        through,
+                        cursor,
+                        is_history,
+                        history_through,
                     )
                     cursor = folder.cursor
                     count = len(raws)
-                    del raws  # this batch's bytes may go before the next one arrives
+                    del raws, parsed  # this batch's bytes may go before the next one arrives
                     malloc_release()  # and the memory they took back to the system
                     if backfill and any(imported < n <= imported + count for n in ANALYZE_AFTER):
                         tables_analyze()
@@ -266,7 +275,14 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
                 # Known (or meanwhile expunged) keys at the end of the chunk: move the
                 # cursor past them too.
                 _ingest(
-                    mailbox, folder, changes, [], chunk[-1], cursor, is_history, history_through
+                    mailbox,
+                    folder,
+                    changes,
+                    ([], []),
+                    chunk[-1],
+                    cursor,
+                    is_history,
+                    history_through,
                 )
                 cursor = folder.cursor
             if known:
@@ -280,12 +296,21 @@ def _sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token
     return imported
 
 
-def _ingest(mailbox, folder, changes, raws, last, cursor, is_history, history_through) -> None:
-    """Store one batch and move the cursor past ``last``, a key of ``changes``."""
+def _ingest(mailbox, folder, changes, batch, last, cursor, is_history, history_through) -> None:
+    """Store one batch, ``(raws, parsed)``, and move the cursor past ``last``, a key of
+    ``changes``."""
     cursor = changes.cursor_after(last, cursor)
     if is_history and last != history_through:
         cursor = {**cursor, HISTORY_MARK: history_through}
-    ingest_batch(mailbox=mailbox, folder=folder, raws=raws, cursor=cursor, backfill=is_history)
+    raws, parsed = batch
+    ingest_batch(
+        mailbox=mailbox,
+        folder=folder,
+        raws=raws,
+        parsed=parsed,
+        cursor=cursor,
+        backfill=is_history,
+    )
 
 
 # While one batch is ingested (parse, files, database), the next one is fetched:
@@ -356,6 +381,21 @@ def _fetch_batches(session: MailSession, spec: FolderSpec, keys: list[str]) -> I
         size += len(raw.raw)
     if batch:
         yield batch
+
+
+def _parsed_batches(
+    session: MailSession, spec: FolderSpec, keys: list[str]
+) -> Iterator[tuple[list[RawMessage], list[ParsedMessage]]]:
+    """The batches of ``_fetch_batches``, each with its messages parsed; the parse
+    helper process (inboxes/parse_helper.py) parses one batch ahead of the one
+    being stored, so parsing runs on the second core."""
+    batches = _fetch_batches(session, spec, keys)
+    try:
+        yield from parsed_ahead(
+            batches, lambda item: item.raw, use_helper=settings.SYNC_PARSE_HELPER
+        )
+    finally:
+        batches.close()  # stop the fetching before the session goes
 
 
 def tables_analyze() -> None:
@@ -467,11 +507,17 @@ def _reconcile_folder(
     server_keys = session.keys_since(spec, folder.backfill_from)
     missing = _missing_keys(folder, server_keys)
     before = len(missing)
-    for raws in _fetch_batches(session, spec, missing):
-        ingest_batch(
-            mailbox=mailbox, folder=folder, raws=raws, cursor=folder.cursor, backfill=False
-        )
-        lease_renew(mailbox.pk, token)
+    with contextlib.closing(_parsed_batches(session, spec, missing)) as batches:
+        for raws, parsed in batches:
+            ingest_batch(
+                mailbox=mailbox,
+                folder=folder,
+                raws=raws,
+                parsed=parsed,
+                cursor=folder.cursor,
+                backfill=False,
+            )
+            lease_renew(mailbox.pk, token)
     still_missing = _missing_keys(folder, server_keys) if before else []
     after = len(still_missing)
     alert = ""

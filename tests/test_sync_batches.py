@@ -301,9 +301,11 @@ def test_a_sync_the_watcher_triggers_runs_over_its_logged_in_session(
     assert len(logins) == 2
 
 
-def test_the_next_batch_is_fetched_while_one_is_ingested_but_never_two_ahead(
+def test_the_next_batches_are_fetched_and_parsed_while_one_is_ingested_but_no_more(
     support, dovecot, mail_user, monkeypatch
 ):
+    """While batch k is stored, batch k+1 is with the parse helper and batch k+2 is
+    fetched; batch k+3 waits until batch k is done (three batches in memory)."""
     import threading
     import time
 
@@ -335,12 +337,11 @@ def test_the_next_batch_is_fetched_while_one_is_ingested_but_never_two_ahead(
     assert Conversation.objects.filter(inbox=inbox).count() == 8
     order = [(kind, n) for kind, n, _ in events]
     assert order.count(("fetch", 4)) == 1 and ("fetch", 5) not in order
-    for k in (1, 2, 3):
-        # batch k+1 is fetched while batch k is ingested ...
-        assert order.index(("fetch", k + 1)) < order.index(("ingested", k))
     for k in (1, 2):
-        # ... and batch k+2 only once batch k is done (two batches in memory at most)
-        assert order.index(("fetch", k + 2)) > order.index(("ingested", k))
+        # batches k+1 and k+2 are fetched before batch k is ingested ...
+        assert order.index(("fetch", k + 2)) < order.index(("ingested", k))
+    # ... and batch k+3 only once batch k is done
+    assert order.index(("fetch", 4)) > order.index(("ingested", 1))
     # the database work stays on the sync's own thread
     assert {name for kind, _, name in events if kind == "ingest"} == {
         threading.current_thread().name
@@ -361,3 +362,41 @@ def test_watch_mailboxes_sync_here_records_a_failed_sync_and_goes_on(support, do
     mailbox.refresh_from_db()
     assert (mailbox.status, mailbox.sync_state) == ("error", "stopped")
     assert "login failed" in mailbox.last_error.lower()
+
+
+def test_a_parse_helper_killed_mid_sync_loses_and_duplicates_nothing(
+    support, dovecot, mail_user, monkeypatch, caplog
+):
+    import logging
+    import signal
+
+    from inboxes import parse_helper
+
+    inbox, mailbox = support
+    monkeypatch.setattr(imap, "FETCH_BATCH_MESSAGES", 2)
+    for n in range(9):
+        dovecot.deliver(mail_user[0], make_email(subject=f"Ticket {n}"))
+    parse_helper.process_helper_stop()
+    original = sync.ingest_batch
+    killed = []
+
+    def ingest(**kwargs):
+        helper = parse_helper._helper[1] if parse_helper._helper else None
+        if kwargs["raws"] and not killed and helper is not None:
+            os.kill(helper.pid, signal.SIGKILL)  # while it holds the next batch
+            killed.append(helper.pid)
+        return original(**kwargs)
+
+    monkeypatch.setattr(sync, "ingest_batch", ingest)
+    with caplog.at_level(logging.WARNING, logger="inboxes.parse_helper"):
+        assert mailbox_sync(mailbox.pk).imported == 9
+
+    assert killed
+    assert any("parse helper failed" in r.getMessage() for r in caplog.records)
+    subjects = sorted(Message.objects.values_list("subject", flat=True))
+    assert subjects == [f"Ticket {n}" for n in range(9)]
+    assert Conversation.objects.filter(inbox=inbox).count() == 9
+    assert MailboxMessage.objects.filter(folder__mailbox=mailbox).count() == 9
+    assert mailbox_sync(mailbox.pk).imported == 0
+    helper = parse_helper.process_helper()  # the next sync has a new one
+    assert helper is not None and helper.pid not in killed

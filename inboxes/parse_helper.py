@@ -1,0 +1,250 @@
+"""Parsing on the second core: a helper process that runs ``parse_message``.
+
+A sync spends about half its CPU in ``parse_message`` (bench/README.md), and one
+Python process uses one core. So each process that syncs (a Celery worker child,
+the IDLE watcher) starts one helper with ``subprocess`` (Celery's prefork children
+are daemonic and may not use ``multiprocessing``), hands it each fetched batch and
+stores the batch before while the helper parses the next one.
+
+The helper (``inboxes/parse_child.py``) imports only ``inboxes.parsing`` (the
+standard library and nh3, no Django), reads its work from stdin and answers on stdout, in frames of an 8-byte
+length and a payload: going in, the raw messages of a batch, each with its length;
+coming out, each message's ``ParsedMessage`` as a pickle, which is read back by an
+unpickler that builds nothing but those and their parts (both ends are this
+program, but the answer is built from mail). It exits when its stdin closes, so it
+never outlives the process that started it, a worker killed with SIGKILL included.
+
+Nothing depends on the helper: when it cannot start, dies or answers garbage,
+the batch is parsed in the calling process (``parse_message`` gives the same
+result in both) and the next batch tries a new helper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from inboxes.parse_child import pack_batch, read_frame, write_frame
+from inboxes.parsing import ParsedMessage, parse_message
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Where ``inboxes`` lives, for the helper's import path.
+_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+# How long to wait for an answer before the batch is parsed here instead: far more
+# than any batch takes (a 2 MiB batch parses in well under a second).
+ANSWER_TIMEOUT = 120.0
+
+
+class HelperFailed(Exception):
+    """The helper did not answer; the caller parses the batch itself."""
+
+
+# What an answer may contain: the parse result's own classes and what they hold.
+_ANSWER_CLASSES = {
+    ("inboxes.parsing", "ParsedMessage"),
+    ("inboxes.parsing", "Address"),
+    ("inboxes.parsing", "ParsedAttachment"),
+    ("datetime", "datetime"),
+    ("datetime", "timezone"),
+    ("datetime", "timedelta"),
+}
+
+
+class _AnswerUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ANSWER_CLASSES:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a parse result")
+        return super().find_class(module, name)
+
+
+def _load_answer(frame: bytes) -> ParsedMessage:
+    parsed = _AnswerUnpickler(io.BytesIO(frame)).load()
+    if not isinstance(parsed, ParsedMessage):
+        raise pickle.UnpicklingError(f"a {type(parsed).__name__}, not a parse result")
+    return parsed
+
+
+# --- The calling side ------------------------------------------------------------------------
+
+
+class ParseHelper:
+    """One helper process. ``submit`` a batch, later take its ``result``, in order.
+
+    Two threads move the bytes, so neither side ever waits on a full pipe: one
+    writes the submitted batches (``submit`` returns at once, while the helper is
+    still busy with the batch before), one reads the answers as they come."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "PYTHONPATH": _PROJECT_ROOT}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "inboxes.parse_child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=_PROJECT_ROOT,
+            env=env,
+        )
+        self._answers: queue.Queue[bytes | None] = queue.Queue()
+        self._requests: queue.Queue[bytes | None] = queue.Queue()
+        self._pending = 0
+        self._reader = threading.Thread(target=self._read, name="parse-helper-reader", daemon=True)
+        self._writer = threading.Thread(target=self._write, name="parse-helper-writer", daemon=True)
+        self._reader.start()
+        self._writer.start()
+
+    def _write(self) -> None:
+        stream = self._process.stdin
+        while (payload := self._requests.get()) is not None:
+            try:
+                write_frame(stream, payload)
+            except (OSError, ValueError):  # it died: the reader sees the end
+                break
+            del payload
+        with contextlib.suppress(OSError, ValueError):
+            stream.close()  # the helper exits when its input ends
+
+    def _read(self) -> None:
+        stream = self._process.stdout
+        try:
+            while (frame := read_frame(stream)) is not None:
+                self._answers.put(frame)
+        except (OSError, ValueError):
+            pass
+        self._answers.put(None)  # the end: every later result() fails
+
+    @property
+    def ready(self) -> bool:
+        """Running, and owing no answers."""
+        return self._pending == 0 and self._process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def submit(self, raws: Sequence[bytes]) -> None:
+        if not self._writer.is_alive():
+            raise HelperFailed(f"the helper exited (code {self._process.poll()})")
+        self._requests.put(pack_batch(raws))
+        self._pending += 1
+
+    def result(self, expected: int) -> list[ParsedMessage]:
+        """The answers to the oldest submitted batch, of ``expected`` messages."""
+        if self._pending <= 0:
+            raise HelperFailed("no batch was submitted")
+        self._pending -= 1
+        parsed = []
+        for _ in range(expected):
+            try:
+                frame = self._answers.get(timeout=ANSWER_TIMEOUT)
+            except queue.Empty as exc:
+                raise HelperFailed("no answer in time") from exc
+            if frame is None:
+                self._answers.put(None)
+                raise HelperFailed(f"the helper exited (code {self._process.poll()})")
+            try:
+                parsed.append(_load_answer(frame))
+            except Exception as exc:
+                raise HelperFailed(f"unreadable answer ({type(exc).__name__}: {exc})") from exc
+        return parsed
+
+    def close(self) -> None:
+        """Stop the helper (it exits when its input closes) and wait for it."""
+        self._requests.put(None)
+        self._writer.join(timeout=5)
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._reader.join(timeout=5)
+        with contextlib.suppress(OSError, ValueError):
+            self._process.stdout.close()
+
+
+# --- One helper per process, and the pipeline ------------------------------------------------
+
+_helper: tuple[int, ParseHelper] | None = None
+
+
+def process_helper() -> ParseHelper | None:
+    """This process's helper, started on first use (and again after it died, or in
+    a forked child, which must not share its parent's); None if it cannot start."""
+    global _helper
+    if _helper is not None and _helper[0] == os.getpid() and _helper[1].ready:
+        return _helper[1]
+    if _helper is not None and _helper[0] == os.getpid():
+        _helper[1].close()
+    try:
+        _helper = (os.getpid(), ParseHelper())
+    except OSError as exc:
+        log.warning("parse helper did not start (%s); parsing in this process", exc)
+        _helper = None
+        return None
+    return _helper[1]
+
+
+def process_helper_stop() -> None:
+    global _helper
+    if _helper is not None and _helper[0] == os.getpid():
+        _helper[1].close()
+    _helper = None
+
+
+def parsed_ahead(
+    batches: Iterable[Sequence[T]], raw_of: Callable[[T], bytes], *, use_helper: bool = True
+) -> Iterator[tuple[Sequence[T], list[ParsedMessage]]]:
+    """Each batch with its items' ``ParsedMessage``, in order: while the caller stores
+    one batch, the helper parses the next one.
+
+    After a helper failure the rest of these batches are parsed here; the next
+    call tries a new helper."""
+    helper = process_helper() if use_helper else None
+    waiting: deque[tuple[Sequence[T], bool]] = deque()  # (batch, handed to the helper)
+
+    def give_up(exc: HelperFailed) -> None:
+        nonlocal helper
+        log.warning("parse helper failed (%s); parsing in this process", exc)
+        helper = None
+        process_helper_stop()
+
+    def finish() -> tuple[Sequence[T], list[ParsedMessage]]:
+        batch, handed = waiting.popleft()
+        if handed and helper is not None:
+            try:
+                return batch, helper.result(len(batch))
+            except HelperFailed as exc:
+                give_up(exc)
+        return batch, [parse_message(raw_of(item)) for item in batch]
+
+    try:
+        for batch in batches:
+            handed = False
+            if helper is not None:
+                try:
+                    helper.submit([raw_of(item) for item in batch])
+                    handed = True
+                except HelperFailed as exc:
+                    give_up(exc)
+            waiting.append((batch, handed))
+            del batch
+            if len(waiting) > 1:  # the helper parses the next batch meanwhile
+                yield finish()
+        while waiting:
+            yield finish()
+    finally:
+        if helper is not None and any(handed for _, handed in waiting):
+            # Left early (the caller failed or stopped): the helper still owes
+            # answers, which must not be taken for the next call's.
+            process_helper_stop()
