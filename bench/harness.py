@@ -358,6 +358,31 @@ def proc_status_kib(field: str, pid: str = "self") -> int:
     return 0
 
 
+def tree_memory_kib(pid: int) -> tuple[int, int, int, int]:
+    """The memory of a process and its children, in KiB: RSS summed over all (pages
+    they share, such as libpython, counted twice), PSS summed (each shared page
+    split between all the processes that map it), the process's own RSS, and the
+    children's private pages (USS): what they add beyond the process."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    rss = pss = parent_rss = children_uss = 0
+    for each in pids:
+        fields = {}
+        with contextlib.suppress(OSError):  # it just exited
+            for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+                    fields[name] = int(rest.split()[0])
+        rss += fields.get("Rss", 0)
+        pss += fields.get("Pss", 0)
+        if each == pid:
+            parent_rss = fields.get("Rss", 0)
+        else:
+            children_uss += fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return rss, pss, parent_rss, children_uss
+
+
 def run_child(script: Path, args: list[str], result_file: Path, timeout: float = 3600) -> dict:
     """Run ``script --child ...`` in a fresh interpreter; returns the JSON it wrote."""
     result_file.unlink(missing_ok=True)
