@@ -206,7 +206,8 @@ def parsed_ahead(
     batches: Iterable[Sequence[T]], raw_of: Callable[[T], bytes], *, use_helper: bool = True
 ) -> Iterator[tuple[Sequence[T], list[ParsedMessage]]]:
     """Each batch with its items' ``ParsedMessage``, in order: while the caller stores
-    one batch, the helper parses the next one.
+    one batch, the helper parses the next one. When ``batches`` fails, the batches
+    it gave before are still handed out, then its error is raised.
 
     After a helper failure the rest of these batches are parsed here; the next
     call tries a new helper."""
@@ -228,8 +229,17 @@ def parsed_ahead(
                 give_up(exc)
         return batch, [parse_message(raw_of(item)) for item in batch]
 
+    source = iter(batches)
+    failure: Exception | None = None
     try:
-        for batch in batches:
+        while True:
+            try:
+                batch = next(source)
+            except StopIteration:
+                break
+            except Exception as exc:  # e.g. the connection dropped mid-fetch:
+                failure = exc  # the batches already fetched are still stored first
+                break
             handed = False
             if helper is not None:
                 try:
@@ -243,6 +253,8 @@ def parsed_ahead(
                 yield finish()
         while waiting:
             yield finish()
+        if failure is not None:
+            raise failure
     finally:
         if helper is not None and any(handed for _, handed in waiting):
             # Left early (the caller failed or stopped): the helper still owes

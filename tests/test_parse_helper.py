@@ -95,6 +95,21 @@ def test_a_helper_killed_mid_stream_loses_nothing_and_the_next_call_starts_a_new
     assert parsed == [parse_message(raw) for raw in raws[:3]]
 
 
+def test_when_the_fetching_fails_the_batches_fetched_before_still_come_out_first():
+    raws = [make_email(subject=f"Ticket {n}") for n in range(6)]
+
+    def fetched():
+        yield raws[:3]
+        yield raws[3:]
+        raise ConnectionResetError("the server hung up mid-fetch")
+
+    pipeline = parse_helper.parsed_ahead(fetched(), lambda raw: raw)
+    assert [p.subject for p in next(pipeline)[1]] == ["Ticket 0", "Ticket 1", "Ticket 2"]
+    assert [p.subject for p in next(pipeline)[1]] == ["Ticket 3", "Ticket 4", "Ticket 5"]
+    with pytest.raises(ConnectionResetError):
+        next(pipeline)
+
+
 def test_answers_owed_by_an_abandoned_pipeline_never_reach_the_next_one():
     old = [make_email(subject=f"Old {n}") for n in range(20)]
     new = [make_email(subject=f"New {n}") for n in range(20)]
