@@ -917,7 +917,7 @@ def worker_peak_mib(sync: dict) -> float:
     more (a peak between two samples)."""
     together = [s for s in sync["samples"] if len(s) > 6 and s[5]]
     sampled = max((s[5] + s[6] for s in together), default=0)
-    floor = min((s[6] for s in together), default=0)
+    floor = min((s[6] for s in together if s[6]), default=0)  # once the helper runs
     return mib(max(sampled, sync["peak_kib"] + floor))
 
 

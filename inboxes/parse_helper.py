@@ -44,7 +44,7 @@ T = TypeVar("T")
 # Where ``inboxes`` lives, for the helper's import path.
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 # How long to wait for an answer before the batch is parsed here instead: far more
-# than any batch takes (a 2 MiB batch parses in well under a second).
+# than any batch takes (a 1.5 MiB batch parses in well under a second).
 ANSWER_TIMEOUT = 120.0
 
 

@@ -1106,10 +1106,22 @@ def _canonical_body(body: bytes) -> bytes:
     return body.replace(b"\r\n", b"\n").rstrip(b"\r\n \t")
 
 
+def _body_digest(body: bytes) -> str:
+    return hashlib.sha256(_canonical_body(body)).hexdigest()
+
+
 def compute_dedupe_key(
-    message_id: str, from_address: str, raw_date: str, subject: str, body: bytes
+    message_id: str,
+    from_address: str,
+    raw_date: str,
+    subject: str,
+    body: bytes,
+    *,
+    body_digest: str | None = None,
 ) -> str:
-    body_digest = hashlib.sha256(_canonical_body(body)).hexdigest()
+    """``body_digest``: ``_body_digest(body)`` taken before, when ``body`` was let go."""
+    if body_digest is None:
+        body_digest = _body_digest(body)
     digest = hashlib.sha256(_DEDUPE_VERSION)
     for value in (message_id, from_address.lower(), raw_date, subject, body_digest):
         # Length prefixes keep ("ab", "c") and ("a", "bc") apart.
@@ -1167,6 +1179,10 @@ def _parse(raw: bytes) -> ParsedMessage:
         raw_for_parser = fixed_block + separator + body
     else:
         raw_for_parser = raw
+    # The body is a copy of most of the message: hash it now and let it go before
+    # the parser makes its own copies (a big message's peak is ~8x its size).
+    body_digest = _body_digest(body)
+    del body
     try:
         root = _PARSER.parsebytes(raw_for_parser)
         too_deep = False
@@ -1219,7 +1235,12 @@ def _parse(raw: bytes) -> ParsedMessage:
         attachments=collected.attachments,
         headers=extras,
         dedupe_key=compute_dedupe_key(
-            message_id, senders[0].address if senders else "", raw_date, subject, body
+            message_id,
+            senders[0].address if senders else "",
+            raw_date,
+            subject,
+            b"",
+            body_digest=body_digest,
         ),
         error="; ".join(dict.fromkeys(problems)),
         has_remote_images=bool(_REMOTE_IMAGE.search(html_body)),

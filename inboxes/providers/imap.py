@@ -38,7 +38,7 @@ from inboxes.providers.base import (
 # sync ingests batches of the same bounds (inboxes/sync.py), so each round trip
 # is one ingest batch.
 FETCH_BATCH_MESSAGES = 100
-FETCH_BATCH_BYTES = 2 * 1024 * 1024
+FETCH_BATCH_BYTES = 1536 * 1024
 SENT_FOLDER_FALLBACKS = ("Sent", "Sent Items", "Sent Messages", "INBOX.Sent", "[Gmail]/Sent Mail")
 
 _TRANSIENT = (OSError, socket.timeout, ssl.SSLError, imaplib.IMAP4.abort, EOFError)
