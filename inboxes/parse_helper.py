@@ -160,7 +160,11 @@ class ParseHelper:
         return parsed
 
     def close(self) -> None:
-        """Stop the helper (it exits when its input closes) and wait for it."""
+        """Stop the helper (it exits when its input closes) and wait for it; one
+        that still owes answers is killed (it holds nothing worth waiting for)."""
+        if self._pending:
+            with contextlib.suppress(OSError):
+                self._process.kill()
         self._requests.put(None)
         self._writer.join(timeout=5)
         try:

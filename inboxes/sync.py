@@ -315,8 +315,9 @@ def _ingest(mailbox, folder, changes, batch, last, cursor, is_history, history_t
     )
 
 
-# While one batch is ingested (parse, files, database), the next one is fetched:
-# the two overlap instead of taking turns. At most two batches are in memory.
+# While one batch is stored (files, database) and the next one parsed (by the
+# parse helper, see _parsed_batches), the one after is fetched: they overlap
+# instead of taking turns. At most three batches are in memory.
 PREFETCH = True
 
 
