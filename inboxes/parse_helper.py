@@ -180,6 +180,18 @@ class ParseHelper:
 # --- One helper per process, and the pipeline ------------------------------------------------
 
 _helper: tuple[int, ParseHelper] | None = None
+# One pipeline at a time talks to the helper: its answers come in the order of the
+# batches it was given, so two syncs running in threads of one process (the IDLE
+# watcher with --sync-here) must not share it. The one that finds it taken parses
+# in its own thread. One lock per process (a forked child gets a fresh one).
+_lease: tuple[int, threading.Lock] = (os.getpid(), threading.Lock())
+
+
+def _helper_lease() -> threading.Lock:
+    global _lease
+    if _lease[0] != os.getpid():
+        _lease = (os.getpid(), threading.Lock())
+    return _lease[1]
 
 
 def process_helper() -> ParseHelper | None:
@@ -214,8 +226,11 @@ def parsed_ahead(
     it gave before are still handed out, then its error is raised.
 
     After a helper failure the rest of these batches are parsed here; the next
-    call tries a new helper."""
-    helper = process_helper() if use_helper else None
+    call tries a new helper. While another thread's pipeline has the helper, these
+    batches are parsed here too."""
+    lease = _helper_lease()
+    leased = use_helper and lease.acquire(blocking=False)
+    helper = process_helper() if leased else None
     waiting: deque[tuple[Sequence[T], bool]] = deque()  # (batch, handed to the helper)
 
     def give_up(exc: HelperFailed) -> None:
@@ -264,3 +279,5 @@ def parsed_ahead(
             # Left early (the caller failed or stopped): the helper still owes
             # answers, which must not be taken for the next call's.
             process_helper_stop()
+        if leased:
+            lease.release()

@@ -122,6 +122,39 @@ def test_answers_owed_by_an_abandoned_pipeline_never_reach_the_next_one():
     assert [p.subject for _, parsed in results for p in parsed] == [f"New {n}" for n in range(20)]
 
 
+def test_two_syncs_in_threads_of_one_process_never_get_each_others_answers():
+    """The IDLE watcher with --sync-here runs a sync per mailbox in its own thread,
+    in one process with one helper."""
+    import threading
+
+    first = [make_email(subject=f"First {n}") for n in range(40)]
+    second = [make_email(subject=f"Second {n}") for n in range(40)]
+    first_started, second_done = threading.Event(), threading.Event()
+    results: dict[str, list[str]] = {}
+
+    def run(name, raws, started=None, wait_for=None):
+        subjects = []
+        for _, parsed in parse_helper.parsed_ahead(batches_of(raws, 5), lambda raw: raw):
+            subjects += [p.subject for p in parsed]
+            if started is not None:
+                started.set()
+            if wait_for is not None:
+                wait_for.wait(10)  # the other sync runs while this one holds the helper
+        results[name] = subjects
+
+    one = threading.Thread(target=run, args=("first", first, first_started, second_done))
+    one.start()
+    assert first_started.wait(10)
+    two = threading.Thread(target=run, args=("second", second))
+    two.start()
+    two.join(30)
+    second_done.set()
+    one.join(30)
+
+    assert results["first"] == [f"First {n}" for n in range(40)]
+    assert results["second"] == [f"Second {n}" for n in range(40)]
+
+
 def test_without_the_helper_every_batch_is_parsed_in_this_process():
     raws = [make_email(subject=f"Ticket {n}") for n in range(5)]
     results = list(parse_helper.parsed_ahead([raws], lambda raw: raw, use_helper=False))
