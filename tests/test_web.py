@@ -108,20 +108,12 @@ def test_the_audit_page_shows_refused_conflicts(
 
 
 def test_the_mailbox_page_shows_the_ledger_and_what_was_kept_raw(
-    client, admin, dovecot, smtp_server, mail_user
+    client, admin, dovecot, mail_user, support
 ):
     from inboxes.sync import mailbox_sync
-    from tests.mail import connect_imap_mailbox, make_email, team_inbox
+    from tests.mail import make_email
 
-    inbox = team_inbox(admin.account)
-    mailbox = connect_imap_mailbox(
-        actor=admin,
-        dovecot=dovecot,
-        smtp_server=smtp_server,
-        user=mail_user,
-        address="support@acme.example.com",
-        inbox=inbox,
-    )
+    _, mailbox = support
     dovecot.deliver(mail_user[0], make_email(subject="Fine"))
     dovecot.deliver(
         mail_user[0], b"Subject: half\r\nContent-Type: multipart/mixed\r\n\r\nno boundary"
