@@ -873,7 +873,7 @@ def run_sync_child(
             # the sync and its parse helper together
             tree = harness.tree_memory_kib(process.pid)
         except OSError:
-            rss, tree = 0, (0, 0, 0)
+            rss, tree = 0, (0, 0, 0, 0)
         samples.append((time.perf_counter() - started, done or 0, rss, *tree))
         time.sleep(SAMPLE_SECONDS)
     if process.returncode != 0:
