@@ -25,6 +25,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from conversations.models import Attachment, Direction, Message
+from core.bulk import bulk_insert
 from inboxes import consumers
 from inboxes.models import Mailbox, MailboxFolder, MailboxMessage, Tombstone
 from inboxes.parsing import ParsedMessage, parse_message
@@ -226,7 +227,7 @@ def ingest_batch(
     del wanted
 
     with transaction.atomic():
-        Message.objects.bulk_create([s.message for s in new.values()], ignore_conflicts=True)
+        bulk_insert(Message, [s.message for s in new.values()], ignore_conflicts=True)
         # Another mailbox of the account may have stored the same email a moment
         # ago (the same mail to two team addresses): read back which rows exist.
         ids = (
