@@ -222,7 +222,8 @@ def parsed_ahead(
     batches: Iterable[Sequence[T]], raw_of: Callable[[T], bytes], *, use_helper: bool = True
 ) -> Iterator[tuple[Sequence[T], list[ParsedMessage]]]:
     """Each batch with its items' ``ParsedMessage``, in order: while the caller stores
-    one batch, the helper parses the next one. When ``batches`` fails, the batches
+    one batch, the helper parses the next one; of the first batch, the helper parses
+    the first half and this process the second. When ``batches`` fails, the batches
     it gave before are still handed out, then its error is raised.
 
     After a helper failure the rest of these batches are parsed here; the next
@@ -231,7 +232,8 @@ def parsed_ahead(
     lease = _helper_lease()
     leased = use_helper and lease.acquire(blocking=False)
     helper = process_helper() if leased else None
-    waiting: deque[tuple[Sequence[T], bool]] = deque()  # (batch, handed to the helper)
+    # (batch, how many of its first items the helper has, the rest parsed here)
+    waiting: deque[tuple[Sequence[T], int, list[ParsedMessage]]] = deque()
 
     def give_up(exc: HelperFailed) -> None:
         nonlocal helper
@@ -240,16 +242,18 @@ def parsed_ahead(
         process_helper_stop()
 
     def finish() -> tuple[Sequence[T], list[ParsedMessage]]:
-        batch, handed = waiting.popleft()
+        batch, handed, tail = waiting.popleft()
         if handed and helper is not None:
             try:
-                return batch, helper.result(len(batch))
+                return batch, helper.result(handed) + tail
             except HelperFailed as exc:
                 give_up(exc)
-        return batch, [parse_message(raw_of(item)) for item in batch]
+        head = batch[: len(batch) - len(tail)]
+        return batch, [parse_message(raw_of(item)) for item in head] + tail
 
     source = iter(batches)
     failure: Exception | None = None
+    first = True
     try:
         while True:
             try:
@@ -259,15 +263,23 @@ def parsed_ahead(
             except Exception as exc:  # e.g. the connection dropped mid-fetch:
                 failure = exc  # the batches already fetched are still stored first
                 break
-            handed = False
+            handed, tail = 0, []
             if helper is not None:
+                # Nothing is stored before the first batch is parsed, and this process
+                # would only wait for it: it parses the second half itself meanwhile.
+                kept_here = len(batch) // 2 if first else 0
+                head = batch[: len(batch) - kept_here]
                 try:
-                    helper.submit([raw_of(item) for item in batch])
-                    handed = True
+                    helper.submit([raw_of(item) for item in head])
+                    handed = len(head)
                 except HelperFailed as exc:
                     give_up(exc)
-            waiting.append((batch, handed))
-            del batch
+                del head
+                if handed and kept_here:
+                    tail = [parse_message(raw_of(item)) for item in batch[handed:]]
+            first = False
+            waiting.append((batch, handed, tail))
+            del batch, tail
             if len(waiting) > 1:  # the helper parses the next batch meanwhile
                 yield finish()
         while waiting:
@@ -275,7 +287,7 @@ def parsed_ahead(
         if failure is not None:
             raise failure
     finally:
-        if helper is not None and any(handed for _, handed in waiting):
+        if helper is not None and any(handed for _, handed, _ in waiting):
             # Left early (the caller failed or stopped): the helper still owes
             # answers, which must not be taken for the next call's.
             process_helper_stop()

@@ -76,6 +76,27 @@ def test_the_parsing_runs_in_the_helper_process_not_in_this_one():
     assert parse_helper.process_helper() is helper  # kept for the next sync
 
 
+def test_of_the_first_batch_this_process_parses_the_second_half_while_the_helper_parses_the_first(
+    monkeypatch,
+):
+    """Nothing can be stored before the first batch is parsed, so both cores parse it;
+    every later batch is the helper's alone (this process is storing meanwhile)."""
+    raws = [make_email(subject=f"Ticket {n}") for n in range(25)]
+    parsed_here = []
+
+    def parse_here(raw):
+        parsed_here.append(raw)
+        return parse_message(raw)
+
+    monkeypatch.setattr(parse_helper, "parse_message", parse_here)
+
+    results = list(parse_helper.parsed_ahead(batches_of(raws, 10), lambda raw: raw))
+
+    assert parsed_here == raws[5:10]
+    assert [p for _, parsed in results for p in parsed] == [parse_message(r) for r in raws]
+    assert [batch for batch, _ in results] == batches_of(raws, 10)
+
+
 def test_a_helper_killed_mid_stream_loses_nothing_and_the_next_call_starts_a_new_one(caplog):
     raws = [make_email(subject=f"Ticket {n}") for n in range(60)]
     first = parse_helper.process_helper()
