@@ -9,7 +9,7 @@ as it is, and psycopg's C code packs the rows.
 
 The rows are the ones ``bulk_create`` would write: the same ``pre_save`` and
 ``get_db_prep_save`` of each field. Whatever COPY cannot do (another database, a
-column type not mapped below, a unique conflict when conflicts are to be ignored,
+model whose ids the database hands out, a column type not mapped below, a unique conflict when conflicts are to be ignored,
 a value the server refuses) goes through ``bulk_create``, within a savepoint so the
 caller's transaction is unharmed; ``bulk_create`` then does or raises exactly what
 it always did.
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from django.db import DatabaseError, connections, router, transaction
 from django.db.models import Model
+from django.db.models.fields import AutoFieldMixin
 
 # Column types (as Django declares them, without their length) that COPY's binary
 # format is given, by the name psycopg knows them under.
@@ -41,6 +42,8 @@ _LENGTH = re.compile(r"\(\d+\)$")
 
 
 def _copy_types(model: type[Model], connection) -> list[str] | None:
+    if isinstance(model._meta.pk, AutoFieldMixin):
+        return None  # ids the database hands out: bulk_create reads them back, COPY can't
     types = []
     for field in model._meta.concrete_fields:
         declared = _LENGTH.sub("", field.db_type(connection) or "")

@@ -9,6 +9,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 
 from conversations.models import Message
 from core import bulk
+from inboxes.models import Tombstone
 from tests.factories import AccountFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,3 +102,25 @@ def test_a_value_the_server_refuses_gets_bulk_creates_error():
     with pytest.raises(DataError, match="NUL"):
         bulk.bulk_insert(Message, [broken])
     assert not Message.objects.filter(account=account).exists()
+
+
+def test_rows_whose_ids_the_database_hands_out_get_them_as_with_bulk_create():
+    account = AccountFactory()
+    tombstones = [Tombstone(account=account, dedupe_key=f"gone-{n}") for n in range(3)]
+    statements = []
+
+    with (
+        transaction.atomic(),  # so that a COPY tried first would show as a savepoint
+        connection.execute_wrapper(
+            lambda run, sql, *args: statements.append(sql) or run(sql, *args)
+        ),
+    ):
+        bulk.bulk_insert(Tombstone, tombstones)
+
+    # straight to bulk_create (its INSERT ... RETURNING), no COPY tried and undone
+    assert not any("SAVEPOINT" in sql for sql in statements), statements
+
+    assert all(tombstone.pk is not None for tombstone in tombstones)
+    assert sorted(Tombstone.objects.filter(account=account).values_list("pk", flat=True)) == (
+        sorted(tombstone.pk for tombstone in tombstones)
+    )
