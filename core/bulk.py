@@ -8,11 +8,11 @@ storing a message (bench/README.md). ``COPY ... (FORMAT BINARY)`` sends each val
 as it is, and psycopg's C code packs the rows.
 
 The rows are the ones ``bulk_create`` would write: the same ``pre_save`` and
-``get_db_prep_save`` of each field. Whatever COPY cannot do (another database, a
-model whose ids the database hands out, a column type not mapped below, a unique conflict when conflicts are to be ignored,
-a value the server refuses) goes through ``bulk_create``, within a savepoint so the
-caller's transaction is unharmed; ``bulk_create`` then does or raises exactly what
-it always did.
+``get_db_prep_save`` of each field. Whatever COPY cannot do goes through
+``bulk_create``, which then does or raises exactly what it always did: another
+database, a model whose ids the database hands out, a column type not mapped below,
+a unique conflict, a value the server refuses or psycopg cannot send in binary. A
+COPY that failed is undone first, to a savepoint, so the caller's transaction goes on.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def bulk_insert(
         try:
             with transaction.atomic(using=alias):
                 _copy(model, objs, types, connection)
-        except DatabaseError:
+        except (DatabaseError, TypeError, ValueError):
             pass  # rolled back to the savepoint: bulk_create decides
         else:
             for obj in objs:

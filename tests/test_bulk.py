@@ -124,3 +124,19 @@ def test_rows_whose_ids_the_database_hands_out_get_them_as_with_bulk_create():
     assert sorted(Tombstone.objects.filter(account=account).values_list("pk", flat=True)) == (
         sorted(tombstone.pk for tombstone in tombstones)
     )
+
+
+def test_a_value_that_cannot_be_encoded_raises_and_leaves_nothing_behind():
+    """A JSON value of a type the encoder rejects: the COPY fails in Python and is
+    undone, bulk_create gets its turn and raises what it always raised; nothing is
+    stored and the connection goes on."""
+    account = AccountFactory()
+    fine, odd = awkward_message(account, 1), awkward_message(account, 2)
+    odd.headers = {"when": object()}
+
+    with pytest.raises(TypeError, match="not JSON serializable"), transaction.atomic():
+        bulk.bulk_insert(Message, [fine, odd])
+
+    assert not Message.objects.filter(account=account).exists()
+    bulk.bulk_insert(Message, [awkward_message(account, 1)])  # the connection is fine
+    assert Message.objects.filter(account=account).count() == 1
