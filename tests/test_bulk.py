@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django.db import DataError, IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from conversations.models import Message
 from core import bulk
@@ -48,12 +49,9 @@ def test_copy_writes_exactly_what_bulk_create_writes():
     account = AccountFactory()
     copied = [awkward_message(account, n) for n in range(5)]
     copied[0].raw.name = "raw/x/ab/abc.eml"
-    statements = []
-    with connection.execute_wrapper(
-        lambda run, sql, *args: statements.append(sql) or run(sql, *args)
-    ):
+    with CaptureQueriesContext(connection) as statements:
         bulk.bulk_insert(Message, copied)
-    assert not any("INSERT" in sql for sql in statements)  # COPY, not the fallback
+    assert not any("INSERT" in q["sql"] for q in statements)  # COPY, not the fallback
     assert all(not m._state.adding for m in copied)
 
     # The same values through Django's own bulk_create, for comparison.
@@ -107,18 +105,17 @@ def test_a_value_the_server_refuses_gets_bulk_creates_error():
 def test_rows_whose_ids_the_database_hands_out_get_them_as_with_bulk_create():
     account = AccountFactory()
     tombstones = [Tombstone(account=account, dedupe_key=f"gone-{n}") for n in range(3)]
-    statements = []
 
     with (
         transaction.atomic(),  # so that a COPY tried first would show as a savepoint
-        connection.execute_wrapper(
-            lambda run, sql, *args: statements.append(sql) or run(sql, *args)
-        ),
+        CaptureQueriesContext(connection) as statements,
     ):
         bulk.bulk_insert(Tombstone, tombstones)
 
     # straight to bulk_create (its INSERT ... RETURNING), no COPY tried and undone
-    assert not any("SAVEPOINT" in sql for sql in statements), statements
+    sqls = [q["sql"] for q in statements]
+    assert not any("SAVEPOINT" in sql for sql in sqls), sqls
+    assert any("INSERT" in sql for sql in sqls), sqls
 
     assert all(tombstone.pk is not None for tombstone in tombstones)
     assert sorted(Tombstone.objects.filter(account=account).values_list("pk", flat=True)) == (
