@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import uuid
@@ -53,6 +54,52 @@ def test_open_imap_connects_with_verified_tls_and_leaves_login_to_the_caller(
     finally:
         client.logout()
     assert events == ["resolved", "connected", "tls", "ready"]
+
+
+def _fetch_one(client, username: str, password: str) -> bytes:
+    client.login(username, password)
+    client.select_folder("INBOX", readonly=True)
+    (uid,) = client.search(["ALL"])
+    return client.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
+
+
+def test_imap_traffic_is_formatted_for_the_log_only_when_its_logger_keeps_it(
+    dovecot: DovecotServer, mail_user: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a message whose body has a marker (imaplib, at IMAPClient's debug
+    # level, formats every response, each fetched body included, for the log)
+    username, password = mail_user
+    marker = f"marker-{uuid.uuid4().hex}"
+    message = EmailMessage()
+    message["Subject"] = "hello"
+    message.set_content(f"body with {marker}")
+    dovecot.deliver(username, message.as_bytes())
+    settings = dovecot.imap_settings(username, password)
+
+    # When the imapclient.imaplib logger is above DEBUG (the default), a fetch
+    # formats nothing
+    formatted: list[str] = []
+    caplog.set_level(logging.INFO, logger="imapclient.imaplib")
+    client = mailconn.open_imap(settings, timeout=5)
+    client._imap._mesg = formatted.append
+    try:
+        assert marker.encode() in _fetch_one(client, username, password)
+    finally:
+        client.logout()
+    assert formatted == []
+
+    # When it is at DEBUG, the traffic, the body included, is in the log
+    caplog.set_level(logging.DEBUG, logger="imapclient.imaplib")
+    client = mailconn.open_imap(settings, timeout=5)
+    try:
+        assert marker.encode() in _fetch_one(client, username, password)
+    finally:
+        client.logout()
+    assert any(
+        marker in record.getMessage()
+        for record in caplog.records
+        if record.name == "imapclient.imaplib"
+    )
 
 
 def test_open_imap_without_tls_is_refused_unless_private_hosts_are_allowed(
