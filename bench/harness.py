@@ -472,6 +472,18 @@ def loadavg() -> float:
         return 0.0
 
 
+def file_create_micros(directory: Path, count: int = 200) -> float:
+    """Microseconds to create one empty file in a new subdirectory of ``directory``
+    (the files stay until the run's cleanup: removing them would slow the next
+    creates, see bench/README.md, "Machine")."""
+    probe = directory / "create-probe"
+    probe.mkdir(exist_ok=True)
+    started = time.perf_counter()
+    for number in range(count):
+        os.close(os.open(probe / f"{number}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    return (time.perf_counter() - started) / count * 1e6
+
+
 def wait_quiet(max_seconds: float, threshold: float = 0.5) -> float:
     """Wait (at most ``max_seconds``) until the load average is below ``threshold``."""
     deadline = time.monotonic() + max_seconds

@@ -1115,6 +1115,11 @@ def run(n: int, args) -> int:
             print(f"waiting up to {args.wait_quiet:.0f} s for a quiet machine ...")
             harness.wait_quiet(args.wait_quiet)
         figures["load"] = {"before_baseline": harness.loadavg()}
+        figures["file_create_us"] = harness.file_create_micros(work.data_dir)
+        print(
+            f"file creation: {figures['file_create_us']:.0f} us per new file (here 15-30 us on a "
+            "quiet disk, up to ~1 ms within minutes of another run's cleanup: bench/README.md)"
+        )
         dovecot_pid = dovecot.process.pid
         d0 = harness.tree_cpu_seconds(dovecot_pid)
         base1 = harness.run_child(SCRIPT, baseline_args, work.root / "baseline1.json")
