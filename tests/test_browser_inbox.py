@@ -51,6 +51,13 @@ def synced(worker, mailbox, before: int) -> None:
     wait_until(lambda: worker.count(done) >= before + 1, 15, "the worker's sync")
 
 
+def htmx_settled(page: Page) -> None:
+    """Until htmx has no request in flight and nothing swapping or settling: what it
+    swaps in gets its listeners when it settles (20 ms later), and a select changed
+    before that sends nothing."""
+    expect(page.locator(".htmx-request, .htmx-swapping, .htmx-settling")).to_have_count(0)
+
+
 def rows(page: Page):
     return page.locator("#conv-list .row")
 
@@ -334,6 +341,7 @@ def test_keyboard_help_search_notes_and_assignment(pages, member, other_member, 
     note = page.locator(".item.note")
     expect(note.locator("mark.mention")).to_have_text("@cy")
     expect(page.locator("#note-text")).to_have_value("")
+    htmx_settled(page)  # the header the note's answer swapped in listens only then
     page.get_by_label("Assignee").select_option(label="Cy Young")
     expect(page.locator(".item.event").last).to_contain_text("Bo Lee assigned this to Cy Young")
     page.get_by_role("button", name="Assign to me").click()
