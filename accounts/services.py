@@ -11,6 +11,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 
+from accounts import hooks
 from accounts.models import Account, Plan, Role, User, normalize_login_email
 from audit.services import audit_record
 from core.errors import Invalid, PermissionDeniedError, RateLimited
@@ -106,9 +107,7 @@ def user_deactivate(*, actor: User, user: User, ip: str | None = None) -> User:
         user.is_active = False
         user.deactivated_at = timezone.now()
         user.save(update_fields=["is_active", "deactivated_at", "updated_at"])
-        from conversations.handling import conversations_reroute_for
-
-        conversations_reroute_for(user=user)
+        hooks.user_deactivated(user)
         audit_record(
             account=user.account,
             actor=actor,

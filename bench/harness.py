@@ -214,8 +214,7 @@ def create_team_mailbox(dovecot, smtp, *, password: str | None = None) -> Setup:
     ``smtp`` needs ``add_user`` and ``smtp_settings`` (an SMTPTestServer or a
     stand-in for one running in another process)."""
     from accounts.services import account_create
-    from conversations.models import Inbox
-    from inboxes.models import Mailbox
+    from inboxes.models import Inbox, Mailbox
     from inboxes.services import ServerInput, mailbox_connect
 
     password = password or secrets.token_urlsafe(16)
@@ -318,8 +317,7 @@ def create_oauth_team_mailbox(provider: str, consent) -> Setup:
     query parameters), ``complete`` and ``oauth_mailbox_connect``, as the connect
     views do."""
     from accounts.services import account_create
-    from conversations.models import Inbox
-    from inboxes.models import Mailbox
+    from inboxes.models import Inbox, Mailbox
     from inboxes.oauth import oauth_client, oauth_mailbox_connect
 
     account, admin, _token = account_create(

@@ -550,17 +550,14 @@ def load(db: str, n: int, total_messages: int) -> dict:
 
     from accounts.models import Account, Team, User
     from conversations.models import (
-        Attachment,
         Conversation,
         ConversationEvent,
         ConversationMessage,
-        Inbox,
-        Message,
         Note,
         ReadState,
         RoutingRule,
     )
-    from inboxes.models import Mailbox
+    from inboxes.models import Attachment, Inbox, Mailbox, Message
 
     phases: dict[str, float] = {}
     started = time.perf_counter()
@@ -1285,8 +1282,8 @@ def build_page_cases(web, meta, args) -> tuple[list[Case], list[str]]:
 def selector_cases(meta, user) -> list[Case]:
     """What the page will cost in the database: conversation_list(view=...) [:50],
     evaluated and iterated, without templates (used while the page is missing)."""
-    from conversations.models import Inbox
     from conversations.selectors import conversation_list
+    from inboxes.models import Inbox
 
     inbox = Inbox.objects.get(pk=meta["inbox_ids"]["Support"])
     cases = []

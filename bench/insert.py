@@ -61,9 +61,9 @@ def run(args) -> int:
     from django.db import connection, transaction
 
     from accounts.models import Account
-    from conversations.models import Message
     from core.bulk import bulk_insert
     from inboxes.ingest import message_row
+    from inboxes.models import Message
     from inboxes.parsing import parse_message
 
     account = Account.objects.create(name="Insert bench")

@@ -174,8 +174,8 @@ def install_phase_timers(provider: str = "imap") -> PhaseTimer:
 def _counts(mailbox_id) -> dict:
     import hashlib
 
-    from conversations.models import Attachment, Conversation, ConversationMessage, Message
-    from inboxes.models import Mailbox, MailboxMessage
+    from conversations.models import Conversation, ConversationMessage
+    from inboxes.models import Attachment, Mailbox, MailboxMessage, Message
 
     mailbox = Mailbox.objects.get(pk=mailbox_id)
     groups: dict = {}

@@ -6,8 +6,9 @@ from accounts import views as accounts_views
 from audit import views as audit_views
 from conversations import settings_views
 from conversations import views as conversations_views
-from inboxes import oauth_views
+from inboxes import oauth_views, people_views
 from inboxes import views as inboxes_views
+from meetings import views as meetings_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="settings-email"), name="home"),
@@ -44,18 +45,18 @@ urlpatterns = [
     ),
     path(
         "settings/mailboxes/<uuid:pk>/release/",
-        accounts_views.mailbox_release,
+        people_views.mailbox_release,
         name="settings-mailbox-release",
     ),
     path(
         "settings/mailboxes/<uuid:pk>/transfer/",
-        accounts_views.mailbox_transfer,
+        people_views.mailbox_transfer,
         name="settings-mailbox-transfer",
     ),
-    path("settings/meetings/", inboxes_views.meetings_connect, name="settings-meetings-connect"),
+    path("settings/meetings/", meetings_views.meetings_connect, name="settings-meetings-connect"),
     path(
         "settings/meetings/remove/",
-        inboxes_views.meetings_disconnect,
+        meetings_views.meetings_disconnect,
         name="settings-meetings-disconnect",
     ),
     path("settings/inboxes/", conversations_views.settings_inboxes, name="settings-inboxes"),
@@ -75,17 +76,17 @@ urlpatterns = [
         conversations_views.inbox_connect_team_email,
         name="settings-inbox-connect",
     ),
-    path("settings/users/", accounts_views.settings_users, name="settings-users"),
-    path("settings/users/new/", accounts_views.user_create, name="settings-user-create"),
+    path("settings/users/", people_views.settings_users, name="settings-users"),
+    path("settings/users/new/", people_views.user_create, name="settings-user-create"),
     path(
         "settings/users/<uuid:pk>/deactivate/",
-        accounts_views.user_set_active,
+        people_views.user_set_active,
         {"active": False},
         name="settings-user-deactivate",
     ),
     path(
         "settings/users/<uuid:pk>/reactivate/",
-        accounts_views.user_set_active,
+        people_views.user_set_active,
         {"active": True},
         name="settings-user-reactivate",
     ),

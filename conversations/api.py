@@ -17,9 +17,6 @@ from conversations.models import (
     Conversation,
     ConversationEvent,
     ConversationStatus,
-    Direction,
-    Inbox,
-    Message,
     Note,
     RoutingMode,
     RoutingRule,
@@ -28,11 +25,11 @@ from conversations.selectors import (
     conversation_detail,
     conversation_list,
     conversations_visible_to,
-    inboxes_visible_to,
     search_conversations,
 )
 from core.api import AccountScopedMixin, CursorPagination, IsAccountAdmin, client_ip
-from inboxes.selectors import mailboxes_visible_to
+from inboxes.models import Direction, Inbox, Message
+from inboxes.selectors import inboxes_visible_to, mailboxes_visible_to
 
 
 class InboxOutput(serializers.ModelSerializer):

@@ -27,9 +27,7 @@ from django.utils.html import urlizer
 from django.utils.safestring import SafeString, mark_safe
 
 from accounts.models import User
-from conversations.models import (
-    Message,
-)
+from inboxes.models import Message
 from inboxes.parsing import sanitise_html
 
 # ------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from conversations.models import (
     ConversationEvent,
     ConversationMessage,
     ConversationStatus,
-    Direction,
     EventKind,
     Note,
     ReadState,
@@ -29,7 +28,7 @@ from conversations.selectors import conversations_visible_to
 from conversations.summary import conversation_summaries_refresh
 from core.errors import Invalid
 from inboxes import rules
-from inboxes.models import Tombstone
+from inboxes.models import Direction, Tombstone
 from inboxes.sending import Recipient, outbox_create
 
 # --- Replies -------------------------------------------------------------------------------------

@@ -52,14 +52,10 @@ from conversations.email_frame import (
     token_window,
 )
 from conversations.models import (
-    Attachment,
     Conversation,
     ConversationEvent,
     ConversationMessage,
-    Direction,
     EventKind,
-    Inbox,
-    Message,
     Note,
 )
 from conversations.selectors import (
@@ -68,11 +64,11 @@ from conversations.selectors import (
     conversations_down_to,
     conversations_older_than,
     conversations_visible_to,
-    inboxes_visible_to,
 )
 from core.errors import DomainError, Invalid
 from core.web import back_to, report
-from inboxes.models import OutboxItem
+from inboxes.models import Attachment, Direction, Inbox, Message, OutboxItem
+from inboxes.selectors import inboxes_visible_to
 
 VIEWS = [
     ("unassigned", "Unassigned"),

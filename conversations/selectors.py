@@ -11,23 +11,11 @@ from conversations.models import (
     Conversation,
     ConversationEvent,
     ConversationMessage,
-    Inbox,
-    Message,
     Note,
     ReadState,
 )
-
-
-def inboxes_visible_to(user) -> QuerySet[Inbox]:
-    """Admins see every inbox; others the unrestricted ones and their teams' ones."""
-    inboxes = (
-        Inbox.objects.filter(account_id=user.account_id)
-        .select_related("mailbox")
-        .prefetch_related("visible_to_teams")
-    )
-    if user.is_admin:
-        return inboxes
-    return inboxes.filter(Q(restricted=False) | Q(visible_to_teams__members=user)).distinct()
+from inboxes.models import Message
+from inboxes.selectors import inboxes_visible_to
 
 
 def conversations_visible_to(user) -> QuerySet[Conversation]:

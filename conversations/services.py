@@ -7,10 +7,9 @@ from django.db import IntegrityError, transaction
 from accounts.models import User
 from accounts.services import account_lock
 from audit.services import audit_record
-from conversations.models import Inbox
 from core.errors import Invalid, TeamAddressInOtherInbox
 from inboxes import rules
-from inboxes.models import Mailbox
+from inboxes.models import Inbox, Mailbox
 from inboxes.sync import schedule_sync
 
 UNSET = object()

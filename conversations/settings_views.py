@@ -26,10 +26,11 @@ from conversations.charts import bar_chart, day_labels, duration_text
 from conversations.metrics import agent_metrics, conversation_metrics
 from conversations.models import ConversationStatus, RoutingMode, RoutingRule
 from conversations.routing import next_in_turn, routing_candidates
-from conversations.selectors import conversations_visible_to, inboxes_visible_to
+from conversations.selectors import conversations_visible_to
 from core.api import client_ip
 from core.errors import DomainError
 from core.web import admin_required
+from inboxes.selectors import inboxes_visible_to
 
 # --- Small helpers ---------------------------------------------------------------------------
 

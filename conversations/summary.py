@@ -15,7 +15,8 @@ from collections.abc import Iterable
 
 from django.db import connection
 
-from conversations.models import Conversation, ConversationMessage, Direction, Message
+from conversations.models import Conversation, ConversationMessage
+from inboxes.models import Direction, Message
 
 SNIPPET_SOURCE_CHARS = 160
 

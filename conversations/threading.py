@@ -32,13 +32,11 @@ from conversations.models import (
     ConversationEvent,
     ConversationMessage,
     ConversationStatus,
-    Direction,
     EventKind,
-    Inbox,
-    Message,
 )
 from conversations.routing import conversations_route
 from conversations.summary import conversation_summaries_refresh
+from inboxes.models import Direction, Inbox, Message
 
 SUBJECT_FALLBACK_DAYS = 14
 # How many of the newest links (or recent conversations of a customer) are looked at.

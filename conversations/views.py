@@ -8,7 +8,6 @@ from django.views.decorators.http import require_POST
 
 from conversations import services
 from conversations.forms import InboxCreateForm, InboxSettingsForm
-from conversations.selectors import inboxes_visible_to
 from core.api import client_ip
 from core.errors import DomainError
 from core.web import admin_required, report
@@ -16,6 +15,7 @@ from inboxes import services as mailbox_services
 from inboxes.forms import TeamMailboxConnectForm
 from inboxes.models import MailboxKind
 from inboxes.oauth import connect_options
+from inboxes.selectors import inboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
 
 

@@ -8,11 +8,10 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from accounts.selectors import users_visible_to
-from conversations.selectors import inboxes_visible_to
 from core.api import AccountScopedMixin, client_ip
 from inboxes import services, sync
 from inboxes.models import Mailbox, MailboxKind, Provider, Security
-from inboxes.selectors import mailboxes_visible_to
+from inboxes.selectors import inboxes_visible_to, mailboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
 
 

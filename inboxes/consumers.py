@@ -1,51 +1,66 @@
-"""Who gets the mail a sync brings in.
+"""Who gets the mail a sync brings in: the products above the engine.
 
-Team mailboxes feed their conversations inbox. Personal mailboxes feed the CRM,
-which stores only mail exchanged with its contacts (DESIGN.md section 3): it
-registers a ``PersonalMailConsumer`` here; until one is registered nothing from
-personal mailboxes is kept beyond the sync ledger's keys (and copies of mail
-Postkamer sent itself, which it already holds).
+Team mailboxes feed their conversations inbox; personal mailboxes feed the CRM,
+which stores only mail exchanged with its contacts (DESIGN.md section 3). Each
+product registers a ``MailConsumer`` for the kind of mailbox it serves, in its
+``AppConfig.ready()``; the engine never imports them. Until a consumer of a kind is
+registered, nothing from mailboxes of that kind is kept beyond the sync ledger's
+keys (and copies of mail Postkamer sent itself, which it already holds).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from conversations.models import Message
-from inboxes.models import Mailbox, MailboxKind
-from inboxes.parsing import ParsedMessage
+from django.db.models import Model
+
+from inboxes.models import Mailbox, Message
+
+if TYPE_CHECKING:
+    from inboxes.parsing import ParsedMessage
 
 
-class PersonalMailConsumer(Protocol):
+class MailConsumer(Protocol):
+    # The consumer's tables that a first import fills: their planner statistics are
+    # refreshed along with the engine's own (inboxes/sync.py).
+    models_filled_by_import: tuple[type[Model], ...]
+
     def keeps(self, mailbox: Mailbox, parsed: ParsedMessage) -> bool: ...
 
     def deliver(self, mailbox: Mailbox, messages: list[Message], *, backfill: bool) -> None: ...
 
 
-personal_mail_consumers: list[PersonalMailConsumer] = []
+mail_consumers: dict[str, list[MailConsumer]] = {}
 
 
-def register_personal_mail_consumer(consumer: PersonalMailConsumer) -> None:
-    if consumer not in personal_mail_consumers:
-        personal_mail_consumers.append(consumer)
+def register_mail_consumer(kind: str, consumer: MailConsumer) -> None:
+    """``kind`` is a ``MailboxKind``: the mailboxes whose mail ``consumer`` receives."""
+    registered = mail_consumers.setdefault(kind, [])
+    if consumer not in registered:
+        registered.append(consumer)
+
+
+def unregister_mail_consumer(kind: str, consumer: MailConsumer) -> None:
+    registered = mail_consumers.get(kind, [])
+    if consumer in registered:
+        registered.remove(consumer)
 
 
 def keeps(mailbox: Mailbox, parsed: ParsedMessage) -> bool:
-    if mailbox.kind == MailboxKind.TEAM:
-        return True
-    return any(consumer.keeps(mailbox, parsed) for consumer in personal_mail_consumers)
+    return any(consumer.keeps(mailbox, parsed) for consumer in mail_consumers.get(mailbox.kind, []))
 
 
 def deliver(mailbox: Mailbox, messages: list[Message], *, backfill: bool) -> None:
     if not messages:
         return
-    if mailbox.kind == MailboxKind.TEAM:
-        from conversations.models import Inbox
-        from conversations.threading import thread_into_inbox
-
-        inbox = Inbox.objects.filter(mailbox=mailbox).select_related("mailbox").first()
-        if inbox is not None:
-            thread_into_inbox(inbox, messages, backfill=backfill)
-        return
-    for consumer in personal_mail_consumers:
+    for consumer in mail_consumers.get(mailbox.kind, []):
         consumer.deliver(mailbox, messages, backfill=backfill)
+
+
+def models_filled_by_import() -> list[type[Model]]:
+    found: list[type[Model]] = []
+    for registered in mail_consumers.values():
+        for consumer in registered:
+            models = getattr(consumer, "models_filled_by_import", ())
+            found.extend(m for m in models if m not in found)
+    return found

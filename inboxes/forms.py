@@ -54,7 +54,3 @@ class TeamMailboxConnectForm(MailboxConnectForm):
 class AddressCheckForm(forms.Form):
     address = forms.CharField(max_length=320)
     kind = forms.ChoiceField(choices=MailboxKind.choices)
-
-
-class MeetingsForm(forms.Form):
-    address = forms.CharField(max_length=320, label="Meetings address")

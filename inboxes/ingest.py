@@ -24,10 +24,17 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from conversations.models import Attachment, Direction, Message
 from core.bulk import bulk_insert
 from inboxes import consumers
-from inboxes.models import Mailbox, MailboxFolder, MailboxMessage, Tombstone
+from inboxes.models import (
+    Attachment,
+    Direction,
+    Mailbox,
+    MailboxFolder,
+    MailboxMessage,
+    Message,
+    Tombstone,
+)
 from inboxes.parsing import ParsedMessage, parse_message
 from inboxes.providers.base import RawMessage
 

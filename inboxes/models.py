@@ -149,6 +149,114 @@ class Mailbox(BaseModel):
         )
 
 
+# The conversations inbox a team mailbox feeds (R3) and the stored mail live in the
+# engine: the rules, every sync and every send touch them, and every consumer (the
+# conversations inbox, the CRM) reads them. Their tables keep the names they were
+# created with in the conversations app (migration 0005 moved only Django's state).
+
+
+class Inbox(BaseModel):
+    """A conversations inbox (Support, Sales...), fed by at most one team mailbox."""
+
+    account = models.ForeignKey(
+        "accounts.Account", on_delete=models.CASCADE, related_name="inboxes"
+    )
+    name = models.CharField(max_length=200)
+    # R3: one inbox per team mailbox, backed by the one-to-one's unique index.
+    mailbox = models.OneToOneField(
+        "Mailbox", null=True, blank=True, on_delete=models.SET_NULL, related_name="inbox"
+    )
+    # R9: the name shown on mail sent from this inbox.
+    from_name = models.CharField(max_length=200, blank=True)
+    signature = models.TextField(blank=True, help_text="Added below every reply.")
+    # Who may see the inbox: everyone in the account, or only members of chosen teams.
+    visible_to_teams = models.ManyToManyField("accounts.Team", blank=True, related_name="inboxes")
+    restricted = models.BooleanField(
+        default=False, help_text="Only members of the chosen teams (and admins) see this inbox."
+    )
+
+    class Meta:
+        db_table = "conversations_inbox"
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "name"], name="unique_inbox_name_per_account"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Direction(models.TextChoices):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class Message(BaseModel):
+    """One email, stored once per account however many mailboxes saw it.
+
+    ``dedupe_key`` (inboxes/parsing.py) covers Message-ID, sender, date, subject
+    and the body, so the copies of one email delivered to two team addresses are
+    one row, while two different emails that reuse a Message-ID stay two.
+    """
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="+")
+    dedupe_key = models.CharField(max_length=64)
+    direction = models.CharField(
+        max_length=10, choices=Direction.choices, default=Direction.INBOUND
+    )
+    message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    references = models.JSONField(default=list, blank=True)
+    # Outlook's Thread-Index: its first 22 bytes name the thread, even when a
+    # reply carries no References (Exchange and some Outlook paths drop them).
+    thread_root = models.CharField(max_length=64, blank=True, db_index=True)
+    subject = models.TextField(blank=True)
+    from_name = models.CharField(max_length=320, blank=True)
+    from_address = models.CharField(max_length=320, blank=True, db_index=True)
+    to = models.JSONField(default=list, blank=True)
+    cc = models.JSONField(default=list, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    text = models.TextField(blank=True)
+    html = models.TextField(blank=True, help_text="Sanitised with nh3 at ingestion.")
+    has_remote_images = models.BooleanField(default=False)
+    headers = models.JSONField(default=dict, blank=True)
+    # The original bytes, kept whatever happens to parsing, through the storage API.
+    raw = models.FileField(upload_to="raw/%Y/%m/%d/", blank=True, max_length=500)
+    raw_size = models.PositiveIntegerField(default=0)
+    parse_error = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "conversations_message"
+        ordering = ["sent_at", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "dedupe_key"], name="unique_message_per_account"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.subject or self.message_id or str(self.pk)
+
+
+class Attachment(BaseModel):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    filename = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=255, blank=True)
+    size = models.PositiveIntegerField(default=0)
+    content_id = models.CharField(max_length=255, blank=True)
+    inline = models.BooleanField(default=False)
+    file = models.FileField(upload_to="attachments/%Y/%m/%d/", max_length=500)
+
+    class Meta:
+        db_table = "conversations_attachment"
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return self.filename
+
+
 class FolderRole(models.TextChoices):
     INBOX = "inbox"
     SENT = "sent"
@@ -197,7 +305,7 @@ class MailboxMessage(models.Model):
     folder = models.ForeignKey(MailboxFolder, on_delete=models.CASCADE, related_name="messages")
     provider_key = models.CharField(max_length=255)
     message = models.ForeignKey(
-        "conversations.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     dedupe_key = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -248,9 +356,7 @@ class OutboxItem(BaseModel):
 
     account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="+")
     mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="outbox")
-    message = models.OneToOneField(
-        "conversations.Message", on_delete=models.PROTECT, related_name="outbox"
-    )
+    message = models.OneToOneField("Message", on_delete=models.PROTECT, related_name="outbox")
     state = models.CharField(max_length=10, choices=OutboxState.choices, default=OutboxState.QUEUED)
     envelope_from = models.CharField(max_length=320)
     recipients = models.JSONField(default=list)

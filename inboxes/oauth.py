@@ -24,11 +24,10 @@ from django.utils import timezone
 
 from accounts.models import User
 from audit.services import audit_record
-from conversations.models import Inbox
 from core.errors import Invalid
 from inboxes.addresses import canonical_address
 from inboxes.crypto import decrypt_secrets, encrypt_secrets
-from inboxes.models import Mailbox, MailboxKind, MailboxStatus, Provider, SyncState
+from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus, Provider, SyncState
 from inboxes.providers.base import ProviderError
 from inboxes.sending import outbox_resume
 from inboxes.services import mailbox_create

@@ -15,14 +15,13 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from conversations.selectors import inboxes_visible_to
 from core.api import client_ip
 from core.errors import DomainError
 from inboxes import rules
 from inboxes.models import MailboxKind, Provider
 from inboxes.oauth import oauth_client, oauth_mailbox_connect
 from inboxes.providers.base import ProviderError
-from inboxes.selectors import mailboxes_visible_to
+from inboxes.selectors import inboxes_visible_to, mailboxes_visible_to
 
 log = logging.getLogger(__name__)
 SESSION_PREFIX = "oauth-flow:"

@@ -22,13 +22,11 @@ Where each rule is enforced:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
 from accounts.models import Account, User
-from conversations.models import Inbox
 from core.errors import (
     AddressInUse,
     Invalid,
@@ -37,40 +35,9 @@ from core.errors import (
     TeamAddressInConversations,
     TeamAddressInOtherInbox,
 )
-from inboxes.models import Mailbox, MailboxKind, MailboxStatus
-from meetings.models import MeetingsConnection
-
-HELD_AS_PERSONAL = "personal"
-HELD_AS_TEAM = "team"
-HELD_AS_MEETINGS = "meetings"
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Who holds an address, and how (R6)."""
-
-    held_as: str
-    holder_type: str | None  # "user" | "inbox" | None (team email not in an inbox yet)
-    holder_id: Any
-    holder_name: str
-    holder_is_active: bool
-    user_id: Any  # the user holding it (personal or meetings), None for team
-    mailbox_id: Any = None
-
-    def describe(self) -> str:
-        if self.held_as == HELD_AS_PERSONAL:
-            text = f"connected as personal email by {self.holder_name}"
-        elif self.held_as == HELD_AS_TEAM:
-            text = (
-                f"team email of inbox {self.holder_name}"
-                if self.holder_type == "inbox"
-                else "team email (not connected to an inbox yet)"
-            )
-        else:
-            text = f"meetings tool of {self.holder_name}"
-        if self.holder_type == "user" and not self.holder_is_active:
-            text += " (deactivated)"
-        return text
+from inboxes import holds
+from inboxes.holds import HELD_AS_MEETINGS, HELD_AS_PERSONAL, HELD_AS_TEAM, Holder
+from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus
 
 
 def find_address_holder(
@@ -108,21 +75,8 @@ def find_address_holder(
             user_id=None,
             mailbox_id=mailbox.pk,
         )
-    meetings = MeetingsConnection.objects.filter(account_id=account_id, canonical_address=canonical)
-    if ignore_meetings_user_id is not None:
-        meetings = meetings.exclude(user_id=ignore_meetings_user_id)
-    connection = meetings.select_related("user").first()
-    return _meetings_holder(connection) if connection is not None else None
-
-
-def _meetings_holder(connection: MeetingsConnection) -> Holder:
-    return Holder(
-        held_as=HELD_AS_MEETINGS,
-        holder_type="user",
-        holder_id=connection.user_id,
-        holder_name=connection.user.display_name,
-        holder_is_active=connection.user.is_active,
-        user_id=connection.user_id,
+    return holds.tool_holder(
+        account_id=account_id, canonical=canonical, ignore_user_id=ignore_meetings_user_id
     )
 
 
@@ -240,14 +194,9 @@ def check_inbox_has_room(*, inbox: Inbox) -> None:
 
 
 def check_not_meetings_address(*, account_id, canonical: str, address: str, viewer: User) -> None:
-    connection = (
-        MeetingsConnection.objects.filter(account_id=account_id, canonical_address=canonical)
-        .select_related("user")
-        .first()
-    )
-    if connection is None:
+    holder = holds.tool_holder(account_id=account_id, canonical=canonical)
+    if holder is None:
         return
-    holder = _meetings_holder(connection)
     raise TeamAddressInConversations(
         f"{address} is used by the {holder.describe()}; a team email in the conversations "
         "tool cannot also be used for meetings.",
@@ -323,16 +272,13 @@ def check_transfer_to_user(*, actor: User, mailbox: Mailbox, to_user: User) -> N
             f"{to_user.display_name} is deactivated.",
             errors={"user": ["This user is deactivated."]},
         )
-    connection = (
-        MeetingsConnection.objects.filter(
-            account_id=mailbox.account_id, canonical_address=mailbox.canonical_address
-        )
-        .exclude(user=to_user)
-        .select_related("user")
-        .first()
+    holder = holds.tool_holder(
+        account_id=mailbox.account_id,
+        canonical=mailbox.canonical_address,
+        ignore_user_id=to_user.pk,
     )
-    if connection is not None:
-        raise address_in_use(_meetings_holder(connection), address=mailbox.address, viewer=actor)
+    if holder is not None:
+        raise address_in_use(holder, address=mailbox.address, viewer=actor)
 
 
 def check_convert_to_team(

@@ -1,6 +1,6 @@
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
-from inboxes.models import Mailbox
+from inboxes.models import Inbox, Mailbox
 
 
 def mailboxes_visible_to(user) -> QuerySet[Mailbox]:
@@ -13,3 +13,15 @@ def mailboxes_visible_to(user) -> QuerySet[Mailbox]:
     if user.is_admin:
         return mailboxes
     return mailboxes.filter(owner=user)
+
+
+def inboxes_visible_to(user) -> QuerySet[Inbox]:
+    """Admins see every inbox; others the unrestricted ones and their teams' ones."""
+    inboxes = (
+        Inbox.objects.filter(account_id=user.account_id)
+        .select_related("mailbox")
+        .prefetch_related("visible_to_teams")
+    )
+    if user.is_admin:
+        return inboxes
+    return inboxes.filter(Q(restricted=False) | Q(visible_to_teams__members=user)).distinct()

@@ -52,9 +52,8 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from conversations.models import Message
 from inboxes import sending
-from inboxes.models import Mailbox, OutboxItem, OutboxState, Provider
+from inboxes.models import Mailbox, Message, OutboxItem, OutboxState, Provider
 from inboxes.providers import open_session, open_transport
 from inboxes.providers.base import ProviderError, SendOutcomeUnknown
 

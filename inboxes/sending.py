@@ -78,9 +78,8 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from conversations.models import Direction, Message
 from inboxes.ingest import message_from_parsed
-from inboxes.models import Mailbox, OutboxItem, OutboxState, Provider
+from inboxes.models import Direction, Mailbox, Message, OutboxItem, OutboxState, Provider
 from inboxes.parsing import parse_message
 from inboxes.providers import open_session, open_transport
 from inboxes.providers.base import ProviderError, SendOutcomeUnknown, SendResult

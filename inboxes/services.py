@@ -20,7 +20,6 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.services import account_lock
 from audit.services import audit_record, audit_refusals
-from conversations.models import Inbox
 from core.errors import (
     AddressInUse,
     ConnectionFailed,
@@ -36,6 +35,7 @@ from inboxes.crypto import decrypt_secrets, encrypt_secrets
 from inboxes.mailconn import ServerSettings
 from inboxes.models import (
     AuthMethod,
+    Inbox,
     Mailbox,
     MailboxKind,
     MailboxStatus,

@@ -20,20 +20,22 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Q
+from django.db.models import F, Model, Q
 from django.utils import timezone
 
 from audit.services import audit_record
-from conversations.models import Conversation, ConversationMessage, Inbox, Message
 from core.memory import malloc_release
+from inboxes import consumers
 from inboxes.ingest import ingest_batch
 from inboxes.models import (
     FolderRole,
+    Inbox,
     Mailbox,
     MailboxFolder,
     MailboxKind,
     MailboxMessage,
     MailboxStatus,
+    Message,
     Provider,
     SyncState,
 )
@@ -55,7 +57,11 @@ INGEST_BATCH_BYTES = 1536 * 1024
 LEDGER_CHUNK = 1000
 # After this many messages of a first import, refresh the planner's statistics.
 ANALYZE_AFTER = (1_000, 10_000)
-ANALYZED_MODELS = (Message, ConversationMessage, Conversation, MailboxMessage)
+
+
+def analyzed_models() -> list[type[Model]]:
+    """The tables a first import fills: the engine's and its consumers'."""
+    return [Message, MailboxMessage, *consumers.models_filled_by_import()]
 
 
 @dataclass
@@ -410,7 +416,7 @@ def tables_analyze() -> None:
     with the mailbox. PostgreSQL only; other databases plan differently."""
     if connection.vendor != "postgresql":
         return
-    tables = [model._meta.db_table for model in ANALYZED_MODELS]
+    tables = [model._meta.db_table for model in analyzed_models()]
     with connection.cursor() as cursor:
         for table in tables:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")

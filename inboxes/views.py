@@ -1,4 +1,4 @@
-"""Settings > Email: a user's personal connections and meetings address."""
+"""Settings > Email: a user's personal connections (and the sections other tools add)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ from core.api import client_ip
 from core.errors import ConnectionFailed, DomainError
 from core.web import back_to, report
 from inboxes import services, sync
-from inboxes.forms import AddressCheckForm, MailboxConnectForm, MeetingsForm
+from inboxes.forms import AddressCheckForm, MailboxConnectForm
 from inboxes.models import Mailbox, MailboxKind, MailboxMessage
 from inboxes.oauth import connect_options
+from inboxes.page_sections import email_page_sections
 from inboxes.selectors import mailboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
-from meetings import services as meetings_services
-from meetings.models import MeetingsConnection
 
 
 def _email_page(request, form=None, error=None, status=200):
@@ -27,7 +26,6 @@ def _email_page(request, form=None, error=None, status=200):
         .exclude(status="disconnected")
         .order_by("address")
     )
-    meetings = MeetingsConnection.objects.filter(user=request.user).first()
     return render(
         request,
         "inboxes/settings_email.html",
@@ -36,10 +34,7 @@ def _email_page(request, form=None, error=None, status=200):
             "mailboxes": mailboxes,
             "form": form or MailboxConnectForm(),
             "error": error,
-            "meetings": meetings,
-            "meetings_form": MeetingsForm(
-                initial={"address": meetings.address if meetings else ""}
-            ),
+            "sections": email_page_sections(request),
             "connect_options": connect_options(),
         },
         status=status,
@@ -138,29 +133,6 @@ def mailbox_disconnect(request, pk):
     return back_to(request, "settings-email")
 
 
-@login_required
-@require_POST
-def meetings_connect(request):
-    form = MeetingsForm(request.POST)
-    if form.is_valid():
-        try:
-            meetings_services.meetings_connect(
-                user=request.user, address=form.cleaned_data["address"], ip=client_ip(request)
-            )
-            messages.success(request, "Your meetings address is saved.")
-        except DomainError as exc:
-            report(request, exc)
-    return redirect("settings-email")
-
-
-@login_required
-@require_POST
-def meetings_disconnect(request):
-    meetings_services.meetings_disconnect(user=request.user, ip=client_ip(request))
-    messages.success(request, "Your meetings connection is removed.")
-    return redirect("settings-email")
-
-
 def _visible_mailbox(request, pk):
     return get_object_or_404(mailboxes_visible_to(request.user), pk=pk)
 
@@ -168,7 +140,7 @@ def _visible_mailbox(request, pk):
 @login_required
 def mailbox_detail(request, pk):
     """Status, progress, the sync ledger and the messages kept raw."""
-    from conversations.models import Message
+    from inboxes.models import Message
 
     mailbox = _visible_mailbox(request, pk)
     unparsed = []

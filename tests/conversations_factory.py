@@ -8,8 +8,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from conversations.models import Conversation, Direction, Inbox, Message
+from conversations.models import Conversation
 from conversations.threading import thread_into_inbox
+from inboxes.models import Direction, Inbox, Message
 
 _n = itertools.count(1)
 

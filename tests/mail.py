@@ -8,9 +8,8 @@ from email.utils import format_datetime, make_msgid
 
 from django.utils import timezone
 
-from conversations.models import Inbox
 from inboxes import services
-from inboxes.models import Mailbox
+from inboxes.models import Inbox, Mailbox
 
 _counter = itertools.count(1)
 

@@ -5,8 +5,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from audit.models import AuditEvent
-from conversations.models import Inbox
-from inboxes.models import Mailbox
+from inboxes.models import Inbox, Mailbox
 from meetings.models import MeetingsConnection
 
 pytestmark = pytest.mark.django_db

@@ -16,9 +16,8 @@ from playwright.sync_api import Locator, Page, expect
 
 from accounts import services as account_services
 from audit.models import AuditEvent
-from conversations.models import Inbox
 from inboxes import services as mailbox_services
-from inboxes.models import Mailbox, MailboxKind, MailboxStatus
+from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus
 from inboxes.services import ServerInput
 
 pytest_plugins = ["tests.browser"]  # the browser and pages fixtures

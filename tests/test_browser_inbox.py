@@ -21,9 +21,9 @@ from django.test import Client
 from playwright.sync_api import Page, expect
 
 from accounts.models import User
-from conversations.models import Attachment, Conversation, ConversationEvent, Message
+from conversations.models import Conversation, ConversationEvent
 from conversations.services import routing_rule_set
-from inboxes.models import OutboxItem
+from inboxes.models import Attachment, Message, OutboxItem
 from inboxes.tasks import sync_mailbox
 from tests.conversations_factory import make_conversation
 from tests.mail import connect_imap_mailbox, make_email, team_inbox

@@ -14,7 +14,8 @@ from playwright.sync_api import expect
 
 from accounts.models import Team
 from conversations.handling import conversation_set_status
-from conversations.models import Conversation, Inbox, RoutingRule
+from conversations.models import Conversation, RoutingRule
+from inboxes.models import Inbox
 from tests.conversations_factory import make_conversation
 
 pytest_plugins = ["tests.browser"]  # the browser and pages fixtures

@@ -8,9 +8,8 @@ import pytest
 from django.db import DataError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from conversations.models import Message
 from core import bulk
-from inboxes.models import Tombstone
+from inboxes.models import Message, Tombstone
 from tests.factories import AccountFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,8 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Team
-from conversations.models import Conversation, Inbox, RoutingRule
-from inboxes.models import Mailbox
+from conversations.models import Conversation, RoutingRule
+from inboxes.models import Inbox, Mailbox
 from tests.conftest import api_client_for
 from tests.conversations_factory import make_conversation, make_message
 from tests.factories import UserFactory

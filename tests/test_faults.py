@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from conversations.handling import conversation_reply
-from conversations.models import Conversation, Message
-from inboxes.models import Mailbox, MailboxFolder, MailboxMessage, OutboxItem
+from conversations.models import Conversation
+from inboxes.models import Mailbox, MailboxFolder, MailboxMessage, Message, OutboxItem
 from inboxes.providers.base import ProviderError
 from inboxes.sending import outbox_resolve_unknown, outbox_send, outbox_sweep
 from inboxes.sync import mailbox_sync, mailboxes_due

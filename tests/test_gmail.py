@@ -16,13 +16,14 @@ from django.db import transaction
 
 from audit.models import AuditEvent
 from conversations.handling import conversation_reply
-from conversations.models import Conversation, Message
+from conversations.models import Conversation
 from inboxes import sending
 from inboxes.models import (
     Mailbox,
     MailboxFolder,
     MailboxMessage,
     MailboxStatus,
+    Message,
     OutboxItem,
     OutboxState,
     Provider,

@@ -21,18 +21,10 @@ from django.test.utils import CaptureQueriesContext
 from accounts.models import Team
 from conversations.email_frame import frame_token
 from conversations.handling import conversation_assign, conversation_set_status, note_create
-from conversations.models import (
-    Attachment,
-    Conversation,
-    ConversationEvent,
-    Inbox,
-    Message,
-    Note,
-    ReadState,
-)
+from conversations.models import Conversation, ConversationEvent, Note, ReadState
 from conversations.services import routing_rule_set
 from conversations.threading import thread_into_inbox
-from inboxes.models import Mailbox, OutboxItem
+from inboxes.models import Attachment, Inbox, Mailbox, Message, OutboxItem
 from tests.conversations_factory import make_conversation, make_message
 
 pytestmark = pytest.mark.django_db

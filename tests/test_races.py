@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 from django.db import connection, connections
 
-from conversations.models import Inbox
-from inboxes.models import Mailbox
+from inboxes.models import Inbox, Mailbox
 from tests.conftest import api_client_for
 from tests.factories import UserFactory
 from tests.mailservers import free_port

@@ -11,9 +11,10 @@ from django.db import connections
 
 from accounts.models import Team
 from accounts.services import user_deactivate
-from conversations.models import Conversation, ConversationEvent, Inbox
+from conversations.models import Conversation, ConversationEvent
 from conversations.routing import conversation_route
 from conversations.services import routing_rule_set
+from inboxes.models import Inbox
 from tests.conversations_factory import make_conversation
 from tests.factories import UserFactory
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from conversations.models import Message
+from inboxes.models import Message
 from tests.factories import AccountFactory
 
 pytestmark = pytest.mark.django_db

@@ -19,9 +19,8 @@ from email import policy
 import pytest
 from django.db import connection, transaction
 
-from conversations.models import Message
 from inboxes import send_run, sending
-from inboxes.models import Mailbox, OutboxItem
+from inboxes.models import Mailbox, Message, OutboxItem
 from inboxes.sending import Recipient, outbox_create, outbox_sweep
 from tests.mail import connect_imap_mailbox, team_inbox
 from tests.mailservers import SMTPTestServer, _Handler

@@ -10,8 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.handling import conversation_reply
-from conversations.models import Conversation, Message
-from inboxes.models import MailboxMessage, OutboxItem
+from conversations.models import Conversation
+from inboxes.models import MailboxMessage, Message, OutboxItem
 from inboxes.sending import SendLater, outbox_send
 from inboxes.sync import mailbox_sync
 from tests.mail import connect_imap_mailbox, make_email, team_inbox

@@ -7,16 +7,16 @@ import importlib
 import random
 
 import pytest
-from django.apps import apps
 from django.db import connection, transaction
+from django.db.migrations.loader import MigrationLoader
 from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Substr
 
 from conversations.handling import conversation_reply, message_delete
-from conversations.models import Conversation, Direction, Inbox, Message
+from conversations.models import Conversation
 from conversations.summary import conversation_summaries_refresh, snippet_of
 from conversations.threading import thread_into_inbox
-from inboxes.models import Mailbox
+from inboxes.models import Direction, Inbox, Mailbox, Message
 from tests.conversations_factory import make_conversation, make_message
 
 pytestmark = pytest.mark.django_db
@@ -203,7 +203,11 @@ def test_the_migration_backfills_existing_conversations(support):
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
 
-    migration.backfill_summaries(apps, SchemaEditor())
+    # The models as they were when the migration ran (Message was in conversations then).
+    then = MigrationLoader(connection).project_state(
+        ("conversations", "0006_conversation_summary_and_nav_counts")
+    )
+    migration.backfill_summaries(then.apps, SchemaEditor())
     assert {c.pk: (c.customer_name, c.snippet) for c in Conversation.objects.all()} == expected
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conversations.models import Conversation, ConversationMessage, Message
-from inboxes.models import MailboxFolder, MailboxMessage
+from conversations.models import Conversation, ConversationMessage
+from inboxes.models import MailboxFolder, MailboxMessage, Message
 from inboxes.sync import mailbox_sync
 from tests.mail import connect_imap_mailbox, make_email, team_inbox
 
@@ -257,7 +257,7 @@ def test_a_personal_mail_consumer_receives_the_mail_it_keeps(
             self.delivered.extend(m.subject for m in messages)
 
     crm = Crm()
-    consumers.register_personal_mail_consumer(crm)
+    consumers.register_mail_consumer("personal", crm)
     try:
         mailbox = connect_imap_mailbox(
             actor=admin,
@@ -271,7 +271,7 @@ def test_a_personal_mail_consumer_receives_the_mail_it_keeps(
         dovecot.deliver(mail_user[0], make_email(subject="Private"))
         mailbox_sync(mailbox.pk)
     finally:
-        consumers.personal_mail_consumers.remove(crm)
+        consumers.unregister_mail_consumer("personal", crm)
     assert crm.delivered == ["Deal"]
     assert list(Message.objects.values_list("subject", flat=True)) == ["Deal"]
 

@@ -13,9 +13,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import connection
 
-from conversations.models import Attachment, Conversation, Message
+from conversations.models import Conversation
 from inboxes import ingest, sync
-from inboxes.models import MailboxMessage
+from inboxes.models import Attachment, MailboxMessage, Message
 from inboxes.parsing import parse_message
 from inboxes.providers import imap
 from inboxes.sync import mailbox_sync
@@ -228,7 +228,7 @@ def test_a_first_import_refreshes_the_planner_statistics_once_past_each_threshol
 
     with connection.execute_wrapper(spy):
         assert mailbox_sync(mailbox.pk).imported == 8
-    tables = [connection.ops.quote_name(model._meta.db_table) for model in sync.ANALYZED_MODELS]
+    tables = [connection.ops.quote_name(model._meta.db_table) for model in sync.analyzed_models()]
     # batches of 2: past 3 after the second batch (4 stored), past 7 after the fourth (8)
     assert analyzed == [(f"ANALYZE {t}", 4) for t in tables] + [(f"ANALYZE {t}", 8) for t in tables]
     with connection.cursor() as cursor:

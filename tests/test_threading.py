@@ -12,17 +12,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from conversations.models import (
-    Conversation,
-    ConversationEvent,
-    ConversationMessage,
-    Direction,
-    Inbox,
-    Message,
-)
+from conversations.models import Conversation, ConversationEvent, ConversationMessage
 from conversations.threading import thread_into_inbox
 from inboxes.ingest import ingest_batch
-from inboxes.models import Mailbox, MailboxFolder
+from inboxes.models import Direction, Inbox, Mailbox, MailboxFolder, Message
 from inboxes.providers.base import RawMessage
 
 FIXTURES = Path(__file__).parent / "fixtures" / "threading"

@@ -3,8 +3,7 @@
 import pytest
 
 from audit.models import AuditEvent
-from conversations.models import Inbox
-from inboxes.models import Mailbox
+from inboxes.models import Inbox, Mailbox
 
 pytestmark = pytest.mark.django_db
 

@@ -742,7 +742,8 @@ def assert_stored_exactly_once(inbox, source_ids: list[str]) -> None:
     """Every source message is one Message and in one conversation; nothing else is."""
     from collections import Counter
 
-    from conversations.models import ConversationMessage, Direction, Message
+    from conversations.models import ConversationMessage
+    from inboxes.models import Direction, Message
 
     assert len(source_ids) == len(set(source_ids)), "the source itself holds duplicates"
     stored = Counter(

@@ -1,0 +1,25 @@
+"""The conversations inbox as the engine's consumer of team mail (inboxes/consumers.py)."""
+
+from __future__ import annotations
+
+from conversations.models import Conversation, ConversationMessage
+from conversations.threading import thread_into_inbox
+from inboxes.models import Inbox, Mailbox, Message
+from inboxes.parsing import ParsedMessage
+
+
+class TeamInboxConsumer:
+    """Every message of a team mailbox is threaded into the inbox it feeds (R3, R8)."""
+
+    models_filled_by_import = (ConversationMessage, Conversation)
+
+    def keeps(self, mailbox: Mailbox, parsed: ParsedMessage) -> bool:
+        return True
+
+    def deliver(self, mailbox: Mailbox, messages: list[Message], *, backfill: bool) -> None:
+        inbox = Inbox.objects.filter(mailbox=mailbox).select_related("mailbox").first()
+        if inbox is not None:
+            thread_into_inbox(inbox, messages, backfill=backfill)
+
+
+team_inbox_consumer = TeamInboxConsumer()

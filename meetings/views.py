@@ -1,0 +1,48 @@
+"""The meetings tool's card on Settings > Email: connect, change or remove its address."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest
+from django.shortcuts import redirect
+from django.views.decorators.http import require_POST
+
+from core.api import client_ip
+from core.errors import DomainError
+from core.web import report
+from meetings import services
+from meetings.forms import MeetingsForm
+from meetings.models import MeetingsConnection
+
+
+def email_page_section(request: HttpRequest) -> dict[str, Any]:
+    return {
+        "template": "meetings/settings_email_section.html",
+        "connection": MeetingsConnection.objects.filter(user=request.user).first(),
+    }
+
+
+@login_required
+@require_POST
+def meetings_connect(request):
+    form = MeetingsForm(request.POST)
+    if form.is_valid():
+        try:
+            services.meetings_connect(
+                user=request.user, address=form.cleaned_data["address"], ip=client_ip(request)
+            )
+            messages.success(request, "Your meetings address is saved.")
+        except DomainError as exc:
+            report(request, exc)
+    return redirect("settings-email")
+
+
+@login_required
+@require_POST
+def meetings_disconnect(request):
+    services.meetings_disconnect(user=request.user, ip=client_ip(request))
+    messages.success(request, "Your meetings connection is removed.")
+    return redirect("settings-email")
