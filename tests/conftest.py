@@ -10,10 +10,10 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts.models import Role
-from tests.factories import PASSWORD, AccountFactory, UserFactory
-from tests.mail import connect_imap_mailbox, team_inbox
+from tests.support.factories import PASSWORD, AccountFactory, UserFactory
+from tests.support.mail import connect_imap_mailbox, team_inbox
 
-pytest_plugins = ["tests.mailservers", "tests.oauth_mailservers"]
+pytest_plugins = ["tests.support.mailservers", "tests.support.oauth_mailservers"]
 
 
 @pytest.fixture(autouse=True)

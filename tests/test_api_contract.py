@@ -223,7 +223,7 @@ def test_unknown_ids_answer_not_found(member_api):
 
 
 def test_lists_are_cursor_paginated(admin_api, account):
-    from tests.factories import UserFactory
+    from tests.support.factories import UserFactory
 
     for _ in range(5):
         UserFactory(account=account)

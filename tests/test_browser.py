@@ -21,7 +21,7 @@ from inboxes import services as mailbox_services
 from inboxes.models import Mailbox, MailboxKind, MailboxStatus
 from inboxes.services import ServerInput
 
-pytest_plugins = ["tests.browser"]  # the browser and pages fixtures
+pytest_plugins = ["tests.support.browser"]  # the browser and pages fixtures
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 

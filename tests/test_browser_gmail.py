@@ -18,9 +18,9 @@ from inboxes.models import Mailbox, MailboxStatus, Provider
 from inboxes.oauth import OAuthGrant, OAuthTokens, oauth_mailbox_connect, tokens_load
 from inboxes.providers.gmail import SCOPES
 from inboxes.sync import mailbox_sync
-from tests.mail import make_email
+from tests.support.mail import make_email
 
-pytest_plugins = ["tests.browser", "tests.fakes.google"]
+pytest_plugins = ["tests.support.browser", "tests.support.fakes.google"]
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 

@@ -1,6 +1,6 @@
 """The inbox screen in a real browser: Chromium, htmx, the strict CSP and the
 sandboxed email frames, against the live server, Dovecot, aiosmtpd and a real
-Celery worker on a private Redis (tests/workers.py).
+Celery worker on a private Redis (tests/support/workers.py).
 
 Mail arrives the real way: the test delivers it to Dovecot and asks the worker
 to sync (what the IDLE watcher or beat would do); replies leave through the
@@ -25,13 +25,13 @@ from conversations.models import Attachment, Conversation, ConversationEvent, Me
 from conversations.services import routing_rule_set
 from inboxes.models import OutboxItem
 from inboxes.tasks import sync_mailbox
-from tests.conversations_factory import make_conversation
-from tests.mail import connect_imap_mailbox, make_email, team_inbox
+from tests.support.conversations_factory import make_conversation
+from tests.support.mail import connect_imap_mailbox, make_email, team_inbox
 
-pytest.register_assert_rewrite("tests.workers")
-from tests.workers import wait_until  # noqa: E402
+pytest.register_assert_rewrite("tests.support.workers")
+from tests.support.workers import wait_until  # noqa: E402
 
-pytest_plugins = ["tests.browser", "tests.workers"]
+pytest_plugins = ["tests.support.browser", "tests.support.workers"]
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SUPPORT = "support@acme.example.com"
@@ -366,7 +366,7 @@ def test_keyboard_help_search_notes_and_assignment(pages, member, other_member, 
 def test_show_more_appends_pages_that_the_poll_keeps(pages, member, account, monkeypatch):
     from conversations import inbox_views
     from conversations.threading import thread_into_inbox
-    from tests.conversations_factory import make_message
+    from tests.support.conversations_factory import make_message
 
     monkeypatch.setattr(inbox_views, "PAGE_SIZE", 3)  # the live server runs in this process
     inbox = team_inbox(account)

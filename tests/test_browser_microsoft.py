@@ -1,7 +1,7 @@
 """Connecting Microsoft 365 in a real browser: Settings > Email, Microsoft's consent page
 (the fake, over TLS), and back to Postkamer.
 
-The ``pages`` fixture (tests/browser.py) fails a test on any console error,
+The ``pages`` fixture (tests/support/browser.py) fails a test on any console error,
 uncaught JavaScript error, CSP violation or request that leaves 127.0.0.1.
 """
 
@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 from inboxes.models import Mailbox, MailboxStatus, Provider
 from inboxes.oauth import oauth_mailbox_connect, tokens_load
 
-pytest_plugins = ["tests.browser", "tests.fakes.microsoft"]
+pytest_plugins = ["tests.support.browser", "tests.support.fakes.microsoft"]
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),

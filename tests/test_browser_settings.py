@@ -15,9 +15,9 @@ from playwright.sync_api import expect
 from accounts.models import Team
 from conversations.handling import conversation_set_status
 from conversations.models import Conversation, Inbox, RoutingRule
-from tests.conversations_factory import make_conversation
+from tests.support.conversations_factory import make_conversation
 
-pytest_plugins = ["tests.browser"]  # the browser and pages fixtures
+pytest_plugins = ["tests.support.browser"]  # the browser and pages fixtures
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from conversations.models import Message
 from core import bulk
 from inboxes.models import Tombstone
-from tests.factories import AccountFactory
+from tests.support.factories import AccountFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,7 +12,7 @@ from pytest_django import Settings
 from inboxes.connection_test import ConnectionTestResult, run_connection_test
 from inboxes.mailconn import ServerSettings
 from inboxes.netguard import GENERIC_REFUSAL
-from tests.mailservers import (
+from tests.support.mailservers import (
     DovecotServer,
     FakeDNS,
     ScriptedServer,

@@ -11,8 +11,8 @@ from accounts.models import Team
 from conversations.models import Conversation, Inbox, RoutingRule
 from inboxes.models import Mailbox
 from tests.conftest import api_client_for
-from tests.conversations_factory import make_conversation, make_message
-from tests.factories import UserFactory
+from tests.support.conversations_factory import make_conversation, make_message
+from tests.support.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 

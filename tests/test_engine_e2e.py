@@ -13,18 +13,18 @@ from django.db import transaction
 from conversations.handling import conversation_reply
 from conversations.models import Conversation, ConversationMessage
 from inboxes.models import Mailbox, OutboxItem
-from tests.mail import connect_imap_mailbox, make_email, team_inbox
+from tests.support.mail import connect_imap_mailbox, make_email, team_inbox
 
-# tests.workers is a plugin (fixtures) and a helper module: have pytest rewrite
+# tests.support.workers is a plugin (fixtures) and a helper module: have pytest rewrite
 # its asserts although this module imports it before pytest_plugins is read.
-pytest.register_assert_rewrite("tests.workers")
-from tests.workers import (  # noqa: E402
+pytest.register_assert_rewrite("tests.support.workers")
+from tests.support.workers import (  # noqa: E402
     assert_stored_exactly_once,
     server_message_ids,
     wait_until,
 )
 
-pytest_plugins = ["tests.workers"]
+pytest_plugins = ["tests.support.workers"]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SUPPORT = "support@acme.example.com"

@@ -3,7 +3,7 @@
 
 The source of truth is what Dovecot holds (its Message-IDs) and what aiosmtpd
 received; the engine's answer is Message and ConversationMessage rows and the
-outbox states. Tests with a real worker use tests/workers.py.
+outbox states. Tests with a real worker use tests/support/workers.py.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from inboxes.providers.base import ProviderError
 from inboxes.sending import outbox_resolve_unknown, outbox_send, outbox_sweep
 from inboxes.sync import mailbox_sync, mailboxes_due
 from inboxes.tasks import send_outbox_item
-from tests.mail import connect_imap_mailbox, make_email, team_inbox
+from tests.support.mail import connect_imap_mailbox, make_email, team_inbox
 
-# tests.workers is a plugin (fixtures) and a helper module: have pytest rewrite
+# tests.support.workers is a plugin (fixtures) and a helper module: have pytest rewrite
 # its asserts although this module imports it before pytest_plugins is read.
-pytest.register_assert_rewrite("tests.workers")
-from tests.workers import (  # noqa: E402
+pytest.register_assert_rewrite("tests.support.workers")
+from tests.support.workers import (  # noqa: E402
     assert_stored_exactly_once,
     imap_client,
     queued_count,
@@ -40,7 +40,7 @@ from tests.workers import (  # noqa: E402
     wait_until,
 )
 
-pytest_plugins = ["tests.workers"]
+pytest_plugins = ["tests.support.workers"]
 
 SUPPORT = "support@acme.example.com"
 NOT_RESENT = "It was not sent again automatically"

@@ -1,6 +1,6 @@
 """The Gmail provider: the real Google client libraries (google-auth-oauthlib,
 google-auth, google-api-python-client over httplib2) against the fake Google
-in tests/fakes/google.py, over TLS on 127.0.0.1, through the real sync service,
+in tests/support/fakes/google.py, over TLS on 127.0.0.1, through the real sync service,
 outbox and connect views.
 """
 
@@ -33,9 +33,9 @@ from inboxes.providers.base import ProviderError
 from inboxes.providers.gmail import SCOPES, GoogleOAuthClient
 from inboxes.sending import SendLater, outbox_resolve_unknown, outbox_send
 from inboxes.sync import mailbox_sync, mailboxes_due
-from tests.mail import make_email, team_inbox
+from tests.support.mail import make_email, team_inbox
 
-pytest_plugins = ["tests.fakes.google"]
+pytest_plugins = ["tests.support.fakes.google"]
 pytestmark = pytest.mark.django_db
 
 SUPPORT = "support@acme.example.com"

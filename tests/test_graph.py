@@ -1,6 +1,6 @@
 """Microsoft 365: the real msal and requests against the fake identity platform and Graph.
 
-Every test talks HTTPS to tests/fakes/microsoft.py on 127.0.0.1 (any other name
+Every test talks HTTPS to tests/support/fakes/microsoft.py on 127.0.0.1 (any other name
 lookup fails, see ``loopback_only``) and drives Postkamer's own services: the
 connect views, ``mailbox_sync``, the outbox.
 """
@@ -35,9 +35,9 @@ from inboxes.providers.base import ProviderError
 from inboxes.providers.graph import INBOX, SENT, GraphSession, MicrosoftOAuthClient
 from inboxes.sending import outbox_resolve_unknown, outbox_send
 from inboxes.sync import mailbox_reconcile, mailbox_sync, mailboxes_due
-from tests.mail import make_email, team_inbox
+from tests.support.mail import make_email, team_inbox
 
-pytest_plugins = ["tests.fakes.microsoft"]  # fake_microsoft, loopback_only
+pytest_plugins = ["tests.support.fakes.microsoft"]  # fake_microsoft, loopback_only
 pytestmark = [
     pytest.mark.django_db,
     pytest.mark.usefixtures("loopback_only"),

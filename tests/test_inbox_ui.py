@@ -33,7 +33,7 @@ from conversations.models import (
 from conversations.services import routing_rule_set
 from conversations.threading import thread_into_inbox
 from inboxes.models import Mailbox, OutboxItem
-from tests.conversations_factory import make_conversation, make_message
+from tests.support.conversations_factory import make_conversation, make_message
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from pytest_django import Settings
 
 from inboxes import mailconn
 from inboxes.mailconn import ServerSettings, StartTLSNotOffered, UnencryptedNotAllowed
-from tests.mailservers import (
+from tests.support.mailservers import (
     DovecotServer,
     FakeDNS,
     SMTPTestServer,

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 import imapclient
 import pytest
 
-from tests.mailservers import DovecotServer, MailCA, SMTPTestServer
+from tests.support.mailservers import DovecotServer, MailCA, SMTPTestServer
 
 
 def _message(sender: str, to: str) -> EmailMessage:

@@ -12,7 +12,7 @@ from pytest_django import Settings
 
 from inboxes import netguard
 from inboxes.netguard import GENERIC_REFUSAL, HostNotAllowed, HostNotFound
-from tests.mailservers import FakeDNS, MailCA
+from tests.support.mailservers import FakeDNS, MailCA
 
 REFUSED_SPELLINGS = [
     "127.1",

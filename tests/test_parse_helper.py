@@ -19,7 +19,7 @@ import pytest
 from inboxes import parse_helper
 from inboxes.parse_child import pack_batch, unpack_batch
 from inboxes.parsing import parse_message
-from tests.mail import make_email
+from tests.support.mail import make_email
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = sorted((ROOT / "tests" / "fixtures" / "mime").glob("*.eml"))

@@ -24,8 +24,8 @@ from django.db import connection, connections
 from conversations.models import Inbox
 from inboxes.models import Mailbox
 from tests.conftest import api_client_for
-from tests.factories import UserFactory
-from tests.mailservers import free_port
+from tests.support.factories import UserFactory
+from tests.support.mailservers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 20

@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from inboxes.models import Mailbox
 from tests.conftest import api_client_for
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,8 @@ from accounts.services import user_deactivate
 from conversations.models import Conversation, ConversationEvent, Inbox
 from conversations.routing import conversation_route
 from conversations.services import routing_rule_set
-from tests.conversations_factory import make_conversation
-from tests.factories import UserFactory
+from tests.support.conversations_factory import make_conversation
+from tests.support.factories import UserFactory
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ requires_postgres = pytest.mark.skipif(
 def test_round_robin_stays_fair_under_concurrent_arrivals(admin, inbox, agents):
     routing_rule_set(actor=admin, inbox=inbox, mode="round_robin", users=agents)
     from conversations.models import Conversation as C
-    from tests.conversations_factory import make_message
+    from tests.support.conversations_factory import make_message
 
     conversations = []
     for _ in range(30):
@@ -141,7 +141,7 @@ def test_round_robin_stays_fair_under_concurrent_arrivals(admin, inbox, agents):
 def test_a_batch_of_new_conversations_takes_turns_in_the_order_mail_arrived(admin, inbox, agents):
     from conversations.models import RoutingRule
     from conversations.threading import thread_into_inbox
-    from tests.conversations_factory import make_message
+    from tests.support.conversations_factory import make_message
 
     routing_rule_set(actor=admin, inbox=inbox, mode="round_robin", users=agents)
     make_conversation(inbox)  # Ada's turn is taken
@@ -165,7 +165,7 @@ def test_without_a_rule_new_conversations_lock_nothing(admin, inbox, agents):
     from django.test.utils import CaptureQueriesContext
 
     from conversations.threading import thread_into_inbox
-    from tests.conversations_factory import make_message
+    from tests.support.conversations_factory import make_message
 
     routing_rule_set(actor=admin, inbox=inbox, mode="none", users=agents)
     batch = [make_message(inbox, sender=f"c{n}@customer.example.com") for n in range(5)]

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 
 from conversations.models import Message
-from tests.factories import AccountFactory
+from tests.support.factories import AccountFactory
 
 pytestmark = pytest.mark.django_db
 

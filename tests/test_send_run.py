@@ -2,7 +2,7 @@
 connection, exactly once through refusals, drops, two runs at once and a worker
 killed mid-run (real Celery worker), Sent copies for the whole run.
 
-The SMTP server here is tests/mailservers.SMTPTestServer with a handler that
+The SMTP server here is tests/support/mailservers.SMTPTestServer with a handler that
 also records which connection each message came over (the client's address as
 aiosmtpd saw it), refuses chosen recipients at RCPT, and can hang up at the
 n-th MAIL FROM or hold / drop the n-th DATA.
@@ -23,13 +23,13 @@ from conversations.models import Message
 from inboxes import send_run, sending
 from inboxes.models import Mailbox, OutboxItem
 from inboxes.sending import Recipient, outbox_create, outbox_sweep
-from tests.mail import connect_imap_mailbox, team_inbox
-from tests.mailservers import SMTPTestServer, _Handler
+from tests.support.mail import connect_imap_mailbox, team_inbox
+from tests.support.mailservers import SMTPTestServer, _Handler
 
-# tests.workers is a plugin (fixtures) and a helper module: have pytest rewrite
+# tests.support.workers is a plugin (fixtures) and a helper module: have pytest rewrite
 # its asserts although this module imports it before pytest_plugins is read.
-pytest.register_assert_rewrite("tests.workers")
-from tests.workers import (  # noqa: E402
+pytest.register_assert_rewrite("tests.support.workers")
+from tests.support.workers import (  # noqa: E402
     imap_client,
     purge_queues,
     queued_count,
@@ -37,7 +37,7 @@ from tests.workers import (  # noqa: E402
     wait_until,
 )
 
-pytest_plugins = ["tests.workers"]
+pytest_plugins = ["tests.support.workers"]
 
 SUPPORT = "support@acme.example.com"
 NOT_RESENT = "It was not sent again automatically"

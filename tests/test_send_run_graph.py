@@ -15,9 +15,9 @@ from inboxes import send_run
 from inboxes.models import OutboxItem, Provider
 from inboxes.oauth import oauth_mailbox_connect
 from inboxes.sync import mailbox_sync
-from tests.mail import make_email, team_inbox
+from tests.support.mail import make_email, team_inbox
 
-pytest_plugins = ["tests.fakes.microsoft"]  # fake_microsoft, loopback_only
+pytest_plugins = ["tests.support.fakes.microsoft"]  # fake_microsoft, loopback_only
 pytestmark = [
     pytest.mark.django_db,
     pytest.mark.usefixtures("loopback_only"),

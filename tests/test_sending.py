@@ -14,7 +14,7 @@ from conversations.models import Conversation, Message
 from inboxes.models import MailboxMessage, OutboxItem
 from inboxes.sending import SendLater, outbox_send
 from inboxes.sync import mailbox_sync
-from tests.mail import connect_imap_mailbox, make_email, team_inbox
+from tests.support.mail import connect_imap_mailbox, make_email, team_inbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,7 +14,7 @@ from conversations.charts import _nice_ceiling, bar_chart, duration_text
 from conversations.handling import conversation_set_status, user_set_available
 from conversations.models import Conversation, Inbox, RoutingRule
 from conversations.selectors import inboxes_visible_to
-from tests.conversations_factory import make_conversation
+from tests.support.conversations_factory import make_conversation
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from conversations.models import Conversation, Direction, Inbox, Message
 from conversations.summary import conversation_summaries_refresh, snippet_of
 from conversations.threading import thread_into_inbox
 from inboxes.models import Mailbox
-from tests.conversations_factory import make_conversation, make_message
+from tests.support.conversations_factory import make_conversation, make_message
 
 pytestmark = pytest.mark.django_db
 SUPPORT = "support@acme.example.com"

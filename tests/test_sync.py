@@ -7,7 +7,7 @@ import pytest
 from conversations.models import Conversation, ConversationMessage, Message
 from inboxes.models import MailboxFolder, MailboxMessage
 from inboxes.sync import mailbox_sync
-from tests.mail import connect_imap_mailbox, make_email, team_inbox
+from tests.support.mail import connect_imap_mailbox, make_email, team_inbox
 
 pytestmark = pytest.mark.django_db
 

@@ -19,7 +19,7 @@ from inboxes.models import MailboxMessage
 from inboxes.parsing import parse_message
 from inboxes.providers import imap
 from inboxes.sync import mailbox_sync
-from tests.mail import make_email
+from tests.support.mail import make_email
 
 pytestmark = pytest.mark.django_db
 

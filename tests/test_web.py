@@ -111,7 +111,7 @@ def test_the_mailbox_page_shows_the_ledger_and_what_was_kept_raw(
     client, admin, dovecot, mail_user, support
 ):
     from inboxes.sync import mailbox_sync
-    from tests.mail import make_email
+    from tests.support.mail import make_email
 
     _, mailbox = support
     dovecot.deliver(mail_user[0], make_email(subject="Fine"))
@@ -130,7 +130,7 @@ def test_the_mailbox_page_shows_the_ledger_and_what_was_kept_raw(
 def test_a_member_cannot_open_someone_elses_mailbox_page(
     client, member, admin, dovecot, smtp_server, mail_user
 ):
-    from tests.mail import connect_imap_mailbox
+    from tests.support.mail import connect_imap_mailbox
 
     mailbox = connect_imap_mailbox(
         actor=admin,
@@ -150,7 +150,7 @@ def test_a_changed_password_is_fixed_from_the_mailbox_page(
 ):
     from inboxes.models import Mailbox
     from inboxes.services import mailbox_secrets, mailbox_test
-    from tests.mail import connect_imap_mailbox
+    from tests.support.mail import connect_imap_mailbox
 
     mailbox = connect_imap_mailbox(
         actor=member,

@@ -27,10 +27,10 @@ from inboxes.providers.base import ProviderError
 from inboxes.providers.imap import ImapSession, SmtpTransport
 from inboxes.sending import Recipient, outbox_create, outbox_send
 from inboxes.sync import mailbox_sync, mailboxes_due
-from tests.mail import make_email, team_inbox
+from tests.support.mail import make_email, team_inbox
 
 if TYPE_CHECKING:
-    from tests.oauth_mailservers import OAuthDovecotServer, OAuthSMTPServer, TokenAuthority
+    from tests.support.oauth_mailservers import OAuthDovecotServer, OAuthSMTPServer, TokenAuthority
 
 # The OAuth-capable servers; imported by pytest itself (not above) so that its
 # assertion rewriting and fixture registration see the module first.
@@ -336,7 +336,7 @@ def test_servers_without_xoauth2_are_a_permanent_error_not_a_dead_token(
     xoauth2_mailbox, fake_client, dovecot, smtp_server
 ):
     mailbox = xoauth2_mailbox()
-    # the password-only Dovecot and aiosmtpd of tests/mailservers.py
+    # the password-only Dovecot and aiosmtpd of tests/support/mailservers.py
     Mailbox.objects.filter(pk=mailbox.pk).update(
         imap_port=dovecot.imaps_port, smtp_port=smtp_server.port
     )

@@ -5,7 +5,7 @@ never happen: a request that leaves 127.0.0.1, a console error, an uncaught
 JavaScript exception or a Content-Security-Policy violation. Any of those fails
 the test when it ends.
 
-Use from a test module with ``pytest_plugins = ["tests.browser"]``.
+Use from a test module with ``pytest_plugins = ["tests.support.browser"]``.
 
 Why the Playwright driver lives per module rather than per session: Playwright's
 sync API keeps an asyncio loop running in the main thread for as long as it is

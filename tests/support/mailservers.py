@@ -3,7 +3,7 @@
 Both listen on free 127.0.0.1 ports with certificates from one throw-away
 trustme CA, which the Django settings (and the environment, for subprocesses
 such as a Celery worker) are told to trust. Register with
-``pytest_plugins = ["tests.mailservers"]`` in the root conftest.
+``pytest_plugins = ["tests.support.mailservers"]`` in the root conftest.
 """
 
 from __future__ import annotations

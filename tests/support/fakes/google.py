@@ -27,7 +27,7 @@ consent) and the ``sent`` list.
 
 ``consent`` opens the consent page and follows its link, as a browser would.
 
-Fixtures (register with ``pytest_plugins = ["tests.fakes.google"]``):
+Fixtures (register with ``pytest_plugins = ["tests.support.fakes.google"]``):
 ``fake_google_server`` (one server per session), ``fake_google`` (fresh state,
 settings pointed at the server, and no network beyond loopback).
 """

@@ -54,7 +54,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 import pytest
 import requests
 
-from tests.mailservers import MailCA
+from tests.support.mailservers import MailCA
 
 HOST = "127.0.0.1"
 TENANT = "postkamer-tenant"

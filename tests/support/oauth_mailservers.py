@@ -6,13 +6,13 @@ access tokens for a user name, revokes them, and answers token introspection
 ``oauth2`` passdb posts each XOAUTH2 token there (``introspection_mode =
 post``); the aiosmtpd handler asks the authority directly.
 
-Dovecot (tests/mailservers.py's ``DovecotServer``) keeps its password logins;
+Dovecot (tests/support/mailservers.py's ``DovecotServer``) keeps its password logins;
 this subclass adds ``xoauth2``/``oauthbearer`` and an ``oauth2`` passdb limited
 to those mechanisms, in front of the passwd-file one. The user database (mail
 location) stays the static one of the base class, so every user name that the
 authority vouches for gets a Maildir.
 
-Use the fixtures through ``pytest_plugins = ["tests.oauth_mailservers"]``.
+Use the fixtures through ``pytest_plugins = ["tests.support.oauth_mailservers"]``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import pytest
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 
 from inboxes.mailconn import ServerSettings
-from tests.mailservers import (
+from tests.support.mailservers import (
     DOVECOT_BINARY,
     LOCALHOST,
     DovecotServer,

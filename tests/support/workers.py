@@ -36,9 +36,9 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 
-from tests.mailservers import LOCALHOST, free_port
+from tests.support.mailservers import LOCALHOST, free_port
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VENV_BIN = Path(sys.executable).parent
 CELERY = str(VENV_BIN / "celery")
 PYTHON = sys.executable
@@ -372,7 +372,7 @@ class Engine:
                 "DATABASE_CONN_MAX_AGE": "0",
                 "CELERY_BROKER_URL": self.broker_url,
                 "POSTKAMER_DATA_DIR": str(settings.DATA_DIR),
-                # tests/mailservers.py put the CA and the loopback allowance in
+                # tests/support/mailservers.py put the CA and the loopback allowance in
                 # os.environ; repeat them in case a test changed its settings.
                 "MAIL_TLS_CA_FILE": str(settings.MAIL_TLS_CA_FILE),
                 "ALLOW_PRIVATE_MAIL_HOSTS": "true",

@@ -1,0 +1,1 @@
+"""Support code for the tests: mail servers, the CA and fake DNS, workers, fakes, factories."""
