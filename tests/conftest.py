@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from accounts.models import Role
+from tests.support.api import api_client_for
 from tests.support.factories import PASSWORD, AccountFactory, UserFactory
 from tests.support.mail import connect_imap_mailbox, team_inbox
 
@@ -52,13 +51,6 @@ def outsider(db):
     return UserFactory(
         account=other, email="olga@globex.example.com", full_name="Olga Out", role=Role.ADMIN
     )
-
-
-def api_client_for(user) -> APIClient:
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from accounts.models import Team
 from conversations.models import Conversation, Inbox, RoutingRule
 from inboxes.models import Mailbox
-from tests.conftest import api_client_for
+from tests.support.api import api_client_for
 from tests.support.conversations_factory import make_conversation, make_message
 from tests.support.factories import UserFactory
 

@@ -6,7 +6,7 @@ from audit.models import AuditEvent
 from conversations.models import Inbox
 from inboxes.models import Mailbox
 from meetings.models import MeetingsConnection
-from tests.conftest import api_client_for
+from tests.support.api import api_client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -23,7 +23,7 @@ from django.db import connection, connections
 
 from conversations.models import Inbox
 from inboxes.models import Mailbox
-from tests.conftest import api_client_for
+from tests.support.api import api_client_for
 from tests.support.factories import UserFactory
 from tests.support.mailservers import free_port
 

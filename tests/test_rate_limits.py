@@ -5,7 +5,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from inboxes.models import Mailbox
-from tests.conftest import api_client_for
+from tests.support.api import api_client_for
 from tests.support.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

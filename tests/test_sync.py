@@ -296,7 +296,7 @@ def test_a_wrong_password_stops_the_sync_with_a_clear_error(support, dovecot, ma
 def test_the_api_shows_progress_and_the_ledger_and_admins_can_resync(
     support, admin, dovecot, mail_user, django_capture_on_commit_callbacks
 ):
-    from tests.conftest import api_client_for
+    from tests.support.api import api_client_for
 
     inbox, mailbox = support
     for _ in range(2):
@@ -320,7 +320,7 @@ def test_the_api_shows_progress_and_the_ledger_and_admins_can_resync(
 
 
 def test_members_cannot_resync(support, member, admin):
-    from tests.conftest import api_client_for
+    from tests.support.api import api_client_for
 
     inbox, mailbox = support
     assert api_client_for(member).post(f"/api/v1/mailboxes/{mailbox.pk}/resync/").status_code == 404

@@ -95,7 +95,7 @@ def test_next_redirects_stay_on_this_site(client, member, member_api, connect_pa
 def test_the_audit_page_shows_refused_conflicts(
     client, admin, member_api, other_member, connect_payload
 ):
-    from tests.conftest import api_client_for
+    from tests.support.api import api_client_for
 
     member_api.post("/api/v1/mailboxes/", connect_payload("bo@acme.example.com"), format="json")
     api_client_for(other_member).post(
