@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Account
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 pytestmark = pytest.mark.django_db
 
 
