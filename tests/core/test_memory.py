@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 # A sync in miniature: one big message comes and goes (glibc then serves 300 KiB
 # buffers from the heap unless the thresholds are fixed), then 300 buffers of
