@@ -16,8 +16,8 @@ from inboxes import send_run, sending
 from inboxes.models import OutboxItem, Provider
 from inboxes.oauth import oauth_mailbox_connect
 from inboxes.providers import gmail
+from tests.inboxes.test_gmail import SUPPORT, grant_for
 from tests.support.mail import make_email, team_inbox
-from tests.test_gmail import SUPPORT, grant_for
 
 pytest_plugins = ["tests.support.fakes.google"]
 pytestmark = pytest.mark.django_db

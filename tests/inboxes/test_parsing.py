@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from inboxes.parsing import Address, ParsedAttachment, ParsedMessage, parse_message
 
-CORPUS_DIR = Path(__file__).parent / "fixtures" / "mime"
+CORPUS_DIR = Path(__file__).parent.parent / "fixtures" / "mime"
 CORPUS_FILES = sorted(CORPUS_DIR.glob("*.eml"))
 
 # Anything here in sanitised HTML could run script, navigate, or restyle the app.

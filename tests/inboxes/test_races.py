@@ -27,7 +27,7 @@ from tests.support.api import api_client_for
 from tests.support.factories import UserFactory
 from tests.support.mailservers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 N = 20
 
 

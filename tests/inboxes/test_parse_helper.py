@@ -21,7 +21,7 @@ from inboxes.parse_child import pack_batch, unpack_batch
 from inboxes.parsing import parse_message
 from tests.support.mail import make_email
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 CORPUS = sorted((ROOT / "tests" / "fixtures" / "mime").glob("*.eml"))
 
 
