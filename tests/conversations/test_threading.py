@@ -25,7 +25,7 @@ from inboxes.ingest import ingest_batch
 from inboxes.models import Mailbox, MailboxFolder
 from inboxes.providers.base import RawMessage
 
-FIXTURES = Path(__file__).parent / "fixtures" / "threading"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "threading"
 pytestmark = pytest.mark.django_db
 requires_postgres = pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith(("postgres:", "postgresql:")),

@@ -1,5 +1,5 @@
 """Settings > Inboxes > Routing and access, Settings > Users > Teams and the inbox
-overview, through Django's test client (tests/test_browser_settings.py drives them
+overview, through Django's test client (tests/browser/test_browser_settings.py drives them
 in a browser)."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 unread, visibility across inboxes and accounts, actions and their errors, CSRF,
 attachment downloads, hostile email HTML, and a fixed number of queries per list.
 
-The browser tests (tests/test_browser_inbox.py) drive the same screen in Chromium.
+The browser tests (tests/browser/test_browser_inbox.py) drive the same screen in Chromium.
 """
 
 from __future__ import annotations
