@@ -64,7 +64,7 @@ def rows(page: Page):
 
 def open_inbox(pages, user, query: str = "") -> Page:
     """A new browser context logged in as ``user`` (a session made by the test
-    client; tests/test_browser.py covers the login form), on /inbox/."""
+    client; tests/browser/test_browser.py covers the login form), on /inbox/."""
     client = Client()
     client.force_login(user)
     page = pages.new()
