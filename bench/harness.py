@@ -127,7 +127,7 @@ def workdir_from_env() -> Workdir:
 def mail_ca(work: Workdir):
     import trustme
 
-    from tests.mailservers import MailCA
+    from tests.support.mailservers import MailCA
 
     ca = trustme.CA.from_pem(work.ca_cert.read_bytes(), work.ca_key.read_bytes())
     return MailCA(ca=ca, path=work.ca_cert)
@@ -173,7 +173,7 @@ def migrate() -> None:
 
 
 def start_dovecot(work: Workdir):
-    from tests.mailservers import DovecotServer
+    from tests.support.mailservers import DovecotServer
 
     root = work.root / "dovecot"
     root.mkdir()
@@ -191,7 +191,7 @@ def prepare_maildir(dovecot, username: str) -> Path:
 
 
 def start_smtp(work: Workdir):
-    from tests.mailservers import SMTPTestServer
+    from tests.support.mailservers import SMTPTestServer
 
     server = SMTPTestServer(mail_ca(work))
     server.start()

@@ -484,7 +484,7 @@ def child_fake(args) -> None:
     ca = harness.mail_ca(work)
     address = harness.TEAM_ADDRESS
     if args.provider == "gmail":
-        from tests.fakes import google
+        from tests.support.fakes import google
 
         fake = google.FakeGoogle()
         fake.ca_file = str(work.ca_cert)
@@ -519,7 +519,7 @@ def child_fake(args) -> None:
             return len(fake.calls)
 
     else:
-        from tests.fakes import microsoft
+        from tests.support.fakes import microsoft
 
         fake = microsoft.FakeMicrosoft(ca).start()
         fake.add_user(address, "Bench Support")

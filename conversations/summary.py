@@ -21,7 +21,7 @@ from inboxes.models import Direction, Message
 SNIPPET_SOURCE_CHARS = 160
 
 # Exactly the characters Python's str.split() treats as whitespace, so PostgreSQL's
-# regexp_replace and snippet_of() agree (tests/test_summary.py checks it).
+# regexp_replace and snippet_of() agree (tests/conversations/test_summary.py checks it).
 _PG_WHITESPACE_RUN = (
     r"[\t\n\u000b\f\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a"
     r"\u2028\u2029\u202f\u205f\u3000]+"

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from accounts.models import Role
-from tests.factories import PASSWORD, AccountFactory, UserFactory
-from tests.mail import connect_imap_mailbox, team_inbox
+from tests.support.api import api_client_for
+from tests.support.factories import PASSWORD, AccountFactory, UserFactory
+from tests.support.mail import connect_imap_mailbox, team_inbox
 
-pytest_plugins = ["tests.mailservers", "tests.oauth_mailservers"]
+pytest_plugins = ["tests.support.mailservers", "tests.support.oauth_mailservers"]
 
 
 @pytest.fixture(autouse=True)
@@ -52,13 +51,6 @@ def outsider(db):
     return UserFactory(
         account=other, email="olga@globex.example.com", full_name="Olga Out", role=Role.ADMIN
     )
-
-
-def api_client_for(user) -> APIClient:
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Tests of the REST contract across apps: auth, users, errors, tenants, pagination, schema."""

@@ -1,0 +1,1 @@
+"""Tests of conversations: the inbox screen, routing, threading, summaries, its API and settings."""

@@ -1,0 +1,1 @@
+"""Tests of core: bulk inserts, memory settings and the database schema."""

@@ -1,0 +1,1 @@
+"""Tests of inboxes, the mail engine: connecting, syncing, parsing, sending, providers."""
