@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from conversations.models import Conversation, ConversationMessage
 from conversations.threading import thread_into_inbox
+from inboxes.mime import ParsedMessage
 from inboxes.models import Inbox, Mailbox, Message
-from inboxes.parsing import ParsedMessage
 
 
 class TeamInboxConsumer:

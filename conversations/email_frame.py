@@ -27,8 +27,8 @@ from django.utils.html import urlizer
 from django.utils.safestring import SafeString, mark_safe
 
 from accounts.models import User
+from inboxes.mime import sanitise_html
 from inboxes.models import Message
-from inboxes.parsing import sanitise_html
 
 # ------------------------------------------------------------------------------------
 

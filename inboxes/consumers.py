@@ -17,7 +17,7 @@ from django.db.models import Model
 from inboxes.models import Mailbox, Message
 
 if TYPE_CHECKING:
-    from inboxes.parsing import ParsedMessage
+    from inboxes.mime import ParsedMessage
 
 
 class MailConsumer(Protocol):

@@ -1,6 +1,6 @@
 """Storing a batch of fetched messages: once, idempotently, with the cursor.
 
-Each message is parsed once (inboxes/parsing.py). Its raw bytes and attachments
+Each message is parsed once (inboxes/mime/). Its raw bytes and attachments
 go to Django's storage before the transaction (file I/O is not rolled back, and
 an orphan file is harmless where a lost message is not); then one transaction
 inserts the messages, their attachments, the folder's keys, files them with the
@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from core.bulk import bulk_insert
 from inboxes import consumers
+from inboxes.mime import ParsedMessage, parse_message
 from inboxes.models import (
     Attachment,
     Direction,
@@ -35,7 +36,6 @@ from inboxes.models import (
     Message,
     Tombstone,
 )
-from inboxes.parsing import ParsedMessage, parse_message
 from inboxes.providers.base import RawMessage
 
 

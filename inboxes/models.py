@@ -196,7 +196,7 @@ class Direction(models.TextChoices):
 class Message(BaseModel):
     """One email, stored once per account however many mailboxes saw it.
 
-    ``dedupe_key`` (inboxes/parsing.py) covers Message-ID, sender, date, subject
+    ``dedupe_key`` (inboxes/mime/message.py) covers Message-ID, sender, date, subject
     and the body, so the copies of one email delivered to two team addresses are
     one row, while two different emails that reuse a Message-ID stay two.
     """

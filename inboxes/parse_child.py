@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 from core.memory import malloc_release, malloc_tune
-from inboxes.parsing import parse_message
+from inboxes.mime import parse_message
 
 _LENGTH = struct.Struct("!Q")
 

@@ -6,7 +6,7 @@ the IDLE watcher) starts one helper with ``subprocess`` (Celery's prefork childr
 are daemonic and may not use ``multiprocessing``), hands it each fetched batch and
 stores the batch before while the helper parses the next one.
 
-The helper (``inboxes/parse_child.py``) imports only ``inboxes.parsing`` (the
+The helper (``inboxes/parse_child.py``) imports only ``inboxes.mime`` (the
 standard library and nh3, no Django), reads its work from stdin and answers on stdout, in frames of an 8-byte
 length and a payload: going in, the raw messages of a batch, each with its length;
 coming out, each message's ``ParsedMessage`` as a pickle, which is read back by an
@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from inboxes.mime import ParsedMessage, parse_message
 from inboxes.parse_child import pack_batch, read_frame, write_frame
-from inboxes.parsing import ParsedMessage, parse_message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,9 +54,9 @@ class HelperFailed(Exception):
 
 # What an answer may contain: the parse result's own classes and what they hold.
 _ANSWER_CLASSES = {
-    ("inboxes.parsing", "ParsedMessage"),
-    ("inboxes.parsing", "Address"),
-    ("inboxes.parsing", "ParsedAttachment"),
+    ("inboxes.mime.message", "ParsedMessage"),
+    ("inboxes.mime.addresses", "Address"),
+    ("inboxes.mime.parts", "ParsedAttachment"),
     ("datetime", "datetime"),
     ("datetime", "timezone"),
     ("datetime", "timedelta"),

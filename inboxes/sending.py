@@ -79,8 +79,8 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from inboxes.ingest import message_from_parsed
+from inboxes.mime import parse_message
 from inboxes.models import Direction, Mailbox, Message, OutboxItem, OutboxState, Provider
-from inboxes.parsing import parse_message
 from inboxes.providers import open_session, open_transport
 from inboxes.providers.base import ProviderError, SendOutcomeUnknown, SendResult
 

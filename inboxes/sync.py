@@ -27,6 +27,7 @@ from audit.services import audit_record
 from core.memory import malloc_release
 from inboxes import consumers
 from inboxes.ingest import ingest_batch
+from inboxes.mime import ParsedMessage
 from inboxes.models import (
     FolderRole,
     Inbox,
@@ -40,7 +41,6 @@ from inboxes.models import (
     SyncState,
 )
 from inboxes.parse_helper import parsed_ahead
-from inboxes.parsing import ParsedMessage
 from inboxes.providers import open_session
 from inboxes.providers.base import FolderSpec, MailSession, ProviderError, RawMessage
 

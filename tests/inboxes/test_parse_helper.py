@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from inboxes import parse_helper
+from inboxes.mime import parse_message
 from inboxes.parse_child import pack_batch, unpack_batch
-from inboxes.parsing import parse_message
 from tests.support.mail import make_email
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inboxes.parsing import Address, ParsedAttachment, ParsedMessage, parse_message
+from inboxes.mime import Address, ParsedAttachment, ParsedMessage, parse_message
 
 CORPUS_DIR = Path(__file__).parent.parent / "fixtures" / "mime"
 CORPUS_FILES = sorted(CORPUS_DIR.glob("*.eml"))
@@ -453,7 +453,7 @@ def test_single_xss_payloads_are_neutralised(markup: str):
 def test_style_declarations_with_a_forbidden_token_or_function_are_dropped_one_by_one(
     style: str, kept: str | None
 ):
-    from inboxes.parsing import sanitise_html
+    from inboxes.mime import sanitise_html
 
     html = sanitise_html(f'<p style="{style}">x</p>')
 
@@ -767,7 +767,7 @@ def test_parse_message_never_raises_on_header_shaped_noise(pieces: list[bytes]):
 
 
 def test_only_real_style_attributes_are_filtered_not_lookalikes_in_text_or_other_attributes():
-    from inboxes.parsing import sanitise_html
+    from inboxes.mime import sanitise_html
 
     html = sanitise_html(
         """<p title='x style="width:url(x)"' style="color:red; width:url(y)">"""

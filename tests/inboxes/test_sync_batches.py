@@ -15,8 +15,8 @@ from django.db import connection
 
 from conversations.models import Conversation
 from inboxes import ingest, sync
+from inboxes.mime import parse_message
 from inboxes.models import Attachment, MailboxMessage, Message
-from inboxes.parsing import parse_message
 from inboxes.providers import imap
 from inboxes.sync import mailbox_sync
 from tests.support.mail import make_email

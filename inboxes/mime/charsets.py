@@ -1,0 +1,177 @@
+"""Bytes to text: declared (often wrong or unknown) charsets, lenient base64.
+
+Never raises: mislabelled charsets are mapped the way browsers do, valid UTF-8
+wins over a wrong label, and anything undecodable becomes replacement characters.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import functools
+import re
+
+# Labels Python does not know, mapped to ones it does.
+_CHARSET_ALIASES = {
+    "windows-874": "cp874",
+    "latin-9": "iso8859-15",
+    "utf8mb4": "utf-8",
+    "x-user-defined": "latin-1",
+    "ks_c_5601": "cp949",
+}
+
+
+def _canonical_codec(name: str) -> str:
+    return codecs.lookup(name).name
+
+
+# Labels that mail clients use for a superset in practice; the same mapping the
+# WHATWG encoding standard applies in browsers.
+_CHARSET_UPGRADES = {
+    _canonical_codec(label): _canonical_codec(target)
+    for label, target in (
+        ("ascii", "cp1252"),
+        ("iso-8859-1", "cp1252"),
+        ("iso-8859-9", "cp1254"),
+        ("iso-8859-11", "cp874"),
+        ("tis-620", "cp874"),
+        ("gb2312", "gb18030"),
+        ("gbk", "gb18030"),
+        ("shift_jis", "cp932"),
+        ("euc_kr", "cp949"),
+        ("big5", "big5hkscs"),
+    )
+}
+# Text codecs that would misread mail rather than decode it.
+_REFUSED_CODECS = frozenset(
+    _canonical_codec(name)
+    for name in ("unicode_escape", "raw_unicode_escape", "idna", "punycode", "undefined")
+)
+# Charsets where ASCII bytes do not mean ASCII text, so no shortcut applies.
+_NOT_ASCII_COMPATIBLE = ("utf-7", "utf-16", "utf-32", "iso2022", "hz")
+_CP1252 = _canonical_codec("cp1252")
+_UTF8 = _canonical_codec("utf-8")
+# windows-1252 with its five undefined bytes passed through as latin-1, as
+# browsers do, so the decode can never fail.
+_CP1252_TABLE = {
+    byte: bytes([byte]).decode("cp1252")
+    for byte in range(0x80, 0xA0)
+    if byte not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)
+}
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve_charset(label: str | None) -> str | None:
+    """The codec to use for a declared charset, or None to guess."""
+    if not label:
+        return None
+    key = label.strip().strip("\"'").strip().lower()
+    key = _CHARSET_ALIASES.get(key, key)
+    candidates = [key]
+    if key.startswith("x-"):
+        candidates.append(key[2:])
+    for candidate in candidates:
+        info = _lookup_codec(candidate)
+        if info is None:
+            continue
+        if not getattr(info, "_is_text_encoding", True) or info.name in _REFUSED_CODECS:
+            return None
+        return _CHARSET_UPGRADES.get(info.name, info.name)
+    return None
+
+
+def _lookup_codec(name: str) -> codecs.CodecInfo | None:
+    try:
+        return codecs.lookup(name)
+    except Exception:  # LookupError, or odd names the registry chokes on
+        return None
+
+
+def _scrub(text: str) -> str:
+    # PostgreSQL text rejects NUL, and lone surrogates (utf-7, utf-16 junk)
+    # cannot be encoded for storage or handed to nh3.
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if not text.isascii() and _SURROGATES.search(text):
+        text = _SURROGATES.sub("\ufffd", text)
+    return text
+
+
+def _decode_cp1252(data: bytes) -> str:
+    return data.decode("latin-1").translate(_CP1252_TABLE)
+
+
+def decode_bytes(data: bytes, charset: str | None = None) -> str:
+    """Decode text in a declared (possibly wrong or unknown) charset; never raises."""
+    if not data:
+        return ""
+    codec = _resolve_charset(charset)
+    if codec is None or not codec.startswith(_NOT_ASCII_COMPATIBLE):
+        if data.isascii():
+            return _scrub(data.decode("ascii"))
+        # Text that is valid UTF-8 and not ASCII is almost never anything else,
+        # whatever its label says; mislabelled UTF-8 is common.
+        try:
+            return _scrub(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            pass
+        if codec == _UTF8:
+            if _UTF8_MULTIBYTE.search(data):
+                return _scrub(data.decode("utf-8", "replace"))
+            # Not a single UTF-8 sequence: latin text labelled utf-8.
+            return _scrub(_decode_cp1252(data))
+        if codec is None or codec == _CP1252:
+            return _scrub(_decode_cp1252(data))
+    try:
+        return _scrub(data.decode(codec))
+    except Exception:  # UnicodeDecodeError, or a codec that rejects the input outright
+        return _decode_replacing(data, codec)
+
+
+def _decode_replacing(data: bytes, codec: str) -> str:
+    try:
+        return _scrub(data.decode(codec, "replace"))
+    except Exception:  # a codec that fails even with "replace"
+        return _scrub(data.decode("utf-8", "replace"))
+
+
+def _to_bytes(value: str) -> bytes:
+    # The parser decodes header bytes as ASCII with surrogateescape; this
+    # recovers them exactly.
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _raw_to_text(value: str) -> str:
+    if value.isascii():
+        return _scrub(value)
+    return decode_bytes(_to_bytes(value))
+
+
+# --- Base64 -------------------------------------------------------------------------
+
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+def _b64decode(data: bytes) -> tuple[bytes, bool]:
+    """Lenient base64: (decoded bytes, whether the input was clean)."""
+    clean = not data.translate(None, _B64_ALPHABET + b" \t\r\n")
+    padding = data.find(b"=")
+    if padding == -1 or not data[padding:].strip(b"= \t\r\n"):
+        try:
+            return binascii.a2b_base64(data), clean
+        except binascii.Error:
+            pass  # missing padding or a truncated tail
+    # Also reached for separately padded chunks glued together, which
+    # a2b_base64 would silently cut at the first padding.
+    out = []
+    for chunk in data.split(b"="):
+        chunk = _B64_JUNK.sub(b"", chunk)
+        if len(chunk) % 4 == 1:
+            chunk = chunk[:-1]
+            clean = False
+        if chunk:
+            out.append(binascii.a2b_base64(chunk + b"=" * (-len(chunk) % 4)))
+    return b"".join(out), clean

@@ -1,0 +1,266 @@
+"""The entry point: ``parse_message`` turns one raw message into a ``ParsedMessage``,
+and the dedupe key that tells copies of one email apart from different emails
+(the parsing policy is described in ``inboxes/mime/__init__.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+from typing import Any
+
+from inboxes.mime.addresses import Address, parse_addresses
+from inboxes.mime.charsets import _to_bytes
+from inboxes.mime.headers import _header_text, _msg_ids, _parse_date, _unfold
+from inboxes.mime.html import _REMOTE_IMAGE, sanitise_html
+from inboxes.mime.parts import (
+    ParsedAttachment,
+    _Collected,
+    _first,
+    _raw_headers,
+    _split_raw,
+    _walk,
+)
+from inboxes.mime.text import html_to_text
+
+MAX_REFERENCES = 50
+_DEDUPE_VERSION = b"postkamer-dedupe-v1"
+
+EXTRA_HEADERS = (
+    "thread-index",
+    "thread-topic",
+    "auto-submitted",
+    "precedence",
+    "list-id",
+    "x-auto-response-suppress",
+    "delivered-to",
+    # Not in the original list, but the auto-reply and bounce detection needs
+    # them and they are free to keep.
+    "x-autoreply",
+    "x-autorespond",
+    "return-path",
+)
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    message_id: str
+    in_reply_to: str
+    references: list[str]
+    subject: str
+    from_: Address | None
+    reply_to: list[Address]
+    to: list[Address]
+    cc: list[Address]
+    date: datetime | None
+    text: str
+    html: str
+    attachments: list[ParsedAttachment]
+    headers: dict[str, str]
+    dedupe_key: str
+    error: str
+    has_remote_images: bool
+
+
+# --- The parser ---------------------------------------------------------------------
+
+
+class _TolerantMessage(Message):
+    """The parser's own parameter lookups must not abort the whole parse."""
+
+    def get_param(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_param(*args, **kwargs)
+        except Exception:
+            return args[1] if len(args) > 1 else kwargs.get("failobj")
+
+    def get_params(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_params(*args, **kwargs)
+        except Exception:
+            return args[0] if args else kwargs.get("failobj")
+
+
+_PARSER = BytesParser(_class=_TolerantMessage, policy=compat32)
+_HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
+_HEADER_LINE_SPACED = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]+:")
+
+
+def _repair_header_block(block: bytes) -> tuple[bytes, int]:
+    """Drop junk lines among the headers (the parser would end the headers there)."""
+    lines = block.splitlines(keepends=True)
+    if not lines or not (_HEADER_LINE.match(lines[0]) or lines[0].startswith(b"From ")):
+        # Not a header block at all: the parser will keep it all as body text.
+        return block, 0
+    kept: list[bytes] = []
+    dropped = 0
+    changed = False
+    for index, line in enumerate(lines):
+        if _HEADER_LINE.match(line) or line[:1] in (b" ", b"\t"):
+            kept.append(line)
+        elif index == 0 and line.startswith(b"From "):
+            kept.append(line)  # mbox separator; the parser knows it
+        elif match := _HEADER_LINE_SPACED.match(line):
+            # Obsolete "Subject : x" syntax (RFC 5322 4.5).
+            kept.append(match.group(1) + b":" + line[match.end() :])
+            changed = True
+        else:
+            dropped += 1
+            changed = True
+    if not changed:
+        return block, 0
+    return b"".join(kept), dropped
+
+
+# --- Entry point --------------------------------------------------------------------
+
+
+def _canonical_body(body: bytes) -> bytes:
+    # Providers disagree on line endings and on the final newline.
+    return body.replace(b"\r\n", b"\n").rstrip(b"\r\n \t")
+
+
+def _body_digest(body: bytes) -> str:
+    return hashlib.sha256(_canonical_body(body)).hexdigest()
+
+
+def compute_dedupe_key(
+    message_id: str,
+    from_address: str,
+    raw_date: str,
+    subject: str,
+    body: bytes,
+    *,
+    body_digest: str | None = None,
+) -> str:
+    """``body_digest``: ``_body_digest(body)`` taken before, when ``body`` was let go."""
+    if body_digest is None:
+        body_digest = _body_digest(body)
+    digest = hashlib.sha256(_DEDUPE_VERSION)
+    for value in (message_id, from_address.lower(), raw_date, subject, body_digest):
+        # Length prefixes keep ("ab", "c") and ("a", "bc") apart.
+        data = _to_bytes(value)
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse one raw RFC 5322 message; never raises for any bytes."""
+    if isinstance(raw, bytearray | memoryview):
+        raw = bytes(raw)
+    try:
+        return _parse(raw)
+    except Exception as exc:
+        return _fallback(raw, f"could not parse message ({type(exc).__name__})")
+
+
+def _fallback(raw: bytes, error: str) -> ParsedMessage:
+    try:
+        body = _split_raw(raw)[1]
+    except Exception:
+        body = raw
+    return ParsedMessage(
+        message_id="",
+        in_reply_to="",
+        references=[],
+        subject="",
+        from_=None,
+        reply_to=[],
+        to=[],
+        cc=[],
+        date=None,
+        text="",
+        html="",
+        attachments=[],
+        headers={},
+        dedupe_key=compute_dedupe_key("", "", "", "", body),
+        error=error,
+        has_remote_images=False,
+    )
+
+
+def _parse(raw: bytes) -> ParsedMessage:
+    problems: list[str] = []
+    if not raw or raw.isspace():
+        return _fallback(raw, "empty message")
+    header_block, body = _split_raw(raw)
+    fixed_block, dropped = _repair_header_block(header_block)
+    if dropped:
+        problems.append(f"skipped {dropped} malformed header line(s)")
+    if fixed_block is not header_block:
+        separator = raw[len(header_block) : len(raw) - len(body)]
+        raw_for_parser = fixed_block + separator + body
+    else:
+        raw_for_parser = raw
+    # The body is a copy of most of the message: hash it now and let it go before
+    # the parser makes its own copies (a big message's peak is ~8x its size).
+    body_digest = _body_digest(body)
+    del body
+    try:
+        root = _PARSER.parsebytes(raw_for_parser)
+        too_deep = False
+    except RecursionError:
+        root = _PARSER.parsebytes(raw_for_parser, headersonly=True)
+        too_deep = True
+
+    headers = _raw_headers(root)
+    if not headers:
+        problems.append("no header fields found")
+
+    message_ids = _msg_ids(_first(headers, "message-id"), bare_needs_at=False)
+    message_id = message_ids[0] if message_ids else ""
+    reply_ids = _msg_ids(_first(headers, "in-reply-to"))
+    # dict.fromkeys: ordered de-duplication that stays linear on hostile input.
+    all_references = _msg_ids(" ".join(headers.get("references", [])))
+    references = list(dict.fromkeys(all_references))[-MAX_REFERENCES:]
+
+    senders = parse_addresses(headers.get("from", []))
+    subject = _header_text(_first(headers, "subject"))
+    raw_date = " ".join(_unfold(_first(headers, "date") or "").split())
+    extras = {
+        name: _header_text(_first(headers, name)) for name in EXTRA_HEADERS if name in headers
+    }
+
+    if too_deep:
+        collected = _Collected(problems=["MIME structure nested too deeply to parse; body skipped"])
+    else:
+        # Attached messages are written back with the line endings they came with.
+        collected = _walk(root, "\r\n" if b"\r\n" in header_block else "\n")
+    problems.extend(collected.problems)
+    html_body = "\n".join(
+        sanitise_html(markup) for markup in collected.htmls if markup.strip()
+    ).strip()
+    texts = [text for text in collected.texts if text.strip()]
+    text = "\n\n".join(texts) if texts else html_to_text(html_body)
+
+    return ParsedMessage(
+        message_id=message_id,
+        in_reply_to=reply_ids[0] if reply_ids else "",
+        references=references,
+        subject=subject,
+        from_=senders[0] if senders else None,
+        reply_to=parse_addresses(headers.get("reply-to", [])),
+        to=parse_addresses(headers.get("to", [])),
+        cc=parse_addresses(headers.get("cc", [])),
+        date=_parse_date(raw_date),
+        text=text,
+        html=html_body,
+        attachments=collected.attachments,
+        headers=extras,
+        dedupe_key=compute_dedupe_key(
+            message_id,
+            senders[0].address if senders else "",
+            raw_date,
+            subject,
+            b"",
+            body_digest=body_digest,
+        ),
+        error="; ".join(dict.fromkeys(problems)),
+        has_remote_images=bool(_REMOTE_IMAGE.search(html_body)),
+    )
