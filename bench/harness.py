@@ -500,7 +500,7 @@ def loadavg() -> float:
 def file_create_micros(directory: Path, count: int = 200) -> float:
     """Microseconds to create one empty file in a new subdirectory of ``directory``
     (the files stay until the run's cleanup: removing them would slow the next
-    creates, see bench/README.md, "Machine")."""
+    creates: bench/README.md, "file creation")."""
     probe = directory / "create-probe"
     probe.mkdir(exist_ok=True)
     started = time.perf_counter()

@@ -75,7 +75,7 @@ def main() -> int:
         "--patch",
         action="append",
         help="a Python file run in the sync processes first, to try a proposed change "
-        "(bench/proposals/); may be given more than once",
+        "(e.g. bench/timeline.py); may be given more than once",
     )
     parser.add_argument(
         "--provider",

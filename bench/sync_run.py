@@ -269,7 +269,7 @@ def run_oauth(n: int, args) -> int:
         wait_if_asked(args, figures)
         base1 = baseline("baseline")
         figures["load"]["before_sync"] = harness.loadavg()
-        if args.baseline_only:  # checking the fake server's headroom (bench/README.md)
+        if args.baseline_only:  # does the fake server keep up?
             base2 = baseline("baseline again")
             print(
                 f"load average {figures['load']['before_baseline']:.1f} / {harness.loadavg():.1f}"
