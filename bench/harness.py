@@ -1,5 +1,6 @@
-"""What bench/sync.py and bench/send.py share: environment, database, mail servers,
-an account with a connected team mailbox, and process measurements.
+"""What every benchmark shares: the project on sys.path, a snapshot of the code,
+environment, database, mail servers, an account with a connected team mailbox,
+phase timers and process measurements.
 
 The scripts run with the project root on sys.path (they put it there) and drive
 the product through its services, as a worker would. Django is set up only after
@@ -23,7 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "postkamer_bench"
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_HOST = "127.0.0.1"
+PG_PORT = 5432
+PG_ADMIN_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
+SNAPSHOT_PREFIX = "postkamer-bench-src-"
 TEAM_ADDRESS = "support@bench.example.com"
 MAIL_USER = "support"
 
@@ -57,13 +61,12 @@ def snapshot_and_reexec(script: Path, argv: list[str]) -> None:
 
     Others edit the tree while a run takes minutes (a model change half-way
     through breaks the run, and mixes two versions of the code in the figures),
-    so a run measures one fixed copy. Returns only if --no-snapshot was given.
+    so a run measures one fixed copy. Returns only if --no-snapshot was given (or
+    this is already the copy, or one of its child processes).
     """
-    import shutil
-
-    if "--no-snapshot" in argv or "--in-snapshot" in argv or "--child" in argv:
+    if {"--no-snapshot", "--in-snapshot", "--child", "-h", "--help"} & set(argv):
         return
-    snap = Path(tempfile.mkdtemp(prefix="postkamer-bench-src-"))
+    snap = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX))
     shutil.copytree(ROOT, snap / "src", ignore=shutil.ignore_patterns(*SNAPSHOT_IGNORE))
     target = snap / "src" / script.resolve().relative_to(ROOT)
     print(f"code: a snapshot of {ROOT} taken {time.strftime('%H:%M:%S')} in {snap / 'src'}")
@@ -71,40 +74,57 @@ def snapshot_and_reexec(script: Path, argv: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, str(target), *argv, "--in-snapshot", str(snap)])
 
 
+def remove_snapshot(snapshot: str | None) -> None:
+    """Remove the copy ``snapshot_and_reexec`` made (given as --in-snapshot)."""
+    if snapshot and Path(snapshot).name.startswith(SNAPSHOT_PREFIX):
+        shutil.rmtree(snapshot, ignore_errors=True)
+
+
 # --- environment ---------------------------------------------------------------------------
+
+
+def pg_url(db_name: str, scheme: str = "postgresql") -> str:
+    return f"{scheme}://postgres@{PG_HOST}:{PG_PORT}/{db_name}"
 
 
 @dataclass
 class Workdir:
     root: Path
-    ca_cert: Path
-    ca_key: Path
+    ca_cert: Path | None  # None: no mail servers (no CA made)
+    ca_key: Path | None
     data_dir: Path
     db_name: str
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             "DJANGO_SETTINGS_MODULE": "config.settings_test",
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{self.db_name}",
-            "ALLOW_PRIVATE_MAIL_HOSTS": "true",
-            "MAIL_ALLOWED_PORTS": "",
-            "MAIL_TLS_CA_FILE": str(self.ca_cert),
+            "DATABASE_URL": pg_url(self.db_name, "postgres"),
             "POSTKAMER_DATA_DIR": str(self.data_dir),
             "HTTPS": "false",
             "LOG_LEVEL": "WARNING",
         }
+        if self.ca_cert is not None:
+            env.update(
+                ALLOW_PRIVATE_MAIL_HOSTS="true",
+                MAIL_ALLOWED_PORTS="",
+                MAIL_TLS_CA_FILE=str(self.ca_cert),
+            )
+        return env
 
 
-def make_workdir(db_name: str = DEFAULT_DB) -> Workdir:
-    """A temp directory with a throw-away CA; sets the process environment."""
-    import trustme
-
+def make_workdir(db_name: str = DEFAULT_DB, *, mail: bool = True) -> Workdir:
+    """A temp directory with the product's data dir and (``mail``) a throw-away CA
+    for the mail servers; sets the process environment."""
     root = Path(tempfile.mkdtemp(prefix="postkamer-bench-"))
     root.chmod(0o755)
-    ca = trustme.CA(organization_name="Postkamer bench CA")
-    ca_cert, ca_key = root / "ca.pem", root / "ca-key.pem"
-    ca.cert_pem.write_to_path(str(ca_cert))
-    ca.private_key_pem.write_to_path(str(ca_key))
+    ca_cert = ca_key = None
+    if mail:
+        import trustme
+
+        ca = trustme.CA(organization_name="Postkamer bench CA")
+        ca_cert, ca_key = root / "ca.pem", root / "ca-key.pem"
+        ca.cert_pem.write_to_path(str(ca_cert))
+        ca.private_key_pem.write_to_path(str(ca_key))
     data_dir = root / "data"
     data_dir.mkdir()
     work = Workdir(root, ca_cert, ca_key, data_dir, db_name)
@@ -134,6 +154,7 @@ def mail_ca(work: Workdir):
 
 
 def create_database(db_name: str) -> None:
+    """A new, empty database (dropped first if it exists)."""
     import psycopg
 
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -146,6 +167,23 @@ def drop_database(db_name: str) -> None:
 
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+def database_exists(db_name: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name])
+        return found.fetchone() is not None
+
+
+def backend_pid() -> int:
+    """The process id of Django's PostgreSQL backend (its CPU is read from /proc)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
 
 
 def django_setup() -> None:
@@ -213,21 +251,13 @@ def create_team_mailbox(dovecot, smtp, *, password: str | None = None) -> Setup:
 
     ``smtp`` needs ``add_user`` and ``smtp_settings`` (an SMTPTestServer or a
     stand-in for one running in another process)."""
-    from accounts.services import account_create
-    from inboxes.models import Inbox, Mailbox
+    from inboxes.models import Mailbox
     from inboxes.services import ServerInput, mailbox_connect
 
     password = password or secrets.token_urlsafe(16)
     dovecot.add_user(MAIL_USER, password)
     smtp.add_user(MAIL_USER, password)
-    account, admin, _token = account_create(
-        name="Bench Co",
-        plan="professional",
-        admin_email="admin@bench.example.com",
-        admin_password=secrets.token_urlsafe(16),
-        admin_full_name="Bench Admin",
-    )
-    inbox = Inbox.objects.create(account=account, name="Support", from_name="Bench Support")
+    account, admin, inbox = _account_with_inbox()
     imap = dovecot.imap_settings(MAIL_USER, password)  # implicit TLS, as users connect
     smtp_settings = smtp.smtp_settings(MAIL_USER, password)
     mailbox = mailbox_connect(
@@ -249,76 +279,10 @@ def create_team_mailbox(dovecot, smtp, *, password: str | None = None) -> Setup:
     return Setup(str(account.pk), str(admin.pk), str(inbox.pk), str(mailbox.pk), password)
 
 
-# --- the fake Gmail and Graph servers (tests/fakes) --------------------------------------------
-
-FAKE_AUTHKEY_ENV = "POSTKAMER_BENCH_FAKE_AUTHKEY"
-
-
-class FakeServer:
-    """A fake Google or Microsoft (tests/fakes) serving in a process of its own.
-
-    On a shared machine the fake's work must not share the GIL of the process
-    being measured, so it runs apart, like Dovecot, and its CPU time is read from
-    /proc. ``call`` talks to it over a loopback control connection
-    (multiprocessing.connection, with an authkey from the environment).
-    """
-
-    def __init__(self, script: Path, provider: str, n: int, workdir: Workdir, extra: list[str]):
-        import subprocess
-
-        os.environ.setdefault(FAKE_AUTHKEY_ENV, secrets.token_hex(16))
-        self.address_file = workdir.root / f"fake-{provider}.json"
-        self.address_file.unlink(missing_ok=True)
-        command = [sys.executable, str(script), "--child", "fake", "--provider", provider]
-        command += ["--fake-n", str(n), "--result-file", str(self.address_file), *extra]
-        self.process = subprocess.Popen(command, cwd=ROOT)
-        deadline = time.monotonic() + 120
-        while not self.address_file.exists() or not self.address_file.stat().st_size:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the fake {provider} server did not start")
-            time.sleep(0.05)
-        time.sleep(0.05)  # the file is written in one go; let it be closed
-        self.control = tuple(json.loads(self.address_file.read_text())["control"])
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def call(self, op: str, **arguments):
-        return fake_call(self.control, op, **arguments)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(OSError, EOFError):
-                self.call("stop")
-            try:
-                self.process.wait(10)
-            except Exception:
-                self.process.kill()  # this process's own child, by its handle
-                self.process.wait(10)
-
-
-def fake_call(control: tuple[str, int], op: str, **arguments):
-    """One command to a fake server's control connection; returns its answer."""
-    from multiprocessing.connection import Client
-
-    with Client(tuple(control), authkey=bytes.fromhex(os.environ[FAKE_AUTHKEY_ENV])) as conn:
-        conn.send({"op": op, **arguments})
-        answer = conn.recv()
-    if isinstance(answer, dict) and answer.get("error"):
-        raise RuntimeError(f"fake server: {answer['error']}")
-    return answer
-
-
-def create_oauth_team_mailbox(provider: str, consent) -> Setup:
-    """An account, its admin, a Support inbox and a team mailbox connected with OAuth
-    through the product's own sign-in code: ``oauth_client(provider).begin``, the
-    consent page (``consent(url)`` plays the browser and returns the callback's
-    query parameters), ``complete`` and ``oauth_mailbox_connect``, as the connect
-    views do."""
+def _account_with_inbox():
+    """An account (through the product's sign-up service), its admin and a Support inbox."""
     from accounts.services import account_create
-    from inboxes.models import Inbox, Mailbox
-    from inboxes.oauth import oauth_client, oauth_mailbox_connect
+    from inboxes.models import Inbox
 
     account, admin, _token = account_create(
         name="Bench Co",
@@ -328,6 +292,19 @@ def create_oauth_team_mailbox(provider: str, consent) -> Setup:
         admin_full_name="Bench Admin",
     )
     inbox = Inbox.objects.create(account=account, name="Support", from_name="Bench Support")
+    return account, admin, inbox
+
+
+def create_oauth_team_mailbox(provider: str, consent) -> Setup:
+    """An account, its admin, a Support inbox and a team mailbox connected with OAuth
+    through the product's own sign-in code: ``oauth_client(provider).begin``, the
+    consent page (``consent(url)`` plays the browser and returns the callback's
+    query parameters), ``complete`` and ``oauth_mailbox_connect``, as the connect
+    views do."""
+    from inboxes.models import Mailbox
+    from inboxes.oauth import oauth_client, oauth_mailbox_connect
+
+    account, admin, inbox = _account_with_inbox()
     client = oauth_client(provider)
     redirect_uri = f"http://bench.invalid/connect/{provider}/callback/"
     url, flow = client.begin(redirect_uri=redirect_uri, login_hint=TEAM_ADDRESS)
@@ -345,6 +322,52 @@ def create_oauth_team_mailbox(provider: str, consent) -> Setup:
 
 
 # --- measuring ------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    """A progress line with the time of day."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def mib(kib: int) -> float:
+    return kib / 1024
+
+
+class PhaseTimer:
+    """Wraps product functions (in the benchmark's own process only) to see where
+    the time goes: seconds and calls per label; ``restore`` puts them back."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.originals: dict = {}
+
+    def wrap(self, owner, name: str, label: str, *, consume: bool = False) -> None:
+        original = getattr(owner, name, None)
+        if original is None:  # the product changed shape: time what is still there
+            return
+        seconds, calls = self.seconds, self.calls
+        seconds.setdefault(label, 0.0)
+        calls.setdefault(label, 0)
+        self.originals.setdefault((owner, name), original)
+
+        def timed(*a, **kw):
+            t = time.perf_counter()
+            try:
+                result = original(*a, **kw)
+                if consume:  # a generator: time its iteration too
+                    result = list(result)
+                return result
+            finally:
+                seconds[label] += time.perf_counter() - t
+                calls[label] += 1
+
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        for (owner, name), original in self.originals.items():
+            setattr(owner, name, original)
+        self.originals.clear()
 
 
 def proc_status_kib(field: str, pid: str = "self") -> int:
@@ -395,7 +418,9 @@ def write_result(path: str, data: dict) -> None:
     Path(path).write_text(json.dumps(data, indent=2, default=str))
 
 
-def machine() -> dict:
+def machine(pg_settings: tuple[str, ...] = ()) -> dict:
+    """What the figures were measured on; ``pg_settings``: PostgreSQL settings to
+    add as ``pg_<name>`` (e.g. shared_buffers)."""
     cpu = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -404,30 +429,32 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    mem = proc_meminfo_mib("MemTotal")
     try:
         dovecot = subprocess.run(
             ["/usr/sbin/dovecot", "--version"], capture_output=True, text=True, timeout=10
         ).stdout.strip()
     except OSError:
         dovecot = "?"
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mib": proc_meminfo_mib("MemTotal"),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "dovecot": dovecot,
+        "postgresql": "?",
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
     try:
         import psycopg
 
         with psycopg.connect(PG_ADMIN_URL) as conn:
-            pg = conn.execute("SHOW server_version").fetchone()[0]
-    except Exception:
-        pg = "?"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_mib": mem,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "dovecot": dovecot,
-        "postgresql": pg,
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-    }
+            info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
+            for name in pg_settings:
+                info[f"pg_{name}"] = conn.execute(f"SHOW {name}").fetchone()[0]
+    except Exception as exc:  # the figures still make sense without it
+        info["pg_error"] = str(exc)
+    return info
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -473,7 +500,7 @@ def loadavg() -> float:
 def file_create_micros(directory: Path, count: int = 200) -> float:
     """Microseconds to create one empty file in a new subdirectory of ``directory``
     (the files stay until the run's cleanup: removing them would slow the next
-    creates, see bench/README.md, "Machine")."""
+    creates: bench/README.md, "file creation")."""
     probe = directory / "create-probe"
     probe.mkdir(exist_ok=True)
     started = time.perf_counter()
@@ -522,8 +549,7 @@ def cleanup(work: Workdir, *servers, keep: bool = False, snapshot: str | None = 
     except Exception as exc:
         print(f"warning: could not drop {work.db_name}: {exc}", file=sys.stderr)
     shutil.rmtree(work.root, ignore_errors=True)
-    if snapshot and Path(snapshot).name.startswith("postkamer-bench-src-"):
-        shutil.rmtree(snapshot, ignore_errors=True)
+    remove_snapshot(snapshot)
 
 
 __all__ = [name for name in dir() if not name.startswith("_")] + ["asdict"]

@@ -21,7 +21,6 @@ PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres); the database
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -33,11 +32,6 @@ from bench import corpus, harness  # noqa: E402
 harness.use_project_root()
 
 LONG_COLUMNS = ("text", "html", "headers", "subject", "references", "to", "cc")
-
-
-def backend_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -69,9 +63,7 @@ def run(args) -> int:
     account = Account.objects.create(name="Insert bench")
     raws = [corpus.message(i) for i in range(10_000, 10_000 + args.messages)]
     parsed = [parse_message(raw) for raw in raws]
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (backend,) = cursor.fetchone()
+    backend = harness.backend_pid()
 
     def compression(method: str) -> None:
         with connection.cursor() as cursor:
@@ -90,11 +82,11 @@ def run(args) -> int:
             ]
             for row in rows:
                 row.dedupe_key = f"{label[:8]}-{number}-{row.dedupe_key}"[:64]
-            cpu, started = backend_cpu_seconds(backend), time.perf_counter()
+            cpu, started = harness.cpu_seconds(backend), time.perf_counter()
             with transaction.atomic():
                 insert(rows)
             walls.append(time.perf_counter() - started)
-            cpus.append(backend_cpu_seconds(backend) - cpu)
+            cpus.append(harness.cpu_seconds(backend) - cpu)
         stored = Message.objects.filter(dedupe_key__startswith=f"{label[:8]}-").count()
         assert stored == args.rounds * len(raws), (label, stored)
         return statistics.median(walls), statistics.mean(cpus)

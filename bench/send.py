@@ -4,7 +4,7 @@
                                    [--window 20] [--reconnect-every 100] [--profile]
                                    [--compare-with OTHER/send_run.py [--rounds 5]]
 
-Against aiosmtpd (tests/mailservers.SMTPTestServer, STARTTLS + AUTH, in a
+Against aiosmtpd (tests/support/mailservers.SMTPTestServer, STARTTLS + AUTH, in a
 process of its own so it does not share this one's GIL) and a local Dovecot:
 
 1. ``inboxes.sending.outbox_create`` for each item (one transaction each, as a
@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import harness  # noqa: E402
@@ -127,29 +128,6 @@ class RemoteSMTP:
 # --- measurements --------------------------------------------------------------------------------
 
 
-class Timer:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.originals: dict = {}
-
-    def wrap(self, owner, name: str, label: str) -> None:
-        original = getattr(owner, name, None)
-        if original is None:
-            return
-        seconds = self.seconds
-        seconds.setdefault(label, 0.0)
-        self.originals[(owner, name)] = original
-
-        def timed(*a, **kw):
-            t = time.perf_counter()
-            try:
-                return original(*a, **kw)
-            finally:
-                seconds[label] += time.perf_counter() - t
-
-        setattr(owner, name, timed)
-
-
 def make_items(mailbox, count: int) -> tuple[list, float]:
     from django.db import transaction
 
@@ -189,11 +167,7 @@ def legacy_loop(ids: list) -> tuple[float, list[str]]:
 
 def cpu_probe(smtp, dovecot):
     """CPU seconds so far of the processes a send run keeps busy (2 cores for all)."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        backend = cursor.fetchone()[0]
+    backend = harness.backend_pid()
 
     def now() -> dict[str, float]:
         return {
@@ -223,7 +197,7 @@ def send_runs(mailbox, ids: list, *, copies: bool, send_run=None) -> tuple[float
 
     if send_run is None:
         from inboxes import send_run
-    timer = Timer()
+    timer = harness.PhaseTimer()
     timer.wrap(send_run, "claim_due", "claim (one statement per 100)")
     timer.wrap(send_run, "_read_raw", "raw file read")
     timer.wrap(SmtpTransport, "__enter__", "SMTP connect + STARTTLS + AUTH")
@@ -247,8 +221,7 @@ def send_runs(mailbox, ids: list, *, copies: bool, send_run=None) -> tuple[float
         seconds = time.perf_counter() - started
     finally:
         send_run._SentCopies.add = original_add
-        for (owner, name), original in timer.originals.items():
-            setattr(owner, name, original)
+        timer.restore()
     states = dict(
         OutboxItem.objects.filter(pk__in=ids)
         .values("state")
@@ -381,13 +354,46 @@ def main() -> int:
     return run(args)
 
 
-def print_phases(phases: dict, seconds: float, count: int) -> None:
+def measured_send_runs(mailbox, ids: list, cpu, *, copies: bool, profile: bool = False):
+    """``send_runs`` with the CPU of each process busy with it (``cpu``: a
+    ``cpu_probe``) before and after, and with --profile a cProfile of it."""
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    before = cpu()
+    seconds, phases, totals = send_runs(mailbox, ids, copies=copies)
+    after = cpu()
+    sent = totals["states"].get("sent", 0)
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        print("profile of the send run's thread (with the profiler's overhead):")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    return SimpleNamespace(
+        seconds=seconds,
+        phases=phases,
+        totals=totals,
+        cpu_used=(before, after),
+        sent=sent,
+        rate=sent / seconds,
+        count=len(ids),
+    )
+
+
+def print_phases(measured: SimpleNamespace) -> None:
+    """Where a send run's time went (its thread's phases), then the CPU of each process."""
+    phases, seconds, count = measured.phases, measured.seconds, measured.count
     for label, value in phases.items():
         print(f"    {label:46s} {1000 * value / count:6.3f} ms/item  {100 * value / seconds:5.1f}%")
     top = sum(v for k, v in phases.items() if not k.startswith("  "))
     print(
         f"    {'the rest (outcomes, loop, lease)':46s} {1000 * (seconds - top) / count:6.3f} ms/item"
     )
+    print_cpu(*measured.cpu_used, seconds, count)
 
 
 def run(args) -> int:
@@ -431,55 +437,37 @@ def run(args) -> int:
             f"outbox_create: {args.items} items in {create_seconds:.2f} s = "
             f"{args.items / create_seconds:.0f}/s (one transaction each, run asked for on commit)"
         )
-        profiler = None
-        if args.profile:
-            import cProfile
-
-            profiler = cProfile.Profile()
-            profiler.enable()
         cpu = cpu_probe(smtp, dovecot)
-        cpu_before = cpu()
-        seconds, phases, totals = send_runs(mailbox, ids, copies=True)
-        cpu_after = cpu()
-        if profiler is not None:
-            import pstats
-
-            profiler.disable()
-            print("profile of the send run's thread (with the profiler's overhead):")
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
-        sent = totals["states"].get("sent", 0)
-        run_rate = sent / seconds
-        expected_received += sent
+        full = measured_send_runs(mailbox, ids, cpu, copies=True, profile=args.profile)
+        run_rate, totals = full.rate, full.totals
+        expected_received += full.sent
         print(
-            f"send run: {sent} of {len(ids)} sent in {seconds:.2f} s = {run_rate:.0f} sends/s "
-            f"({1000 * seconds / len(ids):.2f} ms per item; {totals['runs']} run(s), "
-            f"{totals['connections']} SMTP connection(s), {totals['copies_stored']} Sent copies)"
+            f"send run: {full.sent} of {len(ids)} sent in {full.seconds:.2f} s = "
+            f"{run_rate:.0f} sends/s ({1000 * full.seconds / len(ids):.2f} ms per item; "
+            f"{totals['runs']} run(s), {totals['connections']} SMTP connection(s), "
+            f"{totals['copies_stored']} Sent copies)"
         )
-        print_phases(phases, seconds, len(ids))
-        print_cpu(cpu_before, cpu_after, seconds, len(ids))
+        print_phases(full)
         figures.update(
             items=args.items,
             create_seconds=create_seconds,
-            run_seconds=seconds,
+            run_seconds=full.seconds,
             run_rate=run_rate,
-            run_phases=phases,
+            run_phases=full.phases,
             run_totals=totals,
         )
 
-        ids2, _ = make_items(mailbox, args.items)
-        cpu_before = cpu()
-        seconds2, phases2, totals2 = send_runs(mailbox, ids2, copies=False)
-        cpu_after = cpu()
-        sent2 = totals2["states"].get("sent", 0)
-        bare_rate = sent2 / seconds2
-        expected_received += sent2
+        bare_ids, _ = make_items(mailbox, args.items)
+        bare = measured_send_runs(mailbox, bare_ids, cpu, copies=False)
+        bare_rate = bare.rate
+        expected_received += bare.sent
         print(
-            f"send run without the Sent copy phase: {sent2} of {len(ids2)} in {seconds2:.2f} s = "
-            f"{bare_rate:.0f} sends/s ({1000 * seconds2 / len(ids2):.2f} ms per item)"
+            f"send run without the Sent copy phase: {bare.sent} of {len(bare_ids)} in "
+            f"{bare.seconds:.2f} s = {bare_rate:.0f} sends/s "
+            f"({1000 * bare.seconds / len(bare_ids):.2f} ms per item)"
         )
-        print_phases(phases2, seconds2, len(ids2))
-        print_cpu(cpu_before, cpu_after, seconds2, len(ids2))
-        figures.update(bare_seconds=seconds2, bare_rate=bare_rate, bare_phases=phases2)
+        print_phases(bare)
+        figures.update(bare_seconds=bare.seconds, bare_rate=bare_rate, bare_phases=bare.phases)
 
         legacy_rate = None
         if args.legacy_items:

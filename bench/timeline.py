@@ -84,18 +84,21 @@ def _counting_answers(init):
 
 
 _wrap(sync, "mailbox_syncable", "start", starts_sync=True)
-_wrap(ImapSession, "__enter__", "imap connect + login")
-_wrap(ImapSession, "changes", "imap select + search")
-_wrap(ImapSession, "_fetch_batch", "imap fetch of a batch")
-_wrap(parse_helper.ParseHelper, "submit", "batch handed to the helper")
-_wrap(parse_helper.ParseHelper, "result", "waiting for the helper's answers")
-_wrap(sync, "ingest_batch", "ingest_batch (all of it)")
-_wrap(ingest, "_store_files", "  files")
-_wrap(ingest, "bulk_insert", "  Message rows (COPY)")
-_wrap(consumers, "deliver", "  threading")
-_wrap(query.QuerySet, "bulk_create", "bulk_create")
-_wrap(database.BaseDatabaseWrapper, "commit", "  commit")
-_wrap(sync, "lease_renew", "lease renewed")
+for _owner, _name, _label in (
+    (ImapSession, "__enter__", "imap connect + login"),
+    (ImapSession, "changes", "imap select + search"),
+    (ImapSession, "_fetch_batch", "imap fetch of a batch"),
+    (parse_helper.ParseHelper, "submit", "batch handed to the helper"),
+    (parse_helper.ParseHelper, "result", "waiting for the helper's answers"),
+    (sync, "ingest_batch", "ingest_batch (all of it)"),
+    (ingest, "_store_files", "  files"),
+    (ingest, "bulk_insert", "  Message rows (COPY)"),
+    (consumers, "deliver", "  threading"),
+    (query.QuerySet, "bulk_create", "bulk_create"),
+    (database.BaseDatabaseWrapper, "commit", "  commit"),
+    (sync, "lease_renew", "lease renewed"),
+):
+    _wrap(_owner, _name, _label)
 parse_helper.ParseHelper.__init__ = _counting_answers(parse_helper.ParseHelper.__init__)
 _release = sync.lease_release
 sync.lease_release = _print_timeline
