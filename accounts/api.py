@@ -1,17 +1,27 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import services
+from accounts.auth import api_user
 from accounts.models import Role, Team, User
 from accounts.selectors import users_visible_to
 from core.api import AccountScopedMixin, IsAccountAdmin, client_ip
+
+if TYPE_CHECKING:
+    from rest_framework.permissions import _SupportsHasPermission
 
 
 class AccountOutput(serializers.Serializer):
@@ -43,13 +53,13 @@ class TokenView(APIView):
     """Exchange email and password for an API token."""
 
     permission_classes = [AllowAny]
-    authentication_classes: list = []
+    authentication_classes = []
 
     @extend_schema(
         request=TokenInput,
         responses=inline_serializer("TokenOutput", {"token": serializers.CharField()}),
     )
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         data = TokenInput(data=request.data)
         data.is_valid(raise_exception=True)
         token = services.token_obtain(request=request, **data.validated_data)
@@ -58,8 +68,8 @@ class TokenView(APIView):
 
 class MeView(APIView):
     @extend_schema(responses=MeOutput)
-    def get(self, request):
-        return Response(MeOutput(request.user).data)
+    def get(self, request: Request) -> Response:
+        return Response(MeOutput(api_user(request)).data)
 
 
 class UserInput(serializers.Serializer):
@@ -77,21 +87,22 @@ class UserViewSet(
     serializer_class = UserOutput
     queryset = User.objects.none()
 
-    def scoped_queryset(self, user):
+    def scoped_queryset(self, user: User) -> QuerySet[User]:
         return users_visible_to(user)
 
-    def get_permissions(self):
+    def get_permissions(self) -> Sequence[_SupportsHasPermission]:
         if self.action in ("create", "deactivate", "reactivate"):
             return [*super().get_permissions(), IsAccountAdmin()]
         return super().get_permissions()
 
     @extend_schema(request=UserInput, responses={201: UserOutput})
-    def create(self, request):
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = UserInput(data=request.data)
         data.is_valid(raise_exception=True)
+        actor = api_user(request)
         user = services.user_create(
-            actor=request.user,
-            account=request.user.account,
+            actor=actor,
+            account=actor.account,
             ip=client_ip(request),
             **data.validated_data,
         )
@@ -99,23 +110,25 @@ class UserViewSet(
 
     @extend_schema(request=None, responses=UserOutput)
     @action(detail=True, methods=["post"])
-    def deactivate(self, request, pk=None):
+    def deactivate(self, request: Request, pk: str | None = None) -> Response:
         user = services.user_deactivate(
-            actor=request.user, user=self.get_object(), ip=client_ip(request)
+            actor=api_user(request), user=self.get_object(), ip=client_ip(request)
         )
         return Response(UserOutput(user).data)
 
     @extend_schema(request=None, responses=UserOutput)
     @action(detail=True, methods=["post"])
-    def reactivate(self, request, pk=None):
+    def reactivate(self, request: Request, pk: str | None = None) -> Response:
         user = services.user_reactivate(
-            actor=request.user, user=self.get_object(), ip=client_ip(request)
+            actor=api_user(request), user=self.get_object(), ip=client_ip(request)
         )
         return Response(UserOutput(user).data)
 
 
 class TeamOutput(serializers.ModelSerializer):
-    members = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    members: serializers.PrimaryKeyRelatedField[User] = serializers.PrimaryKeyRelatedField(
+        many=True, read_only=True
+    )
 
     class Meta:
         model = Team
@@ -136,26 +149,26 @@ class TeamViewSet(
     queryset = Team.objects.none()
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    def scoped_queryset(self, user):
+    def scoped_queryset(self, user: User) -> QuerySet[Team]:
         return Team.objects.filter(account_id=user.account_id).prefetch_related("members")
 
-    def get_permissions(self):
+    def get_permissions(self) -> Sequence[_SupportsHasPermission]:
         if self.action in ("create", "partial_update", "destroy"):
             return [*super().get_permissions(), IsAccountAdmin()]
         return super().get_permissions()
 
-    def _members(self, request, ids) -> list[User]:
-        members = list(users_visible_to(request.user).filter(pk__in=ids))
+    def _members(self, request: Request, ids: list[UUID]) -> list[User]:
+        members = list(users_visible_to(api_user(request)).filter(pk__in=ids))
         if len(members) != len(set(ids)):
             raise NotFound()
         return members
 
     @extend_schema(request=TeamInput, responses={201: TeamOutput})
-    def create(self, request):
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = TeamInput(data=request.data)
         data.is_valid(raise_exception=True)
         team = services.team_save(
-            actor=request.user,
+            actor=api_user(request),
             name=data.validated_data["name"],
             members=self._members(request, data.validated_data["members"]),
             ip=client_ip(request),
@@ -163,18 +176,15 @@ class TeamViewSet(
         return Response(TeamOutput(team).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=TeamInput, responses=TeamOutput)
-    def partial_update(self, request, pk=None):
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         team = self.get_object()
-        data = TeamInput(
-            data={
-                "name": team.name,
-                "members": [str(m.pk) for m in team.members.all()],
-                **request.data,
-            }
-        )
+        changes = request.data
+        current = {"name": team.name, "members": [str(m.pk) for m in team.members.all()]}
+        # A body that is not an object gets the serializer's own "expected a dictionary".
+        data = TeamInput(data={**current, **changes} if isinstance(changes, dict) else changes)
         data.is_valid(raise_exception=True)
         team = services.team_save(
-            actor=request.user,
+            actor=api_user(request),
             team=team,
             name=data.validated_data["name"],
             members=self._members(request, data.validated_data["members"]),
@@ -182,6 +192,6 @@ class TeamViewSet(
         )
         return Response(TeamOutput(team).data)
 
-    def destroy(self, request, pk=None):
-        services.team_delete(actor=request.user, team=self.get_object(), ip=client_ip(request))
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        services.team_delete(actor=api_user(request), team=self.get_object(), ip=client_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from accounts.models import User
 
-DeactivationHandler = Callable[..., None]
+# Called as handler(user=...); whatever it returns is ignored.
+DeactivationHandler = Callable[..., object]
 
 deactivation_handlers: list[DeactivationHandler] = []
 

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.http import JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
 
 from accounts import hooks
-from accounts.models import Account, Plan, Role, User, normalize_login_email
+from accounts.models import Account, Plan, Role, Team, User, normalize_login_email
 from audit.services import audit_record
 from core.errors import Invalid, PermissionDeniedError, RateLimited
 
 
-def account_lock(account_id) -> Account:
+def account_lock(account_id: uuid.UUID) -> Account:
     """Serialise writes that must see each other within one account.
 
     The rules span several tables (mailboxes, inboxes, meetings connections), so
@@ -137,25 +141,30 @@ def user_reactivate(*, actor: User, user: User, ip: str | None = None) -> User:
     return user
 
 
-def token_obtain(*, request, email: str, password: str) -> str:
+def token_obtain(*, request: Request, email: str, password: str) -> str:
     """Exchange email and password for the user's API token.
 
     Goes through ``authenticate`` so django-axes counts failures per address and
     per IP exactly as for the login form.
     """
     # django-axes keeps its lockout flag on the Django request, not DRF's wrapper.
-    http_request = getattr(request, "_request", request)
-    http_request.login_email = normalize_login_email(email)
-    user = authenticate(request=http_request, username=http_request.login_email, password=password)
+    http_request = request._request
+    login_email = normalize_login_email(email)
+    # Read back by login_username (AXES_USERNAME_CALLABLE): an attribute of this request only.
+    http_request.login_email = login_email  # type: ignore[attr-defined]
+    user = authenticate(request=http_request, username=login_email, password=password)
     if user is None:
         if getattr(http_request, "axes_locked_out", False):
             raise RateLimited("Too many failed login attempts. Try again later.")
         raise AuthenticationFailed("Wrong email or password, or the user is deactivated.")
     token, _ = Token.objects.get_or_create(user=user)
-    return token.key
+    key: str = token.key  # the stubs type Token.key as a bare CharField (Any)
+    return key
 
 
-def login_username(request, credentials: dict | None = None) -> str | None:
+def login_username(
+    request: HttpRequest | None, credentials: dict[str, Any] | None = None
+) -> str | None:
     """The address django-axes counts failures under, for the form and the API alike."""
     username = (credentials or {}).get("username") or getattr(request, "login_email", None)
     if not username and request is not None:
@@ -163,7 +172,13 @@ def login_username(request, credentials: dict | None = None) -> str | None:
     return normalize_login_email(username) if username else None
 
 
-def lockout_response(request, original_response=None, credentials=None, *args, **kwargs):
+def lockout_response(
+    request: HttpRequest,
+    original_response: HttpResponse | None = None,
+    credentials: dict[str, Any] | None = None,
+    *args: Any,
+    **kwargs: Any,
+) -> HttpResponse:
     """django-axes lockout: JSON for the API, a plain page for the web form."""
     detail = "Too many failed login attempts. Try again later."
     if request.path.startswith("/api/"):
@@ -173,10 +188,10 @@ def lockout_response(request, original_response=None, credentials=None, *args, *
     return render(request, "accounts/locked_out.html", {"detail": detail}, status=429)
 
 
-def team_save(*, actor: User, name: str, members: list[User], team=None, ip: str | None = None):
+def team_save(
+    *, actor: User, name: str, members: list[User], team: Team | None = None, ip: str | None = None
+) -> Team:
     """Create or change a team (used by routing rules and inbox visibility)."""
-    from accounts.models import Team
-
     if not actor.is_admin:
         raise PermissionDeniedError("Only an account admin can manage teams.")
     name = (name or "").strip()
@@ -210,7 +225,7 @@ def team_save(*, actor: User, name: str, members: list[User], team=None, ip: str
     return team
 
 
-def team_delete(*, actor: User, team, ip: str | None = None) -> None:
+def team_delete(*, actor: User, team: Team, ip: str | None = None) -> None:
     if not actor.is_admin:
         raise PermissionDeniedError("Only an account admin can manage teams.")
     with transaction.atomic():

@@ -1,8 +1,19 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from django.db.models import QuerySet
 from rest_framework import mixins, serializers, viewsets
 
 from audit.models import AuditEvent
 from audit.selectors import audit_events_for
 from core.api import AccountScopedMixin, IsAccountAdmin
+
+if TYPE_CHECKING:
+    from rest_framework.permissions import _SupportsHasPermission
+
+    from accounts.models import User
 
 
 class AuditEventOutput(serializers.ModelSerializer):
@@ -29,8 +40,8 @@ class AuditEventViewSet(AccountScopedMixin, mixins.ListModelMixin, viewsets.Gene
     queryset = AuditEvent.objects.none()
     filterset_fields = ["action"]
 
-    def get_permissions(self):
+    def get_permissions(self) -> Sequence[_SupportsHasPermission]:
         return [*super().get_permissions(), IsAccountAdmin()]
 
-    def scoped_queryset(self, user):
+    def scoped_queryset(self, user: User) -> QuerySet[AuditEvent]:
         return audit_events_for(user)

@@ -1,9 +1,16 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.db.models import QuerySet
 
 from audit.models import AuditEvent
 
+if TYPE_CHECKING:
+    from accounts.models import User
 
-def audit_events_for(user) -> QuerySet[AuditEvent]:
+
+def audit_events_for(user: User) -> QuerySet[AuditEvent]:
     """Admins read their own account's log, newest first."""
     if not user.is_admin:
         return AuditEvent.objects.none()

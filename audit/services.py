@@ -2,18 +2,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
 from audit.models import AuditEvent
 from core.errors import DomainError
 
+if TYPE_CHECKING:
+    from accounts.models import Account, User
+
 
 def audit_record(
     *,
-    account,
-    actor,
+    account: Account,
+    actor: User | None,
     action: str,
     target: models.Model | None = None,
     target_repr: str = "",
@@ -25,7 +28,7 @@ def audit_record(
         actor=actor if actor is not None and actor.pk else None,
         actor_name=actor.display_name if actor is not None else "system",
         action=action,
-        target_type=target._meta.model_name if target is not None else "",
+        target_type=(target._meta.model_name or "") if target is not None else "",
         target_id=str(target.pk) if target is not None else "",
         target_repr=target_repr or (str(target) if target is not None else ""),
         ip=ip,
@@ -34,7 +37,7 @@ def audit_record(
 
 
 @contextmanager
-def audit_refusals(*, actor, action: str, target_repr: str, ip: str | None) -> Iterator[None]:
+def audit_refusals(*, actor: User, action: str, target_repr: str, ip: str | None) -> Iterator[None]:
     """Record a refused conflict or permission (409/403 domain errors), then re-raise.
 
     Use it outside the writing transaction so the line survives that rollback.

@@ -9,6 +9,7 @@ Production sets ``DATABASE_URL``, ``CELERY_BROKER_URL``, ``SECRET_KEY`` and
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import dj_database_url
@@ -21,7 +22,7 @@ DATA_DIR = Path(env_str("POSTKAMER_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
-def _generated_secret(filename: str, make) -> str:
+def _generated_secret(filename: str, make: Callable[[], str]) -> str:
     """A secret kept in DATA_DIR for the zero-configuration default.
 
     Generated once, readable only by the owner; production passes the value in

@@ -1,5 +1,5 @@
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from accounts import views as accounts_views
@@ -91,9 +91,8 @@ urlpatterns = [
         name="settings-user-reactivate",
     ),
     path("settings/audit/", audit_views.settings_audit, name="settings-audit"),
-    # The support inbox, /inbox/: its routes are urlpatterns in conversations/inbox_views.py,
-    # included by dotted path (what include() returns), so this block needs no import.
-    path("inbox/", ("conversations.inbox_views", None, None)),
+    # The support inbox, /inbox/: its routes are urlpatterns in conversations/inbox_views.py.
+    path("inbox/", include("conversations.inbox_views")),
 ]
 
 # Settings > Inboxes > Routing and access, Settings > Users > Teams, the inbox overview.

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest
 from rest_framework import exceptions, pagination, permissions
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.errors import DomainError
+
+if TYPE_CHECKING:
+    from rest_framework.generics import GenericAPIView
 
 _DRF_CODES: list[tuple[type[Exception], str, int]] = [
     (exceptions.NotAuthenticated, "not_authenticated", 401),
@@ -35,7 +41,7 @@ def _flatten(detail: Any) -> Any:
     return str(detail)
 
 
-def exception_handler(exc: Exception, context: dict) -> Response | None:
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error is ``{"code", "detail", ...}`` with a fitting status (DESIGN.md 4)."""
     if isinstance(exc, DomainError):
         return Response(exc.as_dict(), status=exc.status)
@@ -67,17 +73,17 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
 class CursorPagination(pagination.CursorPagination):
     """``{results: [...], next: URL or null}``; cursors can't be guessed or skipped."""
 
-    ordering = "-created_at"
+    ordering: str | list[str] | tuple[str, ...] = "-created_at"
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
 
-    def get_paginated_response(self, data: list) -> Response:
+    def get_paginated_response(self, data: list[Any]) -> Response:
         return Response(
             {"results": data, "next": self.get_next_link(), "previous": self.get_previous_link()}
         )
 
-    def get_paginated_response_schema(self, schema: dict) -> dict:
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         return {
             "type": "object",
             "required": ["results", "next"],
@@ -92,26 +98,33 @@ class CursorPagination(pagination.CursorPagination):
 class IsAccountAdmin(permissions.BasePermission):
     message = "Only an account admin can do this."
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         return bool(request.user and request.user.is_authenticated and request.user.is_admin)
 
 
-class AccountScopedMixin:
+if TYPE_CHECKING:
+    # What the mixin is mixed into: it reads the view's queryset and request.
+    _ScopedViewBase = GenericAPIView[Any]
+else:
+    _ScopedViewBase = object
+
+
+class AccountScopedMixin(_ScopedViewBase):
     """Tenant scoping, written once: every object comes from ``scoped_queryset``.
 
     Views implement ``scoped_queryset(user)`` (a selector call); ``get_queryset``
     is never overridden elsewhere, so another account's ids always answer 404.
     """
 
-    def scoped_queryset(self, user):  # pragma: no cover - every view defines it
-        raise NotImplementedError
+    def scoped_queryset(self, user: Any) -> QuerySet[Any]:  # pragma: no cover
+        raise NotImplementedError  # every view defines it (core does not know the User model)
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Any]:
         if getattr(self, "swagger_fake_view", False):
             # Schema generation has no user; the class-level empty queryset names the model.
-            return self.queryset
+            return super().get_queryset()
         return self.scoped_queryset(self.request.user)
 
 
-def client_ip(request) -> str | None:
+def client_ip(request: HttpRequest | Request) -> str | None:
     return request.META.get("REMOTE_ADDR")

@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 
 from django.db import DatabaseError, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 from django.db.models.fields import AutoFieldMixin
 
@@ -41,7 +42,7 @@ _COPY_TYPES = {
 _LENGTH = re.compile(r"\(\d+\)$")
 
 
-def _copy_types(model: type[Model], connection) -> list[str] | None:
+def _copy_types(model: type[Model], connection: BaseDatabaseWrapper) -> list[str] | None:
     if isinstance(model._meta.pk, AutoFieldMixin):
         return None  # ids the database hands out: bulk_create reads them back, COPY can't
     types = []
@@ -53,12 +54,14 @@ def _copy_types(model: type[Model], connection) -> list[str] | None:
     return types
 
 
-def _copy(model: type[Model], objs: Sequence[Model], types: list[str], connection) -> None:
+def _copy(
+    model: type[Model], objs: Sequence[Model], types: list[str], connection: BaseDatabaseWrapper
+) -> None:
     fields = model._meta.concrete_fields
     quote = connection.ops.quote_name
-    statement = "COPY {} ({}) FROM STDIN (FORMAT BINARY)".format(
-        quote(model._meta.db_table), ", ".join(quote(field.column) for field in fields)
-    )
+    # A concrete field always has a column; the stubs type Field.column as optional.
+    columns = ", ".join(quote(field.column) for field in fields)  # type: ignore[arg-type]
+    statement = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN (FORMAT BINARY)"
     # psycopg's own cursor (Django's wrapper has no COPY), with Django's exceptions
     with (
         connection.wrap_database_errors,

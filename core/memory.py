@@ -76,8 +76,8 @@ def malloc_tune() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    # mallopt returns 1 on success.
-    return (
+    # mallopt returns 1 on success (ctypes types its result Any: bool() states it).
+    return bool(
         mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
         and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     )

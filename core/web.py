@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
+from typing import Any, TypeVar, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
 
 from core.errors import DomainError
 
+_View = TypeVar("_View", bound=Callable[..., HttpResponseBase])
 
-def admin_required(view):
+
+def admin_required(view: _View) -> _View:
     """Admin pages are checked on the server, not just hidden from the menu."""
 
     @login_required
     @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_admin:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        # login_required let only a signed-in user through; is_admin is the User's.
+        if not getattr(request.user, "is_admin", False):
             raise PermissionDenied("Only an account admin can open this page.")
         return view(request, *args, **kwargs)
 
-    return wrapper
+    return cast(_View, wrapper)
 
 
-def report(request, exc: DomainError) -> None:
+def report(request: HttpRequest, exc: DomainError) -> None:
     messages.error(request, exc.detail)
 
 
-def back_to(request, default: str):
+def back_to(request: HttpRequest, default: str) -> HttpResponseRedirect:
     """Redirect to the form's ``next`` when it is a local path, else to ``default``."""
     from django.shortcuts import redirect
     from django.utils.http import url_has_allowed_host_and_scheme

@@ -6,10 +6,11 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
+from accounts.auth import AuthenticatedHttpRequest
 from core.api import client_ip
 from core.errors import DomainError
 from core.web import report
@@ -19,15 +20,17 @@ from meetings.models import MeetingsConnection
 
 
 def email_page_section(request: HttpRequest) -> dict[str, Any]:
-    return {
-        "template": "meetings/settings_email_section.html",
-        "connection": MeetingsConnection.objects.filter(user=request.user).first(),
-    }
+    user = request.user
+    # Settings > Email is behind login_required; an anonymous user would have no connection.
+    connection = (
+        MeetingsConnection.objects.filter(user=user).first() if user.is_authenticated else None
+    )
+    return {"template": "meetings/settings_email_section.html", "connection": connection}
 
 
 @login_required
 @require_POST
-def meetings_connect(request):
+def meetings_connect(request: AuthenticatedHttpRequest) -> HttpResponseRedirect:
     form = MeetingsForm(request.POST)
     if form.is_valid():
         try:
@@ -42,7 +45,7 @@ def meetings_connect(request):
 
 @login_required
 @require_POST
-def meetings_disconnect(request):
+def meetings_disconnect(request: AuthenticatedHttpRequest) -> HttpResponseRedirect:
     services.meetings_disconnect(user=request.user, ip=client_ip(request))
     messages.success(request, "Your meetings connection is removed.")
     return redirect("settings-email")

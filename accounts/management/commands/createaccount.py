@@ -1,4 +1,6 @@
 import os
+from argparse import ArgumentParser
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -13,7 +15,7 @@ class Command(BaseCommand):
         "last line, the admin's API token as 'token: KEY'."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("name", help="The company name.")
         parser.add_argument("--plan", choices=Plan.values, default=Plan.FREE)
         parser.add_argument("--admin-email", required=True)
@@ -23,7 +25,16 @@ class Command(BaseCommand):
             help="The admin's password (default: the ADMIN_PASSWORD environment variable).",
         )
 
-    def handle(self, *args, name, plan, admin_email, admin_name, admin_password, **options):
+    def handle(
+        self,
+        *args: Any,
+        name: str,
+        plan: str,
+        admin_email: str,
+        admin_name: str,
+        admin_password: str | None,
+        **options: Any,
+    ) -> None:
         password = admin_password or os.environ.get("ADMIN_PASSWORD")
         if not password:
             raise CommandError("Give --admin-password or set ADMIN_PASSWORD.")
