@@ -13,7 +13,7 @@ from core.api import AccountScopedMixin, IsAccountAdmin
 if TYPE_CHECKING:
     from rest_framework.permissions import _SupportsHasPermission
 
-    from accounts.models import User
+    from core.people import Member
 
 
 class AuditEventOutput(serializers.ModelSerializer):
@@ -43,5 +43,5 @@ class AuditEventViewSet(AccountScopedMixin, mixins.ListModelMixin, viewsets.Gene
     def get_permissions(self) -> Sequence[_SupportsHasPermission]:
         return [*super().get_permissions(), IsAccountAdmin()]
 
-    def scoped_queryset(self, user: User) -> QuerySet[AuditEvent]:
+    def scoped_queryset(self, user: Member) -> QuerySet[AuditEvent]:
         return audit_events_for(user)

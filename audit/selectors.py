@@ -7,10 +7,10 @@ from django.db.models import QuerySet
 from audit.models import AuditEvent
 
 if TYPE_CHECKING:
-    from accounts.models import User
+    from core.people import Member
 
 
-def audit_events_for(user: User) -> QuerySet[AuditEvent]:
+def audit_events_for(user: Member) -> QuerySet[AuditEvent]:
     """Admins read their own account's log, newest first."""
     if not user.is_admin:
         return AuditEvent.objects.none()

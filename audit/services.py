@@ -5,18 +5,19 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
+from django.db.models import Model
 
 from audit.models import AuditEvent
 from core.errors import DomainError
 
 if TYPE_CHECKING:
-    from accounts.models import Account, User
+    from core.people import Member
 
 
 def audit_record(
     *,
-    account: Account,
-    actor: User | None,
+    account: Model,
+    actor: Member | None,
     action: str,
     target: models.Model | None = None,
     target_repr: str = "",
@@ -24,8 +25,9 @@ def audit_record(
     data: dict[str, Any] | None = None,
 ) -> AuditEvent:
     return AuditEvent.objects.create(
-        account=account,
-        actor=actor if actor is not None and actor.pk else None,
+        # By id: audit sits below accounts and knows its models only as rows.
+        account_id=account.pk,
+        actor_id=actor.pk if actor is not None and actor.pk else None,
         actor_name=actor.display_name if actor is not None else "system",
         action=action,
         target_type=(target._meta.model_name or "") if target is not None else "",
@@ -37,7 +39,9 @@ def audit_record(
 
 
 @contextmanager
-def audit_refusals(*, actor: User, action: str, target_repr: str, ip: str | None) -> Iterator[None]:
+def audit_refusals(
+    *, actor: Member, action: str, target_repr: str, ip: str | None
+) -> Iterator[None]:
     """Record a refused conflict or permission (409/403 domain errors), then re-raise.
 
     Use it outside the writing transaction so the line survives that rollback.
