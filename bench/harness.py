@@ -318,7 +318,8 @@ def create_oauth_team_mailbox(provider: str, consent) -> Setup:
     views do."""
     from accounts.services import account_create
     from inboxes.models import Inbox, Mailbox
-    from inboxes.oauth import oauth_client, oauth_mailbox_connect
+    from inboxes.oauth_connect import oauth_mailbox_connect
+    from inboxes.providers.signin import oauth_client
 
     account, admin, _token = account_create(
         name="Bench Co",
