@@ -302,7 +302,8 @@ def create_oauth_team_mailbox(provider: str, consent) -> Setup:
     query parameters), ``complete`` and ``oauth_mailbox_connect``, as the connect
     views do."""
     from inboxes.models import Mailbox
-    from inboxes.oauth import oauth_client, oauth_mailbox_connect
+    from inboxes.oauth_connect import oauth_mailbox_connect
+    from inboxes.providers.signin import oauth_client
 
     account, admin, inbox = _account_with_inbox()
     client = oauth_client(provider)

@@ -106,7 +106,7 @@ class RemoteSMTP:
         pass  # given at start
 
     def smtp_settings(self, username: str, password: str, security: str = "starttls"):
-        from inboxes.mailconn import ServerSettings
+        from inboxes.providers.imap.connection import ServerSettings
 
         port = self.smtps_port if security == "ssl" else self.port
         return ServerSettings(
@@ -193,7 +193,7 @@ def send_runs(mailbox, ids: list, *, copies: bool, send_run=None) -> tuple[float
     from django.db.models import Count
 
     from inboxes.models import OutboxItem
-    from inboxes.providers.imap import SmtpTransport
+    from inboxes.providers.imap.transport import SmtpTransport
 
     if send_run is None:
         from inboxes import send_run

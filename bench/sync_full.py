@@ -25,19 +25,19 @@ def install_phase_timers(provider: str = "imap") -> harness.PhaseTimer:
 
     timer = harness.PhaseTimer()
     if provider == "gmail":
-        from inboxes.providers.gmail import GmailSession
+        from inboxes.providers.gmail.session import GmailSession
 
         timer.wrap(GmailSession, "__enter__", "gmail client (token, discovery build)")
         timer.wrap(GmailSession, "fetch", "gmail fetch (batches of 50, format=raw)", consume=True)
         timer.wrap(GmailSession, "changes", "gmail profile + list/history + label")
     elif provider == "microsoft":
-        from inboxes.providers.graph import GraphSession
+        from inboxes.providers.graph.session import GraphSession
 
         timer.wrap(GraphSession, "__enter__", "graph session (token)")
         timer.wrap(GraphSession, "fetch", "graph fetch ($value, 4 at a time)", consume=True)
         timer.wrap(GraphSession, "changes", "graph delta round")
     else:
-        from inboxes.providers.imap import ImapSession
+        from inboxes.providers.imap.session import ImapSession
 
         timer.wrap(ImapSession, "__enter__", "imap connect + TLS + login")
         # Runs in the prefetch thread, overlapping ingest: not part of the wall-clock sum.

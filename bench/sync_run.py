@@ -219,19 +219,19 @@ def run_oauth(n: int, args) -> int:
         setup = harness.create_oauth_team_mailbox(
             provider, lambda url: fake.call("consent", url=url)
         )
+        from inboxes.credentials import tokens_load
         from inboxes.models import Mailbox
-        from inboxes.oauth import tokens_load
 
         mailbox = Mailbox.objects.get(pk=setup.mailbox_id)
         print(f"mailbox: {mailbox.address} connected with OAuth ({mailbox.provider}), team")
         token = tokens_load(mailbox).access_token
         # The bare loop takes the product's page and batch sizes (it imports no product code).
         if provider == "gmail":
-            from inboxes.providers.gmail import FETCH_BATCH_SIZE as batch_size
-            from inboxes.providers.gmail import LIST_PAGE_SIZE as page_size
+            from inboxes.providers.gmail.session import FETCH_BATCH_SIZE as batch_size
+            from inboxes.providers.gmail.session import LIST_PAGE_SIZE as page_size
         else:
-            from inboxes.providers.graph import DELTA_PAGE_SIZE as page_size
-            from inboxes.providers.graph import MAX_CONCURRENT_REQUESTS as batch_size
+            from inboxes.providers.graph.http import MAX_CONCURRENT_REQUESTS as batch_size
+            from inboxes.providers.graph.session import DELTA_PAGE_SIZE as page_size
         baseline_args = [f"baseline-{provider}", f"--token={token}", "--address", mailbox.address]
         baseline_args += ["--page-size", str(page_size), "--batch-size", str(batch_size)]
         if args.baseline_only and args.profile:

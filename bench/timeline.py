@@ -18,7 +18,7 @@ from django.db.backends.base import base as database
 from django.db.models import query
 
 from inboxes import consumers, ingest, parse_helper, sync
-from inboxes.providers.imap import ImapSession
+from inboxes.providers.imap.session import ImapSession
 
 MIN_ANSWERS = 50
 _events: list[tuple[str, float, float, str]] = []

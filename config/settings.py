@@ -43,7 +43,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 # Encryption of mailbox secrets at rest: comma-separated urlsafe-base64 32-byte
-# keys, the first one encrypts, all of them decrypt (see inboxes/crypto.py).
+# keys, the first one encrypts, all of them decrypt (see inboxes/credentials.py).
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS") or [
     _generated_secret("field_encryption_key", lambda: Fernet.generate_key().decode())
 ]

@@ -14,7 +14,7 @@ from core.web import admin_required, report
 from inboxes import services as mailbox_services
 from inboxes.forms import TeamMailboxConnectForm
 from inboxes.models import MailboxKind
-from inboxes.oauth import connect_options
+from inboxes.oauth_connect import connect_options
 from inboxes.selectors import inboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
 

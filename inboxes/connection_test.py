@@ -18,9 +18,10 @@ import ssl
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from inboxes import mailconn, netguard
-from inboxes.mailconn import ServerSettings
-from inboxes.providers.imap import smtp_xoauth2_login
+from inboxes import netguard
+from inboxes.providers.imap import connection as mailconn
+from inboxes.providers.imap.auth import smtp_xoauth2_login
+from inboxes.providers.imap.connection import ServerSettings
 
 STEP_DNS = "dns"
 STEP_TCP = "tcp"

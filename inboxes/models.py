@@ -86,7 +86,7 @@ class Mailbox(BaseModel):
     oauth_provider = models.CharField(max_length=20, choices=Provider.choices, blank=True)
     # The provider's id for the account (Gmail profile address, Graph user id).
     provider_user_id = models.CharField(max_length=255, blank=True)
-    # Passwords and tokens, encrypted with inboxes.crypto (AES-GCM bound to this row).
+    # Passwords and tokens, encrypted with inboxes.credentials (AES-GCM bound to this row).
     secrets_ciphertext = models.BinaryField(null=True, blank=True, editable=False)
 
     status = models.CharField(
@@ -106,7 +106,7 @@ class Mailbox(BaseModel):
     # letting go and starts one more sync, so a push that came while it ran (and
     # was refused the lease) is not left for the next poll.
     sync_requested = models.BooleanField(default=False)
-    # One OAuth token refresh at a time per mailbox (inboxes/oauth.py).
+    # One OAuth token refresh at a time per mailbox (inboxes/credentials.py).
     token_refresh_until = models.DateTimeField(null=True, blank=True)
     sync_state = models.CharField(
         max_length=20, choices=SyncState.choices, default=SyncState.PENDING

@@ -19,8 +19,9 @@ from core.api import client_ip
 from core.errors import DomainError
 from inboxes import rules
 from inboxes.models import MailboxKind, Provider
-from inboxes.oauth import oauth_client, oauth_mailbox_connect
+from inboxes.oauth_connect import oauth_mailbox_connect
 from inboxes.providers.base import ProviderError
+from inboxes.providers.signin import oauth_client
 from inboxes.selectors import inboxes_visible_to, mailboxes_visible_to
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from inboxes.crypto import SecretDecryptionError, decrypt_secrets, encrypt_secrets, is_current
+from inboxes.credentials import (
+    SecretDecryptionError,
+    decrypt_secrets,
+    encrypt_secrets,
+    is_current,
+)
 from inboxes.models import Mailbox
 
 

@@ -452,7 +452,7 @@ def append_sent_copies(session, raws: list[bytes]) -> None:
     another over the same connection."""
     from imapclient.imapclient import SEEN
 
-    from inboxes.providers.imap import imap_error
+    from inboxes.providers.imap.session import imap_error
 
     if not raws:
         return

@@ -31,8 +31,7 @@ from core.errors import (
 from inboxes import rules
 from inboxes.addresses import canonical_address
 from inboxes.connection_test import ConnectionTestResult, run_connection_test
-from inboxes.crypto import decrypt_secrets, encrypt_secrets
-from inboxes.mailconn import ServerSettings
+from inboxes.credentials import encrypt_secrets, mailbox_secrets
 from inboxes.models import (
     AuthMethod,
     Inbox,
@@ -44,6 +43,8 @@ from inboxes.models import (
     SyncState,
 )
 from inboxes.providers.base import ProviderError
+from inboxes.providers.imap.auth import stored_token_source
+from inboxes.providers.imap.connection import ServerSettings
 from inboxes.sending import outbox_resume
 from inboxes.sync import schedule_sync
 
@@ -299,14 +300,6 @@ def _apply_servers(mailbox: Mailbox, *, imap: ServerInput, smtp: ServerInput) ->
     )
 
 
-def mailbox_secrets(mailbox: Mailbox) -> dict[str, str]:
-    if not mailbox.secrets_ciphertext:
-        return {}
-    return decrypt_secrets(
-        mailbox.secrets_ciphertext, account_id=mailbox.account_id, mailbox_id=mailbox.pk
-    )
-
-
 def mailbox_server_inputs(mailbox: Mailbox) -> tuple[ServerInput, ServerInput]:
     secrets = mailbox_secrets(mailbox)
     return (
@@ -415,8 +408,6 @@ def mailbox_test(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> Con
     imap, smtp = mailbox_server_inputs(mailbox)
     oauth_token = None
     if mailbox.auth_method == AuthMethod.XOAUTH2:
-        from inboxes.providers.imap import stored_token_source
-
         try:
             oauth_token = stored_token_source(mailbox)()
         except ProviderError as exc:

@@ -181,7 +181,7 @@ def _session(mailbox: Mailbox):
     """The provider's session; for IMAP the IDLE watcher's own when it triggered this
     sync in its process (inboxes/watch.py), saving a login."""
     if mailbox.provider == Provider.IMAP:
-        from inboxes.providers.imap import sync_session
+        from inboxes.providers.imap.session import sync_session
 
         return sync_session(mailbox)
     return open_session(mailbox)

@@ -13,7 +13,7 @@ from core.web import back_to, report
 from inboxes import services, sync
 from inboxes.forms import AddressCheckForm, MailboxConnectForm
 from inboxes.models import Mailbox, MailboxKind, MailboxMessage
-from inboxes.oauth import connect_options
+from inboxes.oauth_connect import connect_options
 from inboxes.page_sections import email_page_sections
 from inboxes.selectors import mailboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited

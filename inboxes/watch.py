@@ -19,7 +19,7 @@ from django.db import close_old_connections, connections
 
 from inboxes.models import FolderRole, Mailbox, Provider
 from inboxes.providers.base import FolderSpec, ProviderError
-from inboxes.providers.imap import ImapSession, lent_to_syncs
+from inboxes.providers.imap.session import ImapSession, lent_to_syncs
 from inboxes.sync import mailbox_syncable, mailboxes_due
 
 log = logging.getLogger(__name__)

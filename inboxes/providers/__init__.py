@@ -1,8 +1,11 @@
 """Mail providers behind one small interface (base.py) and a registry.
 
-The sync and sending services only talk to ``open_session`` and the
-``MailSession`` protocol; IMAP/SMTP is imap.py, Gmail and Microsoft Graph
-plug in beside it.
+The sync and sending services only talk to ``open_session``, ``open_transport``
+and the ``MailSession``/``MailTransport`` protocols; IMAP/SMTP is the imap
+package, Gmail (gmail/) and Microsoft Graph (graph/) plug in beside it, each as
+session.py (reading) and transport.py (sending) over its own client layer.
+Sign-in clients are found through signin.py. Providers get passwords and tokens
+from ``inboxes.credentials`` and never call the services above them.
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ from inboxes.providers.base import MailSession, MailTransport, ProviderError
 def open_session(mailbox: Mailbox) -> MailSession:
     """A connected, logged-in session for ``mailbox``; use it as a context manager."""
     if mailbox.provider == Provider.IMAP:
-        from inboxes.providers.imap import ImapSession
+        from inboxes.providers.imap.session import ImapSession
 
         return ImapSession(mailbox)
     if mailbox.provider == Provider.GMAIL:
-        from inboxes.providers.gmail import GmailSession
+        from inboxes.providers.gmail.session import GmailSession
 
         return GmailSession(mailbox)
     if mailbox.provider == Provider.MICROSOFT:
-        from inboxes.providers.graph import GraphSession
+        from inboxes.providers.graph.session import GraphSession
 
         return GraphSession(mailbox)
     raise ProviderError(f"No mail provider for {mailbox.provider!r} yet.", permanent=True)
@@ -31,15 +34,15 @@ def open_session(mailbox: Mailbox) -> MailSession:
 def open_transport(mailbox: Mailbox) -> MailTransport:
     """A connected, authenticated sender for ``mailbox``; use it as a context manager."""
     if mailbox.provider == Provider.IMAP:
-        from inboxes.providers.imap import SmtpTransport
+        from inboxes.providers.imap.transport import SmtpTransport
 
         return SmtpTransport(mailbox)
     if mailbox.provider == Provider.GMAIL:
-        from inboxes.providers.gmail import GmailTransport
+        from inboxes.providers.gmail.transport import GmailTransport
 
         return GmailTransport(mailbox)
     if mailbox.provider == Provider.MICROSOFT:
-        from inboxes.providers.graph import GraphTransport
+        from inboxes.providers.graph.transport import GraphTransport
 
         return GraphTransport(mailbox)
     raise ProviderError(f"No mail provider for {mailbox.provider!r} yet.", permanent=True)

@@ -14,9 +14,10 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
+from inboxes.credentials import OAuthGrant, OAuthTokens, tokens_load
 from inboxes.models import Mailbox, MailboxStatus, Provider
-from inboxes.oauth import OAuthGrant, OAuthTokens, oauth_mailbox_connect, tokens_load
-from inboxes.providers.gmail import SCOPES
+from inboxes.oauth_connect import oauth_mailbox_connect
+from inboxes.providers.gmail.signin import SCOPES
 from inboxes.sync import mailbox_sync
 from tests.support.mail import make_email
 

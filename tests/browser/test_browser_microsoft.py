@@ -12,15 +12,16 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from inboxes.credentials import tokens_load
 from inboxes.models import Mailbox, MailboxStatus, Provider
-from inboxes.oauth import oauth_mailbox_connect, tokens_load
+from inboxes.oauth_connect import oauth_mailbox_connect
 
 pytest_plugins = ["tests.support.browser", "tests.support.fakes.microsoft"]
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("loopback_only"),
-    # Query-mode callbacks are deliberate (see inboxes/providers/graph.py).
+    # Query-mode callbacks are deliberate (see inboxes/providers/graph/signin.py).
     pytest.mark.filterwarnings("ignore:response_mode=.form_post. is recommended:UserWarning"),
 ]
 

@@ -10,8 +10,8 @@ import pytest
 from pytest_django import Settings
 
 from inboxes.connection_test import ConnectionTestResult, run_connection_test
-from inboxes.mailconn import ServerSettings
 from inboxes.netguard import GENERIC_REFUSAL
+from inboxes.providers.imap.connection import ServerSettings
 from tests.support.mailservers import (
     DovecotServer,
     FakeDNS,

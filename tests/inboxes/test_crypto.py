@@ -4,9 +4,13 @@ import os
 import pytest
 from django.core.management import call_command
 
-from inboxes.crypto import SecretDecryptionError, decrypt_secrets, encrypt_secrets
+from inboxes.credentials import (
+    SecretDecryptionError,
+    decrypt_secrets,
+    encrypt_secrets,
+    mailbox_secrets,
+)
 from inboxes.models import Mailbox
-from inboxes.services import mailbox_secrets
 
 
 def new_key() -> str:

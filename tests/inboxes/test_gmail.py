@@ -18,6 +18,7 @@ from audit.models import AuditEvent
 from conversations.handling import conversation_reply
 from conversations.models import Conversation
 from inboxes import sending
+from inboxes.credentials import OAuthGrant, OAuthTokens, tokens_load, tokens_store
 from inboxes.models import (
     Mailbox,
     MailboxFolder,
@@ -28,10 +29,13 @@ from inboxes.models import (
     OutboxState,
     Provider,
 )
-from inboxes.oauth import OAuthGrant, OAuthTokens, oauth_mailbox_connect, tokens_load, tokens_store
-from inboxes.providers import gmail
+from inboxes.oauth_connect import oauth_mailbox_connect
 from inboxes.providers.base import ProviderError
-from inboxes.providers.gmail import SCOPES, GoogleOAuthClient
+from inboxes.providers.gmail import api as gmail_api
+from inboxes.providers.gmail import http as gmail_http
+from inboxes.providers.gmail import session as gmail_session
+from inboxes.providers.gmail import transport as gmail_transport
+from inboxes.providers.gmail.signin import SCOPES, GoogleOAuthClient
 from inboxes.sending import SendLater, outbox_resolve_unknown, outbox_send
 from inboxes.sync import mailbox_sync, mailboxes_due
 from tests.support.mail import make_email, team_inbox
@@ -47,7 +51,7 @@ CALLBACK = "http://testserver/connect/gmail/callback/"
 def waits(monkeypatch) -> list[float]:
     """Every backoff the provider asks for, recorded instead of slept."""
     recorded: list[float] = []
-    monkeypatch.setattr(gmail, "_sleep", recorded.append)
+    monkeypatch.setattr(gmail_api, "_sleep", recorded.append)
     return recorded
 
 
@@ -220,8 +224,8 @@ def test_the_initial_sync_pages_and_batches_into_conversations_and_a_rerun_adds_
     support, fake_google, monkeypatch
 ):
     inbox, mailbox = support
-    monkeypatch.setattr(gmail, "LIST_PAGE_SIZE", 3)
-    monkeypatch.setattr(gmail, "FETCH_BATCH_SIZE", 3)
+    monkeypatch.setattr(gmail_session, "LIST_PAGE_SIZE", 3)
+    monkeypatch.setattr(gmail_session, "FETCH_BATCH_SIZE", 3)
     delivered = deliver(fake_google, 7)
     fake_google.deliver(
         SUPPORT, make_email(subject="Too old"), internal_date=time.time() - 60 * 86400
@@ -263,7 +267,7 @@ def test_the_incremental_sync_reads_history_and_misses_nothing_that_arrives_mid_
 ):
     inbox, mailbox = support
     deliver(fake_google, 2)
-    real_list = gmail.GmailSession._list_ids
+    real_list = gmail_session.GmailSession._list_ids
 
     def listing_while_mail_arrives(self, label, since):
         fake_google.deliver(SUPPORT, make_email(subject="During the listing"))
@@ -271,9 +275,9 @@ def test_the_incremental_sync_reads_history_and_misses_nothing_that_arrives_mid_
         fake_google.deliver(SUPPORT, make_email(subject="Right after the listing"))
         return keys
 
-    monkeypatch.setattr(gmail.GmailSession, "_list_ids", listing_while_mail_arrives)
+    monkeypatch.setattr(gmail_session.GmailSession, "_list_ids", listing_while_mail_arrives)
     assert mailbox_sync(mailbox.pk).imported == 3
-    monkeypatch.setattr(gmail.GmailSession, "_list_ids", real_list)
+    monkeypatch.setattr(gmail_session.GmailSession, "_list_ids", real_list)
 
     fake_google.calls.clear()
     deliver(fake_google, 2, subject="Later")
@@ -323,7 +327,7 @@ def test_rate_limits_are_waited_out_and_a_deleted_message_is_skipped(support, fa
 
     assert result.imported == 3
     assert waits[0] == 2.0  # Retry-After honoured
-    assert len(waits) == 3 and all(0 < w <= gmail.BACKOFF_MAX_SECONDS for w in waits)
+    assert len(waits) == 3 and all(0 < w <= gmail_http.BACKOFF_MAX_SECONDS for w in waits)
     assert sorted(MailboxMessage.objects.values_list("provider_key", flat=True)) == sorted(
         [ids[0], ids[1], ids[3]]
     )
@@ -531,7 +535,7 @@ def test_a_message_id_replaced_by_gmail_is_recorded_for_threading(support, admin
 def test_a_large_message_goes_as_a_media_upload(support, admin, fake_google, monkeypatch):
     inbox, mailbox = support
     conversation, thread_id = customer_conversation(fake_google, mailbox)
-    monkeypatch.setattr(gmail, "JSON_SEND_MAX_BYTES", 10)
+    monkeypatch.setattr(gmail_transport, "JSON_SEND_MAX_BYTES", 10)
     message, item = reply(admin, conversation, text="A long answer.")
 
     assert outbox_send(item.pk) == "sent"

@@ -21,6 +21,7 @@ from django.db import transaction
 from audit.models import AuditEvent
 from conversations.handling import conversation_reply
 from conversations.models import Conversation
+from inboxes.credentials import tokens_load, tokens_store
 from inboxes.models import (
     FolderRole,
     Mailbox,
@@ -30,9 +31,10 @@ from inboxes.models import (
     OutboxItem,
     Provider,
 )
-from inboxes.oauth import oauth_mailbox_connect, tokens_load, tokens_store
+from inboxes.oauth_connect import oauth_mailbox_connect
 from inboxes.providers.base import ProviderError
-from inboxes.providers.graph import INBOX, SENT, GraphSession, MicrosoftOAuthClient
+from inboxes.providers.graph.session import INBOX, SENT, GraphSession
+from inboxes.providers.graph.signin import MicrosoftOAuthClient
 from inboxes.sending import outbox_resolve_unknown, outbox_send
 from inboxes.sync import mailbox_reconcile, mailbox_sync, mailboxes_due
 from tests.support.mail import make_email, team_inbox
@@ -41,7 +43,7 @@ pytest_plugins = ["tests.support.fakes.microsoft"]  # fake_microsoft, loopback_o
 pytestmark = [
     pytest.mark.django_db,
     pytest.mark.usefixtures("loopback_only"),
-    # Query-mode callbacks are deliberate (see inboxes/providers/graph.py); pytest resets
+    # Query-mode callbacks are deliberate (see inboxes/providers/graph/signin.py); pytest resets
     # the module's own warning filter for each test.
     pytest.mark.filterwarnings("ignore:response_mode=.form_post. is recommended:UserWarning"),
 ]

@@ -11,8 +11,12 @@ from email.message import EmailMessage
 import pytest
 from pytest_django import Settings
 
-from inboxes import mailconn
-from inboxes.mailconn import ServerSettings, StartTLSNotOffered, UnencryptedNotAllowed
+from inboxes.providers.imap import connection as mailconn
+from inboxes.providers.imap.connection import (
+    ServerSettings,
+    StartTLSNotOffered,
+    UnencryptedNotAllowed,
+)
 from tests.support.mailservers import (
     DovecotServer,
     FakeDNS,

@@ -219,7 +219,7 @@ def test_sent_copies_the_imap_server_refuses_are_left_for_the_sweeper(
 ):
     """A tagged NO to the MULTIAPPEND (here: no such folder) stores nothing: the
     items are sent, their copies not marked stored (the sweeper tries again)."""
-    from inboxes.providers.imap import ImapSession
+    from inboxes.providers.imap.session import ImapSession
 
     monkeypatch.setattr(ImapSession, "sent_folder_name", lambda self: "No such folder")
     items = create_items(support, 3)
@@ -330,7 +330,7 @@ def test_with_a_wider_window_a_worker_death_leaves_the_window_unknown_and_resend
     dies during the 3rd DATA: the first two stay sent; 3-6 (the window, four) end
     unknown, saying they may not have been reached (the 3rd was going out, 4-6
     never left); the two after them are sent again, once."""
-    from inboxes.providers.imap import SmtpTransport
+    from inboxes.providers.imap.transport import SmtpTransport
 
     monkeypatch.setattr(send_run, "SEND_WINDOW", 4)
     items = create_items(support, 8)
@@ -378,7 +378,7 @@ def test_each_data_goes_out_after_its_mark_is_committed_and_never_more_than_the_
     with the marks committed ahead and across chunks."""
     from django.db import connections
 
-    from inboxes.providers.imap import SmtpTransport
+    from inboxes.providers.imap.transport import SmtpTransport
 
     monkeypatch.setattr(send_run, "CLAIM_CHUNK", 30)  # chunks and blocks need not align
     items = create_items(support, 75)

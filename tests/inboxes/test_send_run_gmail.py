@@ -14,8 +14,8 @@ from conversations.handling import conversation_reply
 from conversations.models import Conversation
 from inboxes import send_run, sending
 from inboxes.models import OutboxItem, Provider
-from inboxes.oauth import oauth_mailbox_connect
-from inboxes.providers import gmail
+from inboxes.oauth_connect import oauth_mailbox_connect
+from inboxes.providers.gmail import api as gmail_api
 from tests.inboxes.test_gmail import SUPPORT, grant_for
 from tests.support.mail import make_email, team_inbox
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def no_waits(monkeypatch):
-    monkeypatch.setattr(gmail, "_sleep", lambda seconds: None)
+    monkeypatch.setattr(gmail_api, "_sleep", lambda seconds: None)
 
 
 @pytest.fixture

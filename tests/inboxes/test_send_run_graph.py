@@ -13,7 +13,7 @@ from conversations.handling import conversation_reply
 from conversations.models import Conversation
 from inboxes import send_run
 from inboxes.models import OutboxItem, Provider
-from inboxes.oauth import oauth_mailbox_connect
+from inboxes.oauth_connect import oauth_mailbox_connect
 from inboxes.sync import mailbox_sync
 from tests.support.mail import make_email, team_inbox
 

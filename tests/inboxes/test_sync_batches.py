@@ -17,7 +17,7 @@ from conversations.models import Conversation
 from inboxes import ingest, sync
 from inboxes.mime import parse_message
 from inboxes.models import Attachment, MailboxMessage, Message
-from inboxes.providers import imap
+from inboxes.providers.imap import session as imap_session
 from inboxes.sync import mailbox_sync
 from tests.support.mail import make_email
 
@@ -63,8 +63,8 @@ def test_big_messages_come_in_batches_bounded_by_bytes_and_all_are_stored(
     assert len(ingested_batches) > 1
     for sizes in ingested_batches:
         # about FETCH_BATCH_BYTES (the server's RFC822.SIZE counts CRLF line ends)
-        assert sum(sizes) <= imap.FETCH_BATCH_BYTES * 1.05
-        assert len(sizes) <= imap.FETCH_BATCH_MESSAGES
+        assert sum(sizes) <= imap_session.FETCH_BATCH_BYTES * 1.05
+        assert len(sizes) <= imap_session.FETCH_BATCH_MESSAGES
     assert sum(len(sizes) for sizes in ingested_batches) == 12
     assert mailbox_sync(mailbox.pk).imported == 0
 
@@ -74,14 +74,14 @@ def test_a_message_bigger_than_a_batch_comes_alone_and_is_stored(
 ):
     inbox, mailbox = support
     dovecot.deliver(mail_user[0], make_email(subject="Before"))
-    dovecot.deliver(mail_user[0], big_email("Huge scan", 3 * imap.FETCH_BATCH_BYTES))
+    dovecot.deliver(mail_user[0], big_email("Huge scan", 3 * imap_session.FETCH_BATCH_BYTES))
     dovecot.deliver(mail_user[0], make_email(subject="After"))
 
     assert mailbox_sync(mailbox.pk).imported == 3
 
     assert [len(sizes) for sizes in ingested_batches] == [1, 1, 1]
     huge = Message.objects.get(subject="Huge scan")
-    assert huge.raw_size > 3 * imap.FETCH_BATCH_BYTES
+    assert huge.raw_size > 3 * imap_session.FETCH_BATCH_BYTES
     with default_storage.open(huge.raw.name) as stored:
         assert len(stored.read()) == huge.raw_size
     assert sorted(Conversation.objects.filter(inbox=inbox).values_list("subject", flat=True)) == [
@@ -216,7 +216,7 @@ def test_a_first_import_refreshes_the_planner_statistics_once_past_each_threshol
 ):
     inbox, mailbox = support
     monkeypatch.setattr(sync, "ANALYZE_AFTER", (3, 7))
-    monkeypatch.setattr(imap, "FETCH_BATCH_MESSAGES", 2)
+    monkeypatch.setattr(imap_session, "FETCH_BATCH_MESSAGES", 2)
     for n in range(8):
         dovecot.deliver(mail_user[0], make_email(subject=f"Old {n}"))
     analyzed: list[tuple[str, int]] = []
@@ -258,9 +258,9 @@ def test_a_sync_the_watcher_triggers_runs_over_its_logged_in_session(
     inbox, mailbox = support
     monkeypatch.setattr(watch, "IDLE_SLICE_SECONDS", 1)
     logins: list[str] = []
-    original = imap.ImapSession._login
+    original = imap_session.ImapSession._login
     monkeypatch.setattr(
-        imap.ImapSession,
+        imap_session.ImapSession,
         "_login",
         lambda self, client: (
             logins.append(threading.current_thread().name),
@@ -310,11 +310,11 @@ def test_the_next_batches_are_fetched_and_parsed_while_one_is_ingested_but_no_mo
     import time
 
     inbox, mailbox = support
-    monkeypatch.setattr(imap, "FETCH_BATCH_MESSAGES", 2)
+    monkeypatch.setattr(imap_session, "FETCH_BATCH_MESSAGES", 2)
     for n in range(8):
         dovecot.deliver(mail_user[0], make_email(subject=f"Ticket {n}"))
     events: list[tuple[str, int, str]] = []
-    original_fetch = imap.ImapSession._fetch_batch
+    original_fetch = imap_session.ImapSession._fetch_batch
     original_ingest = sync.ingest_batch
 
     def fetch(self, prefix, uids):
@@ -329,7 +329,7 @@ def test_the_next_batches_are_fetched_and_parsed_while_one_is_ingested_but_no_mo
             events.append(("ingested", number, ""))
         return original_ingest(**kwargs)
 
-    monkeypatch.setattr(imap.ImapSession, "_fetch_batch", fetch)
+    monkeypatch.setattr(imap_session.ImapSession, "_fetch_batch", fetch)
     monkeypatch.setattr(sync, "ingest_batch", ingest)
 
     assert mailbox_sync(mailbox.pk).imported == 8
@@ -373,7 +373,7 @@ def test_a_parse_helper_killed_mid_sync_loses_and_duplicates_nothing(
     from inboxes import parse_helper
 
     inbox, mailbox = support
-    monkeypatch.setattr(imap, "FETCH_BATCH_MESSAGES", 2)
+    monkeypatch.setattr(imap_session, "FETCH_BATCH_MESSAGES", 2)
     for n in range(9):
         dovecot.deliver(mail_user[0], make_email(subject=f"Ticket {n}"))
     parse_helper.process_helper_stop()

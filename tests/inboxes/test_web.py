@@ -147,8 +147,9 @@ def test_a_member_cannot_open_someone_elses_mailbox_page(
 def test_a_changed_password_is_fixed_from_the_mailbox_page(
     client, member, dovecot, smtp_server, mail_user
 ):
+    from inboxes.credentials import mailbox_secrets
     from inboxes.models import Mailbox
-    from inboxes.services import mailbox_secrets, mailbox_test
+    from inboxes.services import mailbox_test
     from tests.support.mail import connect_imap_mailbox
 
     mailbox = connect_imap_mailbox(

@@ -18,13 +18,14 @@ import pytest
 from django.db import transaction
 
 from conversations.models import Conversation
-from inboxes import oauth
 from inboxes.addresses import canonical_address
 from inboxes.connection_test import ConnectionTestResult, run_connection_test
+from inboxes.credentials import OAuthTokens, tokens_load, tokens_store
 from inboxes.models import AuthMethod, Mailbox, MailboxKind, MailboxStatus, Provider
-from inboxes.oauth import OAuthTokens, tokens_load, tokens_store
+from inboxes.providers import signin
 from inboxes.providers.base import ProviderError
-from inboxes.providers.imap import ImapSession, SmtpTransport
+from inboxes.providers.imap.session import ImapSession
+from inboxes.providers.imap.transport import SmtpTransport
 from inboxes.sending import Recipient, outbox_create, outbox_send
 from inboxes.sync import mailbox_sync, mailboxes_due
 from tests.support.mail import make_email, team_inbox
@@ -78,7 +79,7 @@ def fake_client(monkeypatch, token_authority, oauth_user) -> FakeOAuthClient:
         calls.append(provider)
         return client
 
-    monkeypatch.setattr(oauth, "oauth_client", oauth_client)
+    monkeypatch.setattr(signin, "oauth_client", oauth_client)
     client.providers_asked = calls
     return client
 

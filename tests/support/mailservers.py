@@ -33,7 +33,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from inboxes.mailconn import ServerSettings
+from inboxes.providers.imap.connection import ServerSettings
 
 DOVECOT_BINARY = "/usr/sbin/dovecot"
 LOCALHOST = "127.0.0.1"

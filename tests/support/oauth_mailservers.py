@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 
-from inboxes.mailconn import ServerSettings
+from inboxes.providers.imap.connection import ServerSettings
 from tests.support.mailservers import (
     DOVECOT_BINARY,
     LOCALHOST,

@@ -483,7 +483,7 @@ class FakeMicrosoft:
 
     def grant(self, address: str, *, redirect_uri: str = "") -> Any:
         """An ``OAuthGrant`` for ``address`` through Postkamer's real consent round trip."""
-        from inboxes.providers.graph import MicrosoftOAuthClient
+        from inboxes.providers.graph.signin import MicrosoftOAuthClient
 
         redirect_uri = redirect_uri or "http://testserver/connect/microsoft/callback/"
         client = MicrosoftOAuthClient()

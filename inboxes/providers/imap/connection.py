@@ -9,6 +9,8 @@ certificate for the wrong name is still refused.
 Both openers accept ``on_event``, called with "resolved", "connected", "tls" and
 "ready" as each phase completes, so the connection test can tell which phase
 failed without this module knowing about its steps.
+
+``server_text`` and ``reply_text`` turn what a server answered into text.
 """
 
 from __future__ import annotations
@@ -66,6 +68,18 @@ class ServerSettings:
             f"ServerSettings(host={self.host!r}, port={self.port!r}, "
             f"security={self.security!r}, username={self.username!r}, password='***')"
         )
+
+
+def server_text(value: object) -> str:
+    """A server's words (imaplib and smtplib hand them over as bytes) as text."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def reply_text(code: int, message: object) -> str:
+    """An SMTP reply as one line: "550 5.1.1 No such user"."""
+    return f"{code} {server_text(message)}".strip()
 
 
 def _emit(on_event: EventCallback | None, event: str) -> None:

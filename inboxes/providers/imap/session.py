@@ -1,4 +1,4 @@
-"""IMAP for reading, SMTP for sending, with imapclient and smtplib.
+"""Reading an IMAP mailbox: ``ImapSession``, and the IDLE watcher's session lent to syncs.
 
 Reading is non-destructive: folders are selected read-only and messages are
 fetched with BODY.PEEK[], so no flag changes and nothing moves or is deleted.
@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
-import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 
 import imapclient
@@ -22,16 +21,16 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import SEEN, SENT
 
 from inboxes import netguard
-from inboxes.mailconn import open_imap, open_smtp
 from inboxes.models import AuthMethod, FolderRole, Mailbox, MailboxKind
-from inboxes.providers.base import (
-    Changes,
-    FolderSpec,
-    ProviderError,
-    RawMessage,
-    SendOutcomeUnknown,
-    SendResult,
+from inboxes.providers.base import Changes, FolderSpec, ProviderError, RawMessage
+from inboxes.providers.imap.auth import (
+    TokenSource,
+    imap_xoauth2_attempt,
+    imap_xoauth2_refusal,
+    mailbox_servers,
+    xoauth2_login,
 )
+from inboxes.providers.imap.connection import open_imap, server_text
 
 # Fetch at most this many messages, or about this many bytes, per round trip:
 # bounded memory whatever the mailbox holds (a bigger message comes alone). The
@@ -44,18 +43,12 @@ SENT_FOLDER_FALLBACKS = ("Sent", "Sent Items", "Sent Messages", "INBOX.Sent", "[
 _TRANSIENT = (OSError, socket.timeout, ssl.SSLError, imaplib.IMAP4.abort, EOFError)
 
 
-def _text(value) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
 def imap_error(exc: BaseException) -> ProviderError:
     """Map an exception from imapclient/the network onto our one error type."""
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, LoginError):
-        return ProviderError(f"IMAP login failed: {_text(exc)}", permanent=True)
+        return ProviderError(f"IMAP login failed: {server_text(exc)}", permanent=True)
     if isinstance(exc, netguard.HostNotAllowed):
         return ProviderError(str(exc), permanent=True)
     if isinstance(exc, netguard.HostNotFound):
@@ -63,180 +56,12 @@ def imap_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, _TRANSIENT):
         return ProviderError(f"IMAP connection problem: {exc or type(exc).__name__}")
     if isinstance(exc, IMAPClientError):
-        return ProviderError(f"IMAP server error: {_text(exc)}")
+        return ProviderError(f"IMAP server error: {server_text(exc)}")
     return ProviderError(f"IMAP error: {exc!r}")
 
 
 def _uid_of(key: str) -> int:
     return int(key.rsplit(":", 1)[1])
-
-
-# --- XOAUTH2 ------------------------------------------------------------------------------------
-
-# Where an XOAUTH2 login gets its access token: called once per login attempt.
-TokenSource = Callable[[], str]
-
-
-def xoauth2_string(username: str, access_token: str) -> str:
-    """The XOAUTH2 initial client response (before base64), as Gmail and Microsoft document it."""
-    return f"user={username}\x01auth=Bearer {access_token}\x01\x01"
-
-
-def smtp_xoauth2_login(smtp: smtplib.SMTP, username: str, access_token: str) -> None:
-    """AUTH XOAUTH2 with an initial response; smtplib base64-encodes it.
-
-    A refusal comes as a 334 challenge carrying a JSON error, to be answered
-    with an empty line before the final 535: hence "" for any challenge.
-    Raises smtplib.SMTPNotSupportedError if the server does not offer XOAUTH2
-    and smtplib.SMTPAuthenticationError if it refuses the token.
-    """
-    smtp.ehlo_or_helo_if_needed()
-    offered = (smtp.esmtp_features.get("auth") or "").upper().split()
-    if "XOAUTH2" not in offered:
-        raise smtplib.SMTPNotSupportedError("The SMTP server does not offer XOAUTH2 sign-in.")
-    initial = xoauth2_string(username, access_token)
-    smtp.auth("XOAUTH2", lambda challenge=None: initial if challenge is None else "")
-
-
-# Answers to AUTHENTICATE that say "not now" rather than "not this token" (RFC 5530).
-_IMAP_TRANSIENT_CODES = ("[UNAVAILABLE]", "[SERVERBUG]", "[LIMIT]", "[INUSE]")
-
-
-def imap_xoauth2_attempt(client: imapclient.IMAPClient, username: str, token: str) -> None:
-    """AUTHENTICATE XOAUTH2. Raises LoginError only when the server refused the
-    token; a dropped connection or a temporary failure is a transient ProviderError."""
-    try:
-        client.oauth2_login(username, token)
-    except LoginError as exc:
-        # imapclient turns every error of the command into LoginError, a
-        # dropped connection (imaplib's abort) included.
-        if isinstance(exc.__context__, imaplib.IMAP4.abort):
-            raise ProviderError(f"IMAP connection problem: {_text(exc)}") from exc
-        if any(code in _text(exc).upper() for code in _IMAP_TRANSIENT_CODES):
-            raise ProviderError(
-                f"The IMAP server could not check the sign-in token now: {_text(exc)}"
-            ) from exc
-        raise
-
-
-def _imap_xoauth2_refusal(exc: BaseException) -> str | None:
-    """The server's words when it refused the token; None for any other failure."""
-    return _text(exc) if isinstance(exc, LoginError) else None
-
-
-def smtp_xoauth2_attempt(smtp: smtplib.SMTP, username: str, token: str) -> None:
-    """AUTH XOAUTH2; a 4xx answer (try later) is a transient ProviderError, a
-    server without XOAUTH2 a permanent one."""
-    try:
-        smtp_xoauth2_login(smtp, username, token)
-    except smtplib.SMTPNotSupportedError as exc:
-        raise ProviderError(str(exc), permanent=True) from exc
-    except smtplib.SMTPAuthenticationError as exc:
-        if 400 <= exc.smtp_code < 500:
-            raise ProviderError(
-                "The SMTP server could not check the sign-in token now: "
-                + _reply_text(exc.smtp_code, exc.smtp_error)
-            ) from exc
-        raise
-
-
-def _smtp_xoauth2_refusal(exc: BaseException) -> str | None:
-    # 535 bad credentials, 534 "log in with your web browser"; 504 (no such
-    # mechanism) and the rest are not a verdict on the token.
-    if isinstance(exc, smtplib.SMTPAuthenticationError) and exc.smtp_code in (534, 535):
-        return _reply_text(exc.smtp_code, exc.smtp_error)
-    return None
-
-
-class _LazyOAuthClient:
-    """The sign-in provider's OAuth client, made only when a refresh is needed:
-    a login with a fresh stored token does not depend on the provider module."""
-
-    def __init__(self, provider: str) -> None:
-        self._provider = provider
-
-    def refresh(self, tokens):
-        from core.errors import Invalid
-        from inboxes import oauth
-
-        try:
-            client = oauth.oauth_client(self._provider)
-        except Invalid as exc:
-            raise ProviderError(
-                f"This mailbox signs in with an unknown provider ({self._provider!r}).",
-                permanent=True,
-            ) from exc
-        return client.refresh(tokens)
-
-
-def stored_token_source(mailbox: Mailbox) -> TokenSource:
-    """Access tokens from the mailbox's stored OAuth tokens, refreshed when about to
-    expire (one refresh per mailbox at a time, rotated tokens committed at once)."""
-    from inboxes import oauth
-
-    client = _LazyOAuthClient(mailbox.oauth_provider)
-    return lambda: oauth.access_token_for(mailbox, client=client)
-
-
-def expire_stored_token(mailbox: Mailbox, access_token: str) -> None:
-    """Mark the stored access token expired (the server refused it), so the next
-    ``access_token_for`` refreshes. A token another worker has replaced meanwhile
-    is left alone: only the refused one is expired."""
-    from django.db import transaction
-
-    from inboxes import oauth
-
-    with transaction.atomic():
-        row = (
-            Mailbox.objects.select_for_update()
-            .only("id", "account_id", "secrets_ciphertext")
-            .get(pk=mailbox.pk)
-        )
-        tokens = oauth.tokens_load(row)
-        if tokens.access_token != access_token or not tokens.expires_at:
-            return
-        tokens.expires_at = 0
-        oauth.tokens_store(row, tokens)
-
-
-def xoauth2_login(
-    mailbox: Mailbox,
-    protocol: str,
-    token_source: TokenSource | None,
-    attempt: Callable[[str], None],
-    refusal: Callable[[BaseException], str | None],
-) -> None:
-    """Log in with an access token; if the server refuses it, once more with a fresh one.
-
-    ``attempt(token)`` logs in or raises; ``refusal(exc)`` tells a refused token
-    (the server's words) from any other failure, which is raised as it is. With
-    the stored tokens (no ``token_source``) the refused token is expired so a
-    fresh one is fetched, and a second refusal marks the mailbox needs_reauth.
-    A ``token_source`` is simply asked again for the second try.
-    """
-    stored = token_source is None
-    source = stored_token_source(mailbox) if stored else token_source
-    words: str | None = ""
-    for attempt_number in (1, 2):
-        token = source()
-        try:
-            attempt(token)
-            return
-        except Exception as exc:
-            words = refusal(exc)
-            if words is None:
-                raise
-        if attempt_number == 1 and stored:
-            expire_stored_token(mailbox, token)
-    reason = (
-        f"The {protocol} server refused the sign-in token, also after a refresh ({words}). "
-        "Sign in again to reconnect this mailbox."
-    )
-    if stored:
-        from inboxes import oauth
-
-        oauth.mark_needs_reauth(mailbox, reason)
-    raise ProviderError(reason, reauth=True)
 
 
 class ImapSession:
@@ -250,11 +75,8 @@ class ImapSession:
         token_source: TokenSource | None = None,
     ) -> None:
         """``token_source`` replaces the stored OAuth tokens of an XOAUTH2 mailbox."""
-        from inboxes.services import mailbox_server_inputs
-
         self.mailbox = mailbox
-        imap, _ = mailbox_server_inputs(mailbox)
-        self._server = imap.settings()
+        self._server, _ = mailbox_servers(mailbox)
         self._timeout = timeout
         self._token_source = token_source
         self.client: imapclient.IMAPClient | None = None
@@ -286,7 +108,7 @@ class ImapSession:
             "IMAP",
             self._token_source,
             lambda token: imap_xoauth2_attempt(client, username, token),
-            _imap_xoauth2_refusal,
+            imap_xoauth2_refusal,
         )
 
     def __exit__(self, *exc_info) -> None:
@@ -325,7 +147,7 @@ class ImapSession:
             special = self.client.find_special_folder(SENT)
             if special:
                 return special
-            names = {_text(name) for _flags, _delim, name in self.client.list_folders()}
+            names = {server_text(name) for _flags, _delim, name in self.client.list_folders()}
         except BaseException as exc:
             raise imap_error(exc) from exc
         return next((name for name in SENT_FOLDER_FALLBACKS if name in names), None)
@@ -604,136 +426,3 @@ def sync_session(mailbox: Mailbox) -> Iterator[ImapSession]:
         raise
     finally:
         _lent.give_back(borrowed)
-
-
-# --- SMTP ---------------------------------------------------------------------------------------
-
-
-def _reply_text(code: int, message) -> str:
-    return f"{code} {_text(message)}".strip()
-
-
-class SmtpTransport:
-    """An authenticated SMTP session for one mailbox (a context manager)."""
-
-    def __init__(
-        self,
-        mailbox: Mailbox,
-        *,
-        timeout: float | None = None,
-        token_source: TokenSource | None = None,
-    ) -> None:
-        """``token_source`` replaces the stored OAuth tokens of an XOAUTH2 mailbox."""
-        from inboxes.services import mailbox_server_inputs
-
-        self.mailbox = mailbox
-        _, smtp = mailbox_server_inputs(mailbox)
-        self._server = smtp.settings()
-        self._timeout = timeout
-        self._token_source = token_source
-        self.smtp: smtplib.SMTP | None = None
-
-    def _login(self, smtp: smtplib.SMTP) -> None:
-        username = self._server.username
-        if self.mailbox.auth_method != AuthMethod.XOAUTH2:
-            smtp.login(username, self._server.password)
-            return
-        xoauth2_login(
-            self.mailbox,
-            "SMTP",
-            self._token_source,
-            lambda token: smtp_xoauth2_attempt(smtp, username, token),
-            _smtp_xoauth2_refusal,
-        )
-
-    def __enter__(self) -> SmtpTransport:
-        try:
-            self.smtp = open_smtp(self._server, self._timeout)
-            self._login(self.smtp)
-        except ProviderError:
-            self._close()
-            raise
-        except smtplib.SMTPAuthenticationError as exc:
-            self._close()
-            raise ProviderError(
-                f"SMTP login failed: {_reply_text(exc.smtp_code, exc.smtp_error)}",
-                permanent=exc.smtp_code >= 500,
-            ) from exc
-        except smtplib.SMTPResponseException as exc:
-            self._close()
-            raise ProviderError(
-                f"SMTP server refused: {_reply_text(exc.smtp_code, exc.smtp_error)}",
-                permanent=exc.smtp_code >= 500,
-            ) from exc
-        except BaseException as exc:
-            self._close()
-            if isinstance(exc, netguard.HostNotAllowed):
-                raise ProviderError(str(exc), permanent=True) from exc
-            raise ProviderError(f"SMTP connection problem: {exc or type(exc).__name__}") from exc
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._close()
-
-    def _close(self) -> None:
-        if self.smtp is not None:
-            with contextlib.suppress(Exception):
-                self.smtp.quit()
-            with contextlib.suppress(Exception):
-                self.smtp.close()
-            self.smtp = None
-
-    def send(
-        self,
-        raw: bytes,
-        *,
-        envelope_from: str,
-        recipients: list[str],
-        before_data: Callable[[], None],
-    ) -> SendResult:
-        smtp = self.smtp
-        assert smtp is not None
-        try:
-            code, reply = smtp.mail(envelope_from)
-            if code != 250:
-                smtp.rset()
-                raise ProviderError(
-                    f"MAIL FROM refused: {_reply_text(code, reply)}", permanent=code >= 500
-                )
-            refused: dict[str, str] = {}
-            for recipient in recipients:
-                code, reply = smtp.rcpt(recipient)
-                if code not in (250, 251):
-                    refused[recipient] = _reply_text(code, reply)
-            if len(refused) == len(recipients):
-                smtp.rset()
-                permanent = all(text.startswith("5") for text in refused.values())
-                raise ProviderError(
-                    "Every recipient was refused: "
-                    + "; ".join(f"{r}: {t}" for r, t in refused.items()),
-                    permanent=permanent,
-                )
-        except ProviderError:
-            raise
-        except smtplib.SMTPResponseException as exc:
-            raise ProviderError(
-                _reply_text(exc.smtp_code, exc.smtp_error), permanent=exc.smtp_code >= 500
-            ) from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            # Nothing of the message has gone out yet: safe to try again later.
-            raise ProviderError(f"SMTP connection problem: {exc or type(exc).__name__}") from exc
-
-        before_data()
-        try:
-            code, reply = smtp.data(raw)
-        except smtplib.SMTPDataError as exc:  # the DATA command itself was refused
-            raise ProviderError(
-                _reply_text(exc.smtp_code, exc.smtp_error), permanent=exc.smtp_code >= 500
-            ) from exc
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise SendOutcomeUnknown(
-                f"The connection dropped after the message was sent, before the server answered: {exc}"
-            ) from exc
-        if code == 250:
-            return SendResult(accepted=True, detail=_reply_text(code, reply), refused=refused)
-        raise ProviderError(_reply_text(code, reply), permanent=code >= 500)

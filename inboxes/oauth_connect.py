@@ -1,0 +1,104 @@
+"""Connecting OAuth mailboxes (Gmail, Microsoft 365): the service behind the consent flow.
+
+``inboxes/oauth_views.py`` runs the consent round trip with the provider's
+``OAuthClient`` (``inboxes.providers.signin.oauth_client``) and hands the grant
+here. ``oauth_mailbox_connect`` runs the rules (R1-R4, R8) before anything is
+saved, and reconnects keep the mailbox and all its history. The tokens are
+stored encrypted by ``inboxes.credentials``, which also refreshes them later.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from accounts.models import User
+from audit.services import audit_record
+from core.errors import Invalid
+from inboxes.addresses import canonical_address
+from inboxes.credentials import OAuthGrant, missing_settings, tokens_encrypted
+from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus, Provider, SyncState
+from inboxes.sending import outbox_resume
+from inboxes.services import mailbox_create
+from inboxes.sync import schedule_sync
+
+
+def connect_options() -> list[dict]:
+    """For the settings pages: each sign-in provider and what it still lacks."""
+    return [
+        {"slug": "gmail", "label": "Gmail", "missing": missing_settings(Provider.GMAIL)},
+        {
+            "slug": "microsoft",
+            "label": "Microsoft 365",
+            "missing": missing_settings(Provider.MICROSOFT),
+        },
+    ]
+
+
+def oauth_mailbox_connect(
+    *,
+    actor: User,
+    provider: str,
+    grant: OAuthGrant,
+    kind: str,
+    inbox: Inbox | None = None,
+    acknowledge_team_visibility: bool = False,
+    reconnect: Mailbox | None = None,
+    ip: str | None = None,
+) -> Mailbox:
+    """Save a mailbox from a finished consent flow, after the rules allow it."""
+    address = grant.address.strip()
+    canonical = canonical_address(address)
+    if reconnect is not None:
+        return _reconnect(actor=actor, mailbox=reconnect, canonical=canonical, grant=grant, ip=ip)
+    if kind not in MailboxKind.values:
+        raise Invalid("Unknown kind.", errors={"kind": ['Use "personal" or "team".']})
+
+    def fill(mailbox: Mailbox) -> None:
+        mailbox.provider_user_id = grant.provider_user_id[:255]
+        mailbox.secrets_ciphertext = tokens_encrypted(mailbox, grant.tokens)
+
+    return mailbox_create(
+        actor=actor,
+        address=address,
+        canonical=canonical,
+        kind=kind,
+        provider=provider,
+        inbox=inbox,
+        acknowledge_team_visibility=acknowledge_team_visibility,
+        ip=ip,
+        fill=fill,
+    )
+
+
+def _reconnect(
+    *, actor: User, mailbox: Mailbox, canonical: str, grant: OAuthGrant, ip: str | None
+) -> Mailbox:
+    """Same address: new tokens, history kept. A different address is refused."""
+    if mailbox.canonical_address != canonical:
+        raise Invalid(
+            f"You signed in as {grant.address}, but this mailbox is {mailbox.address}. "
+            "Sign in with that account, or connect the other address separately."
+        )
+    if mailbox.kind == MailboxKind.PERSONAL and mailbox.owner_id != actor.pk:
+        raise Invalid("Only the owner can reconnect a personal email.")
+    if mailbox.kind == MailboxKind.TEAM and not actor.is_admin:
+        raise Invalid("Only an account admin can reconnect a team email.")
+    with transaction.atomic():
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            secrets_ciphertext=tokens_encrypted(mailbox, grant.tokens),
+            status=MailboxStatus.CONNECTED,
+            last_error="",
+            sync_state=SyncState.PENDING,
+            sync_last_error="",
+        )
+        schedule_sync(mailbox.pk)
+        outbox_resume(mailbox.pk)
+        audit_record(
+            account=mailbox.account,
+            actor=actor,
+            action="mailbox.reconnected",
+            target=mailbox,
+            ip=ip,
+        )
+    mailbox.refresh_from_db()
+    return mailbox
