@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from accounts import services
 from accounts.models import Role, Team, User
-from accounts.selectors import users_visible_to
+from accounts.selectors import teams_visible_to, users_by_ids, users_visible_to
 from core.api import AccountScopedMixin, IsAccountAdmin, client_ip
 
 
@@ -137,7 +137,7 @@ class TeamViewSet(
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def scoped_queryset(self, user):
-        return Team.objects.filter(account_id=user.account_id).prefetch_related("members")
+        return teams_visible_to(user).prefetch_related("members")
 
     def get_permissions(self):
         if self.action in ("create", "partial_update", "destroy"):
@@ -145,7 +145,7 @@ class TeamViewSet(
         return super().get_permissions()
 
     def _members(self, request, ids) -> list[User]:
-        members = list(users_visible_to(request.user).filter(pk__in=ids))
+        members = list(users_by_ids(request.user, ids))
         if len(members) != len(set(ids)):
             raise NotFound()
         return members
