@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 
 from accounts import hooks
-from accounts.models import Account, Plan, Role, User, normalize_login_email
+from accounts.models import Account, Plan, Role, Team, User, normalize_login_email
 from audit.services import audit_record
 from core.errors import Invalid, PermissionDeniedError, RateLimited
 
@@ -173,15 +173,25 @@ def lockout_response(request, original_response=None, credentials=None, *args, *
     return render(request, "accounts/locked_out.html", {"detail": detail}, status=429)
 
 
-def team_save(*, actor: User, name: str, members: list[User], team=None, ip: str | None = None):
+def team_save(
+    *,
+    actor: User,
+    name: str,
+    members: list[User],
+    team: Team | None = None,
+    ip: str | None = None,
+) -> Team:
     """Create or change a team (used by routing rules and inbox visibility)."""
-    from accounts.models import Team
-
     if not actor.is_admin:
         raise PermissionDeniedError("Only an account admin can manage teams.")
     name = (name or "").strip()
     if not name:
         raise Invalid("The team needs a name.", errors={"name": ["This field is required."]})
+    if len(name) > 200:
+        raise Invalid(
+            "The team name is too long: use at most 200 characters.",
+            errors={"name": ["At most 200 characters."]},
+        )
     if any(m.account_id != actor.account_id for m in members):
         raise Invalid("Unknown user.", errors={"members": ["Unknown user."]})
     try:

@@ -176,6 +176,7 @@ class InboxViewSet(
             team = None
             if values.get("team"):
                 team = get_object_or_404(teams_visible_to(request.user), pk=values["team"])
+            # The service holds the API to every rule the Routing page is held to.
             services.routing_rule_set(
                 actor=request.user, inbox=inbox, mode=values["mode"], users=users, team=team
             )

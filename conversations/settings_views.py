@@ -2,7 +2,7 @@
 assigned, who sees the inbox, and the from-name and signature of its replies.
 
 The views stay thin: they read the form, call the services (which check the
-admin role again) and show what came back, in
+admin role again, and every rule the API is held to) and show what came back, in
 plain words when it went wrong. Settings > Users > Teams is accounts/team_views.py;
 the inbox overview is conversations/overview_views.py.
 """
@@ -166,16 +166,11 @@ def inbox_routing(request: HttpRequest, pk: UUID) -> HttpResponse:
                 raise UserFacingError(
                     "That team no longer exists. Reload the page and choose again."
                 )
-            if state.mode == RoutingMode.ROUND_ROBIN:
-                if team is None:
-                    raise UserFacingError(
-                        "Choose the team whose members take turns, or choose people instead."
-                    )
-                if not team.members.exists():
-                    raise UserFacingError(
-                        f"Team {team.name} has no members yet, so nobody would get a "
-                        "conversation. Add people to it on the Teams page, or choose people instead."
-                    )
+            if state.mode == RoutingMode.ROUND_ROBIN and team is None:
+                raise UserFacingError(
+                    "Choose the team whose members take turns, or choose people instead."
+                )
+        # A team without members is refused by the service, for the API alike.
         services.routing_rule_set(
             actor=request.user, inbox=inbox, mode=state.mode, users=users, team=team
         )
@@ -214,11 +209,7 @@ def inbox_visibility(request: HttpRequest, pk: UUID) -> HttpResponse:
             raise UserFacingError(
                 "One of the teams you chose no longer exists. Reload the page and choose again."
             )
-        if restricted and not teams:
-            raise UserFacingError(
-                "Choose at least one team that may see this inbox, or let everyone in the "
-                "account see it."
-            )
+        # An inbox restricted to no team is refused by the service, for the API alike.
         services.inbox_update(
             actor=request.user,
             inbox=inbox,
@@ -254,10 +245,7 @@ def inbox_replies(request: HttpRequest, pk: UUID) -> HttpResponse:
         "signature": request.POST.get("signature", ""),
     }
     try:
-        if len(state["from_name"].strip()) > 200:
-            raise UserFacingError("The from-name is too long: use at most 200 characters.")
-        if len(state["signature"].strip()) > 5000:
-            raise UserFacingError("The signature is too long: use at most 5000 characters.")
+        # The lengths are the service's rules, for the API alike.
         services.inbox_update(
             actor=request.user,
             inbox=inbox,
@@ -265,8 +253,6 @@ def inbox_replies(request: HttpRequest, pk: UUID) -> HttpResponse:
             signature=state["signature"],
             ip=client_ip(request),
         )
-    except UserFacingError as exc:
-        return _routing_page(request, inbox, reply=state, errors={"reply": str(exc)}, status=400)
     except DomainError as exc:
         return _routing_page(
             request, inbox, reply=state, errors={"reply": exc.detail}, status=exc.status
