@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from accounts import services
 from accounts.auth import api_user
 from accounts.models import Role, Team, User
-from accounts.selectors import users_visible_to
+from accounts.selectors import teams_visible_to, users_by_ids, users_visible_to
 from core.api import AccountScopedMixin, IsAccountAdmin, client_ip
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class TeamViewSet(
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def scoped_queryset(self, user: User) -> QuerySet[Team]:
-        return Team.objects.filter(account_id=user.account_id).prefetch_related("members")
+        return teams_visible_to(user).prefetch_related("members")
 
     def get_permissions(self) -> Sequence[_SupportsHasPermission]:
         if self.action in ("create", "partial_update", "destroy"):
@@ -158,7 +158,7 @@ class TeamViewSet(
         return super().get_permissions()
 
     def _members(self, request: Request, ids: list[UUID]) -> list[User]:
-        members = list(users_visible_to(api_user(request)).filter(pk__in=ids))
+        members = list(users_by_ids(api_user(request), ids))
         if len(members) != len(set(ids)):
             raise NotFound()
         return members

@@ -189,7 +189,12 @@ def lockout_response(
 
 
 def team_save(
-    *, actor: User, name: str, members: list[User], team: Team | None = None, ip: str | None = None
+    *,
+    actor: User,
+    name: str,
+    members: list[User],
+    team: Team | None = None,
+    ip: str | None = None,
 ) -> Team:
     """Create or change a team (used by routing rules and inbox visibility)."""
     if not actor.is_admin:
@@ -197,6 +202,11 @@ def team_save(
     name = (name or "").strip()
     if not name:
         raise Invalid("The team needs a name.", errors={"name": ["This field is required."]})
+    if len(name) > 200:
+        raise Invalid(
+            "The team name is too long: use at most 200 characters.",
+            errors={"name": ["At most 200 characters."]},
+        )
     if any(m.account_id != actor.account_id for m in members):
         raise Invalid("Unknown user.", errors={"members": ["Unknown user."]})
     try:

@@ -2,9 +2,10 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from accounts import team_views
 from accounts import views as accounts_views
 from audit import views as audit_views
-from conversations import settings_views
+from conversations import overview_views, settings_views
 from conversations import views as conversations_views
 from inboxes import oauth_views, people_views
 from inboxes import views as inboxes_views
@@ -112,13 +113,13 @@ urlpatterns += [
         settings_views.inbox_replies,
         name="settings-inbox-replies",
     ),
-    path("settings/teams/", settings_views.settings_teams, name="settings-teams"),
-    path("settings/teams/new/", settings_views.team_create, name="settings-team-create"),
-    path("settings/teams/<uuid:pk>/", settings_views.team_update, name="settings-team-update"),
+    path("settings/teams/", team_views.settings_teams, name="settings-teams"),
+    path("settings/teams/new/", team_views.team_create, name="settings-team-create"),
+    path("settings/teams/<uuid:pk>/", team_views.team_update, name="settings-team-update"),
     path(
         "settings/teams/<uuid:pk>/delete/",
-        settings_views.team_delete,
+        team_views.team_delete,
         name="settings-team-delete",
     ),
-    path("inbox/overview/<uuid:pk>/", settings_views.inbox_overview, name="inbox-overview"),
+    path("inbox/overview/<uuid:pk>/", overview_views.inbox_overview, name="inbox-overview"),
 ]

@@ -9,8 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from accounts.models import Team
-from accounts.selectors import users_visible_to
+from accounts.selectors import teams_by_ids, teams_visible_to, users_by_ids, users_visible_to
 from conversations import handling, services
 from conversations.metrics import agent_metrics, conversation_metrics
 from conversations.models import (
@@ -24,7 +23,8 @@ from conversations.models import (
 from conversations.selectors import (
     conversation_detail,
     conversation_list,
-    conversations_visible_to,
+    inbox_conversations_visible_to,
+    routing_rule_of,
     search_conversations,
 )
 from core.api import AccountScopedMixin, CursorPagination, IsAccountAdmin, client_ip
@@ -143,9 +143,7 @@ class InboxViewSet(
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         if "teams" in changes:
-            teams = list(
-                Team.objects.filter(account_id=request.user.account_id, pk__in=changes["teams"])
-            )
+            teams = list(teams_by_ids(request.user, changes["teams"]))
             if len(teams) != len(set(changes["teams"])):
                 raise NotFound()
             changes["teams"] = teams
@@ -172,19 +170,17 @@ class InboxViewSet(
             data = RoutingInput(data=request.data)
             data.is_valid(raise_exception=True)
             values = data.validated_data
-            users = list(users_visible_to(request.user).filter(pk__in=values.get("users", [])))
+            users = list(users_by_ids(request.user, values.get("users", [])))
             if len(users) != len(set(values.get("users", []))):
                 raise NotFound()
             team = None
             if values.get("team"):
-                team = get_object_or_404(
-                    Team.objects.filter(account_id=request.user.account_id), pk=values["team"]
-                )
+                team = get_object_or_404(teams_visible_to(request.user), pk=values["team"])
+            # The service holds the API to every rule the Routing page is held to.
             services.routing_rule_set(
                 actor=request.user, inbox=inbox, mode=values["mode"], users=users, team=team
             )
-        rule = RoutingRule.objects.filter(inbox=inbox).first()
-        return Response(_routing_data(rule))
+        return Response(_routing_data(routing_rule_of(inbox)))
 
     @extend_schema(responses=MetricsOutput)
     @action(detail=True, methods=["get"])
@@ -192,7 +188,7 @@ class InboxViewSet(
         """Opened and closed per day, time to first response and to close; per agent too."""
         inbox = self.get_object()
         days = min(max(int(request.query_params.get("days", 14) or 14), 1), 90)
-        conversations = conversations_visible_to(request.user).filter(inbox=inbox)
+        conversations = inbox_conversations_visible_to(request.user, inbox)
         return Response(
             {
                 "inbox": str(inbox.pk),

@@ -3,10 +3,11 @@ no allow-same-origin).
 
 A srcdoc document inherits the page's Content-Security-Policy, so the email's
 inline ``style`` attributes would be refused there; they are moved into a
-per-message stylesheet served from this origin (``frame_css`` in inbox_views).
-Requests from the sandboxed (opaque-origin) frame carry no session cookie, so the
-stylesheet and ``cid:`` images are fetched with a short-lived signed token bound
-to the viewer, whose visibility is checked again on every request.
+per-message stylesheet served from this origin (``frame_css`` in
+conversations/downloads.py). Requests from the sandboxed (opaque-origin) frame
+carry no session cookie, so the stylesheet and ``cid:`` images are fetched with a
+short-lived signed token bound to the viewer, whose visibility is checked again on
+every request.
 """
 
 from __future__ import annotations

@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, F, Max, OuterRef, Prefetch, Q, QuerySet
 
+from accounts.models import Role, Team, User
+from accounts.selectors import users_visible_to
 from conversations.models import (
     Conversation,
     ConversationEvent,
     ConversationMessage,
+    ConversationStatus,
     Note,
     ReadState,
+    RoutingRule,
 )
-from inboxes.models import Message
+from inboxes.models import Attachment, Inbox, Message, OutboxItem
 from inboxes.selectors import inboxes_visible_to
+
+# A place in the conversation list: (last_message_at, id).
+ListPlace = tuple[datetime | None, Any]
 
 
 def conversations_visible_to(user) -> QuerySet[Conversation]:
     visible = inboxes_visible_to(user).values("pk")
     return Conversation.objects.filter(account_id=user.account_id, inbox__in=visible)
+
+
+def conversations_to_show(user: User) -> QuerySet[Conversation]:
+    """The conversations the user may open, with what the page shows of their inbox,
+    team email and assignee."""
+    return conversations_visible_to(user).select_related("inbox__mailbox", "assignee")
 
 
 def conversation_list(
@@ -145,3 +160,193 @@ def conversation_detail(conversation: Conversation) -> Conversation:
         .order_by("sent_at", "created_at")
     )
     return detailed
+
+
+# --- The inbox overview (conversations/overview_views.py) ------------------------------------------
+
+
+def inbox_conversations_visible_to(user: User, inbox: Inbox) -> QuerySet[Conversation]:
+    return conversations_visible_to(user).filter(inbox=inbox)
+
+
+def open_counts(conversations: QuerySet[Conversation]) -> tuple[int, int]:
+    """How many of these conversations are open now, and how many of those unassigned."""
+    open_now = conversations.filter(status=ConversationStatus.OPEN)
+    return open_now.count(), open_now.filter(assignee__isnull=True).count()
+
+
+def other_inboxes_visible_to(user: User, inbox: Inbox) -> QuerySet[Inbox]:
+    return inboxes_visible_to(user).exclude(pk=inbox.pk).order_by("name")
+
+
+# --- The inbox screen (conversations/inbox_views.py) -----------------------------------------------
+
+
+def inbox_names_visible_to(user: User) -> QuerySet[Inbox]:
+    """The inboxes the user may see, names only (the left pane): without the team
+    email join or the teams prefetch of inboxes_visible_to."""
+    return (
+        inboxes_visible_to(user)
+        .select_related(None)
+        .prefetch_related(None)
+        .only("pk", "name")
+        .order_by("name")
+    )
+
+
+def open_counts_per_inbox(user: User, inbox_ids: list[Any]) -> dict[Any, dict[str, Any]]:
+    """Per inbox: its open conversations, the unassigned ones and the user's own, in
+    one query (an index-only scan of conv_nav_counts)."""
+    rows = (
+        Conversation.objects.filter(account_id=user.account_id, status="open", inbox__in=inbox_ids)
+        .order_by()
+        .values("inbox")
+        .annotate(
+            open=Count("inbox"),
+            unassigned=Count("inbox", filter=Q(assignee__isnull=True)),
+            mine=Count("inbox", filter=Q(assignee=user)),
+        )
+    )
+    return {row["inbox"]: row for row in rows}
+
+
+ROW_VALUES = (
+    "id",
+    "subject",
+    "status",
+    "customer_address",
+    "customer_name",
+    "snippet",
+    "last_message_at",
+    "message_count",
+    "inbox_id",
+    "assignee_id",
+    "is_read",
+)
+
+
+def conversation_rows(
+    user: User,
+    *,
+    view: str,
+    inbox: Inbox | None,
+    search: str,
+    after: ListPlace | None = None,
+    down_to: ListPlace | None = None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` rows of the conversation list as plain values (no model
+    instances), in one query however deep the page is: a keyset cursor (``after``)
+    starts the scan at its row, ``down_to`` ends it at that row."""
+    conversations = conversation_list(user, view=view, inbox=inbox, search=search)
+    if after is not None:
+        conversations = conversations_older_than(conversations, *after)
+    if down_to is not None:
+        conversations = conversations_down_to(conversations, *down_to)
+    return list(
+        conversations.values(
+            *ROW_VALUES,
+            inbox_name=F("inbox__name"),
+            assignee_full_name=F("assignee__full_name"),
+            assignee_email=F("assignee__email"),
+        )[:limit]
+    )
+
+
+VERSION_ROW = (
+    "status",
+    "assignee_id",
+    "message_count",
+    "last_message_at",
+    "updated_at",
+    "subject",
+)
+
+
+def thread_state(conversation_pk: Any) -> list[Any]:
+    """What the thread and its header show, from four small queries (the poll's
+    check): the conversation's VERSION_ROW, its outbox, and its notes and events."""
+    row = Conversation.objects.filter(pk=conversation_pk).values_list(*VERSION_ROW)
+    outbox = OutboxItem.objects.filter(
+        message__conversationmessage__conversation_id=conversation_pk
+    )
+    notes = Note.objects.filter(conversation_id=conversation_pk).aggregate(
+        n=Count("pk"), last=Max("created_at")
+    )
+    events = ConversationEvent.objects.filter(conversation_id=conversation_pk).aggregate(
+        n=Count("pk"), last=Max("id")
+    )
+    return [list(row), sorted(outbox.values_list("pk", "state", "detail")), notes, events]
+
+
+def assignable_people(conversation: Conversation, viewer: User) -> list[User]:
+    """The active people who can see the conversation's inbox, for its Assignee choice."""
+    people = users_visible_to(viewer).filter(is_active=True)
+    inbox = conversation.inbox
+    if inbox.restricted:
+        people = people.filter(
+            Q(role="admin") | Q(teams__in=inbox.visible_to_teams.all())
+        ).distinct()
+    return list(people.order_by("full_name", "email"))
+
+
+def messages_visible_to(user: User) -> QuerySet[Message]:
+    """The messages of the conversations the user may see."""
+    in_visible = ConversationMessage.objects.filter(
+        message=OuterRef("pk"), conversation__in=conversations_visible_to(user)
+    )
+    return Message.objects.filter(Exists(in_visible))
+
+
+def attachments_visible_to(user: User) -> QuerySet[Attachment]:
+    """The attachments of the messages of the conversations the user may see."""
+    visible = ConversationMessage.objects.filter(
+        message=OuterRef("message_id"), conversation__in=conversations_visible_to(user)
+    )
+    return Attachment.objects.filter(Exists(visible))
+
+
+# --- Settings > Inboxes > Routing and access, and the teams that inboxes use -----------------------
+
+
+def routing_rule_of(inbox: Inbox) -> RoutingRule | None:
+    """The inbox's routing rule, or None (no automatic assignment)."""
+    return RoutingRule.objects.filter(inbox=inbox).first()
+
+
+def routing_rule_with_people(inbox: Inbox) -> RoutingRule | None:
+    """The inbox's routing rule with whom it names, or None (no automatic assignment)."""
+    return (
+        RoutingRule.objects.filter(inbox=inbox)
+        .select_related("team", "last_assigned")
+        .prefetch_related("users", "team__members")
+        .first()
+    )
+
+
+def people_who_see(inbox: Inbox) -> list[User]:
+    """Everyone who can see the inbox now: admins, and all or only the teams' members."""
+    people = User.objects.filter(account_id=inbox.account_id, is_active=True)
+    if inbox.restricted:
+        people = people.filter(
+            Q(role=Role.ADMIN) | Q(teams__in=inbox.visible_to_teams.all())
+        ).distinct()
+    return list(people.order_by("full_name", "email"))
+
+
+def routing_rules_using(teams: Iterable[Team]) -> QuerySet[RoutingRule]:
+    """The routing rules that take turns among a team's members (on or off)."""
+    return RoutingRule.objects.filter(team__in=teams).select_related("inbox")
+
+
+def restricted_inboxes_seen_by(teams: Iterable[Team]) -> dict[Any, list[Inbox]]:
+    """Per team: the inboxes that only some teams see, this team among them, by name."""
+    links = (
+        Inbox.visible_to_teams.through.objects.filter(team__in=teams, inbox__restricted=True)
+        .select_related("inbox")
+        .order_by("inbox__name")
+    )
+    seen: dict[Any, list[Inbox]] = {}
+    for link in links:
+        seen.setdefault(link.team_id, []).append(link.inbox)
+    return seen

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db import IntegrityError, transaction
 
-from accounts.models import User
+from accounts.models import Team, User
 from accounts.services import account_lock
 from audit.services import audit_record
+from conversations.models import RoutingMode, RoutingRule
 from core.errors import Invalid, TeamAddressInOtherInbox
 from inboxes import rules
 from inboxes.models import Inbox, Mailbox
@@ -24,15 +27,27 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _check_reply_text(value: object, *, field: str, label: str, limit: int) -> str:
+    """A from-name or signature, stripped; refused when too long rather than cut short."""
+    text = str(value).strip()
+    if len(text) > limit:
+        raise Invalid(
+            f"The {label} is too long: use at most {limit} characters.",
+            errors={field: [f"At most {limit} characters."]},
+        )
+    return text
+
+
 def inbox_create(*, actor: User, name: str, from_name: str = "", ip: str | None = None) -> Inbox:
     rules.check_admin(actor, "create an inbox")
     name = _check_name(name)
+    from_name = _check_reply_text(from_name, field="from_name", label="from-name", limit=200)
     try:
         with transaction.atomic():
             account = account_lock(actor.account_id)
             # R5 under the account lock: two creates at the limit can't both pass.
             rules.check_inbox_create(account=account)
-            inbox = Inbox.objects.create(account=account, name=name, from_name=from_name.strip())
+            inbox = Inbox.objects.create(account=account, name=name, from_name=from_name)
             audit_record(account=account, actor=actor, action="inbox.created", target=inbox, ip=ip)
     except IntegrityError as exc:
         raise Invalid(
@@ -55,8 +70,13 @@ def inbox_update(
     ip: str | None = None,
 ) -> Inbox:
     """Rename, set the from-name (R9) and signature, connect or detach the team email
-    (R3, R4), and choose who sees the inbox (everyone, or only chosen teams)."""
+    (R3, R4), and choose who sees the inbox (everyone, or only chosen teams): an inbox
+    only some teams see needs at least one of them."""
     rules.check_admin(actor, "change an inbox")
+    if from_name is not UNSET:
+        from_name = _check_reply_text(from_name, field="from_name", label="from-name", limit=200)
+    if signature is not UNSET:
+        signature = _check_reply_text(signature, field="signature", label="signature", limit=5000)
     changes: dict[str, object] = {}
     try:
         with transaction.atomic():
@@ -66,18 +86,23 @@ def inbox_update(
                 inbox.name = _check_name(name)  # type: ignore[arg-type]
                 changes["name"] = inbox.name
             if from_name is not UNSET:
-                inbox.from_name = str(from_name).strip()[:200]
+                inbox.from_name = from_name  # type: ignore[assignment]
                 changes["from_name"] = inbox.from_name
             if signature is not UNSET:
-                inbox.signature = str(signature).strip()[:5000]
+                inbox.signature = signature  # type: ignore[assignment]
                 changes["signature"] = "changed"
             if restricted is not UNSET:
                 inbox.restricted = bool(restricted)
                 changes["restricted"] = inbox.restricted
+            chosen: list[Team] | None = None
             if teams is not UNSET:
                 chosen = list(teams)  # type: ignore[call-overload]
                 if any(team.account_id != inbox.account_id for team in chosen):
                     raise Invalid("Unknown team.", errors={"teams": ["Unknown team."]})
+            if restricted is not UNSET or chosen is not None:
+                seen_by = chosen if chosen is not None else list(inbox.visible_to_teams.all())
+                _check_visibility(restricted=inbox.restricted, teams=seen_by)
+            if chosen is not None:
                 inbox.visible_to_teams.set(chosen)
                 changes["teams"] = sorted(team.name for team in chosen)
             if mailbox is not UNSET and mailbox != inbox.mailbox:
@@ -109,6 +134,15 @@ def inbox_update(
     return inbox
 
 
+def _check_visibility(*, restricted: bool, teams: list[Team]) -> None:
+    if restricted and not teams:
+        raise Invalid(
+            "Choose at least one team that may see this inbox, or let everyone in the "
+            "account see it.",
+            errors={"teams": ["Choose at least one team, or let everyone see the inbox."]},
+        )
+
+
 def inbox_delete(*, actor: User, inbox: Inbox, ip: str | None = None) -> None:
     rules.check_admin(actor, "delete an inbox")
     with transaction.atomic():
@@ -123,10 +157,16 @@ def inbox_delete(*, actor: User, inbox: Inbox, ip: str | None = None) -> None:
         inbox.delete()
 
 
-def routing_rule_set(*, actor: User, inbox: Inbox, mode: str, users=(), team=None):
-    """Set an inbox's routing (R9): no automatic assignment, or round-robin."""
-    from conversations.models import RoutingMode, RoutingRule
-
+def routing_rule_set(
+    *,
+    actor: User,
+    inbox: Inbox,
+    mode: str,
+    users: Iterable[User] = (),
+    team: Team | None = None,
+) -> RoutingRule:
+    """Set an inbox's routing (R9): no automatic assignment, or round-robin among
+    chosen users or the members of a team (a team without members is refused)."""
     rules.check_admin(actor, "change routing")
     if mode not in RoutingMode.values:
         raise Invalid(
@@ -141,6 +181,12 @@ def routing_rule_set(*, actor: User, inbox: Inbox, mode: str, users=(), team=Non
         raise Invalid(
             "Round-robin needs people: choose users or a team.",
             errors={"users": ["Choose users or a team."]},
+        )
+    if mode == RoutingMode.ROUND_ROBIN and team is not None and not team.members.exists():
+        raise Invalid(
+            f"Team {team.name} has no members yet, so nobody would get a conversation. "
+            "Add people to it on the Teams page, or choose people instead.",
+            errors={"team": ["This team has no members."]},
         )
     with transaction.atomic():
         rule, _ = RoutingRule.objects.get_or_create(inbox=inbox)

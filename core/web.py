@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
@@ -45,3 +46,26 @@ def back_to(request: HttpRequest, default: str) -> HttpResponseRedirect:
     ):
         return redirect(target)
     return redirect(default)
+
+
+class UserFacingError(Exception):
+    """A form problem found by a settings page, before any service is called."""
+
+
+def posted_ids(values: Iterable[Any]) -> tuple[set[uuid.UUID], bool]:
+    """The UUIDs among posted values, and whether any value was not a UUID at all."""
+    found, junk = set(), False
+    for value in values:
+        try:
+            found.add(uuid.UUID(str(value)))
+        except ValueError:
+            junk = True
+    return found, junk
+
+
+def names_text(people: Iterable[Any]) -> str:
+    """'Ada', 'Ada and Ben', 'Ada, Ben and Cleo' (display names, or the values as text)."""
+    names = [getattr(p, "display_name", None) or str(p) for p in people]
+    if len(names) <= 1:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} and {names[-1]}"

@@ -236,6 +236,57 @@ def test_routing_get_and_put_by_admins_only(admin_api, member_api, member, other
     assert RoutingRule.objects.get(inbox=support).mode == "round_robin"
 
 
+def test_a_routing_team_without_members_is_refused_by_the_api_too(
+    admin_api, account, member, support
+):
+    # Given a team nobody is in yet, and an inbox that takes turns among chosen people
+    empty = Team.objects.create(account=account, name="Nobody yet")
+    url = f"/api/v1/inboxes/{support.pk}/routing/"
+    body = {"mode": "round_robin", "users": [str(member.pk)]}
+    assert admin_api.put(url, body, format="json").status_code == 200
+
+    # When an admin asks for round-robin among the empty team's members
+    response = admin_api.put(url, {"mode": "round_robin", "team": str(empty.pk)}, format="json")
+
+    # Then it is refused as the Routing page refuses it, and the rule is unchanged
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "invalid"
+    assert "Team Nobody yet has no members yet" in body["detail"]
+    assert "team" in body["errors"]
+    rule = RoutingRule.objects.get(inbox=support)
+    assert (rule.mode, rule.team, list(rule.users.all())) == ("round_robin", None, [member])
+
+    # A team without members may still be named while routing is off
+    response = admin_api.put(url, {"mode": "none", "team": str(empty.pk)}, format="json")
+    assert response.status_code == 200
+
+
+def test_an_inbox_seen_by_no_team_is_refused_by_the_api_too(admin_api, account, support):
+    # Given an inbox everyone sees
+    url = f"/api/v1/inboxes/{support.pk}/"
+
+    # When an admin restricts it to teams but names none, or takes its last team away
+    for body in ({"restricted": True}, {"restricted": True, "teams": []}):
+        response = admin_api.patch(url, body, format="json")
+
+        # Then it is refused as the Routing and access page refuses it
+        assert response.status_code == 400, body
+        assert response.json()["code"] == "invalid"
+        assert "Choose at least one team" in response.json()["detail"]
+        assert "teams" in response.json()["errors"]
+    team = Team.objects.create(account=account, name="Tier 2")
+    body = {"restricted": True, "teams": [str(team.pk)]}
+    assert admin_api.patch(url, body, format="json").status_code == 200
+    response = admin_api.patch(url, {"teams": []}, format="json")
+    assert response.status_code == 400 and response.json()["code"] == "invalid"
+
+    # And nothing changed
+    support.refresh_from_db()
+    assert support.restricted is True
+    assert list(support.visible_to_teams.all()) == [team]
+
+
 def test_metrics_api(member_api, member, support):
     from django.utils import timezone
 

@@ -10,9 +10,11 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Team
+from conversations import services
 from conversations.charts import _nice_ceiling, bar_chart, duration_text
 from conversations.handling import conversation_set_status, user_set_available
 from conversations.models import Conversation, RoutingRule
+from core.errors import Invalid
 from inboxes.models import Inbox
 from inboxes.selectors import inboxes_visible_to
 from tests.support.conversations_factory import make_conversation
@@ -232,6 +234,25 @@ def test_from_name_and_signature_are_saved(client, admin, inbox):
     assert inbox.from_name == "Acme Support"
 
 
+def test_from_name_and_signature_lengths_are_the_services_rule_not_cut_short(admin, inbox):
+    # Given an inbox with a from-name
+    services.inbox_update(actor=admin, inbox=inbox, from_name="Acme Support")
+
+    # When anything (the page, the API) asks the service for a longer one
+    for changes, field in (
+        ({"from_name": "x" * 201}, "from_name"),
+        ({"signature": "x" * 5001}, "signature"),
+    ):
+        with pytest.raises(Invalid) as refused:
+            services.inbox_update(actor=admin, inbox=inbox, **changes)
+
+        # Then it is refused with the field named, and nothing is cut short and saved
+        assert field in refused.value.extra["errors"]
+        assert "at most" in refused.value.detail
+    inbox.refresh_from_db()
+    assert (inbox.from_name, inbox.signature) == ("Acme Support", "")
+
+
 # --- Teams ---------------------------------------------------------------------------------------
 
 
@@ -274,6 +295,19 @@ def test_teams_are_created_renamed_changed_and_deleted_on_the_page(
     html = response.content.decode()
     assert "Team First line is deleted." in html
     assert "Round-robin of Support has nobody to assign to now" in html
+    assert not Team.objects.exists()
+
+
+def test_a_team_name_over_200_characters_is_refused_on_the_page_as_by_the_api(client, admin):
+    # Given an admin on the Teams page
+    client.force_login(admin)
+
+    # When she creates a team whose name is longer than the API allows
+    response = client.post("/settings/teams/new/", {"name": "x" * 201})
+
+    # Then the page refuses it as the API does, and no team is made
+    assert response.status_code == 400
+    assert "The team name is too long: use at most 200 characters." in response.content.decode()
     assert not Team.objects.exists()
 
 
