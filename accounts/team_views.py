@@ -13,11 +13,12 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import services
+from accounts.auth import AuthenticatedHttpRequest
 from accounts.hooks import team_usage
 from accounts.models import User
 from accounts.selectors import (
@@ -34,7 +35,7 @@ TeamForm = dict[str, Any]  # {"pk", "name", "members": {id as text}} as posted
 
 
 def _teams_page(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     *,
     create: TeamForm | None = None,
     edit: TeamForm | None = None,
@@ -75,8 +76,8 @@ def _teams_page(
     )
 
 
-def _posted_team(request: HttpRequest, *, pk: str = "") -> tuple[TeamForm, list[User]]:
-    state = {
+def _posted_team(request: AuthenticatedHttpRequest, *, pk: str = "") -> tuple[TeamForm, list[User]]:
+    state: TeamForm = {
         "pk": pk,
         "name": request.POST.get("name", ""),
         "members": set(request.POST.getlist("members")),
@@ -93,14 +94,17 @@ def _posted_team(request: HttpRequest, *, pk: str = "") -> tuple[TeamForm, list[
 
 @admin_required
 @require_GET
-def settings_teams(request: HttpRequest) -> HttpResponse:
+def settings_teams(request: AuthenticatedHttpRequest) -> HttpResponse:
     return _teams_page(request)
 
 
 @admin_required
 @require_POST
-def team_create(request: HttpRequest) -> HttpResponse:
-    state = {"name": request.POST.get("name", ""), "members": set(request.POST.getlist("members"))}
+def team_create(request: AuthenticatedHttpRequest) -> HttpResponse:
+    state: TeamForm = {
+        "name": request.POST.get("name", ""),
+        "members": set(request.POST.getlist("members")),
+    }
     try:
         state, members = _posted_team(request)
         team = services.team_save(
@@ -120,9 +124,9 @@ def team_create(request: HttpRequest) -> HttpResponse:
 
 @admin_required
 @require_POST
-def team_update(request: HttpRequest, pk: UUID) -> HttpResponse:
+def team_update(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     team = get_object_or_404(teams_visible_to(request.user), pk=pk)
-    state = {
+    state: TeamForm = {
         "pk": str(team.pk),
         "name": request.POST.get("name", ""),
         "members": set(request.POST.getlist("members")),
@@ -148,7 +152,7 @@ def team_update(request: HttpRequest, pk: UUID) -> HttpResponse:
 
 @admin_required
 @require_POST
-def team_delete(request: HttpRequest, pk: UUID) -> HttpResponse:
+def team_delete(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     team = get_object_or_404(teams_visible_to(request.user), pk=pk)
     usage = team_usage([team])[team.pk]
     name = team.name

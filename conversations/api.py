@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
+from accounts.models import Team
 from accounts.selectors import teams_by_ids, teams_visible_to, users_by_ids, users_visible_to
 from conversations import handling, services
 from conversations.metrics import agent_metrics, conversation_metrics
@@ -34,7 +35,9 @@ from inboxes.selectors import inboxes_visible_to, mailboxes_visible_to
 
 class InboxOutput(serializers.ModelSerializer):
     mailbox_address = serializers.CharField(source="mailbox.address", default=None)
-    teams = serializers.PrimaryKeyRelatedField(source="visible_to_teams", many=True, read_only=True)
+    teams: serializers.PrimaryKeyRelatedField[Team] = serializers.PrimaryKeyRelatedField(
+        source="visible_to_teams", many=True, read_only=True
+    )
 
     class Meta:
         model = Inbox
@@ -315,7 +318,8 @@ class ConversationDetailOutput(ConversationOutput):
 
     @extend_schema_field(MessageOutput(many=True))
     def get_messages(self, conversation: Conversation) -> list[dict]:
-        return MessageOutput(conversation.thread, many=True).data
+        # many=True makes a ListSerializer, whose data is a list; the stubs give a Serializer's.
+        return MessageOutput(conversation.thread, many=True).data  # type: ignore[return-value]
 
 
 class ConversationPatchInput(serializers.Serializer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.db.models import Model
+
 from conversations.models import Conversation, ConversationMessage
 from conversations.threading import thread_into_inbox
 from inboxes.mime import ParsedMessage
@@ -11,7 +13,7 @@ from inboxes.models import Inbox, Mailbox, Message
 class TeamInboxConsumer:
     """Every message of a team mailbox is threaded into the inbox it feeds (R3, R8)."""
 
-    models_filled_by_import = (ConversationMessage, Conversation)
+    models_filled_by_import: tuple[type[Model], ...] = (ConversationMessage, Conversation)
 
     def keeps(self, mailbox: Mailbox, parsed: ParsedMessage) -> bool:
         return True

@@ -178,7 +178,13 @@ def message_delete(*, actor: User, message) -> None:
         files = [message.raw.name, *(a.file.name for a in message.attachments.all())]
         message.delete()
         conversation_summaries_refresh(holders)  # from the messages that are left
-        transaction.on_commit(lambda: [default_storage.delete(name) for name in files if name])
+
+        def delete_files() -> None:
+            for name in files:
+                if name:
+                    default_storage.delete(name)
+
+        transaction.on_commit(delete_files)
 
 
 # --- Working a conversation ---------------------------------------------------------------------

@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from django.http import Http404, HttpRequest, QueryDict
+from django.http import Http404, QueryDict
 from django.shortcuts import get_object_or_404
 
+from accounts.auth import AuthenticatedHttpRequest
 from accounts.models import User
 from inboxes.models import Inbox
 from inboxes.selectors import inboxes_visible_to
@@ -70,7 +71,7 @@ class ListState:
         return f"{self.inbox.name} · {name}" if self.inbox else name
 
 
-def list_state(request: HttpRequest) -> ListState:
+def list_state(request: AuthenticatedHttpRequest) -> ListState:
     return state_from(request.user, request.GET)
 
 
@@ -94,7 +95,7 @@ def state_from(user: User, data: QueryDict) -> ListState:
     )
 
 
-def list_state_from_post(request: HttpRequest) -> ListState:
+def list_state_from_post(request: AuthenticatedHttpRequest) -> ListState:
     """The list parameters of the page the form was on (its ``next``), for the
     refreshed thread's links and poller."""
     query = urlsplit(request.POST.get("next", "")).query

@@ -21,7 +21,7 @@ import json
 import uuid
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -35,7 +35,9 @@ from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.middleware import HtmxDetails
 
+from accounts.auth import AuthenticatedHttpRequest
 from accounts.models import User
 from accounts.selectors import users_visible_to
 from conversations import handling
@@ -63,6 +65,13 @@ from core.web import back_to, report
 
 PAGE_SIZE = 50
 MAX_ROWS = 500
+
+
+class InboxRequest(AuthenticatedHttpRequest):
+    """A request of these views: signed in (_login_required), through django-htmx's
+    middleware."""
+
+    htmx: HtmxDetails
 
 
 # --- The middle pane: the conversation list ---------------------------------------------------------
@@ -93,7 +102,7 @@ def _rows(user: User, state: ListState) -> tuple[list[dict[str, Any]], bool]:
     return rows, more
 
 
-def _list_context(request: HttpRequest, state: ListState) -> dict[str, Any]:
+def _list_context(request: InboxRequest, state: ListState) -> dict[str, Any]:
     """The list's first page (or, with ``upto``, its rows down to the appended pages)
     and the left pane, with a version of what they show: the poll compares versions
     before anything is rendered."""
@@ -133,7 +142,7 @@ def _list_context(request: HttpRequest, state: ListState) -> dict[str, Any]:
 
 
 def _render_list(
-    request: HttpRequest, context: dict[str, Any], template: str = "inbox/_list.html"
+    request: InboxRequest, context: dict[str, Any], template: str = "inbox/_list.html"
 ) -> tuple[str, str]:
     """The list (whole, or its polled first page) and the left pane."""
     list_html = render_to_string(template, context, request=request)
@@ -141,7 +150,7 @@ def _render_list(
     return list_html, nav_html
 
 
-def _next_page(request: HttpRequest, state: ListState) -> HttpResponse:
+def _next_page(request: InboxRequest, state: ListState) -> HttpResponse:
     """ "Show more": the page of rows after ``state.after``, appended below the list by
     htmx, and the next "Show more" out of band. Its cost does not depend on depth."""
     rows, more = _rows(request.user, state)
@@ -158,35 +167,36 @@ def _next_page(request: HttpRequest, state: ListState) -> HttpResponse:
     return response
 
 
-def _visible_conversation(request: HttpRequest, pk: uuid.UUID) -> Conversation:
+def _visible_conversation(request: InboxRequest, pk: uuid.UUID) -> Conversation:
     return get_object_or_404(conversations_to_show(request.user), pk=pk)
 
 
-View = Callable[..., HttpResponseBase]
+_View = TypeVar("_View", bound=Callable[..., HttpResponseBase])
 
 
-def _login_required(view: View) -> View:
+def _login_required(view: _View) -> _View:
     """login_required, but an htmx request (a poll whose session ended) is sent to
     the login page as a whole page rather than getting it swapped into a pane."""
     plain = login_required(view)
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if not request.user.is_authenticated and getattr(request, "htmx", False):
-            back = request.htmx.current_url_abs_path or reverse("inbox")
+        htmx = getattr(request, "htmx", None)
+        if not request.user.is_authenticated and htmx:
+            back = htmx.current_url_abs_path or reverse("inbox")
             response = HttpResponse(status=204)
             response["HX-Redirect"] = f"{reverse('login')}?{urlencode({'next': back})}"
             return response
         return plain(request, *args, **kwargs)
 
-    return wrapper
+    return cast(_View, wrapper)
 
 
 # --- Pages ---------------------------------------------------------------------------------------------
 
 
 def _page(
-    request: HttpRequest, state: ListState, conversation: Conversation | None = None
+    request: InboxRequest, state: ListState, conversation: Conversation | None = None
 ) -> HttpResponse:
     list_html, nav_html = _render_list(request, _list_context(request, state))
     context = {
@@ -205,7 +215,7 @@ def _page(
     return response
 
 
-def _partial_target(request: HttpRequest) -> str | None:
+def _partial_target(request: InboxRequest) -> str | None:
     htmx = getattr(request, "htmx", None)
     if not htmx or htmx.history_restore_request:
         return None
@@ -214,7 +224,7 @@ def _partial_target(request: HttpRequest) -> str | None:
 
 @_login_required
 @require_GET
-def inbox(request: HttpRequest) -> HttpResponse:
+def inbox(request: InboxRequest) -> HttpResponse:
     """The screen: views, the list, and (nothing open yet) a hint."""
     state = list_state(request)
     if _partial_target(request) == "conv-list":
@@ -224,7 +234,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
 
 @_login_required
 @require_GET
-def inbox_list(request: HttpRequest) -> HttpResponse:
+def inbox_list(request: InboxRequest) -> HttpResponse:
     """The list (and the left pane's counts, out of band). A poll (``v``) gets 204
     when nothing it shows changed, decided before anything is rendered, else only
     the first page; ``after`` (htmx) is "Show more": the next page only."""
@@ -251,7 +261,7 @@ def inbox_list(request: HttpRequest) -> HttpResponse:
 
 @_login_required
 @require_GET
-def conversation_page(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+def conversation_page(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
     """One conversation: the whole page, or only the right pane for htmx. Viewing
     it marks it read. ``images=1`` also loads remote images, with a CSP to match."""
     state = list_state(request)
@@ -267,14 +277,15 @@ def conversation_page(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     else:
         response = _page(request, state, conversation)
     if state.images:
-        # django-csp 4's per-response update (what @csp_update sets).
-        response._csp_update = {"img-src": ["https:", "http:"]}
+        # django-csp 4's per-response update (what @csp_update sets), read by its
+        # middleware: an attribute HttpResponse's stubs do not know.
+        response._csp_update = {"img-src": ["https:", "http:"]}  # type: ignore[attr-defined]
     return response
 
 
 @_login_required
 @require_GET
-def conversation_thread(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+def conversation_thread(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
     """The thread (and the header, out of band) for the poller; 204 if unchanged."""
     state = list_state(request)
     conversation = _visible_conversation(request, pk)
@@ -285,7 +296,7 @@ def conversation_thread(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 
 
 def _thread_response(
-    request: HttpRequest, conversation: Conversation, state: ListState, **extra: Any
+    request: InboxRequest, conversation: Conversation, state: ListState, **extra: Any
 ) -> HttpResponse:
     context = conversation_context(conversation, state, viewer=request.user)
     context.update(extra)
@@ -298,7 +309,7 @@ def _thread_response(
 
 
 def _acted(
-    request: HttpRequest,
+    request: InboxRequest,
     conversation: Conversation,
     *,
     slot: str,
@@ -324,7 +335,7 @@ def _acted(
 
 
 def _failed(
-    request: HttpRequest, conversation: Conversation, exc: DomainError, *, slot: str
+    request: InboxRequest, conversation: Conversation, exc: DomainError, *, slot: str
 ) -> HttpResponse:
     if not request.htmx:
         report(request, exc)
@@ -337,7 +348,7 @@ def _failed(
 
 @_login_required
 @require_POST
-def conversation_reply(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+def conversation_reply(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
     conversation = _visible_conversation(request, pk)
     try:
         with transaction.atomic():
@@ -354,7 +365,7 @@ def conversation_reply(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 
 @_login_required
 @require_POST
-def conversation_note(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+def conversation_note(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
     conversation = _visible_conversation(request, pk)
     try:
         handling.note_create(
@@ -367,7 +378,7 @@ def conversation_note(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 
 @_login_required
 @require_POST
-def conversation_assign(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+def conversation_assign(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
     conversation = _visible_conversation(request, pk)
     value = request.POST.get("assignee", "")
     try:
@@ -391,7 +402,7 @@ def conversation_assign(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 
 @_login_required
 @require_POST
-def conversation_status(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+def conversation_status(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
     conversation = _visible_conversation(request, pk)
     status = request.POST.get("status", "")
     try:
@@ -406,7 +417,7 @@ def conversation_status(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 
 @_login_required
 @require_POST
-def availability(request: HttpRequest) -> HttpResponse:
+def availability(request: InboxRequest) -> HttpResponse:
     available = request.POST.get("available") in ("1", "on", "true")
     handling.user_set_available(user=request.user, available=available)
     if request.htmx:

@@ -34,6 +34,8 @@ class Conversation(BaseModel):
     messages = models.ManyToManyField(
         Message, through="ConversationMessage", related_name="conversations"
     )
+    # Not a column: the messages in thread order, set by selectors.conversation_detail.
+    thread: list[Message]
 
     class Meta:
         ordering = ["-last_message_at"]

@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from accounts.auth import AuthenticatedHttpRequest
 from conversations.charts import bar_chart, day_labels, duration_text
 from conversations.metrics import agent_metrics, conversation_metrics
 from conversations.selectors import (
@@ -36,7 +37,7 @@ def _days_param(request: HttpRequest) -> int:
 
 @login_required
 @require_GET
-def inbox_overview(request: HttpRequest, pk: UUID) -> HttpResponse:
+def inbox_overview(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     inbox = get_object_or_404(inboxes_visible_to(request.user), pk=pk)
     days = _days_param(request)
     conversations = inbox_conversations_visible_to(request.user, inbox)

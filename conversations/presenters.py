@@ -264,7 +264,7 @@ def people_text(entries: list[dict[str, str]] | None) -> str:
 
 
 def message_item(message: Message, *, user: User, remote: bool) -> dict[str, Any]:
-    item = {
+    item: dict[str, Any] = {
         "kind": "message",
         "at": message.sent_at or message.created_at,
         "message": message,
@@ -296,7 +296,12 @@ def timeline(
     arrived = [m.created_at for m in messages]
     others: list[tuple[int, datetime, int, dict]] = []
     for note in conversation.notes.all():
-        item = {"kind": "note", "at": note.created_at, "note": note, "html": note_html(note, user)}
+        item: dict[str, Any] = {
+            "kind": "note",
+            "at": note.created_at,
+            "note": note,
+            "html": note_html(note, user),
+        }
         others.append((sum(a <= note.created_at for a in arrived), note.created_at, 0, item))
     for event in conversation.events.all():
         text, why = event_text(event)

@@ -28,7 +28,7 @@ from conversations.models import (
 
 def routing_candidates(rule: RoutingRule) -> list[User]:
     """Everyone the rule names, in a stable order (the order of turns)."""
-    people = list(rule.team.members.all()) if rule.team_id else list(rule.users.all())
+    people = list(rule.team.members.all()) if rule.team is not None else list(rule.users.all())
     return sorted(people, key=lambda u: (u.full_name.lower(), u.email, str(u.pk)))
 
 
@@ -38,7 +38,7 @@ def next_in_turn(candidates: list[User], last_id) -> tuple[User | None, list[str
         return None, []
     ids = [c.pk for c in candidates]
     start = (ids.index(last_id) + 1) if last_id in ids else 0
-    skipped = []
+    skipped: list[str] = []
     for offset in range(len(candidates)):
         person = candidates[(start + offset) % len(candidates)]
         if person.is_active and person.is_available:
@@ -91,7 +91,7 @@ def _take_turns(rule: RoutingRule, waiting: list) -> list[tuple[int, User]]:
     """Assign each conversation to the next person in turn (the rule's row is locked)."""
     candidates = routing_candidates(rule)
     names = [c.display_name for c in candidates]
-    source = f"team {rule.team.name}" if rule.team_id else "chosen users"
+    source = f"team {rule.team.name}" if rule.team is not None else "chosen users"
     assigned, events = [], []
     for position, conversation in waiting:
         person, skipped = next_in_turn(candidates, rule.last_assigned_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -194,7 +194,7 @@ def inbox_names_visible_to(user: User) -> QuerySet[Inbox]:
     )
 
 
-def open_counts_per_inbox(user: User, inbox_ids: list[Any]) -> dict[Any, dict[str, Any]]:
+def open_counts_per_inbox(user: User, inbox_ids: list[Any]) -> dict[Any, Mapping[str, Any]]:
     """Per inbox: its open conversations, the unassigned ones and the user's own, in
     one query (an index-only scan of conv_nav_counts)."""
     rows = (

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import Enum
+from typing import Final
 
 from django.db import IntegrityError, transaction
 
@@ -15,7 +17,14 @@ from inboxes import rules
 from inboxes.models import Inbox, Mailbox
 from inboxes.sync import schedule_sync
 
-UNSET = object()
+
+class _Unset(Enum):
+    """The default of inbox_update's fields: not given, so left as they are."""
+
+    TOKEN = 0
+
+
+UNSET: Final = _Unset.TOKEN
 
 
 def _check_name(name: str) -> str:
@@ -61,12 +70,12 @@ def inbox_update(
     *,
     actor: User,
     inbox: Inbox,
-    name: str | object = UNSET,
-    from_name: str | object = UNSET,
-    mailbox: Mailbox | None | object = UNSET,
-    signature: str | object = UNSET,
-    restricted: bool | object = UNSET,
-    teams: list | object = UNSET,
+    name: str | _Unset = UNSET,
+    from_name: str | _Unset = UNSET,
+    mailbox: Mailbox | None | _Unset = UNSET,
+    signature: str | _Unset = UNSET,
+    restricted: bool | _Unset = UNSET,
+    teams: Iterable[Team] | _Unset = UNSET,
     ip: str | None = None,
 ) -> Inbox:
     """Rename, set the from-name (R9) and signature, connect or detach the team email
@@ -83,20 +92,20 @@ def inbox_update(
             account_lock(actor.account_id)
             inbox = Inbox.objects.select_related("mailbox").get(pk=inbox.pk)
             if name is not UNSET:
-                inbox.name = _check_name(name)  # type: ignore[arg-type]
+                inbox.name = _check_name(name)
                 changes["name"] = inbox.name
             if from_name is not UNSET:
-                inbox.from_name = from_name  # type: ignore[assignment]
+                inbox.from_name = from_name
                 changes["from_name"] = inbox.from_name
             if signature is not UNSET:
-                inbox.signature = signature  # type: ignore[assignment]
+                inbox.signature = signature
                 changes["signature"] = "changed"
             if restricted is not UNSET:
                 inbox.restricted = bool(restricted)
                 changes["restricted"] = inbox.restricted
             chosen: list[Team] | None = None
             if teams is not UNSET:
-                chosen = list(teams)  # type: ignore[call-overload]
+                chosen = list(teams)
                 if any(team.account_id != inbox.account_id for team in chosen):
                     raise Invalid("Unknown team.", errors={"teams": ["Unknown team."]})
             if restricted is not UNSET or chosen is not None:
@@ -107,11 +116,11 @@ def inbox_update(
                 changes["teams"] = sorted(team.name for team in chosen)
             if mailbox is not UNSET and mailbox != inbox.mailbox:
                 if mailbox is not None:
-                    rules.check_inbox_attach(inbox=inbox, mailbox=mailbox, viewer=actor)  # type: ignore[arg-type]
-                changes["mailbox"] = mailbox.address if mailbox is not None else None  # type: ignore[union-attr]
-                inbox.mailbox = mailbox  # type: ignore[assignment]
+                    rules.check_inbox_attach(inbox=inbox, mailbox=mailbox, viewer=actor)
+                changes["mailbox"] = mailbox.address if mailbox is not None else None
+                inbox.mailbox = mailbox
                 if mailbox is not None:
-                    schedule_sync(mailbox.pk)  # type: ignore[union-attr]
+                    schedule_sync(mailbox.pk)
             inbox.save()
             if changes:
                 audit_record(

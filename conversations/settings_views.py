@@ -14,10 +14,11 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.auth import AuthenticatedHttpRequest
 from accounts.models import Team, User
 from accounts.selectors import people_to_choose, teams_by_ids, teams_with_members, users_by_ids
 from conversations import services
@@ -78,7 +79,7 @@ def _turns(rule: RoutingRule | None) -> dict[str, Any]:
         "active": True,
         "people": people,
         "next": chosen,
-        "source": f"team {rule.team.name}" if rule.team_id else "the people chosen",
+        "source": f"team {rule.team.name}" if rule.team is not None else "the people chosen",
         "team_empty": bool(rule.team_id) and not candidates,
     }
 
@@ -91,7 +92,7 @@ def _visibility_state(inbox: Inbox) -> dict[str, Any]:
 
 
 def _routing_page(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     inbox: Inbox,
     *,
     routing: RoutingState | None = None,
@@ -127,7 +128,7 @@ def _routing_page(
 
 @admin_required
 @require_http_methods(["GET", "POST"])
-def inbox_routing(request: HttpRequest, pk: UUID) -> HttpResponse:
+def inbox_routing(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     inbox = get_object_or_404(inboxes_visible_to(request.user), pk=pk)
     if request.method == "GET":
         return _routing_page(request, inbox)
@@ -198,10 +199,10 @@ def inbox_routing(request: HttpRequest, pk: UUID) -> HttpResponse:
 
 @admin_required
 @require_POST
-def inbox_visibility(request: HttpRequest, pk: UUID) -> HttpResponse:
+def inbox_visibility(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     inbox = get_object_or_404(inboxes_visible_to(request.user), pk=pk)
     restricted = request.POST.get("visibility") == "teams"
-    state = {"restricted": restricted, "teams": set(request.POST.getlist("teams"))}
+    state: dict[str, Any] = {"restricted": restricted, "teams": set(request.POST.getlist("teams"))}
     try:
         wanted, junk = posted_ids(state["teams"])
         teams = list(teams_by_ids(request.user, wanted))
@@ -238,7 +239,7 @@ def inbox_visibility(request: HttpRequest, pk: UUID) -> HttpResponse:
 
 @admin_required
 @require_POST
-def inbox_replies(request: HttpRequest, pk: UUID) -> HttpResponse:
+def inbox_replies(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     inbox = get_object_or_404(inboxes_visible_to(request.user), pk=pk)
     state = {
         "from_name": request.POST.get("from_name", ""),

@@ -99,7 +99,7 @@ class _Batch:
 
     def __init__(self, inbox: Inbox, messages: list[Message]) -> None:
         self.inbox = inbox
-        self.team_address = inbox.mailbox.canonical_address if inbox.mailbox_id else ""
+        self.team_address = inbox.mailbox.canonical_address if inbox.mailbox is not None else ""
         self.now = timezone.now()
         # Links to a Message-ID / Thread-Index root: (newness, conversation id). Stored
         # links sort by created_at; those made in this batch come after all of them.
@@ -163,8 +163,8 @@ class _Batch:
                 self._know(conversation)
         unknown = linked - set(self.conversations)
         if unknown:
-            for conversation in Conversation.objects.filter(pk__in=unknown):
-                self._know(conversation)
+            for linked_conversation in Conversation.objects.filter(pk__in=unknown):
+                self._know(linked_conversation)
         self._load_people(linked)
 
     def _know(self, conversation: Conversation) -> None:
@@ -220,15 +220,13 @@ class _Batch:
         if not customer or not subject:
             return None
         since = when - timedelta(days=SUBJECT_FALLBACK_DAYS)
-        recent = sorted(
-            (
-                c
-                for c in self.by_customer.get(customer, ())
-                if c.last_message_at and c.last_message_at >= since
-            ),
-            key=lambda c: c.last_message_at,
-            reverse=True,
-        )[:CANDIDATE_LIMIT]
+        dated = [
+            (c.last_message_at, c)
+            for c in self.by_customer.get(customer, ())
+            if c.last_message_at and c.last_message_at >= since
+        ]
+        dated.sort(key=lambda pair: pair[0], reverse=True)
+        recent = [c for _, c in dated[:CANDIDATE_LIMIT]]
         return next((c for c in recent if normalize_subject(c.subject) == subject), None)
 
     def file(self, message: Message, *, backfill: bool) -> None:

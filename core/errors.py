@@ -6,6 +6,7 @@ extra fields the contract names (``conflict``, ``limit``, ``step``...).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -23,12 +24,18 @@ class DomainError(Exception):
 
 
 class Invalid(DomainError):
-    """Bad input. ``errors`` maps field names to lists of messages."""
+    """Bad input. ``errors`` maps field names to lists of messages, or the name of a
+    nested form (``imap``, ``smtp``) to its own such map."""
 
     code = "invalid"
     status = 400
 
-    def __init__(self, detail: str, errors: dict[str, list[str]] | None = None, **extra: Any):
+    def __init__(
+        self,
+        detail: str,
+        errors: Mapping[str, list[str] | Mapping[str, list[str]]] | None = None,
+        **extra: Any,
+    ):
         super().__init__(detail, errors=errors or {}, **extra)
 
 

@@ -98,7 +98,8 @@ class MailboxOutput(serializers.ModelSerializer):
         ]
 
     def get_owner_name(self, mailbox: Mailbox) -> str | None:
-        return mailbox.owner.display_name if mailbox.owner_id else None
+        owner = mailbox.owner
+        return owner.display_name if owner is not None else None
 
     @extend_schema_field(OpenApiTypes.UUID)
     def get_inbox(self, mailbox: Mailbox) -> str | None:

@@ -92,7 +92,9 @@ def encrypt_secrets(secrets: dict[str, str], *, account_id: Any, mailbox_id: Any
     return VERSION + key.key_id + nonce + sealed
 
 
-def decrypt_secrets(blob: bytes, *, account_id: Any, mailbox_id: Any) -> dict[str, str]:
+def decrypt_secrets(
+    blob: bytes | memoryview, *, account_id: Any, mailbox_id: Any
+) -> dict[str, str]:
     blob = bytes(blob)
     if len(blob) < 1 + 4 + 12 + 16 or blob[:1] != VERSION:
         raise SecretDecryptionError("not a Postkamer secret")
@@ -108,7 +110,7 @@ def decrypt_secrets(blob: bytes, *, account_id: Any, mailbox_id: Any) -> dict[st
     raise SecretDecryptionError("the secret was encrypted with a key that is no longer configured")
 
 
-def is_current(blob: bytes) -> bool:
+def is_current(blob: bytes | memoryview) -> bool:
     """True when the blob is already under the first (encrypting) key."""
     return bytes(blob)[1:5] == _load_keys()[0].key_id
 

@@ -40,6 +40,15 @@ from inboxes.holds import HELD_AS_MEETINGS, HELD_AS_PERSONAL, HELD_AS_TEAM, Hold
 from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus
 
 
+def personal_owner(mailbox: Mailbox) -> User:
+    """The owner of a personal mailbox, which always has one (the check constraint
+    personal_has_owner_team_has_none)."""
+    owner = mailbox.owner
+    if owner is None:
+        raise ValueError(f"Mailbox {mailbox.pk} has no owner: it is not a personal one.")
+    return owner
+
+
 def find_address_holder(
     *,
     account_id,
@@ -56,12 +65,13 @@ def find_address_holder(
     mailbox = mailboxes.select_related("owner").first()
     if mailbox is not None:
         if mailbox.kind == MailboxKind.PERSONAL:
+            owner = personal_owner(mailbox)
             return Holder(
                 held_as=HELD_AS_PERSONAL,
                 holder_type="user",
                 holder_id=mailbox.owner_id,
-                holder_name=mailbox.owner.display_name,
-                holder_is_active=mailbox.owner.is_active,
+                holder_name=owner.display_name,
+                holder_is_active=owner.is_active,
                 user_id=mailbox.owner_id,
                 mailbox_id=mailbox.pk,
             )
@@ -250,9 +260,10 @@ def check_orphaned(mailbox: Mailbox) -> None:
         raise Invalid("This mailbox is already disconnected.")
     if mailbox.kind != MailboxKind.PERSONAL:
         raise Invalid("Only a personal email can be released or transferred.")
-    if mailbox.owner.is_active:
+    owner = personal_owner(mailbox)
+    if owner.is_active:
         raise Invalid(
-            f"{mailbox.owner.display_name} is active: only they can disconnect {mailbox.address}, "
+            f"{owner.display_name} is active: only they can disconnect {mailbox.address}, "
             "or deactivate them first."
         )
 

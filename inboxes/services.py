@@ -482,7 +482,7 @@ def mailbox_release(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> 
             action="mailbox.released",
             target=mailbox,
             ip=ip,
-            data={"owner": mailbox.owner.email},
+            data={"owner": rules.personal_owner(mailbox).email},
         )
     return mailbox
 
@@ -516,8 +516,8 @@ def mailbox_transfer(
             rules.check_transfer_to_user(actor=actor, mailbox=mailbox, to_user=to_user)
             mailbox.owner = to_user
             mailbox.save(update_fields=["owner", "updated_at"])
-            data = {"from": previous_owner.email, "to_user": to_user.email}
-        else:
+            moved_to = {"to_user": to_user.email}
+        elif inbox is not None:  # the one other case: either a user or an inbox is named
             inbox = Inbox.objects.get(pk=inbox.pk)
             rules.check_convert_to_team(
                 actor=actor,
@@ -533,14 +533,16 @@ def mailbox_transfer(
             )
             inbox.mailbox = mailbox
             inbox.save(update_fields=["mailbox", "updated_at"])
-            data = {"from": previous_owner.email, "to_inbox": inbox.name}
+            moved_to = {"to_inbox": inbox.name}
+        if previous_owner is None:  # the rules let only a personal mailbox, with its owner, move
+            raise ValueError(f"Mailbox {mailbox.pk} had no owner.")
         audit_record(
             account=mailbox.account,
             actor=actor,
             action="mailbox.transferred",
             target=mailbox,
             ip=ip,
-            data=data,
+            data={"from": previous_owner.email, **moved_to},
         )
     return mailbox
 

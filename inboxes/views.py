@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -143,7 +144,7 @@ def mailbox_detail(request, pk):
     from inboxes.models import Message
 
     mailbox = _visible_mailbox(request, pk)
-    unparsed = []
+    unparsed: QuerySet[Message] | list[Message] = []
     if request.user.is_admin:
         unparsed = Message.objects.filter(
             account_id=mailbox.account_id,

@@ -81,11 +81,18 @@ def _first(headers: dict[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
+def _stored_payload(part: Message) -> str | bytes | list[Message] | None:
+    """The payload as the parser stored it: text, 8-bit bytes or the subparts. The
+    attribute is private to email.message (typeshed leaves it out)."""
+    payload: str | bytes | list[Message] | None = getattr(part, "_payload", None)
+    return payload
+
+
 def _transfer_decode(part: Message, cte_header: str | None, problems: list[str]) -> bytes:
     # Read the stored payload directly: get_payload(decode=False) lossily
     # decodes 8-bit data, and get_payload(decode=True) ignores a
     # Content-Transfer-Encoding with stray whitespace or quotes.
-    payload = part._payload
+    payload = _stored_payload(part)
     if isinstance(payload, bytes):
         data = payload
     elif isinstance(payload, str):
@@ -181,9 +188,10 @@ def _visit(
             collected.problems.append("multipart without a boundary; body kept as text")
     content_type = part.get_content_type()
     maintype, _, subtype = content_type.partition("/")
-    if isinstance(part._payload, list):
+    payload = _stored_payload(part)
+    if isinstance(payload, list):
         if maintype == "multipart":
-            stack.extend((child, depth + 1) for child in reversed(part._payload))
+            stack.extend((child, depth + 1) for child in reversed(payload))
         else:
             _collect_message_part(part, content_type, collected)
         return
@@ -203,8 +211,8 @@ def _visit(
         text = _body_text(data, type_params, subtype)
         (collected.texts if subtype == "plain" else collected.htmls).append(text)
         return
-    content_id = _fold_whitespace(_raw_to_text(_first(headers, "content-id") or ""))
-    content_id = content_id.strip("<>").strip() or None
+    content_id_header = _fold_whitespace(_raw_to_text(_first(headers, "content-id") or ""))
+    content_id = content_id_header.strip("<>").strip() or None
     name = _safe_filename(filename) or _unnamed(collected, content_type)
     collected.attachments.append(
         ParsedAttachment(
@@ -230,7 +238,7 @@ def _unnamed(collected: _Collected, content_type: str) -> str:
 def _collect_message_part(part: Message, content_type: str, collected: _Collected) -> None:
     """message/rfc822 and friends become one attachment holding the inner message."""
     headers = _raw_headers(part)
-    inner = part._payload
+    inner = _stored_payload(part)
     subject = ""
     if content_type == "message/rfc822" and inner and isinstance(inner[0], Message):
         subject = _header_text(_first(_raw_headers(inner[0]), "subject"))

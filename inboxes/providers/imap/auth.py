@@ -182,7 +182,7 @@ def xoauth2_login(
     A ``token_source`` is simply asked again for the second try.
     """
     stored = token_source is None
-    source = stored_token_source(mailbox) if stored else token_source
+    source = stored_token_source(mailbox) if token_source is None else token_source
     words: str | None = ""
     for attempt_number in (1, 2):
         token = source()

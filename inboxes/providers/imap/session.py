@@ -235,6 +235,7 @@ class ImapSession:
         """Every message key the server holds in the folder (for reconciliation)."""
         try:
             info = self._select(folder.name)
+            assert self.client is not None
             criteria = ["SINCE", since.date()] if since else "ALL"
             uidvalidity = int(info[b"UIDVALIDITY"])
             return [f"{uidvalidity}:{uid}" for uid in sorted(self.client.search(criteria))]
@@ -298,6 +299,7 @@ class ImapSession:
     def find_message_id(self, folder: FolderSpec, message_id: str) -> bool:
         try:
             self._select(folder.name)
+            assert self.client is not None
             return bool(self.client.search(["HEADER", "Message-ID", message_id]))
         except BaseException as exc:
             raise imap_error(exc) from exc
@@ -306,6 +308,7 @@ class ImapSession:
         """Append what we sent to the Sent folder, as a mail client would."""
         name = self.sent_folder_name()
         try:
+            assert self.client is not None
             if not name:
                 # As a mail client does on its first send: make the Sent folder.
                 name = "Sent"
