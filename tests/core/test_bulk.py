@@ -44,6 +44,10 @@ def row(message: Message) -> dict:
     }
 
 
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="COPY is PostgreSQL's; elsewhere bulk_insert is bulk_create, tested by the other tests",
+)
 def test_copy_writes_exactly_what_bulk_create_writes():
     account = AccountFactory()
     copied = [awkward_message(account, n) for n in range(5)]
@@ -92,6 +96,9 @@ def test_a_conflict_raises_when_not_told_to_ignore_it():
     assert Message.objects.filter(account=account).count() == 1
 
 
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="a NUL byte in text is refused by PostgreSQL only"
+)
 def test_a_value_the_server_refuses_gets_bulk_creates_error():
     account = AccountFactory()
     broken = awkward_message(account, 1)
