@@ -6,7 +6,7 @@ from rest_framework.routers import SimpleRouter
 from accounts.api import MeView, TeamViewSet, TokenView, UserViewSet
 from audit.api import AuditEventViewSet
 from conversations.api import ConversationViewSet, InboxViewSet
-from inboxes.api import MailboxViewSet
+from inboxes.api import MailboxViewSet, UserAddressReleaseView
 from meetings.api import MeetingsConnectionView
 
 router = SimpleRouter()
@@ -20,6 +20,13 @@ router.register("conversations", ConversationViewSet, basename="conversation")
 api_v1 = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("me/", MeView.as_view(), name="api-me"),
+    # R7 by address (the mailbox release is /mailboxes/{id}/release/): the engine's view,
+    # beside the users the accounts app serves.
+    path(
+        "users/<uuid:pk>/release/",
+        UserAddressReleaseView.as_view(),
+        name="api-user-address-release",
+    ),
     path("meetings/connection/", MeetingsConnectionView.as_view(), name="api-meetings-connection"),
     *router.urls,
 ]

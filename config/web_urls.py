@@ -91,6 +91,11 @@ urlpatterns = [
         {"active": True},
         name="settings-user-reactivate",
     ),
+    path(
+        "settings/users/<uuid:pk>/release/",
+        people_views.user_address_release,
+        name="settings-user-address-release",
+    ),
     path("settings/audit/", audit_views.settings_audit, name="settings-audit"),
     # The support inbox, /inbox/: its routes are urlpatterns in conversations/inbox_views.py.
     path("inbox/", include("conversations.inbox_views")),

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+from uuid import UUID
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from accounts.auth import api_user
 from accounts.selectors import users_visible_to
 from core.api import AccountScopedMixin, client_ip
-from inboxes import services, sync
+from inboxes import releases, services, sync
 from inboxes.models import Mailbox, MailboxKind, Provider, Security
 from inboxes.selectors import inboxes_visible_to, mailboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
@@ -309,3 +314,39 @@ class MailboxViewSet(
             )
             services.raise_if_failed(result)
         return Response(result.as_dict())
+
+
+class AddressReleaseInput(serializers.Serializer):
+    address = serializers.CharField(max_length=320)
+
+
+class ReleasedHoldOutput(serializers.Serializer):
+    held_as = serializers.CharField()
+    mailbox = serializers.UUIDField(required=False)
+
+
+class UserAddressReleaseView(APIView):
+    """``POST /api/v1/users/{id}/release/`` (admins, R7): free every hold a deactivated
+    user has on ``address``, their personal mailbox and the meetings tool alike."""
+
+    @extend_schema(
+        request=AddressReleaseInput,
+        responses=inline_serializer(
+            "AddressReleaseOutput",
+            {
+                "address": serializers.CharField(),
+                "user": serializers.UUIDField(),
+                "released": ReleasedHoldOutput(many=True),
+            },
+        ),
+    )
+    def post(self, request: Request, pk: UUID) -> Response:
+        actor = api_user(request)
+        user = get_object_or_404(users_visible_to(actor), pk=pk)
+        data = AddressReleaseInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        address = data.validated_data["address"]
+        released = releases.user_address_release(
+            actor=actor, user=user, address=address, ip=client_ip(request)
+        )
+        return Response({"address": address, "user": str(user.pk), "released": released})

@@ -2,8 +2,9 @@
 
 A connected mailbox holds its address as a personal or team email; the meetings tool
 holds the address it books from. The rules (inboxes/rules.py) must see every holder
-for R1, R2 and R4, but the engine may not import the meetings app: a tool that holds
-addresses registers a ``HolderFinder`` here in its ``AppConfig.ready()``.
+for R1, R2 and R4, and releasing a deactivated user's address (R7) must free the
+tool's hold too, but the engine may not import the meetings app: a tool that holds
+addresses registers an ``AddressTool`` here in its ``AppConfig.ready()``.
 """
 
 from __future__ import annotations
@@ -49,18 +50,74 @@ class Holder:
 # ``ignore_user_id`` leaves out that user's own hold (a user changing their own address).
 HolderFinder = Callable[..., Holder | None]
 
-holder_finders: list[HolderFinder] = []
+# release(user=..., canonical=..., actor=..., ip=...) -> True when ``user`` held
+# ``canonical`` and no longer does. It writes its own audit record and runs in the
+# caller's transaction, so a release that is refused later is rolled back with it.
+HoldReleaser = Callable[..., bool]
 
 
-def register_holder_finder(finder: HolderFinder) -> None:
-    if finder not in holder_finders:
-        holder_finders.append(finder)
+@dataclass(frozen=True)
+class ToolHold:
+    """One address a user holds through a tool (for Settings > Users)."""
+
+    held_as: str
+    label: str  # "Meetings tool"
+    user_id: Any
+    address: str
+    canonical: str
+
+
+# holds(user_ids=...) -> every ToolHold of those users.
+HoldLister = Callable[..., list[ToolHold]]
+
+
+@dataclass(frozen=True)
+class AddressTool:
+    """A tool above the engine that holds addresses: who holds one (R1, R4, R6), and
+    how an admin frees a deactivated user's hold (R7)."""
+
+    held_as: str
+    holder: HolderFinder
+    release: HoldReleaser
+    holds: HoldLister
+
+
+address_tools: list[AddressTool] = []
+
+
+def register_address_tool(tool: AddressTool) -> None:
+    """Called from the tool's ``AppConfig.ready()``; a second call with the same tool
+    (``held_as``) replaces the first."""
+    address_tools[:] = [t for t in address_tools if t.held_as != tool.held_as]
+    address_tools.append(tool)
+
+
+def tool_holders(*, account_id: Any, canonical: str, ignore_user_id: Any = None) -> list[Holder]:
+    """Every tool (not a mailbox) hold on ``canonical`` in the account."""
+    found = (
+        tool.holder(account_id=account_id, canonical=canonical, ignore_user_id=ignore_user_id)
+        for tool in address_tools
+    )
+    return [holder for holder in found if holder is not None]
 
 
 def tool_holder(*, account_id: Any, canonical: str, ignore_user_id: Any = None) -> Holder | None:
     """The first tool (not a mailbox) that holds ``canonical`` in the account, if any."""
-    for finder in holder_finders:
-        holder = finder(account_id=account_id, canonical=canonical, ignore_user_id=ignore_user_id)
-        if holder is not None:
-            return holder
-    return None
+    holders = tool_holders(
+        account_id=account_id, canonical=canonical, ignore_user_id=ignore_user_id
+    )
+    return holders[0] if holders else None
+
+
+def release_tool_holds(*, user: Any, canonical: str, actor: Any, ip: str | None) -> list[str]:
+    """Free every tool hold ``user`` has on ``canonical``; the ``held_as`` of each freed."""
+    return [
+        tool.held_as
+        for tool in address_tools
+        if tool.release(user=user, canonical=canonical, actor=actor, ip=ip)
+    ]
+
+
+def tool_holds_of(user_ids: list[Any]) -> list[ToolHold]:
+    """Every address these users hold through a tool."""
+    return [hold for tool in address_tools for hold in tool.holds(user_ids=user_ids)]

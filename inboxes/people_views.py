@@ -3,42 +3,81 @@ transfer the addresses a deactivated person still holds (R7)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from django.contrib import messages
-from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts import services
 from accounts.forms import UserCreateForm
+from accounts.models import User
 from accounts.selectors import users_visible_to
 from core.api import client_ip
 from core.errors import DomainError
 from core.web import admin_required, back_to, report
+from inboxes import holds, releases
 from inboxes import services as mailbox_services
+from inboxes.holds import ToolHold
 from inboxes.models import Mailbox, MailboxStatus
 from inboxes.selectors import inboxes_visible_to, mailboxes_visible_to
 
 
 @admin_required
 def settings_users(request, form=None, status=200):
-    connected = Mailbox.objects.exclude(status=MailboxStatus.DISCONNECTED).order_by("address")
-    users = (
-        users_visible_to(request.user)
-        .prefetch_related(Prefetch("mailboxes", queryset=connected, to_attr="connected_mailboxes"))
-        .order_by("-is_active", "full_name", "email")
-    )
+    users = list(users_visible_to(request.user).order_by("-is_active", "full_name", "email"))
+    connected: dict[Any, list[Mailbox]] = {}
+    for mailbox in (
+        Mailbox.objects.filter(owner__in=users)
+        .exclude(status=MailboxStatus.DISCONNECTED)
+        .order_by("address")
+    ):
+        connected.setdefault(mailbox.owner_id, []).append(mailbox)
     return render(
         request,
         "accounts/settings_users.html",
         {
             "section": "users",
             "users": users,
+            "rows": _user_rows(users, connected),
             "active_users": [u for u in users if u.is_active],
             "empty_inboxes": inboxes_visible_to(request.user).filter(mailbox__isnull=True),
             "form": form or UserCreateForm(),
         },
         status=status,
     )
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """One line of Settings > Users: the user, their connected mailboxes (each with the
+    tools using the same address, which go with it), and what they hold through a tool
+    alone (the meetings tool on an address that is no mailbox of theirs)."""
+
+    user: User
+    mailboxes: list[tuple[Mailbox, list[str]]]
+    tool_holds: list[ToolHold]
+
+
+def _user_rows(users: list[User], connected: dict[Any, list[Mailbox]]) -> list[UserRow]:
+    held = holds.tool_holds_of([u.pk for u in users])
+    rows = []
+    for u in users:
+        mine = [hold for hold in held if hold.user_id == u.pk]
+        mailboxes = connected.get(u.pk, [])
+        addresses = {m.canonical_address for m in mailboxes}
+        rows.append(
+            UserRow(
+                user=u,
+                mailboxes=[
+                    (m, [h.label for h in mine if h.canonical == m.canonical_address])
+                    for m in mailboxes
+                ],
+                tool_holds=[h for h in mine if h.canonical not in addresses],
+            )
+        )
+    return rows
 
 
 @admin_required
@@ -124,3 +163,19 @@ def mailbox_transfer(request, pk):
     except DomainError as exc:
         report(request, exc)
     return redirect("settings-users")
+
+
+@admin_required
+@require_POST
+def user_address_release(request, pk):
+    """R7 for an address a deactivated user holds through a tool only (no mailbox)."""
+    user = get_object_or_404(users_visible_to(request.user), pk=pk)
+    address = request.POST.get("address", "")
+    try:
+        releases.user_address_release(
+            actor=request.user, user=user, address=address, ip=client_ip(request)
+        )
+        messages.success(request, f"{address} is released and can be connected again.")
+    except DomainError as exc:
+        report(request, exc)
+    return back_to(request, "settings-users")

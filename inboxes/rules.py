@@ -16,7 +16,9 @@ Where each rule is enforced:
                                check_mailbox_connect (meetings holder)
   R5 inboxes by plan           check_inbox_create
   R6 conflicts explain themselves  find_address_holder + conflict_for
-  R7 orphans can be released   check_release, check_transfer_to_user, check_convert_to_team
+  R7 orphans can be released   check_release, check_transfer_to_user, check_convert_to_team,
+                               check_user_release (a deactivated user's holds on an address,
+                               tools included; see inboxes/holds.py)
   R8 team mail is team-visible check_team_connect
 """
 
@@ -203,8 +205,13 @@ def check_inbox_has_room(*, inbox: Inbox) -> None:
         )
 
 
-def check_not_meetings_address(*, account_id, canonical: str, address: str, viewer: User) -> None:
-    holder = holds.tool_holder(account_id=account_id, canonical=canonical)
+def check_not_meetings_address(
+    *, account_id, canonical: str, address: str, viewer: User, ignore_user_id: Any = None
+) -> None:
+    """R4; ``ignore_user_id``: a deactivated owner whose own hold is released with the move."""
+    holder = holds.tool_holder(
+        account_id=account_id, canonical=canonical, ignore_user_id=ignore_user_id
+    )
     if holder is None:
         return
     raise TeamAddressInConversations(
@@ -283,13 +290,13 @@ def check_transfer_to_user(*, actor: User, mailbox: Mailbox, to_user: User) -> N
             f"{to_user.display_name} is deactivated.",
             errors={"user": ["This user is deactivated."]},
         )
-    holder = holds.tool_holder(
+    for holder in holds.tool_holders(
         account_id=mailbox.account_id,
         canonical=mailbox.canonical_address,
         ignore_user_id=to_user.pk,
-    )
-    if holder is not None:
-        raise address_in_use(holder, address=mailbox.address, viewer=actor)
+    ):
+        if holder.user_id != mailbox.owner_id:  # the owner's own holds are released with it
+            raise address_in_use(holder, address=mailbox.address, viewer=actor)
 
 
 def check_convert_to_team(
@@ -306,4 +313,17 @@ def check_convert_to_team(
         canonical=mailbox.canonical_address,
         address=mailbox.address,
         viewer=actor,
+        ignore_user_id=mailbox.owner_id,  # the owner's own holds are released with it
     )
+
+
+def check_user_release(*, actor: User, user: User) -> None:
+    """R7 for every hold a user has on an address (mailboxes and tools alike)."""
+    check_admin(actor, "release an address")
+    if user.account_id != actor.account_id:
+        raise Invalid("Unknown user.", errors={"user": ["Unknown user."]})
+    if user.is_active:
+        raise Invalid(
+            f"{user.display_name} is active: only they can disconnect their addresses, "
+            "or deactivate them first."
+        )

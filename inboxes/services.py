@@ -28,7 +28,7 @@ from core.errors import (
     PermissionDeniedError,
     TeamAddressInConversations,
 )
-from inboxes import rules
+from inboxes import holds, rules
 from inboxes.addresses import canonical_address
 from inboxes.connection_test import ConnectionTestResult, run_connection_test
 from inboxes.credentials import encrypt_secrets, mailbox_secrets
@@ -474,15 +474,21 @@ def mailbox_release(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> 
         actor=actor, action="mailbox.release_refused", target_repr=mailbox.address, ip=ip
     ):
         rules.check_release(actor=actor, mailbox=mailbox)
+    owner = rules.personal_owner(mailbox)
     with transaction.atomic():
         _disconnect(mailbox)
+        # Every other hold the owner has on the address goes in the same step (the
+        # meetings tool's, say), each audited by its tool.
+        tools = holds.release_tool_holds(
+            user=owner, canonical=mailbox.canonical_address, actor=actor, ip=ip
+        )
         audit_record(
             account=mailbox.account,
             actor=actor,
             action="mailbox.released",
             target=mailbox,
             ip=ip,
-            data={"owner": rules.personal_owner(mailbox).email},
+            data={"owner": owner.email, "tools": tools},
         )
     return mailbox
 
@@ -503,7 +509,6 @@ def mailbox_transfer(
             "Name either a user or an inbox to transfer to.",
             errors={"user": ["Give a user or an inbox."]},
         )
-    previous_owner = mailbox.owner
     with (
         audit_refusals(
             actor=actor, action="mailbox.transfer_refused", target_repr=mailbox.address, ip=ip
@@ -512,6 +517,7 @@ def mailbox_transfer(
     ):
         account_lock(actor.account_id)
         mailbox = Mailbox.objects.select_related("owner").get(pk=mailbox.pk)
+        previous_owner = mailbox.owner
         if to_user is not None:
             rules.check_transfer_to_user(actor=actor, mailbox=mailbox, to_user=to_user)
             mailbox.owner = to_user
@@ -536,13 +542,17 @@ def mailbox_transfer(
             moved_to = {"to_inbox": inbox.name}
         if previous_owner is None:  # the rules let only a personal mailbox, with its owner, move
             raise ValueError(f"Mailbox {mailbox.pk} had no owner.")
+        # The previous owner's tool holds on the address (the rules let them pass) go too.
+        tools = holds.release_tool_holds(
+            user=previous_owner, canonical=mailbox.canonical_address, actor=actor, ip=ip
+        )
         audit_record(
             account=mailbox.account,
             actor=actor,
             action="mailbox.transferred",
             target=mailbox,
             ip=ip,
-            data={"from": previous_owner.email, **moved_to},
+            data={"from": previous_owner.email, **moved_to, "tools": tools},
         )
     return mailbox
 

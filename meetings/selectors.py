@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inboxes.holds import HELD_AS_MEETINGS, Holder
+from inboxes.holds import HELD_AS_MEETINGS, Holder, ToolHold
 from meetings.models import MeetingsConnection
 
 
@@ -28,3 +28,19 @@ def meetings_address_holder(
         holder_is_active=connection.user.is_active,
         user_id=connection.user_id,
     )
+
+
+def meetings_holds(*, user_ids: list[Any]) -> list[ToolHold]:
+    """The meetings addresses of these users, for Settings > Users."""
+    return [
+        ToolHold(
+            held_as=HELD_AS_MEETINGS,
+            label="Meetings tool",
+            user_id=connection.user_id,
+            address=connection.address,
+            canonical=connection.canonical_address,
+        )
+        for connection in MeetingsConnection.objects.filter(user_id__in=user_ids).order_by(
+            "address"
+        )
+    ]

@@ -1,4 +1,4 @@
-"""The meetings connection: just enough for R4 until the meetings tool arrives."""
+"""The meetings connection: just enough for R4 (and R7) until the meetings tool arrives."""
 
 from __future__ import annotations
 
@@ -56,3 +56,25 @@ def meetings_disconnect(*, user: User, ip: str | None = None) -> None:
             target_repr=user.email,
             ip=ip,
         )
+
+
+def meetings_release(*, user: User, canonical: str, actor: User, ip: str | None = None) -> bool:
+    """R7: free the address a deactivated user's meetings tool books from.
+
+    Called by the engine (through ``inboxes.holds``) when an admin releases or transfers
+    that user's address, inside the same transaction; the engine has checked that the
+    actor is an admin and ``user`` is deactivated.
+    """
+    connection = MeetingsConnection.objects.filter(user=user, canonical_address=canonical).first()
+    if connection is None:
+        return False
+    connection.delete()
+    audit_record(
+        account=user.account,
+        actor=actor,
+        action="meetings.released",
+        target_repr=connection.address,
+        ip=ip,
+        data={"address": connection.address, "user": user.email},
+    )
+    return True

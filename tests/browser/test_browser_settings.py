@@ -12,10 +12,14 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import expect
 
+from accounts import services as account_services
 from accounts.models import Team
+from audit.models import AuditEvent
 from conversations.handling import conversation_set_status
 from conversations.models import Conversation, RoutingRule
 from inboxes.models import Inbox
+from meetings import services as meetings_services
+from meetings.models import MeetingsConnection
 from tests.support.conversations_factory import make_conversation
 
 pytest_plugins = ["tests.support.browser"]  # the browser and pages fixtures
@@ -129,3 +133,31 @@ def test_the_overview_draws_its_charts(pages, admin, member, password):
     expect(member_page.locator("#chart-opened svg rect.chart-value")).to_have_count(30)
     expect(member_page.get_by_role("link", name="Routing and access")).to_have_count(0)
     pages.screenshot(member_page, "overview-30")
+
+
+def test_an_admin_releases_a_deactivated_users_meetings_address_on_settings_users(
+    pages, admin, member, password
+):
+    # Given Bo booked meetings from bo@ (no mailbox), and was deactivated since
+    meetings_services.meetings_connect(user=member, address="bo@acme.example.com")
+    account_services.user_deactivate(actor=admin, user=member)
+
+    # When Ann opens Settings > Users
+    page = pages.log_in(admin.email, password)
+    page.goto("/settings/users/")
+
+    # Then Bo's row lists the address as held by the meetings tool, with a Release button
+    held = page.locator(f"#user-{member.pk} .tool-hold")
+    expect(held).to_contain_text("bo@acme.example.com")
+    expect(held).to_contain_text("Meetings tool")
+
+    # When she releases it
+    held.get_by_role("button", name="Release bo@acme.example.com from the meetings tool").click()
+
+    # Then the address is free and Bo's row lists nothing
+    expect(page.locator("#messages")).to_have_text(
+        "bo@acme.example.com is released and can be connected again."
+    )
+    expect(page.locator(f"#user-{member.pk}")).to_contain_text("None")
+    assert not MeetingsConnection.objects.exists()
+    assert AuditEvent.objects.filter(action="meetings.released").exists()
