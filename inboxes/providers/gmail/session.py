@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 from googleapiclient.errors import HttpError
 
-from inboxes.models import FolderRole, Mailbox, MailboxKind
+from inboxes.models import FolderRole, MailboxKind
 from inboxes.providers.base import Changes, FolderSpec, RawMessage
-from inboxes.providers.gmail.api import GmailApi, bare_message_id
+from inboxes.providers.gmail.api import bare_message_id
 from inboxes.providers.gmail.http import gmail_errors, status_of
-from inboxes.providers.gmail.signin import GoogleOAuthClient
+from inboxes.providers.gmail.mailbox import GmailMailbox
 
 log = logging.getLogger(__name__)
 
@@ -25,26 +25,8 @@ HISTORY_PAGE_SIZE = 500
 FETCH_BATCH_SIZE = 50  # Google: at most 100 per batch, 50 or fewer recommended
 
 
-class GmailSession:
+class GmailSession(GmailMailbox):
     """Reads one Gmail mailbox (``MailSession``); a context manager."""
-
-    def __init__(self, mailbox: Mailbox) -> None:
-        self.mailbox = mailbox
-        self._api: GmailApi | None = None
-
-    def __enter__(self) -> GmailSession:
-        self._api = GmailApi(self.mailbox, client=GoogleOAuthClient())
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._api is not None:
-            self._api.close()
-            self._api = None
-
-    @property
-    def api(self) -> GmailApi:
-        assert self._api is not None, "use the session as a context manager"
-        return self._api
 
     def folders(self) -> list[FolderSpec]:
         folders = [FolderSpec(FolderRole.INBOX, INBOX)]

@@ -11,11 +11,10 @@ from email.parser import BytesHeaderParser
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaInMemoryUpload
 
-from inboxes.models import Mailbox
 from inboxes.providers.base import ProviderError, SendResult
 from inboxes.providers.gmail.api import GmailApi, bare_message_id
 from inboxes.providers.gmail.http import NETWORK_ERRORS, gmail_errors
-from inboxes.providers.gmail.signin import GoogleOAuthClient
+from inboxes.providers.gmail.mailbox import GmailMailbox
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +22,8 @@ log = logging.getLogger(__name__)
 JSON_SEND_MAX_BYTES = 4 * 1024 * 1024
 
 
-class GmailTransport:
+class GmailTransport(GmailMailbox):
     """Sends mail from one Gmail mailbox (``MailTransport``); a context manager."""
-
-    def __init__(self, mailbox: Mailbox) -> None:
-        self.mailbox = mailbox
-        self._api: GmailApi | None = None
-
-    def __enter__(self) -> GmailTransport:
-        self._api = GmailApi(self.mailbox, client=GoogleOAuthClient())
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._api is not None:
-            self._api.close()
-            self._api = None
 
     def send(
         self,
@@ -47,8 +33,7 @@ class GmailTransport:
         recipients: list[str],
         before_data: Callable[[], None],
     ) -> SendResult:
-        api = self._api
-        assert api is not None, "use the transport as a context manager"
+        api = self.api
         headers = BytesHeaderParser(policy=policy.default).parsebytes(raw)
         # Looked up before anything is sent: a failure here is safe to retry.
         thread_id = self._thread_of(api, headers)
