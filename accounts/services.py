@@ -89,9 +89,13 @@ def user_create(
                 email=email, password=password, account=account, full_name=full_name, role=role
             )
     except IntegrityError as exc:
+        # A login email is unique across every account (it is all the login form
+        # and the token endpoint ask for), so the same words whether the address
+        # is taken here or elsewhere: never confirm that it has a login in another
+        # account. (An admin sees their own account's users in the list.)
         raise Invalid(
-            f"{email} already has a Postkamer login.",
-            errors={"email": ["A user with this email already exists."]},
+            "This email address can't be used. Choose another one.",
+            errors={"email": ["This email address can't be used."]},
         ) from exc
     audit_record(
         account=account,
