@@ -16,9 +16,13 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from accounts import hooks
+from accounts.lockouts import lockout_seconds
 from accounts.models import Account, Plan, Role, Team, User, normalize_login_email
 from audit.services import audit_record
 from core.errors import Invalid, PermissionDeniedError, RateLimited
+from core.middleware import note_retry_after
+
+LOCKED_OUT = "Too many failed login attempts. Try again later."
 
 
 def account_lock(account_id: uuid.UUID) -> Account:
@@ -85,9 +89,13 @@ def user_create(
                 email=email, password=password, account=account, full_name=full_name, role=role
             )
     except IntegrityError as exc:
+        # A login email is unique across every account (it is all the login form
+        # and the token endpoint ask for), so the same words whether the address
+        # is taken here or elsewhere: never confirm that it has a login in another
+        # account. (An admin sees their own account's users in the list.)
         raise Invalid(
-            f"{email} already has a Postkamer login.",
-            errors={"email": ["A user with this email already exists."]},
+            "This email address can't be used. Choose another one.",
+            errors={"email": ["This email address can't be used."]},
         ) from exc
     audit_record(
         account=account,
@@ -155,7 +163,9 @@ def token_obtain(*, request: Request, email: str, password: str) -> str:
     user = authenticate(request=http_request, username=login_email, password=password)
     if user is None:
         if getattr(http_request, "axes_locked_out", False):
-            raise RateLimited("Too many failed login attempts. Try again later.")
+            seconds = lockout_seconds()
+            note_retry_after(http_request, seconds)
+            raise RateLimited(LOCKED_OUT, retry_after=seconds)
         raise AuthenticationFailed("Wrong email or password, or the user is deactivated.")
     token, _ = Token.objects.get_or_create(user=user)
     key: str = token.key  # the stubs type Token.key as a bare CharField (Any)
@@ -180,12 +190,17 @@ def lockout_response(
     **kwargs: Any,
 ) -> HttpResponse:
     """django-axes lockout: JSON for the API, a plain page for the web form."""
-    detail = "Too many failed login attempts. Try again later."
-    if request.path.startswith("/api/"):
-        return JsonResponse({"code": "rate_limited", "detail": detail}, status=429)
     from django.shortcuts import render
 
-    return render(request, "accounts/locked_out.html", {"detail": detail}, status=429)
+    seconds = lockout_seconds()
+    response: HttpResponse
+    if request.path.startswith("/api/"):
+        body = {"code": "rate_limited", "detail": LOCKED_OUT, "retry_after": seconds}
+        response = JsonResponse(body, status=429)
+    else:
+        response = render(request, "accounts/locked_out.html", {"detail": LOCKED_OUT}, status=429)
+    response["Retry-After"] = str(seconds)
+    return response
 
 
 def team_save(

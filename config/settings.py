@@ -79,6 +79,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "core.middleware.NoStoreMiddleware",
+    "core.middleware.RetryAfterMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -163,11 +165,19 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "settings-email"
 LOGOUT_REDIRECT_URL = "login"
 
-# Failed logins (web form and token endpoint) are counted per address and per IP
-# separately; only failures count, so an office behind one NAT is not locked out.
+# Failed logins (web form and token endpoint together) are counted per address
+# from one IP, per address from any IP and per IP across addresses, each against
+# its own limit (accounts/lockouts.py). Only failures count, and an IP alone is
+# locked only far above what an office behind one NAT address ever mistypes.
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("LOGIN_ADDRESS_FAILURE_LIMIT", 30)
+LOGIN_IP_FAILURE_LIMIT = env_int("LOGIN_IP_FAILURE_LIMIT", 100)
 AXES_COOLOFF_TIME = env_int("LOGIN_COOLOFF_MINUTES", 15) / 60
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "username", "ip_address"]
+AXES_HANDLER = "accounts.lockouts.LoginLimitsHandler"
+# Tries during a lock-out are refused but not counted: hammering one address from
+# one IP must not add up to the address's lock-out everywhere.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "accounts.services.lockout_response"
 AXES_USERNAME_CALLABLE = "accounts.services.login_username"

@@ -230,10 +230,11 @@ class MailboxViewSet(
     def partial_update(self, request, pk=None):
         data = MailboxPatchInput(data=request.data)
         data.is_valid(raise_exception=True)
+        mailbox = self.get_object()
         with failed_connection_tests_limited(request):
             mailbox = services.mailbox_update(
                 actor=request.user,
-                mailbox=self.get_object(),
+                mailbox=mailbox,
                 ip=client_ip(request),
                 imap=data.validated_data.get("imap"),
                 smtp=data.validated_data.get("smtp"),
@@ -308,9 +309,10 @@ class MailboxViewSet(
     @extend_schema(request=None, responses={200: TestOutput})
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
+        mailbox = self.get_object()
         with failed_connection_tests_limited(request):
             result = services.mailbox_test(
-                actor=request.user, mailbox=self.get_object(), ip=client_ip(request)
+                actor=request.user, mailbox=mailbox, ip=client_ip(request)
             )
             services.raise_if_failed(result)
         return Response(result.as_dict())

@@ -47,6 +47,7 @@ from inboxes.providers.imap.auth import stored_token_source
 from inboxes.providers.imap.connection import ServerSettings
 from inboxes.sending import outbox_resume
 from inboxes.sync import schedule_sync
+from inboxes.throttling import connection_test_allowed
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ def connection_test_run(
     oauth_token: str | None = None,
 ) -> ConnectionTestResult:
     """Run the test; a failure is audited (a refused host is how SSRF probing looks)."""
+    connection_test_allowed()  # the failed-test limiter, checked after every other rule
     result = run_connection_test(
         imap=imap.settings(), smtp=smtp.settings(), oauth_token=oauth_token
     )
