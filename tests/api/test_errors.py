@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 
 import pytest
 from rest_framework.test import APIClient
@@ -169,3 +170,25 @@ def test_djangos_400_and_403_answers_are_json_under_api_and_html_elsewhere(rf):
         assert_error(handler(rf.get("/api/v1/me/"), exception), status, code)
         page = handler(rf.get("/settings/"), exception)
         assert page.status_code == status and page["Content-Type"].startswith("text/html")
+
+
+def test_a_failed_connection_test_without_a_client_address_is_422_not_500(member, monkeypatch):
+    # RATELIMIT_IP_META_KEY names a proxy header a direct request lacks, or no REMOTE_ADDR.
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "no such host")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    server = {"host": "mail.invalid", "port": 993, "security": "ssl", "username": "bo"}
+    response = no_raise(api_client_for(member)).post(
+        "/api/v1/mailboxes/",
+        {
+            "address": "bo@acme.example.com",
+            "kind": "personal",
+            "provider": "imap",
+            "imap": {**server, "password": "x"},
+            "smtp": {**server, "port": 465, "password": "x"},
+        },
+        format="json",
+        REMOTE_ADDR="",
+    )
+    assert_error(response, 422, "connection_failed")
