@@ -12,6 +12,7 @@ import json
 import socket
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from conversations.models import Conversation
@@ -147,8 +148,6 @@ def test_a_bug_under_api_is_a_json_500_and_on_a_page_stays_html(admin, monkeypat
     monkeypatch.setattr(MeView, "get", broken)
     assert_error(no_raise(api_client_for(admin)).get("/api/v1/me/"), 500, "server_error")
 
-    from django.test import Client
-
     from core import error_pages
 
     monkeypatch.setattr(error_pages, "_is_api", lambda request: False)
@@ -192,3 +191,10 @@ def test_a_failed_connection_test_without_a_client_address_is_422_not_500(member
         REMOTE_ADDR="",
     )
     assert_error(response, 422, "connection_failed")
+
+
+def test_a_host_django_refuses_is_a_json_400_under_api_and_html_on_pages(client):
+    response = no_raise(APIClient()).get("/api/v1/me/", HTTP_HOST="evil.example")
+    assert assert_error(response, 400, "invalid")["errors"] == {}
+    page = Client(raise_request_exception=False).get("/login/", HTTP_HOST="evil.example")
+    assert page.status_code == 400 and page["Content-Type"].startswith("text/html")
