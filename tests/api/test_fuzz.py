@@ -6,9 +6,11 @@ invalid ones) and sent to the Django app in-process (WSGI). Nothing may answer a
 
 Bounded to about a minute on two cores (some 4,500 requests): at most 25 generated
 examples per operation besides schemathesis's own boundary cases, a deadline per
-example, no shrinking (a failure reports the request as generated, as curl). No network: name resolution fails at once during the run, so a
-mailbox connect or connection test with any fuzzed host answers
-``connection_failed`` without waiting on a socket.
+example, no shrinking (a failure reports the request as generated, as curl). No network: name resolution fails at once during the run
+(but for the database, cache and broker hosts of a PostgreSQL and Redis run), and
+private addresses are refused, so a mailbox connect or connection test with any
+fuzzed host answers ``connection_failed`` without waiting on a socket (a public
+address literal gets one second).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import socket
 import zlib
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 import schemathesis
@@ -144,6 +147,14 @@ def world(admin, member, account):
     return world
 
 
+def _service_hosts(settings) -> set[str]:
+    """The hosts of the database, cache and broker this run uses (none with SQLite)."""
+    urls = [settings.CELERY_BROKER_URL, str(settings.CACHES["default"].get("LOCATION", ""))]
+    hosts = {urlsplit(url).hostname for url in urls if "://" in url}
+    hosts.add(settings.DATABASES["default"].get("HOST"))
+    return {host for host in hosts if host}
+
+
 @pytest.fixture(autouse=True)
 def _in_process_and_offline(monkeypatch, settings):
     # The app runs in this thread, inside the test's transaction: Django's handler must not
@@ -152,14 +163,16 @@ def _in_process_and_offline(monkeypatch, settings):
     request_finished.disconnect(close_old_connections)
 
     resolve = socket.getaddrinfo
-    database_host = settings.DATABASES["default"].get("HOST") or None
+    services = _service_hosts(settings)
 
     def no_dns(host, *args, **kwargs):
-        if database_host is not None and host == database_host:
-            return resolve(host, *args, **kwargs)  # a PostgreSQL run may reconnect
+        if host in services:
+            return resolve(host, *args, **kwargs)  # PostgreSQL and Redis (CI)
         raise socket.gaierror(socket.EAI_NONAME, "no name resolution in the fuzz run")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    # A fuzzed mail host naming a service's address is refused before any connect.
+    settings.ALLOW_PRIVATE_MAIL_HOSTS = False
     settings.MAIL_CONNECT_TIMEOUT = 1
     yield
     request_started.connect(close_old_connections)
