@@ -6,11 +6,13 @@ invalid ones) and sent to the Django app in-process (WSGI). Nothing may answer a
 
 Bounded to about a minute on two cores (some 4,500 requests): at most 25 generated
 examples per operation besides schemathesis's own boundary cases, a deadline per
-example, no shrinking (a failure reports the request as generated, as curl). No network: name resolution fails at once during the run
-(but for the database, cache and broker hosts of a PostgreSQL and Redis run), and
-private addresses are refused, so a mailbox connect or connection test with any
-fuzzed host answers ``connection_failed`` without waiting on a socket (a public
-address literal gets one second).
+example, no shrinking (a failure reports the request as generated, as curl).
+
+No network: name resolution fails at once during the run (but for the database,
+cache and broker hosts of a PostgreSQL and Redis run) and private addresses are
+refused, so a mailbox connect or connection test with any fuzzed host answers
+``connection_failed`` without waiting on a socket (a public address literal gets
+one second).
 """
 
 from __future__ import annotations
