@@ -21,6 +21,7 @@ from accounts.models import Account, Plan, Role, Team, User, normalize_login_ema
 from audit.services import audit_record
 from core.errors import Invalid, PermissionDeniedError, RateLimited
 from core.middleware import note_retry_after
+from core.text import check_single_line
 
 LOCKED_OUT = "Too many failed login attempts. Try again later."
 
@@ -51,6 +52,7 @@ def account_create(
         raise Invalid(f"Unknown plan {plan!r}.", errors={"plan": [f"Choose one of {Plan.values}."]})
     if not name.strip():
         raise Invalid("The account needs a name.", errors={"name": ["This field is required."]})
+    check_single_line(name, field="name", label="account name")
     with transaction.atomic():
         account = Account.objects.create(name=name.strip(), plan=plan)
         admin = user_create(
@@ -80,6 +82,8 @@ def user_create(
         raise PermissionDeniedError("Only an account admin can create users.")
     if role not in Role.values:
         raise Invalid(f"Unknown role {role!r}.", errors={"role": ['Use "admin" or "member".']})
+    # The user's name is the display name of the From of what they send.
+    check_single_line(full_name, field="full_name", label="name")
     email = normalize_login_email(email)
     candidate = User(account=account, email=email, full_name=full_name, role=role)
     _check_password(password, candidate)
@@ -222,6 +226,7 @@ def team_save(
             "The team name is too long: use at most 200 characters.",
             errors={"name": ["At most 200 characters."]},
         )
+    check_single_line(name, field="name", label="team name")
     if any(m.account_id != actor.account_id for m in members):
         raise Invalid("Unknown user.", errors={"members": ["Unknown user."]})
     try:

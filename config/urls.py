@@ -38,3 +38,9 @@ urlpatterns = [
     path("django-admin/", admin.site.urls),
     path("", include("config.web_urls")),
 ]
+
+# Under /api/ Django's own error answers are JSON in the API's error shape.
+handler400 = "core.error_pages.bad_request"
+handler403 = "core.error_pages.permission_denied"
+handler404 = "core.error_pages.page_not_found"
+handler500 = "core.error_pages.server_error"

@@ -68,6 +68,10 @@ class InboxPatchInput(serializers.Serializer):
     mailbox = serializers.UUIDField(required=False, allow_null=True)
 
 
+class MetricsQuery(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=90, default=14)
+
+
 class RoutingInput(serializers.Serializer):
     mode = serializers.ChoiceField(choices=RoutingMode.choices)
     users = serializers.ListField(child=serializers.UUIDField(), required=False, default=list)
@@ -185,12 +189,14 @@ class InboxViewSet(
             )
         return Response(_routing_data(routing_rule_of(inbox)))
 
-    @extend_schema(responses=MetricsOutput)
+    @extend_schema(parameters=[MetricsQuery], responses=MetricsOutput)
     @action(detail=True, methods=["get"])
     def metrics(self, request, pk=None):
         """Opened and closed per day, time to first response and to close; per agent too."""
         inbox = self.get_object()
-        days = min(max(int(request.query_params.get("days", 14) or 14), 1), 90)
+        query = MetricsQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        days = query.validated_data["days"]
         conversations = inbox_conversations_visible_to(request.user, inbox)
         return Response(
             {

@@ -27,6 +27,7 @@ from conversations.routing import conversation_route
 from conversations.selectors import conversations_visible_to
 from conversations.summary import conversation_summaries_refresh
 from core.errors import Invalid
+from core.text import one_line
 from inboxes import rules
 from inboxes.models import Direction, Tombstone
 from inboxes.sending import Recipient, outbox_create
@@ -121,7 +122,8 @@ def conversation_reply(
     with transaction.atomic():
         item = outbox_create(
             mailbox=mailbox,
-            from_name=inbox.from_name,
+            # One line even if stored before inbox_update refused line breaks.
+            from_name=one_line(inbox.from_name),
             to=to,
             cc=cc,
             subject=subject,

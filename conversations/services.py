@@ -13,6 +13,7 @@ from accounts.services import account_lock
 from audit.services import audit_record
 from conversations.models import RoutingMode, RoutingRule
 from core.errors import Invalid, TeamAddressInOtherInbox
+from core.text import check_single_line
 from inboxes import rules
 from inboxes.models import Inbox, Mailbox
 from inboxes.sync import schedule_sync
@@ -33,7 +34,7 @@ def _check_name(name: str) -> str:
         raise Invalid("The inbox needs a name.", errors={"name": ["This field is required."]})
     if len(name) > 200:
         raise Invalid("The name is too long.", errors={"name": ["At most 200 characters."]})
-    return name
+    return check_single_line(name, field="name", label="inbox name")
 
 
 def _check_reply_text(value: object, *, field: str, label: str, limit: int) -> str:
@@ -47,10 +48,16 @@ def _check_reply_text(value: object, *, field: str, label: str, limit: int) -> s
     return text
 
 
+def _check_from_name(value: object) -> str:
+    """The display name of the From header of every reply: one line (R9)."""
+    text = _check_reply_text(value, field="from_name", label="from-name", limit=200)
+    return check_single_line(text, field="from_name", label="from-name")
+
+
 def inbox_create(*, actor: User, name: str, from_name: str = "", ip: str | None = None) -> Inbox:
     rules.check_admin(actor, "create an inbox")
     name = _check_name(name)
-    from_name = _check_reply_text(from_name, field="from_name", label="from-name", limit=200)
+    from_name = _check_from_name(from_name)
     try:
         with transaction.atomic():
             account = account_lock(actor.account_id)
@@ -83,7 +90,7 @@ def inbox_update(
     only some teams see needs at least one of them."""
     rules.check_admin(actor, "change an inbox")
     if from_name is not UNSET:
-        from_name = _check_reply_text(from_name, field="from_name", label="from-name", limit=200)
+        from_name = _check_from_name(from_name)
     if signature is not UNSET:
         signature = _check_reply_text(signature, field="signature", label="signature", limit=5000)
     changes: dict[str, object] = {}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import FieldDoesNotExist, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.db.models import QuerySet
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Field, Model, QuerySet
 from django.http import Http404, HttpRequest
 from rest_framework import exceptions, pagination, permissions
 from rest_framework.request import Request
@@ -13,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.errors import DomainError
+from core.errors import DomainError, Invalid, TooLarge
 
 if TYPE_CHECKING:
     from rest_framework.generics import GenericAPIView
@@ -42,7 +45,16 @@ def _flatten(detail: Any) -> Any:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Every error is ``{"code", "detail", ...}`` with a fitting status (DESIGN.md 4)."""
+    """Every error is ``{"code", "detail", ...}`` with a fitting status (DESIGN.md 4).
+
+    What this leaves unhandled (None) is a bug: Django's handler500 answers it, in the
+    same shape under /api/ (core/error_pages.py).
+    """
+    if isinstance(exc, RequestDataTooBig):
+        exc = TooLarge()
+    elif isinstance(exc, SuspiciousOperation):
+        # Too many fields and the like: what Django itself answers with a bare 400.
+        exc = Invalid("The request could not be read.")
     if isinstance(exc, DomainError):
         return Response(exc.as_dict(), status=exc.status)
     if isinstance(exc, Http404):
@@ -63,6 +75,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body = {"code": code, "detail": "Some fields are invalid.", "errors": errors}
     elif code == "not_found":
         body = {"code": code, "detail": "Not found."}
+    elif code == "invalid":
+        # A body that is not JSON at all: nothing to pin on a field.
+        body = {"code": code, "detail": str(getattr(exc, "detail", exc)), "errors": {}}
     else:
         body = {"code": code, "detail": str(getattr(exc, "detail", exc))}
     response.data = body
@@ -70,13 +85,66 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+_BAD_CURSOR = "This cursor is not one of ours: follow the next link of a previous page."
+
+
 class CursorPagination(pagination.CursorPagination):
-    """``{results: [...], next: URL or null}``; cursors can't be guessed or skipped."""
+    """``{results: [...], next: URL or null}``; cursors can't be guessed or skipped.
+
+    A cursor that is not one this API made is 400 ``invalid`` (DRF's own answer is a
+    404 for an unreadable one, and a 500 for a readable one whose position is not a
+    value of the ordering field).
+    """
 
     ordering: str | list[str] | tuple[str, ...] = "-created_at"
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+    _model: type[Model] | None = None
+
+    def paginate_queryset(
+        self,
+        queryset: QuerySet[Any, Any] | Sequence[Any],
+        request: Request,
+        view: APIView | None = None,
+    ) -> list[Any] | None:
+        self._model = queryset.model if isinstance(queryset, QuerySet) else None
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except DjangoValidationError as exc:
+            # A position the field reads but the database lookup refuses.
+            raise self._bad_cursor() from exc
+
+    def decode_cursor(self, request: Request) -> pagination.Cursor | None:
+        try:
+            cursor = super().decode_cursor(request)
+        except exceptions.NotFound as exc:
+            raise self._bad_cursor() from exc
+        if cursor is not None and cursor.position is not None:
+            self._check_position(str(cursor.position))
+        return cursor
+
+    def _check_position(self, position: str) -> None:
+        """The position must be a value of the first ordering field, as encode_cursor wrote it."""
+        name = str(self.ordering[0]).lstrip("-")
+        if self._model is None or "__" in name:
+            return
+        try:
+            field = self._model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return
+        if not isinstance(field, Field):
+            return  # a reverse relation: nothing to read the position with
+        try:
+            value = field.to_python(position)
+        except (DjangoValidationError, ValueError, TypeError, OverflowError) as exc:
+            raise self._bad_cursor() from exc
+        if value is None:
+            raise self._bad_cursor()
+
+    @staticmethod
+    def _bad_cursor() -> Invalid:
+        return Invalid(_BAD_CURSOR, errors={"cursor": ["Not a valid cursor."]})
 
     def get_paginated_response(self, data: list[Any]) -> Response:
         return Response(

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
+
 
 class DomainError(Exception):
     code = "invalid"
@@ -82,3 +84,20 @@ class NeedsReauth(DomainError):
 class RateLimited(DomainError):
     code = "rate_limited"
     status = 429
+
+
+class TooLarge(DomainError):
+    code = "too_large"
+    status = 413
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        super().__init__(
+            detail
+            or (
+                f"The request body is too large: at most {limit} bytes."
+                if limit is not None
+                else "The request body is too large."
+            ),
+            **extra,
+        )

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django_ratelimit.core import get_usage
 
 from core.errors import ConnectionFailed, RateLimited
@@ -35,9 +36,22 @@ def _limits() -> list[tuple[str, str]]:
 
 
 def _usage(request, key: str, rate: str, increment: bool) -> dict | None:
-    return get_usage(
-        request, group=f"failed-connection-test-{key}", key=key, rate=rate, increment=increment
-    )
+    group = f"failed-connection-test-{key}"
+    try:
+        return get_usage(request, group=group, key=key, rate=rate, increment=increment)
+    except (ImproperlyConfigured, ValueError):
+        if key != "ip":
+            raise
+        # No client address where RATELIMIT_IP_META_KEY points (a proxy header that a
+        # request sent straight to the app lacks; no or an empty REMOTE_ADDR):
+        # django-ratelimit raises, which was a 500. Such requests share one count instead.
+        return get_usage(
+            request,
+            group=group,
+            key=lambda _group, _request: "no-address",
+            rate=rate,
+            increment=increment,
+        )
 
 
 def _over_limit(request) -> RateLimited | None:
