@@ -1,6 +1,6 @@
 """Send benchmark: the outbox's send run against a bare smtplib loop over one connection.
 
-    .venv/bin/python bench/send.py [--items 2000] [--legacy-items 100] [--baseline 2000] [--quick]
+    .venv/bin/python bench/send.py [--items 2000] [--baseline 2000] [--quick]
                                    [--window 20] [--reconnect-every 100] [--profile]
                                    [--compare-with OTHER/send_run.py [--rounds 5]]
 
@@ -15,10 +15,7 @@ process of its own so it does not share this one's GIL) and a local Dovecot:
    every item is settled, Sent copies included;
 3. the same for a second set of items with the Sent copy phase switched off
    (in this process only), to show what the copies cost;
-4. the per-item path of earlier versions (``outbox_send(item_id)``, still run
-   for items queued before the upgrade): a connection per item and an IMAP
-   connection per Sent copy;
-5. baseline: one smtplib connection (STARTTLS, AUTH once), then ``sendmail``
+4. baseline: one smtplib connection (STARTTLS, AUTH once), then ``sendmail``
    of the same raw messages, one after the other.
 
 Prints sends per second for each, the ``ratio`` run/baseline, where the run's
@@ -176,17 +173,6 @@ def bench_reply(mailbox, n: int):
     )
 
 
-def legacy_loop(ids: list) -> tuple[float, list[str]]:
-    """The per-item path: ``outbox_send(item_id)`` for each item, in turn."""
-    from inboxes import sending
-
-    states = []
-    started = time.perf_counter()
-    for item_id in ids:
-        states.append(sending.outbox_send(item_id))
-    return time.perf_counter() - started, states
-
-
 def cpu_probe(smtp, dovecot):
     """CPU seconds so far of the processes a send run keeps busy (2 cores for all)."""
     from django.db import connection
@@ -342,11 +328,8 @@ def main() -> int:
     harness.snapshot_and_reexec(SCRIPT, sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=2000, help="items per send run set (2000)")
-    parser.add_argument(
-        "--legacy-items", type=int, default=100, help="items for the per-item path (100)"
-    )
     parser.add_argument("--baseline", type=int, default=2000, help="baseline sends (2000)")
-    parser.add_argument("--quick", action="store_true", help="300 items, 30 per-item, 500 baseline")
+    parser.add_argument("--quick", action="store_true", help="300 items, 500 baseline")
     parser.add_argument("--window", type=int, help="send_run.SEND_WINDOW for this run")
     parser.add_argument("--reconnect-every", type=int, help="send_run.RECONNECT_EVERY for this run")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -373,7 +356,7 @@ def main() -> int:
         child_smtp_server(args)
         return 0
     if args.quick:
-        args.items, args.legacy_items, args.baseline = 300, 30, 500
+        args.items, args.baseline = 300, 500
     if args.json:
         args.json = os.path.abspath(args.json)
     if args.compare_with:
@@ -481,19 +464,6 @@ def run(args) -> int:
         print_cpu(cpu_before, cpu_after, seconds2, len(ids2))
         figures.update(bare_seconds=seconds2, bare_rate=bare_rate, bare_phases=phases2)
 
-        legacy_rate = None
-        if args.legacy_items:
-            ids3, _ = make_items(mailbox, args.legacy_items)
-            seconds3, states3 = legacy_loop(ids3)
-            sent3 = states3.count("sent")
-            legacy_rate = sent3 / seconds3
-            expected_received += sent3
-            print(
-                f"per-item path (outbox_send, earlier versions): {sent3} of {len(ids3)} in "
-                f"{seconds3:.2f} s = {legacy_rate:.0f} sends/s"
-            )
-            figures.update(legacy_items=args.legacy_items, legacy_rate=legacy_rate)
-
         messages = raw_messages(ids[:300])
         base_seconds = smtplib_loop(smtp.port, password, messages, args.baseline)
         base_rate = args.baseline / base_seconds
@@ -505,8 +475,6 @@ def run(args) -> int:
         ratio = run_rate / base_rate
         print(f"ratio (send run with Sent copies / baseline): {ratio:.2f}")
         print(f"ratio (send run without Sent copies / baseline): {bare_rate / base_rate:.2f}")
-        if legacy_rate:
-            print(f"send run / per-item path: {run_rate / legacy_rate:.0f}x")
         figures.update(
             baseline_sends=args.baseline,
             baseline_seconds=base_seconds,

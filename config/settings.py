@@ -333,7 +333,6 @@ CELERY_TASK_ROUTES = {
     "inboxes.tasks.sync_due_mailboxes": {"queue": "sync"},
     "inboxes.tasks.reconcile_all_mailboxes": {"queue": "sync"},
     "inboxes.tasks.send_outbox": {"queue": "send"},
-    "inboxes.tasks.send_outbox_item": {"queue": "send"},
     "inboxes.tasks.sweep_outbox": {"queue": "send"},
 }
 # Ack after the task ran, and hand a task back to the broker when its worker

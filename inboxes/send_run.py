@@ -19,8 +19,7 @@ docstring; this module keeps them with less work per item:
 - a refused transaction (4xx/5xx before or at DATA) is settled for that item
   and the run goes on after an RSET; a connection dropped before DATA is
   reopened and the item sent on the new one; a drop after DATA leaves the item
-  ``unknown`` (and looked up in Sent) as the per-item send does; the connection
-  is renewed every ``RECONNECT_EVERY`` (1000) messages;
+  ``unknown`` (and looked up in Sent); the connection is renewed every ``RECONNECT_EVERY`` (1000) messages;
 - the Sent copies of a chunk are APPENDed in one MULTIAPPEND where the server
   offers it (Dovecot does), one APPEND after another over the same session
   otherwise, in a thread of its own that the run waits for only when it is
@@ -28,8 +27,8 @@ docstring; this module keeps them with less work per item:
   failure leaves them to the sweeper.
 
 API providers keep a committed ``data_started_at`` per item (their send is an
-HTTP request that costs far more than the commit) and the per-item outcome code
-of ``sending.send_claimed``; the run saves them the claim and connection set-up
+HTTP request that costs far more than the commit), sent one at a time by
+``sending.send_claimed``; the run saves them the claim and connection set-up
 per item.
 """
 

@@ -6,9 +6,8 @@
    rolled back and a crash before commit sends nothing.
 2. The run (``inboxes/send_run.py``, task ``send_outbox``) claims the due
    items of its mailbox in one conditional UPDATE (queued -> sending, ``FOR
-   UPDATE SKIP LOCKED``): two runs, or a run and an old per-item task
-   (``outbox_send``), cannot both claim one item. It sends them over one
-   connection. Before an item's message data goes out its ``data_started_at``
+   UPDATE SKIP LOCKED``): two runs cannot both claim one item. It sends them
+   over one connection. Before an item's message data goes out its ``data_started_at``
    is committed (for a window of items at once, below), fenced by its claim
    (``ClaimLost``).
 3. On the server's 250 the item is marked sent, then a copy is stored in the
@@ -46,8 +45,8 @@ few hundred sends/s, see bench/README.md.) What a worker killed mid-run leaves:
 - claimed items after the window: no ``data_started_at``, queued again and sent
   once by a later run.
 
-So a worker death costs at most 20 items "unknown" (the per-item send: at most
-1), never a double send. A drop during an item's DATA in a live run still
+So a worker death costs at most 20 items "unknown" (Gmail and Microsoft 365,
+marked per item: at most 1), never a double send. A drop during an item's DATA in a live run still
 makes only that item ``unknown`` (the run knows it went out), and refused
 transactions (4xx/5xx before or at DATA) are settled at once and do not stop
 the run: RSET, next item. Gmail and Microsoft 365 keep a mark per item (their
@@ -55,7 +54,7 @@ send is an HTTP request that costs more than the commit).
 
 Retries: a transient failure puts the item back to ``queued`` with a capped
 exponential backoff (``next_attempt_at``) and the run task asks Celery to run
-again when the first one is due (``SendLater`` in the per-item path); a
+again when the first one is due; a
 mailbox waiting for its owner to sign in again holds its items until
 ``outbox_resume``; the sweeper (beat) re-publishes runs for due items whose
 message was lost, recovers claims whose worker died, and stores missing Sent
@@ -75,13 +74,13 @@ from email.utils import format_datetime, make_msgid
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from inboxes.ingest import message_from_parsed
 from inboxes.models import Direction, Mailbox, Message, OutboxItem, OutboxState, Provider
 from inboxes.parsing import parse_message
-from inboxes.providers import open_session, open_transport
+from inboxes.providers import open_session
 from inboxes.providers.base import ProviderError, SendOutcomeUnknown, SendResult
 
 log = logging.getLogger(__name__)
@@ -268,7 +267,7 @@ def run_lease_release(mailbox_id) -> bool:
     )
 
 
-# --- Outcomes shared by the run and the per-item send ---------------------------------------------
+# --- Outcomes -------------------------------------------------------------------------------------
 
 
 def _backoff(attempt: int) -> int:
@@ -319,44 +318,10 @@ def sent_detail(result: SendResult) -> str:
     return detail
 
 
-# --- The per-item send (earlier versions' task; still used for items queued before the runs) --
-
-
-def outbox_send(item_id) -> str:
-    """Send one queued item over a connection of its own; returns its state
-    afterwards. Raises SendLater on a transient failure (the task retries with
-    Celery's countdown)."""
-    now = timezone.now()
-    claimed = (
-        OutboxItem.objects.filter(pk=item_id, state=OutboxState.QUEUED)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .update(
-            state=OutboxState.SENDING,
-            claimed_at=now,
-            attempts=F("attempts") + 1,
-            data_started_at=None,
-        )
-    )
-    item = OutboxItem.objects.select_related("mailbox", "message").get(pk=item_id)
-    if not claimed:
-        return item.state
-    try:
-        with open_transport(item.mailbox) as transport:
-            state = send_claimed(item, transport)
-    except ProviderError as exc:  # the connection or the sign-in failed: nothing went out
-        state, countdown = settle_failure(item, exc, mailbox_address=item.mailbox.address)
-        if countdown is not None:
-            raise SendLater(str(exc), countdown) from exc
-        return state
-    if state == OutboxState.SENT:
-        outbox_store_sent_copy(item.pk)
-    return state
-
-
 def send_claimed(item: OutboxItem, transport) -> str:
-    """Send one claimed item over ``transport`` with a committed, fenced
-    ``data_started_at`` of its own; returns its state. Raises SendLater on a
-    transient failure."""
+    """Send one claimed item over an API ``transport`` (Gmail, Microsoft 365) with a
+    committed, fenced ``data_started_at`` of its own; returns its state. Raises
+    SendLater on a transient failure (the run puts the rest of its chunk back)."""
     raw = _raw_of(item)
 
     def before_data() -> None:

@@ -65,15 +65,6 @@ def send_outbox(self, mailbox_id: str) -> dict:
     }
 
 
-@shared_task(bind=True, max_retries=None)
-def send_outbox_item(self, item_id: str) -> str:
-    """Earlier versions queued one task per item; those still in a broker are sent here."""
-    try:
-        return sending.outbox_send(item_id)
-    except sending.SendLater as exc:
-        raise self.retry(exc=exc, countdown=exc.countdown) from exc
-
-
 @shared_task
 def sweep_outbox() -> dict:
     return sending.outbox_sweep()

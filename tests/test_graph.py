@@ -33,9 +33,9 @@ from inboxes.models import (
 from inboxes.oauth import oauth_mailbox_connect, tokens_load, tokens_store
 from inboxes.providers.base import ProviderError
 from inboxes.providers.graph import INBOX, SENT, GraphSession, MicrosoftOAuthClient
-from inboxes.sending import outbox_resolve_unknown, outbox_send
+from inboxes.sending import outbox_resolve_unknown
 from inboxes.sync import mailbox_reconcile, mailbox_sync, mailboxes_due
-from tests.mail import make_email, team_inbox
+from tests.mail import make_email, send_due, team_inbox
 
 pytest_plugins = ["tests.fakes.microsoft"]  # fake_microsoft, loopback_only
 pytestmark = [
@@ -486,8 +486,8 @@ def test_a_reply_leaves_once_as_a_sent_draft_with_its_headers(support, admin, fa
     first_id = email.message_from_bytes(first, policy=policy.default)["Message-ID"]
 
     message, item = reply_to(admin, Conversation.objects.get(inbox=inbox))
-    assert outbox_send(item.pk) == "sent"
-    assert outbox_send(item.pk) == "sent"  # a redelivered task sends nothing
+    assert send_due(item) == "sent"
+    assert send_due(item) == "sent"  # a second run sends nothing
 
     [sent] = fake.sent
     mime = email.message_from_bytes(sent.raw, policy=policy.default)
@@ -515,7 +515,7 @@ def test_a_message_id_microsoft_assigns_replaces_ours(support, admin, fake):
 
     message, item = reply_to(admin, Conversation.objects.get(inbox=inbox))
     ours = message.message_id
-    assert outbox_send(item.pk) == "sent"
+    assert send_due(item) == "sent"
 
     message.refresh_from_db()
     assert message.message_id == fake.sent[0].internet_message_id != ours
@@ -529,7 +529,7 @@ def test_a_refused_send_fails_with_microsofts_reason_and_leaves_no_draft(support
     fake.fail_next(429, retry_after=0, match="/send")
     fake.fail_next(400, code="ErrorInvalidRecipients", match="/send")
 
-    assert outbox_send(item.pk) == "failed"
+    assert send_due(item) == "failed"
     item.refresh_from_db()
     assert "ErrorInvalidRecipients" in item.detail
     assert not fake.sent and not fake.folder(SUPPORT, "drafts")
@@ -545,11 +545,11 @@ def test_a_send_without_an_answer_is_unknown_never_resent_and_then_found_in_sent
     settings.PROVIDER_HTTP_TIMEOUT = 1
     fake.hold_sends()  # Microsoft sends, but answers only after the client gave up
 
-    assert outbox_send(item.pk) == "unknown"
+    assert send_due(item) == "unknown"
     item.refresh_from_db()
     assert item.state == "unknown" and item.data_started_at
     assert "not sent again automatically" in item.detail
-    assert outbox_send(item.pk) == "unknown"  # not queued: nothing is sent again
+    assert send_due(item) == "unknown"  # not queued: nothing is sent again
 
     fake.release_sends()
     fake.wait_idle()
@@ -584,7 +584,7 @@ def test_a_worker_that_dies_between_microsofts_accept_and_the_database_update_se
 
     monkeypatch.setattr(sending, "_mark", killed_before_recording)
     with pytest.raises(SystemExit):
-        outbox_send(item.pk)
+        send_due(item)
     monkeypatch.setattr(sending, "_mark", real_mark)
     item.refresh_from_db()
     assert item.state == "sending" and item.data_started_at is not None
@@ -593,6 +593,6 @@ def test_a_worker_that_dies_between_microsofts_accept_and_the_database_update_se
     assert sending.outbox_sweep()["unknown"] == 1
     item.refresh_from_db()
     assert item.state == "sent"
-    assert outbox_send(item.pk) == "sent"
+    assert send_due(item) == "sent"
     fake.wait_idle()
     assert len(fake.sent) == 1 and len(fake.graph_requests("POST", "/send")) == 1

@@ -25,9 +25,9 @@ from inboxes.models import AuthMethod, Mailbox, MailboxKind, MailboxStatus, Prov
 from inboxes.oauth import OAuthTokens, tokens_load, tokens_store
 from inboxes.providers.base import ProviderError
 from inboxes.providers.imap import ImapSession, SmtpTransport
-from inboxes.sending import Recipient, outbox_create, outbox_send
+from inboxes.sending import Recipient, outbox_create
 from inboxes.sync import mailbox_sync, mailboxes_due
-from tests.mail import make_email, team_inbox
+from tests.mail import make_email, send_due, team_inbox
 
 if TYPE_CHECKING:
     from tests.oauth_mailservers import OAuthDovecotServer, OAuthSMTPServer, TokenAuthority
@@ -140,7 +140,7 @@ def _send(mailbox: Mailbox, subject: str = "Hello over XOAUTH2"):
             subject=subject,
             text="Sent with a bearer token.",
         )
-    return item, outbox_send(item.pk)
+    return item, send_due(item)
 
 
 def _received(smtp_server: OAuthSMTPServer, subject: str):
@@ -172,6 +172,9 @@ def test_an_xoauth2_mailbox_syncs_from_dovecot(
     assert fake_client.providers_asked == []  # ... without even making a provider client
 
 
+# The run stores the Sent copy from a thread of its own, whose database connection
+# must see the mailbox (its token is read there).
+@pytest.mark.django_db(transaction=True)
 def test_an_xoauth2_mailbox_sends_through_the_outbox(
     xoauth2_mailbox, fake_client, oauth_smtp_server, oauth_dovecot, oauth_user
 ):
@@ -307,7 +310,7 @@ def test_a_send_with_a_dead_grant_waits_for_the_reconnect_and_marks_the_mailbox(
     assert _received(oauth_smtp_server, "Not yet") == []
     mailbox.refresh_from_db()
     assert mailbox.status == MailboxStatus.NEEDS_REAUTH
-    assert outbox_send(item.pk) == "queued"  # nothing happens until the reconnect
+    assert send_due(item) == "queued"  # nothing happens until the reconnect
 
 
 # --- Not a verdict on the token -----------------------------------------------------------------
