@@ -62,9 +62,9 @@ def run(args) -> int:
 
     from accounts.models import Account
     from core.bulk import bulk_insert
-    from inboxes.ingest import message_row
     from inboxes.models import Message
     from inboxes.parsing import parse_message
+    from inboxes.sync.ingest import message_row
 
     account = Account.objects.create(name="Insert bench")
     raws = [corpus.message(i) for i in range(10_000, 10_000 + args.messages)]

@@ -15,7 +15,7 @@ in a fresh interpreter so that peak memory is that process's own:
 3. the baseline again (the faster of the two is the one the ratio uses);
 4. 100 new messages: delivered into Maildir new/ and synced, in rounds
    (--new-rounds, default 5; the median is the figure); then 100 more
-   while the IDLE watcher (``inboxes.watch.watch_mailbox``, calling
+   while the IDLE watcher (``inboxes.sync.watch.watch_mailbox``, calling
    ``mailbox_sync`` as its on_change) runs, timed from delivery until all are
    in the inbox.
 
@@ -141,7 +141,8 @@ class PhaseTimer:
 
 def install_phase_timers(provider: str = "imap") -> PhaseTimer:
     from conversations import threading as conversation_threading
-    from inboxes import consumers, ingest, sync
+    from inboxes import consumers
+    from inboxes.sync import folders, ingest
 
     timer = PhaseTimer()
     if provider == "gmail":
@@ -163,7 +164,7 @@ def install_phase_timers(provider: str = "imap") -> PhaseTimer:
         # Runs in the prefetch thread, overlapping ingest: not part of the wall-clock sum.
         timer.wrap(ImapSession, "_fetch_batch", "imap fetch (prefetched, overlaps ingest)")
         timer.wrap(ImapSession, "changes", "imap select + search")
-    timer.wrap(sync, "ingest_batch", "ingest_batch (total)")
+    timer.wrap(folders, "ingest_batch", "ingest_batch (total)")
     timer.wrap(ingest, "parse_message", "  parse_message")
     timer.wrap(ingest, "_store_files", "  raw MIME + attachment files (thread pool)")
     timer.wrap(consumers, "deliver", "  threading into conversations")
@@ -252,9 +253,9 @@ def child_sync(args) -> dict:
 
 
 def parse_helper_figures() -> dict:
-    """CPU and peak memory of this process's parse helper (inboxes/parse_helper.py),
+    """CPU and peak memory of this process's parse helper (inboxes/sync/parse_helper.py),
     which the sync started: part of what the sync costs."""
-    from inboxes import parse_helper
+    from inboxes.sync import parse_helper
 
     entry = parse_helper._helper
     if entry is None:
@@ -289,7 +290,7 @@ def child_incremental(args) -> dict:
 
     from conversations.models import ConversationMessage
     from inboxes.sync import mailbox_sync
-    from inboxes.watch import watch_mailbox
+    from inboxes.sync.watch import watch_mailbox
 
     connection.ensure_connection()
     apply_patch(args.patch)

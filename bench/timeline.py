@@ -17,8 +17,9 @@ import time
 from django.db.backends.base import base as database
 from django.db.models import query
 
-from inboxes import consumers, ingest, parse_helper, sync
+from inboxes import consumers
 from inboxes.providers.imap import ImapSession
+from inboxes.sync import folders, ingest, parse_helper, run
 
 MIN_ANSWERS = 50
 _events: list[tuple[str, float, float, str]] = []
@@ -83,19 +84,19 @@ def _counting_answers(init):
     return start
 
 
-_wrap(sync, "mailbox_syncable", "start", starts_sync=True)
+_wrap(run, "mailbox_syncable", "start", starts_sync=True)
 _wrap(ImapSession, "__enter__", "imap connect + login")
 _wrap(ImapSession, "changes", "imap select + search")
 _wrap(ImapSession, "_fetch_batch", "imap fetch of a batch")
 _wrap(parse_helper.ParseHelper, "submit", "batch handed to the helper")
 _wrap(parse_helper.ParseHelper, "result", "waiting for the helper's answers")
-_wrap(sync, "ingest_batch", "ingest_batch (all of it)")
+_wrap(folders, "ingest_batch", "ingest_batch (all of it)")
 _wrap(ingest, "_store_files", "  files")
 _wrap(ingest, "bulk_insert", "  Message rows (COPY)")
 _wrap(consumers, "deliver", "  threading")
 _wrap(query.QuerySet, "bulk_create", "bulk_create")
 _wrap(database.BaseDatabaseWrapper, "commit", "  commit")
-_wrap(sync, "lease_renew", "lease renewed")
+_wrap(folders, "lease_renew", "lease renewed")
 parse_helper.ParseHelper.__init__ = _counting_answers(parse_helper.ParseHelper.__init__)
-_release = sync.lease_release
-sync.lease_release = _print_timeline
+_release = run.lease_release
+run.lease_release = _print_timeline

@@ -77,11 +77,11 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from inboxes.ingest import message_from_parsed
 from inboxes.models import Direction, Mailbox, Message, OutboxItem, OutboxState, Provider
 from inboxes.parsing import parse_message
 from inboxes.providers import open_session
 from inboxes.providers.base import ProviderError, SendOutcomeUnknown, SendResult
+from inboxes.sync.ingest import message_from_parsed
 
 log = logging.getLogger(__name__)
 
