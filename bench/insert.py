@@ -3,7 +3,7 @@
     .venv/bin/python bench/insert.py [--messages 100] [--rounds 20] [--db NAME]
 
 Parses ``--messages`` messages of the sync benchmark's corpus (bench/corpus.py) once,
-then inserts their ``Message`` rows (as ``inboxes.ingest.message_row`` builds them)
+then inserts their ``Message`` rows (as ``inboxes.sync.ingest.message_row`` builds them)
 ``--rounds`` times each way, in one process and one database, each round in its own
 transaction and under fresh dedupe keys:
 

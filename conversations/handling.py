@@ -29,7 +29,7 @@ from conversations.summary import conversation_summaries_refresh
 from core.errors import Invalid
 from inboxes import rules
 from inboxes.models import Direction, Tombstone
-from inboxes.sending import Recipient, outbox_create
+from inboxes.outbox import Recipient, outbox_create
 
 # --- Replies -------------------------------------------------------------------------------------
 

@@ -28,8 +28,8 @@ from core.errors import Invalid
 from inboxes.addresses import canonical_address
 from inboxes.crypto import decrypt_secrets, encrypt_secrets
 from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus, Provider, SyncState
+from inboxes.outbox import outbox_resume
 from inboxes.providers.base import ProviderError
-from inboxes.sending import outbox_resume
 from inboxes.services import mailbox_create
 from inboxes.sync import schedule_sync
 

@@ -43,8 +43,8 @@ from inboxes.models import (
     Security,
     SyncState,
 )
+from inboxes.outbox import outbox_resume
 from inboxes.providers.base import ProviderError
-from inboxes.sending import outbox_resume
 from inboxes.sync import schedule_sync
 
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from inboxes import services
 from inboxes.models import Inbox, Mailbox, OutboxItem
-from inboxes.send_run import outbox_send_run
+from inboxes.outbox import outbox_send_run
 
 _counter = itertools.count(1)
 

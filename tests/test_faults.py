@@ -22,8 +22,8 @@ from audit.models import AuditEvent
 from conversations.handling import conversation_reply
 from conversations.models import Conversation
 from inboxes.models import Mailbox, MailboxFolder, MailboxMessage, Message, OutboxItem
+from inboxes.outbox import enqueue_send_run, outbox_resolve_unknown, outbox_sweep
 from inboxes.providers.base import ProviderError
-from inboxes.sending import enqueue_send_run, outbox_resolve_unknown, outbox_sweep
 from inboxes.sync import mailbox_sync, mailboxes_due
 from tests.mail import connect_imap_mailbox, make_email, send_due, team_inbox
 

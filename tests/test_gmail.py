@@ -17,7 +17,6 @@ from django.db import transaction
 from audit.models import AuditEvent
 from conversations.handling import conversation_reply
 from conversations.models import Conversation
-from inboxes import sending
 from inboxes.models import (
     Mailbox,
     MailboxFolder,
@@ -29,11 +28,11 @@ from inboxes.models import (
     Provider,
 )
 from inboxes.oauth import OAuthGrant, OAuthTokens, oauth_mailbox_connect, tokens_load, tokens_store
+from inboxes.outbox import outbox_resolve_unknown, outbox_send_run, outbox_sweep
+from inboxes.outbox import run as outbox_run
 from inboxes.providers import gmail
 from inboxes.providers.base import ProviderError
 from inboxes.providers.gmail import SCOPES, GoogleOAuthClient
-from inboxes.send_run import outbox_send_run
-from inboxes.sending import outbox_resolve_unknown
 from inboxes.sync import mailbox_sync, mailboxes_due
 from tests.mail import make_email, send_due, team_inbox
 
@@ -566,7 +565,7 @@ def test_a_send_without_an_answer_ends_unknown_is_not_resent_and_is_found_in_sen
     settings.PROVIDER_HTTP_TIMEOUT = 0.5
     fake_google.send_delay = 1.5  # Gmail stores it, the answer comes after our timeout
     # As if the worker stopped right after marking it unknown: the sweeper resolves it.
-    monkeypatch.setattr(sending, "outbox_resolve_unknown", lambda item_id: OutboxState.UNKNOWN)
+    monkeypatch.setattr(outbox_run, "outbox_resolve_unknown", lambda item_id: OutboxState.UNKNOWN)
 
     assert send_due(item) == "unknown"
 
@@ -633,23 +632,23 @@ def test_a_worker_that_dies_between_gmails_accept_and_the_database_update_sends_
     inbox, mailbox = support
     conversation, _ = customer_conversation(fake_google, mailbox)
     message, item = reply(admin, conversation)
-    real_mark = sending._mark
+    real_mark = outbox_run.record_state
 
     def killed_before_recording(item, state, detail, **extra):
         if state == OutboxState.SENT:
             raise SystemExit("worker killed")  # Gmail has it; our row still says sending
         real_mark(item, state, detail, **extra)
 
-    monkeypatch.setattr(sending, "_mark", killed_before_recording)
+    monkeypatch.setattr(outbox_run, "record_state", killed_before_recording)
     with pytest.raises(SystemExit):
         send_due(item)
-    monkeypatch.setattr(sending, "_mark", real_mark)
+    monkeypatch.setattr(outbox_run, "record_state", real_mark)
     item.refresh_from_db()
     assert item.state == "sending" and item.data_started_at is not None
 
     # The lease runs out; the sweeper (beat) finds the item and looks it up in SENT.
     OutboxItem.objects.filter(pk=item.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
-    assert sending.outbox_sweep()["unknown"] == 1
+    assert outbox_sweep()["unknown"] == 1
     item.refresh_from_db()
     assert item.state == "sent"
     assert send_due(item) == "sent"  # a later run sends nothing

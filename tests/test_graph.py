@@ -31,9 +31,9 @@ from inboxes.models import (
     Provider,
 )
 from inboxes.oauth import oauth_mailbox_connect, tokens_load, tokens_store
+from inboxes.outbox import outbox_resolve_unknown
 from inboxes.providers.base import ProviderError
 from inboxes.providers.graph import INBOX, SENT, GraphSession, MicrosoftOAuthClient
-from inboxes.sending import outbox_resolve_unknown
 from inboxes.sync import mailbox_reconcile, mailbox_sync, mailboxes_due
 from tests.mail import make_email, send_due, team_inbox
 
@@ -569,28 +569,29 @@ def test_a_worker_that_dies_between_microsofts_accept_and_the_database_update_se
 
     from django.utils import timezone
 
-    from inboxes import sending
+    from inboxes.outbox import outbox_sweep
+    from inboxes.outbox import run as outbox_run
 
     inbox, mailbox = support
     fake.deliver(SUPPORT, make_email(to=SUPPORT))
     mailbox_sync(mailbox.pk)
     message, item = reply_to(admin, Conversation.objects.get(inbox=inbox))
-    real_mark = sending._mark
+    real_mark = outbox_run.record_state
 
     def killed_before_recording(item, state, detail, **extra):
         if state == "sent":
             raise SystemExit("worker killed")  # Microsoft has it; our row still says sending
         real_mark(item, state, detail, **extra)
 
-    monkeypatch.setattr(sending, "_mark", killed_before_recording)
+    monkeypatch.setattr(outbox_run, "record_state", killed_before_recording)
     with pytest.raises(SystemExit):
         send_due(item)
-    monkeypatch.setattr(sending, "_mark", real_mark)
+    monkeypatch.setattr(outbox_run, "record_state", real_mark)
     item.refresh_from_db()
     assert item.state == "sending" and item.data_started_at is not None
 
     OutboxItem.objects.filter(pk=item.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
-    assert sending.outbox_sweep()["unknown"] == 1
+    assert outbox_sweep()["unknown"] == 1
     item.refresh_from_db()
     assert item.state == "sent"
     assert send_due(item) == "sent"

@@ -12,7 +12,7 @@ from django.utils import timezone
 from conversations.handling import conversation_reply
 from conversations.models import Conversation
 from inboxes.models import MailboxMessage, Message, OutboxItem
-from inboxes.send_run import outbox_send_run
+from inboxes.outbox import outbox_send_run
 from inboxes.sync import mailbox_sync
 from tests.mail import connect_imap_mailbox, make_email, send_due, team_inbox
 
@@ -140,7 +140,7 @@ def test_the_sent_copy_is_recognised_not_imported_twice(admin, dovecot, smtp_ser
         kind="personal",
     )
     mailbox_sync(mailbox.pk)
-    from inboxes.sending import Recipient, outbox_create
+    from inboxes.outbox import Recipient, outbox_create
 
     with transaction.atomic():
         item = outbox_create(

@@ -23,9 +23,9 @@ from inboxes.addresses import canonical_address
 from inboxes.connection_test import ConnectionTestResult, run_connection_test
 from inboxes.models import AuthMethod, Mailbox, MailboxKind, MailboxStatus, Provider
 from inboxes.oauth import OAuthTokens, tokens_load, tokens_store
+from inboxes.outbox import Recipient, outbox_create
 from inboxes.providers.base import ProviderError
 from inboxes.providers.imap import ImapSession, SmtpTransport
-from inboxes.sending import Recipient, outbox_create
 from inboxes.sync import mailbox_sync, mailboxes_due
 from tests.mail import make_email, send_due, team_inbox
 
