@@ -3,7 +3,7 @@
     .venv/bin/python bench/insert.py [--messages 100] [--rounds 20] [--db NAME]
 
 Parses ``--messages`` messages of the sync benchmark's corpus (bench/corpus.py) once,
-then inserts their ``Message`` rows (as ``inboxes.ingest.message_row`` builds them)
+then inserts their ``Message`` rows (as ``inboxes.sync.ingest.message_row`` builds them)
 ``--rounds`` times each way, in one process and one database, each round in its own
 transaction and under fresh dedupe keys:
 
@@ -56,9 +56,9 @@ def run(args) -> int:
 
     from accounts.models import Account
     from core.bulk import bulk_insert
-    from inboxes.ingest import message_row
     from inboxes.mime import parse_message
     from inboxes.models import Message
+    from inboxes.sync.ingest import message_row
 
     account = Account.objects.create(name="Insert bench")
     raws = [corpus.message(i) for i in range(10_000, 10_000 + args.messages)]

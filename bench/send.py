@@ -1,24 +1,21 @@
 """Send benchmark: the outbox's send run against a bare smtplib loop over one connection.
 
-    .venv/bin/python bench/send.py [--items 2000] [--legacy-items 100] [--baseline 2000] [--quick]
+    .venv/bin/python bench/send.py [--items 2000] [--baseline 2000] [--quick]
                                    [--window 20] [--reconnect-every 100] [--profile]
-                                   [--compare-with OTHER/send_run.py [--rounds 5]]
+                                   [--compare-with OTHER/run.py [--rounds 5]]
 
 Against aiosmtpd (tests/support/mailservers.SMTPTestServer, STARTTLS + AUTH, in a
 process of its own so it does not share this one's GIL) and a local Dovecot:
 
-1. ``inboxes.sending.outbox_create`` for each item (one transaction each, as a
+1. ``inboxes.outbox.outbox_create`` for each item (one transaction each, as a
    user's action; the send run is asked for on commit);
-2. the send run, as the send worker does: ``inboxes.send_run.outbox_send_run``
+2. the send run, as the send worker does: ``inboxes.outbox.outbox_send_run``
    for the mailbox, which claims, sends over one SMTP connection, and stores
    the Sent copies over one IMAP session; sends per second from its start until
    every item is settled, Sent copies included;
 3. the same for a second set of items with the Sent copy phase switched off
    (in this process only), to show what the copies cost;
-4. the per-item path of earlier versions (``outbox_send(item_id)``, still run
-   for items queued before the upgrade): a connection per item and an IMAP
-   connection per Sent copy;
-5. baseline: one smtplib connection (STARTTLS, AUTH once), then ``sendmail``
+4. baseline: one smtplib connection (STARTTLS, AUTH once), then ``sendmail``
    of the same raw messages, one after the other.
 
 Prints sends per second for each, the ``ratio`` run/baseline, where the run's
@@ -141,7 +138,7 @@ def make_items(mailbox, count: int) -> tuple[list, float]:
 
 def bench_reply(mailbox, n: int):
     """Outbox item number ``n`` of a run: a short reply to a customer."""
-    from inboxes.sending import Recipient, outbox_create
+    from inboxes.outbox import Recipient, outbox_create
 
     return outbox_create(
         mailbox=mailbox,
@@ -152,17 +149,6 @@ def bench_reply(mailbox, n: int):
         + "Kind regards,\nBench Support\n" * 3,
         html=f"<p>Hello,</p><p>your order <b>{10000 + n}</b> left our warehouse today.</p>",
     )
-
-
-def legacy_loop(ids: list) -> tuple[float, list[str]]:
-    """The per-item path: ``outbox_send(item_id)`` for each item, in turn."""
-    from inboxes import sending
-
-    states = []
-    started = time.perf_counter()
-    for item_id in ids:
-        states.append(sending.outbox_send(item_id))
-    return time.perf_counter() - started, states
 
 
 def cpu_probe(smtp, dovecot):
@@ -189,25 +175,26 @@ def print_cpu(before: dict, after: dict, seconds: float, count: int) -> None:
 
 def send_runs(mailbox, ids: list, *, copies: bool, send_run=None) -> tuple[float, dict, dict]:
     """Send runs of the mailbox, as the worker does, until every item is settled
-    (``send_run``: the module to run, inboxes.send_run unless given)."""
+    (``send_run``: the module to run, inboxes/outbox/run.py unless given)."""
     from django.db.models import Count
 
     from inboxes.models import OutboxItem
+    from inboxes.outbox import marks, sent_copies
     from inboxes.providers.imap.transport import SmtpTransport
 
     if send_run is None:
-        from inboxes import send_run
+        from inboxes.outbox import run as send_run
     timer = harness.PhaseTimer()
     timer.wrap(send_run, "claim_due", "claim (one statement per 100)")
-    timer.wrap(send_run, "_read_raw", "raw file read")
+    timer.wrap(send_run, "read_raw", "raw file read")
     timer.wrap(SmtpTransport, "__enter__", "SMTP connect + STARTTLS + AUTH")
     timer.wrap(SmtpTransport, "send", "SMTP MAIL/RCPT/DATA (incl. the marks)")
-    timer.wrap(send_run, "_await_marks", "  of which waiting for the marks' commits")
-    timer.wrap(send_run._SentCopies, "store", "Sent copies (one IMAP session, MULTIAPPEND)")
-    timer.wrap(send_run, "append_sent_copies", "  of which MULTIAPPEND")
-    original_add = send_run._SentCopies.add
+    timer.wrap(marks, "_await_marks", "  of which waiting for the marks' commits")
+    timer.wrap(sent_copies.SentCopies, "store", "Sent copies (one IMAP session, MULTIAPPEND)")
+    timer.wrap(sent_copies, "append_sent_copies", "  of which MULTIAPPEND")
+    original_add = sent_copies.SentCopies.add
     if not copies:
-        send_run._SentCopies.add = lambda self, entry, raw: None
+        sent_copies.SentCopies.add = lambda self, entry, raw: None
     totals = {"runs": 0, "connections": 0, "copies": 0}
     try:
         started = time.perf_counter()
@@ -220,7 +207,7 @@ def send_runs(mailbox, ids: list, *, copies: bool, send_run=None) -> tuple[float
                 break
         seconds = time.perf_counter() - started
     finally:
-        send_run._SentCopies.add = original_add
+        sent_copies.SentCopies.add = original_add
         timer.restore()
     states = dict(
         OutboxItem.objects.filter(pk__in=ids)
@@ -247,11 +234,11 @@ def make_items_quickly(mailbox, count: int) -> list:
 
 
 def load_send_run(path: str):
-    """Another version of inboxes/send_run.py (e.g. ``git show REV:inboxes/send_run.py``),
+    """Another version of inboxes/outbox/run.py (e.g. ``git show REV:inboxes/outbox/run.py``),
     loaded beside the current one, to run against the same servers."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("inboxes.send_run_compared", path)
+    spec = importlib.util.spec_from_file_location("inboxes.outbox.run_compared", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -263,7 +250,7 @@ def compare(mailbox, other_path: str, rounds: int, items: int) -> dict:
     (Sent copies included), so both see the same machine; the median of each."""
     import statistics
 
-    from inboxes import send_run
+    from inboxes.outbox import run as send_run
 
     variants = {"this tree": send_run, other_path: load_send_run(other_path)}
     rates: dict[str, list[float]] = {name: [] for name in variants}
@@ -315,17 +302,16 @@ def main() -> int:
     harness.snapshot_and_reexec(SCRIPT, sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=2000, help="items per send run set (2000)")
-    parser.add_argument(
-        "--legacy-items", type=int, default=100, help="items for the per-item path (100)"
-    )
     parser.add_argument("--baseline", type=int, default=2000, help="baseline sends (2000)")
-    parser.add_argument("--quick", action="store_true", help="300 items, 30 per-item, 500 baseline")
-    parser.add_argument("--window", type=int, help="send_run.SEND_WINDOW for this run")
-    parser.add_argument("--reconnect-every", type=int, help="send_run.RECONNECT_EVERY for this run")
+    parser.add_argument("--quick", action="store_true", help="300 items, 500 baseline")
+    parser.add_argument("--window", type=int, help="inboxes.outbox.run.SEND_WINDOW for this run")
+    parser.add_argument(
+        "--reconnect-every", type=int, help="inboxes.outbox.run.RECONNECT_EVERY for this run"
+    )
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument(
         "--compare-with",
-        help="a send_run.py of another version: alternate it with this tree's, then stop",
+        help="inboxes/outbox/run.py of another version: alternate it with this tree's, then stop",
     )
     parser.add_argument("--rounds", type=int, default=5, help="rounds of --compare-with (5)")
     parser.add_argument(
@@ -346,7 +332,7 @@ def main() -> int:
         child_smtp_server(args)
         return 0
     if args.quick:
-        args.items, args.legacy_items, args.baseline = 300, 30, 500
+        args.items, args.baseline = 300, 500
     if args.json:
         args.json = os.path.abspath(args.json)
     if args.compare_with:
@@ -411,8 +397,8 @@ def run(args) -> int:
         dovecot = harness.start_dovecot(work)
         smtp = RemoteSMTP(work, password)
         setup = harness.create_team_mailbox(dovecot, smtp, password=password)
-        from inboxes import send_run
         from inboxes.models import Mailbox, OutboxItem
+        from inboxes.outbox import run as send_run
 
         if args.window:
             send_run.SEND_WINDOW = args.window
@@ -469,19 +455,6 @@ def run(args) -> int:
         print_phases(bare)
         figures.update(bare_seconds=bare.seconds, bare_rate=bare_rate, bare_phases=bare.phases)
 
-        legacy_rate = None
-        if args.legacy_items:
-            ids3, _ = make_items(mailbox, args.legacy_items)
-            seconds3, states3 = legacy_loop(ids3)
-            sent3 = states3.count("sent")
-            legacy_rate = sent3 / seconds3
-            expected_received += sent3
-            print(
-                f"per-item path (outbox_send, earlier versions): {sent3} of {len(ids3)} in "
-                f"{seconds3:.2f} s = {legacy_rate:.0f} sends/s"
-            )
-            figures.update(legacy_items=args.legacy_items, legacy_rate=legacy_rate)
-
         messages = raw_messages(ids[:300])
         base_seconds = smtplib_loop(smtp.port, password, messages, args.baseline)
         base_rate = args.baseline / base_seconds
@@ -493,8 +466,6 @@ def run(args) -> int:
         ratio = run_rate / base_rate
         print(f"ratio (send run with Sent copies / baseline): {ratio:.2f}")
         print(f"ratio (send run without Sent copies / baseline): {bare_rate / base_rate:.2f}")
-        if legacy_rate:
-            print(f"send run / per-item path: {run_rate / legacy_rate:.0f}x")
         figures.update(
             baseline_sends=args.baseline,
             baseline_seconds=base_seconds,

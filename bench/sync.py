@@ -15,7 +15,7 @@ in a fresh interpreter so that peak memory is that process's own:
 3. the baseline again (the faster of the two is the one the ratio uses);
 4. 100 new messages: delivered into Maildir new/ and synced, in rounds
    (--new-rounds, default 5; the median is the figure); then 100 more
-   while the IDLE watcher (``inboxes.watch.watch_mailbox``, calling
+   while the IDLE watcher (``inboxes.sync.watch.watch_mailbox``, calling
    ``mailbox_sync`` as its on_change) runs, timed from delivery until all are
    in the inbox.
 

@@ -21,7 +21,8 @@ SAMPLE_SECONDS = 0.2
 
 def install_phase_timers(provider: str = "imap") -> harness.PhaseTimer:
     from conversations import threading as conversation_threading
-    from inboxes import consumers, ingest, sync
+    from inboxes import consumers, sync
+    from inboxes.sync import ingest
 
     timer = harness.PhaseTimer()
     if provider == "gmail":
@@ -123,9 +124,9 @@ def child_sync(args) -> dict:
 
 
 def parse_helper_figures() -> dict:
-    """CPU and peak memory of this process's parse helper (inboxes/parse_helper.py),
+    """CPU and peak memory of this process's parse helper (inboxes/sync/parse_helper.py),
     which the sync started: part of what the sync costs."""
-    from inboxes import parse_helper
+    from inboxes.sync import parse_helper
 
     entry = parse_helper._helper
     if entry is None:

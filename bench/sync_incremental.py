@@ -24,7 +24,7 @@ def child_incremental(args) -> dict:
 
     from conversations.models import ConversationMessage
     from inboxes.sync import mailbox_sync
-    from inboxes.watch import watch_mailbox
+    from inboxes.sync.watch import watch_mailbox
 
     connection.ensure_connection()
     apply_patch(args.patch)

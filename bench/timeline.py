@@ -17,8 +17,9 @@ import time
 from django.db.backends.base import base as database
 from django.db.models import query
 
-from inboxes import consumers, ingest, parse_helper, sync
+from inboxes import consumers, sync
 from inboxes.providers.imap.session import ImapSession
+from inboxes.sync import ingest, parse_helper
 
 MIN_ANSWERS = 50
 _events: list[tuple[str, float, float, str]] = []

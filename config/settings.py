@@ -327,7 +327,7 @@ SYNC_POLL_SECONDS = env_int("SYNC_POLL_SECONDS", 60)
 SYNC_LEASE_SECONDS = env_int("SYNC_LEASE_SECONDS", 120)
 RECONCILE_SECONDS = env_int("RECONCILE_SECONDS", 3600)
 # Parse fetched mail in a helper process per syncing process, on another core
-# (inboxes/parse_helper.py); off: parse in the syncing process itself.
+# (inboxes/sync/parse_helper.py); off: parse in the syncing process itself.
 SYNC_PARSE_HELPER = env_bool("SYNC_PARSE_HELPER", True)
 IDLE_RENEW_SECONDS = env_int("IDLE_RENEW_SECONDS", 25 * 60)
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 8)
@@ -344,7 +344,6 @@ CELERY_TASK_ROUTES = {
     "inboxes.tasks.sync_due_mailboxes": {"queue": "sync"},
     "inboxes.tasks.reconcile_all_mailboxes": {"queue": "sync"},
     "inboxes.tasks.send_outbox": {"queue": "send"},
-    "inboxes.tasks.send_outbox_item": {"queue": "send"},
     "inboxes.tasks.sweep_outbox": {"queue": "send"},
 }
 # Ack after the task ran, and hand a task back to the broker when its worker

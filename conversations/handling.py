@@ -30,7 +30,7 @@ from core.errors import Invalid
 from core.text import one_line
 from inboxes import rules
 from inboxes.models import Direction, Tombstone
-from inboxes.sending import Recipient, outbox_create
+from inboxes.outbox import Recipient, outbox_create
 
 # --- Replies -------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 class MailConsumer(Protocol):
     # The consumer's tables that a first import fills: their planner statistics are
-    # refreshed along with the engine's own (inboxes/sync.py).
+    # refreshed along with the engine's own (inboxes/sync/folders.py).
     models_filled_by_import: tuple[type[Model], ...]
 
     def keeps(self, mailbox: Mailbox, parsed: ParsedMessage) -> bool: ...

@@ -99,7 +99,7 @@ class Mailbox(BaseModel):
     # Initial sync imports only this many days of history (None: everything).
     backfill_days = models.PositiveIntegerField(null=True, blank=True, default=30)
     # A lease, not a lock held by a connection: a worker that dies simply lets
-    # it expire, and any worker on any machine can take over (inboxes/sync.py).
+    # it expire, and any worker on any machine can take over (inboxes/sync/lease.py).
     sync_lease_token = models.CharField(max_length=64, blank=True)
     sync_lease_until = models.DateTimeField(null=True, blank=True)
     # Set by every sync before it tries the lease; the holder looks at it after
@@ -349,7 +349,7 @@ class OutboxState(models.TextChoices):
 class OutboxItem(BaseModel):
     """An email to send, written in the same transaction as the user's action.
 
-    State machine (inboxes/sending.py): queued -> sending -> sent | failed |
+    State machine (inboxes/outbox/): queued -> sending -> sent | failed |
     unknown. The Message-ID is fixed before the first attempt so a send of
     unknown outcome can be looked up in the Sent folder before anything is resent.
     """

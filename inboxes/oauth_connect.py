@@ -17,7 +17,7 @@ from core.errors import Invalid
 from inboxes.addresses import canonical_address
 from inboxes.credentials import OAuthGrant, missing_settings, tokens_encrypted
 from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus, Provider, SyncState
-from inboxes.sending import outbox_resume
+from inboxes.outbox import outbox_resume
 from inboxes.services import mailbox_create
 from inboxes.sync import schedule_sync
 

@@ -42,10 +42,10 @@ from inboxes.models import (
     Security,
     SyncState,
 )
+from inboxes.outbox import outbox_resume
 from inboxes.providers.base import ProviderError
 from inboxes.providers.imap.auth import stored_token_source
 from inboxes.providers.imap.connection import ServerSettings
-from inboxes.sending import outbox_resume
 from inboxes.sync import schedule_sync
 from inboxes.throttling import connection_test_allowed
 

@@ -4,27 +4,28 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from inboxes import send_run, sending, sync
+from inboxes.outbox import outbox_send_run, outbox_sweep
 from inboxes.providers.base import ProviderError
+from inboxes.sync import LeaseLost, mailbox_reconcile, mailbox_sync, mailboxes_due
 
 
 @shared_task(bind=True, max_retries=None)
 def sync_mailbox(self, mailbox_id: str) -> dict:
     try:
-        result = sync.mailbox_sync(mailbox_id)
+        result = mailbox_sync(mailbox_id)
     except ProviderError as exc:
         if exc.permanent:
             return {"ran": True, "error": str(exc)}  # recorded on the mailbox; no hot loop
         # Transient: capped exponential backoff (Celery's own retry).
         raise self.retry(exc=exc, countdown=min(30 * 2**self.request.retries, 900)) from exc
-    except sync.LeaseLost:
+    except LeaseLost:
         return {"ran": True, "error": "lease lost"}
     return {"ran": result.ran, "imported": result.imported, "reason": result.reason}
 
 
 @shared_task
 def sync_due_mailboxes() -> int:
-    ids = sync.mailboxes_due()
+    ids = mailboxes_due()
     for mailbox_id in ids:
         sync_mailbox.delay(str(mailbox_id))
     return len(ids)
@@ -33,7 +34,7 @@ def sync_due_mailboxes() -> int:
 @shared_task(bind=True, max_retries=3)
 def reconcile_mailbox(self, mailbox_id: str) -> dict:
     try:
-        result = sync.mailbox_reconcile(mailbox_id)
+        result = mailbox_reconcile(mailbox_id)
     except ProviderError as exc:
         if exc.permanent:
             return {"ran": True, "error": str(exc)}
@@ -43,7 +44,7 @@ def reconcile_mailbox(self, mailbox_id: str) -> dict:
 
 @shared_task
 def reconcile_all_mailboxes() -> int:
-    ids = sync.mailboxes_due()
+    ids = mailboxes_due()
     for mailbox_id in ids:
         reconcile_mailbox.delay(str(mailbox_id))
     return len(ids)
@@ -52,7 +53,7 @@ def reconcile_all_mailboxes() -> int:
 @shared_task(bind=True, max_retries=None)
 def send_outbox(self, mailbox_id: str) -> dict:
     """One send run of a mailbox: its due items over one connection."""
-    result = send_run.outbox_send_run(mailbox_id)
+    result = outbox_send_run(mailbox_id)
     if result.retry_in is not None:
         # Items were put back with a backoff: run again when the first is due.
         raise self.retry(countdown=result.retry_in)
@@ -65,15 +66,6 @@ def send_outbox(self, mailbox_id: str) -> dict:
     }
 
 
-@shared_task(bind=True, max_retries=None)
-def send_outbox_item(self, item_id: str) -> str:
-    """Earlier versions queued one task per item; those still in a broker are sent here."""
-    try:
-        return sending.outbox_send(item_id)
-    except sending.SendLater as exc:
-        raise self.retry(exc=exc, countdown=exc.countdown) from exc
-
-
 @shared_task
 def sweep_outbox() -> dict:
-    return sending.outbox_sweep()
+    return outbox_sweep()

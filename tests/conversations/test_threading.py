@@ -14,9 +14,9 @@ from django.utils import timezone
 
 from conversations.models import Conversation, ConversationEvent, ConversationMessage
 from conversations.threading import thread_into_inbox
-from inboxes.ingest import ingest_batch
 from inboxes.models import Direction, Inbox, Mailbox, MailboxFolder, Message
 from inboxes.providers.base import RawMessage
+from inboxes.sync.ingest import ingest_batch
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "threading"
 pytestmark = pytest.mark.django_db

@@ -22,11 +22,10 @@ from audit.models import AuditEvent
 from conversations.handling import conversation_reply
 from conversations.models import Conversation
 from inboxes.models import Mailbox, MailboxFolder, MailboxMessage, Message, OutboxItem
+from inboxes.outbox import enqueue_send_run, outbox_resolve_unknown, outbox_sweep
 from inboxes.providers.base import ProviderError
-from inboxes.sending import outbox_resolve_unknown, outbox_send, outbox_sweep
 from inboxes.sync import mailbox_sync, mailboxes_due
-from inboxes.tasks import send_outbox_item
-from tests.support.mail import connect_imap_mailbox, make_email, team_inbox
+from tests.support.mail import connect_imap_mailbox, make_email, send_due, team_inbox
 
 # tests.support.workers is a plugin (fixtures) and a helper module: have pytest rewrite
 # its asserts although this module imports it before pytest_plugins is read.
@@ -222,8 +221,8 @@ def test_a_worker_killed_mid_sync_is_taken_over_after_its_lease_and_nothing_is_l
 def test_a_worker_killed_mid_send_never_sends_twice(engine, admin, dovecot, smtp_server, mail_user):
     """Killed while the server holds the DATA reply: the outcome is unknown, the
     item is never sent again and says why. Killed before DATA: sent once.
-    A goes out in the mailbox's send run; B by the per-item task of earlier
-    versions (as a task left in the broker by an upgrade), beside the run."""
+    A goes out in the mailbox's send run; B in a second run of the mailbox beside
+    it (as the sweeper publishes one, forced past the run lease)."""
     dovecot.deliver(mail_user[0], make_email(subject="Where is my order?"))
     worker = engine.worker()
     inbox, mailbox = connect_support(admin, dovecot, smtp_server, mail_user)
@@ -238,11 +237,11 @@ def test_a_worker_killed_mid_send_never_sends_twice(engine, admin, dovecot, smtp
     smtp_server.wait_for_hold(1, timeout=15)
     # B: the server does not answer MAIL FROM; nothing of the message went out.
     # A's run holds the mailbox's run lease, so B's commit publishes no second run;
-    # an old per-item task for B is in the broker.
+    # a forced one (the sweeper's) claims B beside A's.
     smtp_server.hold_mail_reply(60)
     message_b, item_b = reply_to(admin, conversation, "Tracking number: 42.")
     assert queued_count(engine.broker_url, "send") == 0
-    send_outbox_item.delay(str(item_b.pk))
+    enqueue_send_run(mailbox.pk, force=True)
     smtp_server.wait_for_hold(2, timeout=15)
     item_a.refresh_from_db()
     item_b.refresh_from_db()
@@ -289,14 +288,14 @@ def test_a_drop_after_data_is_unknown_never_resent_and_resolved_by_the_sent_fold
     smtp_server.drop_after_data()
     message, item = reply_to(admin, conversation, "Refunded.")
 
-    assert outbox_send(item.pk) == "unknown"
+    assert send_due(item) == "unknown"
     assert smtp_server.drops == 1
     item.refresh_from_db()
     assert item.state == "unknown" and NOT_RESENT in item.detail
     assert len(received_with(smtp_server, message.message_id)) == 1
 
-    # neither a redelivered task nor the sweeper sends it again
-    assert outbox_send(item.pk) == "unknown"
+    # neither a later run nor the sweeper sends it again
+    assert send_due(item) == "unknown"
     outbox_sweep()
     assert outbox_resolve_unknown(item.pk) == "unknown"
     assert len(received_with(smtp_server, message.message_id)) == 1
@@ -318,8 +317,8 @@ def test_a_send_slower_than_its_lease_is_not_sent_twice(
 ):
     """A live worker whose server answers slowly (a tarpit) past the send lease
     looks dead to the sweeper, which queues the item again; the new claim sends
-    it. The slow worker must then not send it too. (Fails while before_data()
-    in outbox_send marks the item without checking the claim is still its own.)"""
+    it. The slow worker must then not send it too. (Fails while the run's marks
+    before DATA do not check that the claim is still its own.)"""
     dovecot.deliver(mail_user[0], make_email(subject="Slow server"))
     inbox, mailbox = connect_support(admin, dovecot, smtp_server, mail_user)
     mailbox_sync(mailbox.pk)
@@ -332,7 +331,7 @@ def test_a_send_slower_than_its_lease_is_not_sent_twice(
 
     def slow_worker() -> None:
         try:
-            outcome["slow"] = outbox_send(item.pk)
+            outcome["slow"] = send_due(item)
         except Exception as exc:  # reported below
             outcome["slow"] = exc
         finally:
@@ -344,7 +343,7 @@ def test_a_send_slower_than_its_lease_is_not_sent_twice(
         smtp_server.wait_for_hold(1, timeout=10)  # MAIL FROM is waiting for its answer
         settings.OUTBOX_SEND_LEASE_SECONDS = 0  # the lease ran out meanwhile
         assert outbox_sweep()["recovered"] == 1  # nothing went out yet: queued again
-        assert outbox_send(item.pk) == "sent"  # the re-published task
+        assert send_due(item) == "sent"  # the re-published run
     finally:
         smtp_server.release_holds()  # the slow server answers at last
         thread.join(timeout=20)

@@ -17,7 +17,6 @@ from django.db import transaction
 from audit.models import AuditEvent
 from conversations.handling import conversation_reply
 from conversations.models import Conversation
-from inboxes import sending
 from inboxes.credentials import OAuthGrant, OAuthTokens, tokens_load, tokens_store
 from inboxes.models import (
     Mailbox,
@@ -30,15 +29,16 @@ from inboxes.models import (
     Provider,
 )
 from inboxes.oauth_connect import oauth_mailbox_connect
+from inboxes.outbox import outbox_resolve_unknown, outbox_send_run, outbox_sweep
+from inboxes.outbox import run as outbox_run
 from inboxes.providers.base import ProviderError
 from inboxes.providers.gmail import api as gmail_api
 from inboxes.providers.gmail import http as gmail_http
 from inboxes.providers.gmail import session as gmail_session
 from inboxes.providers.gmail import transport as gmail_transport
 from inboxes.providers.gmail.signin import SCOPES, GoogleOAuthClient
-from inboxes.sending import SendLater, outbox_resolve_unknown, outbox_send
 from inboxes.sync import mailbox_sync, mailboxes_due
-from tests.support.mail import make_email, team_inbox
+from tests.support.mail import make_email, send_due, team_inbox
 
 pytest_plugins = ["tests.support.fakes.google"]
 pytestmark = pytest.mark.django_db
@@ -503,8 +503,8 @@ def test_a_reply_leaves_once_in_the_customers_gmail_thread(support, admin, fake_
     first = conversation.messages.get()
 
     message, item = reply(admin, conversation)
-    assert outbox_send(item.pk) == "sent"
-    assert outbox_send(item.pk) == "sent"  # a redelivered task sends nothing
+    assert send_due(item) == "sent"
+    assert send_due(item) == "sent"  # a second run sends nothing
 
     [sent] = fake_google.sent
     mime = parsed(sent.raw)
@@ -525,7 +525,7 @@ def test_a_message_id_replaced_by_gmail_is_recorded_for_threading(support, admin
     fake_google.replace_message_id = True
     message, item = reply(admin, conversation)
 
-    assert outbox_send(item.pk) == "sent"
+    assert send_due(item) == "sent"
 
     stored = parsed(fake_google.sent[0].raw)["Message-ID"]
     message.refresh_from_db()
@@ -538,7 +538,7 @@ def test_a_large_message_goes_as_a_media_upload(support, admin, fake_google, mon
     monkeypatch.setattr(gmail_transport, "JSON_SEND_MAX_BYTES", 10)
     message, item = reply(admin, conversation, text="A long answer.")
 
-    assert outbox_send(item.pk) == "sent"
+    assert send_due(item) == "sent"
 
     [sent] = fake_google.sent
     assert (sent.via, sent.thread_id) == ("upload", thread_id)
@@ -552,12 +552,11 @@ def test_a_rate_limited_send_is_not_retried_in_place_and_goes_later(support, adm
     message, item = reply(admin, conversation)
     fake_google.fail_next(429, "/messages/send", retry_after=1)
 
-    with pytest.raises(SendLater):
-        outbox_send(item.pk)
+    assert outbox_send_run(mailbox.pk).retry_in is not None  # the task runs again then
 
     assert fake_google.sent == [] and len(fake_google.calls_to("messages/send")) == 1
     OutboxItem.objects.filter(pk=item.pk).update(next_attempt_at=None)
-    assert outbox_send(item.pk) == "sent"
+    assert send_due(item) == "sent"
     assert len(fake_google.sent) == 1
 
 
@@ -570,14 +569,14 @@ def test_a_send_without_an_answer_ends_unknown_is_not_resent_and_is_found_in_sen
     settings.PROVIDER_HTTP_TIMEOUT = 0.5
     fake_google.send_delay = 1.5  # Gmail stores it, the answer comes after our timeout
     # As if the worker stopped right after marking it unknown: the sweeper resolves it.
-    monkeypatch.setattr(sending, "outbox_resolve_unknown", lambda item_id: OutboxState.UNKNOWN)
+    monkeypatch.setattr(outbox_run, "outbox_resolve_unknown", lambda item_id: OutboxState.UNKNOWN)
 
-    assert outbox_send(item.pk) == "unknown"
+    assert send_due(item) == "unknown"
 
     item.refresh_from_db()
     assert item.state == "unknown" and "no answer came back" in item.detail
     assert item.data_started_at is not None
-    assert outbox_send(item.pk) == "unknown"  # never resent by a redelivered task
+    assert send_due(item) == "unknown"  # never resent by a later run
     assert len(fake_google.sent) == 1 and len(fake_google.calls_to("messages/send")) == 1
 
     assert outbox_resolve_unknown(item.pk) == "sent"
@@ -594,7 +593,7 @@ def test_a_send_whose_connection_drops_is_not_sent_twice(support, admin, fake_go
     message, item = reply(admin, conversation)
     fake_google.send_drop = True
 
-    assert outbox_send(item.pk) == "sent"  # resolved at once: Gmail has it in SENT
+    assert send_due(item) == "sent"  # resolved at once: Gmail has it in SENT
 
     assert len(fake_google.sent) == 1 and len(fake_google.calls_to("messages/send")) == 1
     item.refresh_from_db()
@@ -607,7 +606,7 @@ def test_a_send_after_the_grant_was_revoked_waits_for_the_reconnect(support, adm
     message, item = reply(admin, conversation)
     fake_google.revoke(SUPPORT)
 
-    assert outbox_send(item.pk) == "queued"
+    assert send_due(item) == "queued"
 
     assert fake_google.sent == []
     mailbox.refresh_from_db()
@@ -623,7 +622,7 @@ def test_a_send_after_the_grant_was_revoked_waits_for_the_reconnect(support, adm
         kind="team",
         reconnect=mailbox,
     )
-    assert outbox_send(item.pk) == "sent"
+    assert send_due(item) == "sent"
     assert len(fake_google.sent) == 1
 
 
@@ -637,24 +636,24 @@ def test_a_worker_that_dies_between_gmails_accept_and_the_database_update_sends_
     inbox, mailbox = support
     conversation, _ = customer_conversation(fake_google, mailbox)
     message, item = reply(admin, conversation)
-    real_mark = sending._mark
+    real_mark = outbox_run.record_state
 
     def killed_before_recording(item, state, detail, **extra):
         if state == OutboxState.SENT:
             raise SystemExit("worker killed")  # Gmail has it; our row still says sending
         real_mark(item, state, detail, **extra)
 
-    monkeypatch.setattr(sending, "_mark", killed_before_recording)
+    monkeypatch.setattr(outbox_run, "record_state", killed_before_recording)
     with pytest.raises(SystemExit):
-        outbox_send(item.pk)
-    monkeypatch.setattr(sending, "_mark", real_mark)
+        send_due(item)
+    monkeypatch.setattr(outbox_run, "record_state", real_mark)
     item.refresh_from_db()
     assert item.state == "sending" and item.data_started_at is not None
 
     # The lease runs out; the sweeper (beat) finds the item and looks it up in SENT.
     OutboxItem.objects.filter(pk=item.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
-    assert sending.outbox_sweep()["unknown"] == 1
+    assert outbox_sweep()["unknown"] == 1
     item.refresh_from_db()
     assert item.state == "sent"
-    assert outbox_send(item.pk) == "sent"  # a redelivered task sends nothing
+    assert send_due(item) == "sent"  # a later run sends nothing
     assert len(fake_google.sent) == 1

@@ -32,12 +32,12 @@ from inboxes.models import (
     Provider,
 )
 from inboxes.oauth_connect import oauth_mailbox_connect
+from inboxes.outbox import outbox_resolve_unknown
 from inboxes.providers.base import ProviderError
 from inboxes.providers.graph.session import INBOX, SENT, GraphSession
 from inboxes.providers.graph.signin import MicrosoftOAuthClient
-from inboxes.sending import outbox_resolve_unknown, outbox_send
 from inboxes.sync import mailbox_reconcile, mailbox_sync, mailboxes_due
-from tests.support.mail import make_email, team_inbox
+from tests.support.mail import make_email, send_due, team_inbox
 
 pytest_plugins = ["tests.support.fakes.microsoft"]  # fake_microsoft, loopback_only
 pytestmark = [
@@ -488,8 +488,8 @@ def test_a_reply_leaves_once_as_a_sent_draft_with_its_headers(support, admin, fa
     first_id = email.message_from_bytes(first, policy=policy.default)["Message-ID"]
 
     message, item = reply_to(admin, Conversation.objects.get(inbox=inbox))
-    assert outbox_send(item.pk) == "sent"
-    assert outbox_send(item.pk) == "sent"  # a redelivered task sends nothing
+    assert send_due(item) == "sent"
+    assert send_due(item) == "sent"  # a second run sends nothing
 
     [sent] = fake.sent
     mime = email.message_from_bytes(sent.raw, policy=policy.default)
@@ -517,7 +517,7 @@ def test_a_message_id_microsoft_assigns_replaces_ours(support, admin, fake):
 
     message, item = reply_to(admin, Conversation.objects.get(inbox=inbox))
     ours = message.message_id
-    assert outbox_send(item.pk) == "sent"
+    assert send_due(item) == "sent"
 
     message.refresh_from_db()
     assert message.message_id == fake.sent[0].internet_message_id != ours
@@ -531,7 +531,7 @@ def test_a_refused_send_fails_with_microsofts_reason_and_leaves_no_draft(support
     fake.fail_next(429, retry_after=0, match="/send")
     fake.fail_next(400, code="ErrorInvalidRecipients", match="/send")
 
-    assert outbox_send(item.pk) == "failed"
+    assert send_due(item) == "failed"
     item.refresh_from_db()
     assert "ErrorInvalidRecipients" in item.detail
     assert not fake.sent and not fake.folder(SUPPORT, "drafts")
@@ -547,11 +547,11 @@ def test_a_send_without_an_answer_is_unknown_never_resent_and_then_found_in_sent
     settings.PROVIDER_HTTP_TIMEOUT = 1
     fake.hold_sends()  # Microsoft sends, but answers only after the client gave up
 
-    assert outbox_send(item.pk) == "unknown"
+    assert send_due(item) == "unknown"
     item.refresh_from_db()
     assert item.state == "unknown" and item.data_started_at
     assert "not sent again automatically" in item.detail
-    assert outbox_send(item.pk) == "unknown"  # not queued: nothing is sent again
+    assert send_due(item) == "unknown"  # not queued: nothing is sent again
 
     fake.release_sends()
     fake.wait_idle()
@@ -571,30 +571,31 @@ def test_a_worker_that_dies_between_microsofts_accept_and_the_database_update_se
 
     from django.utils import timezone
 
-    from inboxes import sending
+    from inboxes.outbox import outbox_sweep
+    from inboxes.outbox import run as outbox_run
 
     inbox, mailbox = support
     fake.deliver(SUPPORT, make_email(to=SUPPORT))
     mailbox_sync(mailbox.pk)
     message, item = reply_to(admin, Conversation.objects.get(inbox=inbox))
-    real_mark = sending._mark
+    real_mark = outbox_run.record_state
 
     def killed_before_recording(item, state, detail, **extra):
         if state == "sent":
             raise SystemExit("worker killed")  # Microsoft has it; our row still says sending
         real_mark(item, state, detail, **extra)
 
-    monkeypatch.setattr(sending, "_mark", killed_before_recording)
+    monkeypatch.setattr(outbox_run, "record_state", killed_before_recording)
     with pytest.raises(SystemExit):
-        outbox_send(item.pk)
-    monkeypatch.setattr(sending, "_mark", real_mark)
+        send_due(item)
+    monkeypatch.setattr(outbox_run, "record_state", real_mark)
     item.refresh_from_db()
     assert item.state == "sending" and item.data_started_at is not None
 
     OutboxItem.objects.filter(pk=item.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
-    assert sending.outbox_sweep()["unknown"] == 1
+    assert outbox_sweep()["unknown"] == 1
     item.refresh_from_db()
     assert item.state == "sent"
-    assert outbox_send(item.pk) == "sent"
+    assert send_due(item) == "sent"
     fake.wait_idle()
     assert len(fake.sent) == 1 and len(fake.graph_requests("POST", "/send")) == 1

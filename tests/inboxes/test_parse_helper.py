@@ -1,4 +1,4 @@
-"""The parse helper process (inboxes/parse_helper.py, inboxes/parse_child.py): it
+"""The parse helper process (inboxes/sync/parse_helper.py, inboxes/sync/parse_child.py): it
 gives exactly what parsing in the process gives, runs in a process of its own,
 and nothing is lost or taken twice when it dies, is left owing answers, or its
 parent is killed."""
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from inboxes import parse_helper
 from inboxes.mime import parse_message
-from inboxes.parse_child import pack_batch, unpack_batch
+from inboxes.sync import parse_helper
+from inboxes.sync.parse_child import pack_batch, unpack_batch
 from tests.support.mail import make_email
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -54,7 +54,7 @@ def test_the_helper_parses_the_whole_mime_corpus_as_this_process_does(caplog):
     raws = [path.read_bytes() for path in CORPUS]
     assert len(raws) >= 30
 
-    with caplog.at_level(logging.WARNING, logger="inboxes.parse_helper"):
+    with caplog.at_level(logging.WARNING, logger="inboxes.sync.parse_helper"):
         results = list(parse_helper.parsed_ahead(batches_of(raws, 7), lambda raw: raw))
 
     assert [batch for batch, _ in results] == batches_of(raws, 7)
@@ -101,7 +101,7 @@ def test_a_helper_killed_mid_stream_loses_nothing_and_the_next_call_starts_a_new
     raws = [make_email(subject=f"Ticket {n}") for n in range(60)]
     first = parse_helper.process_helper()
     seen = []
-    with caplog.at_level(logging.WARNING, logger="inboxes.parse_helper"):
+    with caplog.at_level(logging.WARNING, logger="inboxes.sync.parse_helper"):
         for batch, parsed in parse_helper.parsed_ahead(batches_of(raws, 10), lambda raw: raw):
             if not seen:
                 os.kill(first.pid, signal.SIGKILL)
@@ -194,7 +194,7 @@ def test_an_answer_that_is_not_a_parse_result_is_refused():
 def test_the_helper_exits_when_the_process_that_started_it_is_killed():
     script = (
         "import sys, time\n"
-        "from inboxes import parse_helper\n"
+        "from inboxes.sync import parse_helper\n"
         "helper = parse_helper.process_helper()\n"
         "print(helper.pid, flush=True)\n"
         "time.sleep(60)\n"

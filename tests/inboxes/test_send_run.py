@@ -19,9 +19,21 @@ from email import policy
 import pytest
 from django.db import connection, transaction
 
-from inboxes import send_run, sending
 from inboxes.models import Mailbox, Message, OutboxItem
-from inboxes.sending import Recipient, outbox_create, outbox_sweep
+from inboxes.outbox import (
+    Recipient,
+    claim_due,
+    marks,
+    outbox_create,
+    outbox_send_run,
+    outbox_sweep,
+    run_lease_hold,
+    run_lease_release,
+    run_requests_answered,
+    sweep,
+)
+from inboxes.outbox import run as outbox_run
+from inboxes.outbox.outcomes import backoff
 from tests.support.mail import connect_imap_mailbox, team_inbox
 from tests.support.mailservers import SMTPTestServer, _Handler
 
@@ -179,10 +191,10 @@ def states(items) -> dict[str, str]:
 def test_a_run_sends_every_due_item_over_one_connection_and_stores_the_sent_copies(
     support, run_smtp, dovecot, mail_user, monkeypatch, window
 ):
-    monkeypatch.setattr(send_run, "SEND_WINDOW", window)
+    monkeypatch.setattr(outbox_run, "SEND_WINDOW", window)
     items = create_items(support, 30)
 
-    result = send_run.outbox_send_run(support.pk)
+    result = outbox_send_run(support.pk)
 
     assert (result.claimed, result.sent, result.connections) == (30, 30, 1)
     assert run_smtp.connections_used() == 1
@@ -196,17 +208,17 @@ def test_a_run_sends_every_due_item_over_one_connection_and_stores_the_sent_copi
     assert all(b"\\Seen" in f for f in flags.values())
     # the same order as created, and nothing left to send
     assert [message_id_of(m.data) for m in run_smtp.messages] == header_ids(items)
-    assert send_run.outbox_send_run(support.pk).claimed == 0
+    assert outbox_send_run(support.pk).claimed == 0
     assert len(run_smtp.messages) == 30
 
 
 @pytest.mark.django_db
 def test_a_long_run_renews_its_connection_every_few_messages(support, run_smtp, monkeypatch):
-    monkeypatch.setattr(send_run, "RECONNECT_EVERY", 10)
-    monkeypatch.setattr(send_run, "CLAIM_CHUNK", 7)  # chunks and connections need not align
+    monkeypatch.setattr(outbox_run, "RECONNECT_EVERY", 10)
+    monkeypatch.setattr(outbox_run, "CLAIM_CHUNK", 7)  # chunks and connections need not align
     items = create_items(support, 25)
 
-    result = send_run.outbox_send_run(support.pk)
+    result = outbox_send_run(support.pk)
 
     assert (result.sent, result.connections) == (25, 3)
     assert run_smtp.connections_used() == 3
@@ -224,7 +236,7 @@ def test_sent_copies_the_imap_server_refuses_are_left_for_the_sweeper(
     monkeypatch.setattr(ImapSession, "sent_folder_name", lambda self: "No such folder")
     items = create_items(support, 3)
 
-    result = send_run.outbox_send_run(support.pk)
+    result = outbox_send_run(support.pk)
 
     assert (result.sent, result.copies) == (3, 0)
     assert set(states(items).values()) == {"sent"}
@@ -246,10 +258,10 @@ def test_a_refused_recipient_in_the_middle_does_not_stop_the_others(support, run
     }
     items = create_items(support, 10, to=to)
 
-    result = send_run.outbox_send_run(support.pk)
+    result = outbox_send_run(support.pk)
 
     assert (result.sent, result.failed, result.retrying) == (8, 1, 1)
-    assert result.retry_in == sending._backoff(1)  # the task runs again then
+    assert result.retry_in == backoff(1)  # the task runs again then
     assert run_smtp.connections_used() == 1  # RSET, not a new connection
     got = received_counts(run_smtp)
     ids = header_ids(items)
@@ -264,7 +276,7 @@ def test_a_refused_recipient_in_the_middle_does_not_stop_the_others(support, run
     # when it is due, the next run sends it, once
     OutboxItem.objects.filter(pk=later.pk).update(next_attempt_at=None)
     run_smtp.refuse.clear()
-    assert send_run.outbox_send_run(support.pk).sent == 1
+    assert outbox_send_run(support.pk).sent == 1
     assert received_counts(run_smtp)[ids[5]] == 1
     assert OutboxItem.objects.get(pk=later.pk).attempts == 2
 
@@ -274,7 +286,7 @@ def test_a_connection_dropped_before_data_is_reopened_and_nothing_is_lost(suppor
     items = create_items(support, 8)
     run_smtp.drop_at_mail = {4}  # the server hangs up at the 4th MAIL FROM
 
-    result = send_run.outbox_send_run(support.pk)
+    result = outbox_send_run(support.pk)
 
     assert (result.sent, result.connections) == (8, 2)
     assert run_smtp.connections_used() == 2
@@ -290,7 +302,7 @@ def test_a_drop_after_data_leaves_that_item_unknown_and_the_run_goes_on(
     items = create_items(support, 6)
     run_smtp.at_data = {3: "drop"}
 
-    result = send_run.outbox_send_run(support.pk)
+    result = outbox_send_run(support.pk)
 
     assert (result.sent, result.unknown, result.connections) == (5, 1, 2)
     third = OutboxItem.objects.get(pk=items[2].pk)
@@ -298,7 +310,7 @@ def test_a_drop_after_data_leaves_that_item_unknown_and_the_run_goes_on(
     # each went out once, the third included (the server had it when it hung up)
     assert received_counts(run_smtp) == Counter(header_ids(items))
     # never resent, by this run or the next
-    assert send_run.outbox_send_run(support.pk).claimed == 0
+    assert outbox_send_run(support.pk).claimed == 0
     assert len(run_smtp.messages) == 6
     # only the five confirmed ones got a Sent copy
     assert Counter(server_message_ids(dovecot, mail_user, "Sent")) == Counter(
@@ -311,10 +323,10 @@ def test_a_server_that_cannot_be_reached_puts_the_chunk_back_for_later(support, 
     items = create_items(support, 4)
     Mailbox.objects.filter(pk=support.pk).update(smtp_port=1)  # nothing listens there
 
-    result = send_run.outbox_send_run(support.pk)
+    result = outbox_send_run(support.pk)
 
     assert (result.sent, result.retrying, result.connections) == (0, 4, 0)
-    assert result.retry_in == sending._backoff(1)
+    assert result.retry_in == backoff(1)
     assert set(states(items).values()) == {"queued"}
     assert run_smtp.messages == []
 
@@ -332,7 +344,7 @@ def test_with_a_wider_window_a_worker_death_leaves_the_window_unknown_and_resend
     never left); the two after them are sent again, once."""
     from inboxes.providers.imap.transport import SmtpTransport
 
-    monkeypatch.setattr(send_run, "SEND_WINDOW", 4)
+    monkeypatch.setattr(outbox_run, "SEND_WINDOW", 4)
     items = create_items(support, 8)
     real_send = SmtpTransport.send
     calls = []
@@ -345,9 +357,9 @@ def test_with_a_wider_window_a_worker_death_leaves_the_window_unknown_and_resend
         return real_send(self, raw, **kwargs)
 
     monkeypatch.setattr(SmtpTransport, "send", dies_in_the_third_data)
-    monkeypatch.setattr(send_run._Marks, "flush", lambda self: None)  # killed: no cleanup
+    monkeypatch.setattr(marks.Marks, "flush", lambda self: None)  # killed: no cleanup
     with pytest.raises(SystemExit):
-        send_run.outbox_send_run(support.pk)
+        outbox_send_run(support.pk)
     monkeypatch.undo()
     rows = {r.pk: r for r in OutboxItem.objects.filter(pk__in=[i.pk for i in items])}
     assert [rows[i.pk].state for i in items] == ["sent"] * 2 + ["sending"] * 6
@@ -364,7 +376,7 @@ def test_with_a_wider_window_a_worker_death_leaves_the_window_unknown_and_resend
         row = OutboxItem.objects.get(pk=item.pk)
         assert row.state == "unknown" and "may or may not have been reached" in row.detail
         assert NOT_RESENT in row.detail
-    assert send_run.outbox_send_run(support.pk).sent == 2
+    assert outbox_send_run(support.pk).sent == 2
     assert received_counts(run_smtp) == Counter(header_ids(items[:2] + items[6:]))
 
 
@@ -380,7 +392,7 @@ def test_each_data_goes_out_after_its_mark_is_committed_and_never_more_than_the_
 
     from inboxes.providers.imap.transport import SmtpTransport
 
-    monkeypatch.setattr(send_run, "CLAIM_CHUNK", 30)  # chunks and blocks need not align
+    monkeypatch.setattr(outbox_run, "CLAIM_CHUNK", 30)  # chunks and blocks need not align
     items = create_items(support, 75)
     message_pks = {item.message.message_id: item.message_id for item in items}
     observer = connections.create_connection("default")
@@ -409,13 +421,13 @@ def test_each_data_goes_out_after_its_mark_is_committed_and_never_more_than_the_
 
     monkeypatch.setattr(SmtpTransport, "send", observed)
     try:
-        result = send_run.outbox_send_run(support.pk)
+        result = outbox_send_run(support.pk)
     finally:
         observer.close()
 
     assert result.sent == 75
     assert len(open_counts) == 75
-    assert max(open_counts) == send_run.SEND_WINDOW
+    assert max(open_counts) == outbox_run.SEND_WINDOW
     assert received_counts(run_smtp) == Counter(header_ids(items))
 
 
@@ -424,7 +436,7 @@ def test_each_data_goes_out_after_its_mark_is_committed_and_never_more_than_the_
 
 @pytest.mark.django_db(transaction=True)
 def test_two_runs_of_one_mailbox_never_send_an_item_twice(support, run_smtp, monkeypatch):
-    monkeypatch.setattr(send_run, "CLAIM_CHUNK", 5)
+    monkeypatch.setattr(outbox_run, "CLAIM_CHUNK", 5)
     run_smtp.mail_delay = 0.01  # both runs are sending at the same time
     items = create_items(support, 60)
     barrier = threading.Barrier(2)
@@ -433,7 +445,7 @@ def test_two_runs_of_one_mailbox_never_send_an_item_twice(support, run_smtp, mon
     def run() -> None:
         try:
             barrier.wait(timeout=10)
-            results.append(send_run.outbox_send_run(support.pk))
+            results.append(outbox_send_run(support.pk))
         except Exception as exc:  # reported below
             results.append(exc)
         finally:
@@ -466,16 +478,16 @@ def test_a_burst_of_replies_publishes_one_run_and_a_request_during_a_run_is_not_
     assert queued_count(url, "send") == 1  # one run for the five
 
     # The run starts: later replies are its business until it lets go ...
-    sending.run_lease_hold(support.pk)
-    sending.run_requests_answered(support.pk)
-    assert send_run.claim_due(support.pk, 100) != []
+    run_lease_hold(support.pk)
+    run_requests_answered(support.pk)
+    assert claim_due(support.pk, 100) != []
     late = create_items(support, 1, prefix="Late")
     assert queued_count(url, "send") == 1  # refused: the lease is held
     # ... and on letting go it sees the request and runs on.
-    assert sending.run_lease_release(support.pk) is True
-    sending.run_requests_answered(support.pk)
-    assert [c.pk for c in send_run.claim_due(support.pk, 100)] == [late[0].pk]
-    assert sending.run_lease_release(support.pk) is False
+    assert run_lease_release(support.pk) is True
+    run_requests_answered(support.pk)
+    assert [c.pk for c in claim_due(support.pk, 100)] == [late[0].pk]
+    assert run_lease_release(support.pk) is False
     create_items(support, 1, prefix="Next")
     assert queued_count(url, "send") == 2  # the lease is free: published
     purge_queues(url)
@@ -491,32 +503,32 @@ def test_the_sweeper_publishes_one_run_per_mailbox_for_items_whose_run_was_lost(
         created_at=Message.objects.first().created_at.replace(year=2020)
     )
     published: list = []
-    original = sending.enqueue_send_run
+    original = sweep.enqueue_send_run
 
     def record(mailbox_id, **kwargs):
         published.append((str(mailbox_id), kwargs))
         return original(mailbox_id, **kwargs)
 
-    sending.enqueue_send_run = record
+    sweep.enqueue_send_run = record
     try:
         counts = outbox_sweep()
     finally:
-        sending.enqueue_send_run = original
+        sweep.enqueue_send_run = original
     assert (counts["requeued"], counts["runs"]) == (3, 1)
     assert published == [(str(support.pk), {"force": True})]
 
 
 @pytest.mark.django_db
 def test_a_run_hands_over_to_a_new_one_after_its_time_is_up(support, run_smtp, monkeypatch):
-    monkeypatch.setattr(send_run, "CLAIM_CHUNK", 2)
-    monkeypatch.setattr(send_run, "RUN_MAX_SECONDS", 0.2)
+    monkeypatch.setattr(outbox_run, "CLAIM_CHUNK", 2)
+    monkeypatch.setattr(outbox_run, "RUN_MAX_SECONDS", 0.2)
     run_smtp.mail_delay = 0.05
     asked: list = []
-    monkeypatch.setattr(sending, "enqueue_send_run", lambda m, **kw: asked.append((m, kw)))
+    monkeypatch.setattr(outbox_run, "enqueue_send_run", lambda m, **kw: asked.append((m, kw)))
     create_items(support, 12)
 
     started = time.monotonic()
-    result = send_run.outbox_send_run(support.pk)
+    result = outbox_send_run(support.pk)
 
     assert time.monotonic() - started < 3
     assert 0 < result.sent < 12
@@ -532,13 +544,13 @@ def test_a_run_hands_over_to_a_new_one_after_its_time_is_up(support, run_smtp, m
 def test_a_worker_killed_in_the_middle_of_a_run_never_sends_an_item_twice(
     engine, support, run_smtp
 ):
-    """25 items, one run, the window is 20 (send_run.SEND_WINDOW: blocks of 10 marked
+    """25 items, one run, the window is 20 (outbox_run.SEND_WINDOW: blocks of 10 marked
     one block ahead). Killed while the server holds the 23rd message's DATA reply:
     the first 20 were marked sent when the third block started and stay sent; the
     third block (21-25, marked when the second started) ends unknown, saying it
     may not have been reached (21 and 22 went out, 23 was going out, 24 and 25
     never left), and nothing is ever sent twice."""
-    assert send_run.SEND_WINDOW == 20
+    assert outbox_run.SEND_WINDOW == 20
     worker = engine.worker()
     run_smtp.at_data = {23: "hold"}
     with transaction.atomic():  # one commit: one run for the 25

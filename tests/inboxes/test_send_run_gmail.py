@@ -12,9 +12,10 @@ from django.db import transaction
 
 from conversations.handling import conversation_reply
 from conversations.models import Conversation
-from inboxes import send_run, sending
 from inboxes.models import OutboxItem, Provider
 from inboxes.oauth_connect import oauth_mailbox_connect
+from inboxes.outbox import outbox_send_run
+from inboxes.outbox.outcomes import backoff
 from inboxes.providers.gmail import api as gmail_api
 from tests.inboxes.test_gmail import SUPPORT, grant_for
 from tests.support.mail import make_email, team_inbox
@@ -59,7 +60,7 @@ def test_a_run_sends_every_reply_through_the_gmail_api_once(gmail_support, admin
     mailbox, conversation = gmail_support
     items = replies(admin, conversation, 3)
 
-    result = send_run.outbox_send_run(mailbox.pk)
+    result = outbox_send_run(mailbox.pk)
 
     assert (result.claimed, result.sent, result.connections) == (3, 3, 1)
     sent_ids = [
@@ -72,7 +73,7 @@ def test_a_run_sends_every_reply_through_the_gmail_api_once(gmail_support, admin
     for item in OutboxItem.objects.filter(pk__in=[i.pk for i in items]):
         assert item.state == "sent" and item.detail.startswith("Gmail accepted it")
         assert item.attempts == 1 and not item.sent_copy_stored  # Gmail keeps its own
-    assert send_run.outbox_send_run(mailbox.pk).claimed == 0
+    assert outbox_send_run(mailbox.pk).claimed == 0
     assert len(fake_google.sent) == 3
 
 
@@ -81,15 +82,15 @@ def test_a_rate_limit_puts_the_rest_of_the_run_back_for_later(gmail_support, adm
     items = replies(admin, conversation, 3)
     fake_google.fail_next(429, "/messages/send", retry_after=1)
 
-    result = send_run.outbox_send_run(mailbox.pk)
+    result = outbox_send_run(mailbox.pk)
 
     assert fake_google.sent == [] and len(fake_google.calls_to("messages/send")) == 1
-    assert result.retry_in == sending._backoff(1)
+    assert result.retry_in == backoff(1)
     rows = {r.pk: r for r in OutboxItem.objects.filter(pk__in=[i.pk for i in items])}
     assert {r.state for r in rows.values()} == {"queued"}
     assert [rows[i.pk].attempts for i in items] == [1, 0, 0]  # only the first was tried
     assert len({rows[i.pk].next_attempt_at for i in items[1:]}) == 1
 
     OutboxItem.objects.filter(pk__in=[i.pk for i in items]).update(next_attempt_at=None)
-    assert send_run.outbox_send_run(mailbox.pk).sent == 3
+    assert outbox_send_run(mailbox.pk).sent == 3
     assert len(fake_google.sent) == 3

@@ -11,9 +11,9 @@ from django.db import transaction
 
 from conversations.handling import conversation_reply
 from conversations.models import Conversation
-from inboxes import send_run
 from inboxes.models import OutboxItem, Provider
 from inboxes.oauth_connect import oauth_mailbox_connect
+from inboxes.outbox import outbox_send_run
 from inboxes.sync import mailbox_sync
 from tests.support.mail import make_email, team_inbox
 
@@ -48,7 +48,7 @@ def test_a_run_sends_every_reply_as_a_graph_draft_once(admin, fake_microsoft):
             message = conversation_reply(actor=admin, conversation=conversation, text=f"Answer {n}")
         items.append(OutboxItem.objects.get(message=message))
 
-    result = send_run.outbox_send_run(mailbox.pk)
+    result = outbox_send_run(mailbox.pk)
 
     assert (result.claimed, result.sent, result.connections) == (3, 3, 1)
     sent_ids = [
@@ -57,5 +57,5 @@ def test_a_run_sends_every_reply_as_a_graph_draft_once(admin, fake_microsoft):
     assert sent_ids == [i.message.message_id for i in items]
     for item in OutboxItem.objects.filter(pk__in=[i.pk for i in items]):
         assert item.state == "sent" and item.attempts == 1 and not item.sent_copy_stored
-    assert send_run.outbox_send_run(mailbox.pk).claimed == 0
+    assert outbox_send_run(mailbox.pk).claimed == 0
     assert len(fake.sent) == 3

@@ -14,11 +14,11 @@ from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import connection
 
 from conversations.models import Conversation
-from inboxes import ingest, sync
 from inboxes.mime import parse_message
 from inboxes.models import Attachment, MailboxMessage, Message
+from inboxes.providers import imap
 from inboxes.providers.imap import session as imap_session
-from inboxes.sync import mailbox_sync
+from inboxes.sync import folders, ingest, mailbox_sync
 from tests.support.mail import make_email
 
 pytestmark = pytest.mark.django_db
@@ -30,14 +30,14 @@ MIB = 1024 * 1024
 def ingested_batches(monkeypatch):
     """The raw bytes of each batch the sync ingests, in order."""
     batches: list[list[int]] = []
-    original = sync.ingest_batch
+    original = folders.ingest_batch
 
     def recording(**kwargs):
         if kwargs["raws"]:
             batches.append([len(item.raw) for item in kwargs["raws"]])
         return original(**kwargs)
 
-    monkeypatch.setattr(sync, "ingest_batch", recording)
+    monkeypatch.setattr(folders, "ingest_batch", recording)
     return batches
 
 
@@ -218,8 +218,8 @@ def test_a_first_import_refreshes_the_planner_statistics_once_past_each_threshol
     support, dovecot, mail_user, monkeypatch
 ):
     inbox, mailbox = support
-    monkeypatch.setattr(sync, "ANALYZE_AFTER", (3, 7))
-    monkeypatch.setattr(imap_session, "FETCH_BATCH_MESSAGES", 2)
+    monkeypatch.setattr(folders, "ANALYZE_AFTER", (3, 7))
+    monkeypatch.setattr(imap, "FETCH_BATCH_MESSAGES", 2)
     for n in range(8):
         dovecot.deliver(mail_user[0], make_email(subject=f"Old {n}"))
     analyzed: list[tuple[str, int]] = []
@@ -231,7 +231,9 @@ def test_a_first_import_refreshes_the_planner_statistics_once_past_each_threshol
 
     with connection.execute_wrapper(spy):
         assert mailbox_sync(mailbox.pk).imported == 8
-    tables = [connection.ops.quote_name(model._meta.db_table) for model in sync.analyzed_models()]
+    tables = [
+        connection.ops.quote_name(model._meta.db_table) for model in folders.analyzed_models()
+    ]
     # batches of 2: past 3 after the second batch (4 stored), past 7 after the fourth (8)
     assert analyzed == [(f"ANALYZE {t}", 4) for t in tables] + [(f"ANALYZE {t}", 8) for t in tables]
     with connection.cursor() as cursor:
@@ -256,7 +258,7 @@ def test_a_sync_the_watcher_triggers_runs_over_its_logged_in_session(
     import threading
     import time
 
-    from inboxes import watch
+    from inboxes.sync import watch
 
     inbox, mailbox = support
     monkeypatch.setattr(watch, "IDLE_SLICE_SECONDS", 1)
@@ -317,8 +319,8 @@ def test_the_next_batches_are_fetched_and_parsed_while_one_is_ingested_but_no_mo
     for n in range(8):
         dovecot.deliver(mail_user[0], make_email(subject=f"Ticket {n}"))
     events: list[tuple[str, int, str]] = []
-    original_fetch = imap_session.ImapSession._fetch_batch
-    original_ingest = sync.ingest_batch
+    original_fetch = imap.ImapSession._fetch_batch
+    original_ingest = folders.ingest_batch
 
     def fetch(self, prefix, uids):
         events.append(("fetch", len([e for e in events if e[0] == "fetch"]) + 1, ""))
@@ -332,8 +334,8 @@ def test_the_next_batches_are_fetched_and_parsed_while_one_is_ingested_but_no_mo
             events.append(("ingested", number, ""))
         return original_ingest(**kwargs)
 
-    monkeypatch.setattr(imap_session.ImapSession, "_fetch_batch", fetch)
-    monkeypatch.setattr(sync, "ingest_batch", ingest)
+    monkeypatch.setattr(imap.ImapSession, "_fetch_batch", fetch)
+    monkeypatch.setattr(folders, "ingest_batch", ingest)
 
     assert mailbox_sync(mailbox.pk).imported == 8
 
@@ -373,14 +375,14 @@ def test_a_parse_helper_killed_mid_sync_loses_and_duplicates_nothing(
     import logging
     import signal
 
-    from inboxes import parse_helper
+    from inboxes.sync import parse_helper
 
     inbox, mailbox = support
     monkeypatch.setattr(imap_session, "FETCH_BATCH_MESSAGES", 2)
     for n in range(9):
         dovecot.deliver(mail_user[0], make_email(subject=f"Ticket {n}"))
     parse_helper.process_helper_stop()
-    original = sync.ingest_batch
+    original = folders.ingest_batch
     killed = []
 
     def ingest(**kwargs):
@@ -390,8 +392,8 @@ def test_a_parse_helper_killed_mid_sync_loses_and_duplicates_nothing(
             killed.append(helper.pid)
         return original(**kwargs)
 
-    monkeypatch.setattr(sync, "ingest_batch", ingest)
-    with caplog.at_level(logging.WARNING, logger="inboxes.parse_helper"):
+    monkeypatch.setattr(folders, "ingest_batch", ingest)
+    with caplog.at_level(logging.WARNING, logger="inboxes.sync.parse_helper"):
         assert mailbox_sync(mailbox.pk).imported == 9
 
     assert killed

@@ -22,13 +22,13 @@ from inboxes.addresses import canonical_address
 from inboxes.connection_test import ConnectionTestResult, run_connection_test
 from inboxes.credentials import OAuthTokens, tokens_load, tokens_store
 from inboxes.models import AuthMethod, Mailbox, MailboxKind, MailboxStatus, Provider
+from inboxes.outbox import Recipient, outbox_create
 from inboxes.providers import signin
 from inboxes.providers.base import ProviderError
 from inboxes.providers.imap.session import ImapSession
 from inboxes.providers.imap.transport import SmtpTransport
-from inboxes.sending import Recipient, outbox_create, outbox_send
 from inboxes.sync import mailbox_sync, mailboxes_due
-from tests.support.mail import make_email, team_inbox
+from tests.support.mail import make_email, send_due, team_inbox
 
 if TYPE_CHECKING:
     from tests.support.oauth_mailservers import OAuthDovecotServer, OAuthSMTPServer, TokenAuthority
@@ -141,7 +141,7 @@ def _send(mailbox: Mailbox, subject: str = "Hello over XOAUTH2"):
             subject=subject,
             text="Sent with a bearer token.",
         )
-    return item, outbox_send(item.pk)
+    return item, send_due(item)
 
 
 def _received(smtp_server: OAuthSMTPServer, subject: str):
@@ -173,6 +173,9 @@ def test_an_xoauth2_mailbox_syncs_from_dovecot(
     assert fake_client.providers_asked == []  # ... without even making a provider client
 
 
+# The run stores the Sent copy from a thread of its own, whose database connection
+# must see the mailbox (its token is read there).
+@pytest.mark.django_db(transaction=True)
 def test_an_xoauth2_mailbox_sends_through_the_outbox(
     xoauth2_mailbox, fake_client, oauth_smtp_server, oauth_dovecot, oauth_user
 ):
@@ -308,7 +311,7 @@ def test_a_send_with_a_dead_grant_waits_for_the_reconnect_and_marks_the_mailbox(
     assert _received(oauth_smtp_server, "Not yet") == []
     mailbox.refresh_from_db()
     assert mailbox.status == MailboxStatus.NEEDS_REAUTH
-    assert outbox_send(item.pk) == "queued"  # nothing happens until the reconnect
+    assert send_due(item) == "queued"  # nothing happens until the reconnect
 
 
 # --- Not a verdict on the token -----------------------------------------------------------------

@@ -9,7 +9,8 @@ from email.utils import format_datetime, make_msgid
 from django.utils import timezone
 
 from inboxes import services
-from inboxes.models import Inbox, Mailbox
+from inboxes.models import Inbox, Mailbox, OutboxItem
+from inboxes.outbox import outbox_send_run
 
 _counter = itertools.count(1)
 
@@ -73,3 +74,10 @@ def connect_imap_mailbox(
 
 def team_inbox(account, name="Support", from_name="Acme Support") -> Inbox:
     return Inbox.objects.create(account=account, name=name, from_name=from_name)
+
+
+def send_due(item: OutboxItem) -> str:
+    """A send run of the item's mailbox, as the send worker runs it (every due item
+    of the mailbox goes); the item's state afterwards."""
+    outbox_send_run(item.mailbox_id)
+    return OutboxItem.objects.get(pk=item.pk).state

@@ -5,8 +5,8 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from core.memory import malloc_tune
+from inboxes.sync.watch import Watcher
 from inboxes.tasks import sync_mailbox
-from inboxes.watch import Watcher
 
 log = logging.getLogger(__name__)
 

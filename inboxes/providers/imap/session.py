@@ -34,7 +34,7 @@ from inboxes.providers.imap.connection import open_imap, server_text
 
 # Fetch at most this many messages, or about this many bytes, per round trip:
 # bounded memory whatever the mailbox holds (a bigger message comes alone). The
-# sync ingests batches of the same bounds (inboxes/sync.py), so each round trip
+# sync ingests batches of the same bounds (inboxes/sync/batches.py), so each round trip
 # is one ingest batch.
 FETCH_BATCH_MESSAGES = 100
 FETCH_BATCH_BYTES = 1536 * 1024

@@ -14,9 +14,11 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -26,7 +28,7 @@ from django.utils import timezone
 
 from core.bulk import bulk_insert
 from inboxes import consumers
-from inboxes.mime import ParsedMessage, parse_message
+from inboxes.mime import Address, ParsedMessage, parse_message
 from inboxes.models import (
     Attachment,
     Direction,
@@ -46,16 +48,16 @@ class BatchResult:
     linked: int  # keys recorded in the folder's ledger
 
 
-def _raw_name(account_id, dedupe_key: str) -> str:
+def _raw_name(account_id: UUID, dedupe_key: str) -> str:
     return f"raw/{account_id}/{dedupe_key[:2]}/{dedupe_key}.eml"
 
 
-def _attachment_name(account_id, dedupe_key: str, index: int, filename: str) -> str:
+def _attachment_name(account_id: UUID, dedupe_key: str, index: int, filename: str) -> str:
     suffix = hashlib.sha256(filename.encode("utf-8", "replace")).hexdigest()[:8]
     return f"attachments/{account_id}/{dedupe_key[:2]}/{dedupe_key}-{index}-{suffix}"
 
 
-def _addresses(items) -> list[dict]:
+def _addresses(items: Iterable[Address]) -> list[dict[str, str]]:
     return [{"name": a.name, "address": a.address} for a in items]
 
 
@@ -69,7 +71,7 @@ def outlook_thread_root(thread_index: str) -> str:
 
 
 def message_row(
-    *, account_id, parsed: ParsedMessage, raw_size: int, direction: str = Direction.INBOUND
+    *, account_id: UUID, parsed: ParsedMessage, raw_size: int, direction: str = Direction.INBOUND
 ) -> Message:
     """An unsaved Message for ``parsed``, without its raw file (see ``message_from_parsed``)."""
     return Message(
@@ -95,7 +97,7 @@ def message_row(
     )
 
 
-def _save_raw(account_id, dedupe_key: str, raw: bytes) -> str:
+def _save_raw(account_id: UUID, dedupe_key: str, raw: bytes) -> str:
     """The name of the raw file of the message: the one stored before when it is
     complete, else a new one (a worker killed mid-write leaves a partial file,
     which is never reused)."""
@@ -109,7 +111,7 @@ def _save_raw(account_id, dedupe_key: str, raw: bytes) -> str:
 
 
 def message_from_parsed(
-    *, account_id, parsed: ParsedMessage, raw: bytes, direction: str = Direction.INBOUND
+    *, account_id: UUID, parsed: ParsedMessage, raw: bytes, direction: str = Direction.INBOUND
 ) -> Message:
     """An unsaved Message for ``parsed``; the raw bytes are written to storage now."""
     message = message_row(
@@ -148,7 +150,7 @@ class _Stored:
     attachments: list[Attachment]
 
 
-def _write_files(account_id, parsed: ParsedMessage, raw: bytes) -> tuple[str, list[str]]:
+def _write_files(account_id: UUID, parsed: ParsedMessage, raw: bytes) -> tuple[str, list[str]]:
     """Raw MIME (unless already there) and attachments of one message: their names."""
     raw_name = _save_raw(account_id, parsed.dedupe_key, raw)
     names = [
@@ -161,7 +163,7 @@ def _write_files(account_id, parsed: ParsedMessage, raw: bytes) -> tuple[str, li
     return raw_name, names
 
 
-def _store_files(account_id, new: list[tuple[ParsedMessage, bytes]]) -> list[_Stored]:
+def _store_files(account_id: UUID, new: list[tuple[ParsedMessage, bytes]]) -> list[_Stored]:
     """Write the files of ``new`` (parsed, raw) in parallel and wait for all of them."""
     pool = _storage_pool()
     futures = [pool.submit(_write_files, account_id, p, raw) for p, raw in new]
@@ -192,7 +194,7 @@ def ingest_batch(
     mailbox: Mailbox,
     folder: MailboxFolder,
     raws: Sequence[RawMessage],
-    cursor: dict,
+    cursor: dict[str, Any],
     backfill: bool,
     parsed: Sequence[ParsedMessage] | None = None,
 ) -> BatchResult:

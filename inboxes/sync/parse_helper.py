@@ -6,7 +6,7 @@ the IDLE watcher) starts one helper with ``subprocess`` (Celery's prefork childr
 are daemonic and may not use ``multiprocessing``), hands it each fetched batch and
 stores the batch before while the helper parses the next one.
 
-The helper (``inboxes/parse_child.py``) imports only ``inboxes.mime`` (the
+The helper (``inboxes/sync/parse_child.py``) imports only ``inboxes.mime`` (the
 standard library and nh3, no Django), reads its work from stdin and answers on stdout, in frames of an 8-byte
 length and a payload: going in, the raw messages of a batch, each with its length;
 coming out, each message's ``ParsedMessage`` as a pickle, which is read back by an
@@ -33,16 +33,16 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from inboxes.mime import ParsedMessage, parse_message
-from inboxes.parse_child import pack_batch, read_frame, write_frame
+from inboxes.sync.parse_child import pack_batch, read_frame, write_frame
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Where ``inboxes`` lives, for the helper's import path.
-_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 # How long to wait for an answer before the batch is parsed here instead: far more
 # than any batch takes (a 1.5 MiB batch parses in well under a second).
 ANSWER_TIMEOUT = 120.0
@@ -64,7 +64,7 @@ _ANSWER_CLASSES = {
 
 
 class _AnswerUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ANSWER_CLASSES:
             raise pickle.UnpicklingError(f"{module}.{name} is not part of a parse result")
         return super().find_class(module, name)
@@ -90,7 +90,7 @@ class ParseHelper:
     def __init__(self) -> None:
         env = {**os.environ, "PYTHONPATH": _PROJECT_ROOT}
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "inboxes.parse_child"],
+            [sys.executable, "-m", "inboxes.sync.parse_child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=_PROJECT_ROOT,

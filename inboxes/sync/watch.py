@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from uuid import UUID
 
 from django.conf import settings
 from django.db import close_old_connections, connections
@@ -20,7 +21,7 @@ from django.db import close_old_connections, connections
 from inboxes.models import FolderRole, Mailbox, Provider
 from inboxes.providers.base import FolderSpec, ProviderError
 from inboxes.providers.imap.session import ImapSession, lent_to_syncs
-from inboxes.sync import mailbox_syncable, mailboxes_due
+from inboxes.sync.schedule import mailbox_syncable, mailboxes_due
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,15 @@ log = logging.getLogger(__name__)
 IDLE_SLICE_SECONDS = 20
 
 
-def _still_watched(mailbox_id) -> bool:
+def _still_watched(mailbox_id: UUID | str) -> bool:
     close_old_connections()
     mailbox = Mailbox.objects.select_related("owner").filter(pk=mailbox_id).first()
     return bool(mailbox) and mailbox.provider == Provider.IMAP and not mailbox_syncable(mailbox)
 
 
-def watch_mailbox(mailbox_id, on_change: Callable[[str], None], stop: threading.Event) -> None:
+def watch_mailbox(
+    mailbox_id: UUID | str, on_change: Callable[[str], None], stop: threading.Event
+) -> None:
     """IDLE on the mailbox's INBOX until ``stop`` is set or it stops being syncable."""
     try:
         inbox = FolderSpec(FolderRole.INBOX, "INBOX")

@@ -1,4 +1,4 @@
-"""The parse helper process's program (inboxes/parse_helper.py starts it).
+"""The parse helper process's program (inboxes/sync/parse_helper.py starts it).
 
 Reads batches of raw messages from stdin and writes each message's
 ``ParsedMessage``, pickled, to stdout, in order, until stdin ends. Imports only

@@ -1,0 +1,168 @@
+"""Claiming an outbox's due items: queued -> sending, in one statement.
+
+A claim counts in ``attempts``, which fences every later write of the claim:
+once the sweeper has queued an item again, another claim owns it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from django.core.files.storage import default_storage
+from django.db import connection
+from django.db.models import F, Q
+from django.utils import timezone
+
+from inboxes.models import Message, OutboxItem, OutboxState
+
+
+@dataclass
+class Claimed:
+    """One claimed item: what its send needs, read in the claim's statement."""
+
+    pk: UUID
+    attempts: int
+    envelope_from: str
+    recipients: list[str]
+    message_pk: UUID
+    message_id: str
+    raw_name: str
+
+
+def claim_due(mailbox_id: UUID | str, limit: int) -> list[Claimed]:
+    """Claim up to ``limit`` due items of the mailbox, oldest first (queued -> sending)."""
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        return _claim_postgresql(mailbox_id, limit, now)
+    return _claim_portable(mailbox_id, limit, now)
+
+
+def _claim_postgresql(mailbox_id: UUID | str, limit: int, now: datetime) -> list[Claimed]:
+    # SKIP LOCKED: two runs of one mailbox take disjoint items instead of waiting
+    # for each other; a row another run has claimed and committed no longer
+    # matches state = 'queued' when it is re-checked under the lock. The chosen
+    # ids are MATERIALIZED: as "id IN (SELECT ... LIMIT n)" the planner may rescan
+    # the subquery per row, which then sees this statement's own updates and
+    # returns the next n, again and again: the LIMIT would not hold.
+    items = OutboxItem._meta.db_table
+    messages = Message._meta.db_table
+    sql = f"""
+        WITH due AS MATERIALIZED (
+            SELECT id FROM {items}
+             WHERE mailbox_id = %(mailbox)s AND state = %(queued)s
+               AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
+             ORDER BY created_at
+             LIMIT %(limit)s
+               FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE {items} AS o
+               SET state = %(sending)s, claimed_at = %(now)s, attempts = o.attempts + 1,
+                   data_started_at = NULL
+              FROM due
+             WHERE o.id = due.id AND o.state = %(queued)s
+            RETURNING o.id, o.attempts, o.envelope_from, o.recipients, o.message_id, o.created_at
+        )
+        SELECT c.id, c.attempts, c.envelope_from, c.recipients, c.message_id,
+               m.message_id, m.raw
+          FROM claimed c JOIN {messages} m ON m.id = c.message_id
+         ORDER BY c.created_at, c.id
+    """  # noqa: S608 - table names from the models; every value is a parameter
+    params = {
+        "sending": OutboxState.SENDING,
+        "queued": OutboxState.QUEUED,
+        "now": now,
+        "mailbox": mailbox_id,
+        "limit": limit,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [
+        Claimed(
+            pk=pk,
+            attempts=attempts,
+            envelope_from=envelope_from,
+            # Django has psycopg hand jsonb over as text (JSONField parses it).
+            recipients=json.loads(recipients) if isinstance(recipients, str) else recipients,
+            message_pk=message_pk,
+            message_id=message_id,
+            raw_name=raw_name or "",
+        )
+        for pk, attempts, envelope_from, recipients, message_pk, message_id, raw_name in rows
+    ]
+
+
+def _claim_portable(mailbox_id: UUID | str, limit: int, now: datetime) -> list[Claimed]:
+    """SQLite: one conditional UPDATE per candidate (writes are serialised there,
+    so each claim is still atomic; a candidate someone else took is skipped)."""
+    due = (
+        OutboxItem.objects.filter(mailbox_id=mailbox_id, state=OutboxState.QUEUED)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .order_by("created_at", "pk")
+    )
+    won = [
+        pk
+        for pk in due.values_list("pk", flat=True)[:limit]
+        if OutboxItem.objects.filter(pk=pk, state=OutboxState.QUEUED).update(
+            state=OutboxState.SENDING,
+            claimed_at=now,
+            attempts=F("attempts") + 1,
+            data_started_at=None,
+        )
+    ]
+    rows = (
+        OutboxItem.objects.filter(pk__in=won)
+        .order_by("created_at", "pk")
+        .values_list(
+            "pk",
+            "attempts",
+            "envelope_from",
+            "recipients",
+            "message_id",
+            "message__message_id",
+            "message__raw",
+        )
+    )
+    return [
+        Claimed(
+            pk=pk,
+            attempts=attempts,
+            envelope_from=envelope_from,
+            recipients=list(recipients or []),
+            message_pk=message_pk,
+            message_id=message_id,
+            raw_name=raw_name or "",
+        )
+        for pk, attempts, envelope_from, recipients, message_pk, message_id, raw_name in rows
+    ]
+
+
+def read_raw(entry: Claimed) -> bytes:
+    """The raw message of a claimed item (its file, named in the claim)."""
+    with default_storage.open(entry.raw_name, "rb") as handle:
+        return handle.read()
+
+
+def release(entries: list[Claimed], *, next_attempt_at: datetime | None, detail: str) -> int:
+    """Give claimed items that were not tried back (queued, the claim not counted)."""
+    if not entries:
+        return 0
+    ours = Q()
+    for entry in entries:
+        ours |= Q(pk=entry.pk, attempts=entry.attempts)
+    return OutboxItem.objects.filter(ours, state=OutboxState.SENDING).update(
+        state=OutboxState.QUEUED,
+        attempts=F("attempts") - 1,
+        data_started_at=None,
+        next_attempt_at=next_attempt_at,
+        detail=detail[:4000],
+    )
+
+
+def raw_of(item: OutboxItem) -> bytes:
+    """The raw message of an item read with its message."""
+    with item.message.raw.open("rb") as handle:
+        return handle.read()
