@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from django.core.files.storage import default_storage
@@ -70,7 +71,7 @@ def _claim_postgresql(mailbox_id: UUID | str, limit: int, now: datetime) -> list
           FROM claimed c JOIN {messages} m ON m.id = c.message_id
          ORDER BY c.created_at, c.id
     """  # noqa: S608 - table names from the models; every value is a parameter
-    params = {
+    params: dict[str, Any] = {
         "sending": OutboxState.SENDING,
         "queued": OutboxState.QUEUED,
         "now": now,

@@ -36,6 +36,7 @@ HTTP request that costs far more than the commit), sent one at a time by
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import smtplib
 import time
@@ -244,7 +245,7 @@ def _send_chunk_smtp(
                     raw,
                     envelope_from=entry.envelope_from,
                     recipients=entry.recipients,
-                    before_data=lambda entry=entry: marks.before_data(entry),
+                    before_data=functools.partial(marks.before_data, entry),
                 )
             except ClaimLost:
                 log.warning("outbox %s: taken over before DATA; not sent here", entry.pk)

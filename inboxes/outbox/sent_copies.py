@@ -62,6 +62,7 @@ def append_sent_copies(session: ImapSession, raws: list[bytes]) -> None:
         return
     name = session.sent_folder_name()
     client = session.client
+    assert client is not None, "append_sent_copies needs an open session"
     try:
         if not name:
             # As a mail client does on its first send: make the Sent folder.
@@ -122,6 +123,7 @@ class SentCopies:
         self._in_flight.append((self._thread.submit(self._append, raws), [pk for pk, _ in batch]))
 
     def _append(self, raws: list[bytes]) -> None:
+        assert self.session is not None  # store() opened it before handing work here
         try:
             if not self._entered:
                 self.session.__enter__()
@@ -160,7 +162,7 @@ class SentCopies:
         finally:
             if self._thread is not None:
                 session, self.session = self.session, None
-                if self._entered:
+                if self._entered and session is not None:
                     self._thread.submit(_quietly_exit, session).result()
                 self._thread.shutdown(wait=True)
                 self._thread = None

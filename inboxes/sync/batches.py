@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 from django.conf import settings
 
@@ -28,7 +28,7 @@ INGEST_BATCH_BYTES = 1536 * 1024
 PREFETCH = True
 
 
-def _prefetched(batches: Iterator[list[RawMessage]]) -> Iterator[list[RawMessage]]:
+def _prefetched(batches: Iterator[list[RawMessage]]) -> Generator[list[RawMessage], None, None]:
     """``batches`` read one step ahead by a helper thread, in order, errors included.
 
     The thread is the only user of the provider's connection while this runs; it
@@ -73,7 +73,7 @@ def _prefetched(batches: Iterator[list[RawMessage]]) -> Iterator[list[RawMessage
 
 def _fetch_batches(
     session: MailSession, spec: FolderSpec, keys: list[str]
-) -> Iterator[list[RawMessage]]:
+) -> Generator[list[RawMessage], None, None]:
     """The messages of ``keys`` in batches bounded by count and bytes, each one as it
     arrives (a message bigger than the bound comes alone)."""
     if not keys:
@@ -97,7 +97,7 @@ def _fetch_batches(
 
 def parsed_batches(
     session: MailSession, spec: FolderSpec, keys: list[str]
-) -> Iterator[tuple[Sequence[RawMessage], list[ParsedMessage]]]:
+) -> Generator[tuple[Sequence[RawMessage], list[ParsedMessage]], None, None]:
     """The batches of ``_fetch_batches``, each with its messages parsed; the parse
     helper process parses one batch ahead of the one being stored, so parsing runs
     on the second core."""

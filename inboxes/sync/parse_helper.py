@@ -33,7 +33,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from inboxes.mime import ParsedMessage, parse_message
 from inboxes.sync.parse_child import pack_batch, read_frame, write_frame
@@ -96,6 +96,10 @@ class ParseHelper:
             cwd=_PROJECT_ROOT,
             env=env,
         )
+        # Both pipes were asked for above, so neither is None.
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._stdin: IO[bytes] = self._process.stdin
+        self._stdout: IO[bytes] = self._process.stdout
         self._answers: queue.Queue[bytes | None] = queue.Queue()
         self._requests: queue.Queue[bytes | None] = queue.Queue()
         self._pending = 0
@@ -105,7 +109,7 @@ class ParseHelper:
         self._writer.start()
 
     def _write(self) -> None:
-        stream = self._process.stdin
+        stream = self._stdin
         while (payload := self._requests.get()) is not None:
             try:
                 write_frame(stream, payload)
@@ -116,7 +120,7 @@ class ParseHelper:
             stream.close()  # the helper exits when its input ends
 
     def _read(self) -> None:
-        stream = self._process.stdout
+        stream = self._stdout
         try:
             while (frame := read_frame(stream)) is not None:
                 self._answers.put(frame)
@@ -174,7 +178,7 @@ class ParseHelper:
             self._process.wait()
         self._reader.join(timeout=5)
         with contextlib.suppress(OSError, ValueError):
-            self._process.stdout.close()
+            self._stdout.close()
 
 
 # --- One helper per process, and the pipeline ------------------------------------------------

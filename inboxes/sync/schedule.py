@@ -13,7 +13,7 @@ def mailbox_syncable(mailbox: Mailbox) -> str:
         return f"mailbox is {mailbox.status}"
     if mailbox.status == MailboxStatus.ERROR and mailbox.sync_state == SyncState.STOPPED:
         return "mailbox has a permanent error; fix the settings or re-run the connection test"
-    if mailbox.kind == MailboxKind.PERSONAL and not mailbox.owner.is_active:
+    if mailbox.kind == MailboxKind.PERSONAL and not (mailbox.owner and mailbox.owner.is_active):
         return "owner is deactivated"
     if mailbox.kind == MailboxKind.TEAM and not Inbox.objects.filter(mailbox=mailbox).exists():
         return "team email is not connected to an inbox"

@@ -33,7 +33,9 @@ IDLE_SLICE_SECONDS = 20
 def _still_watched(mailbox_id: UUID | str) -> bool:
     close_old_connections()
     mailbox = Mailbox.objects.select_related("owner").filter(pk=mailbox_id).first()
-    return bool(mailbox) and mailbox.provider == Provider.IMAP and not mailbox_syncable(mailbox)
+    return (
+        mailbox is not None and mailbox.provider == Provider.IMAP and not mailbox_syncable(mailbox)
+    )
 
 
 def watch_mailbox(
