@@ -116,7 +116,7 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # No JIT: the app's queries are short index lookups, and JIT compiled for up to
-    # 2.6 s before a search plan ran (bench/README.md).
+    # 2.6 s before a search plan ran (bench/inbox.py).
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock when a transaction starts, so two writers

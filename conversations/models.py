@@ -42,7 +42,7 @@ class Conversation(BaseModel):
         indexes = [
             # Newest first with any status (the unfiltered list, ?inbox=, ?assignee=,
             # unassigned): a range scan that stops after a page instead of sorting
-            # every visible row (bench/README.md: 69 ms -> 0.2 ms at 100k).
+            # every visible row (bench/inbox.py: 69 ms -> 0.2 ms at 100k).
             models.Index(fields=["account", "-last_message_at", "-id"], name="conv_account_recent"),
             models.Index(fields=["inbox", "-last_message_at", "-id"], name="conv_inbox_recent"),
             models.Index(

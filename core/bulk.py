@@ -4,7 +4,7 @@ Django's ``bulk_create`` sends PostgreSQL one array per column (``INSERT ... SEL
 FROM UNNEST``), and psycopg writes those arrays as text in Python, escaping each
 quote and backslash of each value through a regular expression. For message bodies
 (HTML is full of quotes) that escaping was the biggest part of the worker's cost of
-storing a message (bench/README.md). ``COPY ... (FORMAT BINARY)`` sends each value
+storing a message (bench/insert.py). ``COPY ... (FORMAT BINARY)`` sends each value
 as it is, and psycopg's C code packs the rows.
 
 The rows are the ones ``bulk_create`` would write: the same ``pre_save`` and

@@ -7,7 +7,7 @@ big message every later big buffer (a 2 MB message, the email parser's lists and
 strings made from it) comes from the heap instead, where freeing leaves holes that
 the process keeps. Over a 50,000-message sync the worker's RSS grew from 152 to
 166 MiB that way although every batch was bounded; with the thresholds fixed it
-stayed at 130-136 MiB (bench/README.md, "peak memory").
+stayed at 130-136 MiB (bench/sync.py).
 
 ``malloc_tune`` fixes both thresholds for the calling process; processes forked
 from it (Celery's prefork children) inherit them. Equivalent to starting the

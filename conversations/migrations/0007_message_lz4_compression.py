@@ -3,7 +3,7 @@
 Inserting the long text columns of a message (the body as text, the sanitised HTML,
 the headers) spends most of the database's CPU in pglz compression: with LZ4 the
 server's CPU for inserting 100 messages of the benchmark corpus drops from ~40 to
-~23 ms (bench/README.md), and reading them back is faster too. Only new values are
+~23 ms (bench/insert.py), and reading them back is faster too. Only new values are
 compressed with it; the old ones stay readable. PostgreSQL 14 and later, when built
 with LZ4 (Debian's and the official images are); any other database, or a server
 without it, keeps its default.

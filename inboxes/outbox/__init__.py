@@ -32,7 +32,7 @@ item. So no item's data goes out before its mark is committed, the SMTP loop
 seldom waits for a commit, and never more than 20 items (two blocks) are marked
 started without a committed sent mark. (A durable commit on the benchmark
 machine's disk costs 1-6 ms: a commit per message would cap a run at a few
-hundred sends/s, see bench/README.md.) What a worker killed mid-run leaves:
+hundred sends/s: bench/send.py.) What a worker killed mid-run leaves:
 
 - items before the window: recorded as sent (or settled as failed/queued);
 - the window, at most 20 items marked started whose sent mark was not

@@ -79,7 +79,7 @@ SEND_WINDOW = 20
 # do not keep a session forever). A server whose own cap is lower hangs up at the
 # next MAIL FROM, which the run takes as a drop before DATA: that item goes out
 # on a new connection. Every new connection costs TCP + STARTTLS + AUTH (5-10 ms
-# on the benchmark machine: 100 cost 4-7% of the run's time, bench/README.md).
+# on the benchmark machine: 100 cost 4-7% of the run's time, bench/send.py).
 RECONNECT_EVERY = 1000
 # A run stops claiming after this long and hands over to a new run (task time limits).
 RUN_MAX_SECONDS = 120

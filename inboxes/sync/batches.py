@@ -21,7 +21,7 @@ from inboxes.sync.parse_helper import parsed_ahead
 # message comes alone), whatever the provider's own fetch batches are. The peak
 # memory of a sync follows the bytes of its biggest batches, not the mailbox: three
 # are in flight (one fetched, one with the parse helper, one being stored), so
-# 1.5 MiB rather than 2 (bench/README.md: 12 MiB less at the peak, ~10% slower).
+# 1.5 MiB rather than 2 (bench/sync.py: 12 MiB less at the peak, ~10% slower).
 INGEST_BATCH = 100
 INGEST_BATCH_BYTES = 1536 * 1024
 # Fetch the next batch in a helper thread while this one is parsed and stored.

@@ -1,6 +1,6 @@
 """Parsing on the second core: a helper process that runs ``parse_message``.
 
-A sync spends about half its CPU in ``parse_message`` (bench/README.md), and one
+A sync spends about half its CPU in ``parse_message`` (bench/sync.py --profile), and one
 Python process uses one core. So each process that syncs (a Celery worker child,
 the IDLE watcher) starts one helper with ``subprocess`` (Celery's prefork children
 are daemonic and may not use ``multiprocessing``), hands it each fetched batch and

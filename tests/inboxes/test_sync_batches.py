@@ -319,7 +319,7 @@ def test_the_next_batches_are_fetched_and_parsed_while_one_is_ingested_but_no_mo
     for n in range(8):
         dovecot.deliver(mail_user[0], make_email(subject=f"Ticket {n}"))
     events: list[tuple[str, int, str]] = []
-    original_fetch = imap.ImapSession._fetch_batch
+    original_fetch = imap_session.ImapSession._fetch_batch
     original_ingest = folders.ingest_batch
 
     def fetch(self, prefix, uids):
@@ -334,7 +334,7 @@ def test_the_next_batches_are_fetched_and_parsed_while_one_is_ingested_but_no_mo
             events.append(("ingested", number, ""))
         return original_ingest(**kwargs)
 
-    monkeypatch.setattr(imap.ImapSession, "_fetch_batch", fetch)
+    monkeypatch.setattr(imap_session.ImapSession, "_fetch_batch", fetch)
     monkeypatch.setattr(folders, "ingest_batch", ingest)
 
     assert mailbox_sync(mailbox.pk).imported == 8
