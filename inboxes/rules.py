@@ -53,10 +53,10 @@ def personal_owner(mailbox: Mailbox) -> User:
 
 def find_address_holder(
     *,
-    account_id,
+    account_id: Any,
     canonical: str,
-    ignore_mailbox_id=None,
-    ignore_meetings_user_id=None,
+    ignore_mailbox_id: Any = None,
+    ignore_meetings_user_id: Any = None,
 ) -> Holder | None:
     """The connected mailbox or meetings connection holding ``canonical``, if any."""
     mailboxes = Mailbox.objects.filter(account_id=account_id, canonical_address=canonical).exclude(
@@ -206,7 +206,7 @@ def check_inbox_has_room(*, inbox: Inbox) -> None:
 
 
 def check_not_meetings_address(
-    *, account_id, canonical: str, address: str, viewer: User, ignore_user_id: Any = None
+    *, account_id: Any, canonical: str, address: str, viewer: User, ignore_user_id: Any = None
 ) -> None:
     """R4; ``ignore_user_id``: a deactivated owner whose own hold is released with the move."""
     holder = holds.tool_holder(

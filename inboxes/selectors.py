@@ -1,9 +1,10 @@
 from django.db.models import Q, QuerySet
 
+from accounts.models import User
 from inboxes.models import Inbox, Mailbox
 
 
-def mailboxes_visible_to(user) -> QuerySet[Mailbox]:
+def mailboxes_visible_to(user: User) -> QuerySet[Mailbox]:
     """Admins see every mailbox of their account; members see their own."""
     mailboxes = (
         Mailbox.objects.filter(account_id=user.account_id)
@@ -15,7 +16,7 @@ def mailboxes_visible_to(user) -> QuerySet[Mailbox]:
     return mailboxes.filter(owner=user)
 
 
-def inboxes_visible_to(user) -> QuerySet[Inbox]:
+def inboxes_visible_to(user: User) -> QuerySet[Inbox]:
     """Admins see every inbox; others the unrestricted ones and their teams' ones."""
     inboxes = (
         Inbox.objects.filter(account_id=user.account_id)

@@ -17,7 +17,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import Account, User
 from accounts.services import account_lock
 from audit.services import audit_record, audit_refusals
 from core.errors import (
@@ -92,7 +92,7 @@ def _check_server_input(server: ServerInput, field: str) -> None:
 def connection_test_run(
     *,
     actor: User,
-    account,
+    account: Account,
     imap: ServerInput,
     smtp: ServerInput,
     address: str,
@@ -559,7 +559,7 @@ def mailbox_transfer(
     return mailbox
 
 
-def mailbox_record_error(*, mailbox_id, status: str, error: str) -> None:
+def mailbox_record_error(*, mailbox_id: Any, status: str, error: str) -> None:
     """Workers record why a mailbox stopped working, for the people who can fix it."""
     if status not in (MailboxStatus.ERROR, MailboxStatus.NEEDS_REAUTH):
         raise ValueError(status)

@@ -11,9 +11,10 @@ import http.client
 import json
 import random
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import google.auth.transport.requests
@@ -53,7 +54,15 @@ def requests_session() -> requests.Session:
 class TokenEndpointRequest(google.auth.transport.requests.Request):
     """google-auth's requests transport with our timeout (its default is 120 s)."""
 
-    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         return super().__call__(
             url,
             method=method,
@@ -84,16 +93,23 @@ class OneShotHttp:
         self._context = ssl.create_default_context(cafile=ca_file)
 
     def request(
-        self, uri, method="GET", body=None, headers=None, redirections=0, connection_type=None
-    ):
+        self,
+        uri: str,
+        method: str = "GET",
+        body: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        redirections: int = 0,
+        connection_type: Any = None,
+    ) -> tuple[httplib2.Response, bytes]:
         parts = urlsplit(uri)
+        host = parts.hostname or ""
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         if parts.scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=self.timeout, context=self._context
+                host, parts.port, timeout=self.timeout, context=self._context
             )
         else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
+            conn = http.client.HTTPConnection(host, parts.port, timeout=self.timeout)
         if isinstance(body, str):
             body = body.encode("utf-8")  # http.client would encode a str body as Latin-1
         try:
@@ -101,10 +117,10 @@ class OneShotHttp:
                 conn.connect()
             except OSError as exc:  # refused, unreachable, TLS handshake failed
                 raise NotSent(str(exc) or type(exc).__name__) from exc
-            headers = {k: v for k, v in (headers or {}).items() if k.lower() != "accept-encoding"}
+            sent = {k: v for k, v in (headers or {}).items() if k.lower() != "accept-encoding"}
             # httplib2 would decompress a gzip answer; this small answer needs none.
-            headers["accept-encoding"] = "identity"
-            conn.request(method, target, body=body, headers=headers)
+            sent["accept-encoding"] = "identity"
+            conn.request(method, target, body=body, headers=sent)
             response = conn.getresponse()
             content = response.read()
         finally:

@@ -6,6 +6,7 @@ import base64
 import logging
 from collections.abc import Callable
 from email import policy
+from email.message import Message
 from email.parser import BytesHeaderParser
 
 from googleapiclient.errors import HttpError
@@ -60,7 +61,7 @@ class GmailTransport(GmailMailbox):
             result.message_id = f"<{stored}>"
         return result
 
-    def _thread_of(self, api: GmailApi, headers) -> str:
+    def _thread_of(self, api: GmailApi, headers: Message) -> str:
         """The Gmail thread of the message this one replies to ("" if none is found)."""
         candidates = [str(headers.get("In-Reply-To") or "")]
         references = str(headers.get("References") or "").split()

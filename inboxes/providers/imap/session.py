@@ -111,7 +111,7 @@ class ImapSession:
             imap_xoauth2_refusal,
         )
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._close()
 
     def _close(self) -> None:

@@ -75,7 +75,7 @@ class SmtpTransport:
             raise ProviderError(f"SMTP connection problem: {exc or type(exc).__name__}") from exc
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._close()
 
     def _close(self) -> None:
