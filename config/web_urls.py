@@ -35,6 +35,11 @@ urlpatterns = [
         name="settings-mailbox-resync",
     ),
     path(
+        "settings/mailboxes/<uuid:pk>/import-history/",
+        inboxes_views.mailbox_import_history,
+        name="settings-mailbox-import-history",
+    ),
+    path(
         "settings/mailboxes/<uuid:pk>/test/",
         inboxes_views.mailbox_test,
         name="settings-mailbox-test",

@@ -13,15 +13,16 @@ from core.errors import DomainError
 from core.web import admin_required, report
 from inboxes import services as mailbox_services
 from inboxes.forms import TeamMailboxConnectForm
+from inboxes.history import backfill_select_context
 from inboxes.models import MailboxKind
-from inboxes.oauth_connect import connect_options
+from inboxes.oauth_connect import allow_sign_in_forms, connect_options
 from inboxes.selectors import inboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
 
 
 def _inboxes_page(request, *, team_form=None, team_inbox=None, error=None, status=200):
     inboxes = inboxes_visible_to(request.user).order_by("name")
-    return render(
+    page = render(
         request,
         "conversations/settings_inboxes.html",
         {
@@ -31,11 +32,13 @@ def _inboxes_page(request, *, team_form=None, team_inbox=None, error=None, statu
             "team_form": team_form,
             "blank_team_form": TeamMailboxConnectForm(),
             "connect_options": connect_options(),
+            **backfill_select_context(),
             "team_inbox": team_inbox,
             "error": error,
         },
         status=status,
     )
+    return allow_sign_in_forms(page)
 
 
 @admin_required
@@ -110,6 +113,7 @@ def inbox_connect_team_email(request, pk):
                 inbox=inbox,
                 ip=client_ip(request),
                 acknowledge_team_visibility=form.cleaned_data["acknowledge_team_visibility"],
+                backfill_days=form.cleaned_data["backfill_days"],
             )
     except DomainError as exc:
         return _inboxes_page(

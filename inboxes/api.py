@@ -14,7 +14,8 @@ from rest_framework.views import APIView
 from accounts.auth import api_user
 from accounts.selectors import users_visible_to
 from core.api import AccountScopedMixin, client_ip
-from inboxes import releases, services, sync
+from inboxes import history, releases, services, sync
+from inboxes.history import BACKFILL_DAYS_CHOICES, BACKFILL_LABELS, DEFAULT_BACKFILL_DAYS
 from inboxes.models import Mailbox, MailboxKind, Provider, Security
 from inboxes.selectors import inboxes_visible_to, mailboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
@@ -63,6 +64,9 @@ class FolderOutput(serializers.Serializer):
     missing_count = serializers.IntegerField()
     unparsed_count = serializers.IntegerField()
     resync_count = serializers.IntegerField()
+    backfill_from = serializers.DateTimeField(
+        allow_null=True, help_text="Where this folder's import window starts."
+    )
     alert = serializers.CharField()
     last_synced_at = serializers.DateTimeField(allow_null=True)
     last_reconciled_at = serializers.DateTimeField(allow_null=True)
@@ -79,6 +83,11 @@ class MailboxOutput(serializers.ModelSerializer):
     sync = SyncOutput(source="*")
     imap = serializers.SerializerMethodField()
     smtp = serializers.SerializerMethodField()
+    backfill_days = serializers.IntegerField(
+        allow_null=True,
+        read_only=True,
+        help_text="The import window in days (0: only new mail; null: all mail).",
+    )
 
     class Meta:
         model = Mailbox
@@ -95,6 +104,7 @@ class MailboxOutput(serializers.ModelSerializer):
             "status",
             "last_error",
             "sync",
+            "backfill_days",
             "folders",
             "imap",
             "smtp",
@@ -139,6 +149,26 @@ class ServerPatch(ServerInput):
             field.required = False
 
 
+class BackfillDays(serializers.ChoiceField):
+    """How much history to import: 0 (only new mail), 30, 90, 365 days, or null (all)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            choices=[
+                (days, BACKFILL_LABELS[days]) for days in BACKFILL_DAYS_CHOICES if days is not None
+            ],
+            allow_null=True,
+            help_text="Days of history to import: 0 (only new mail), 30, 90, 365, "
+            "or null (all mail).",
+            **kwargs,
+        )
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):  # True would pass as 1, False as 0
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
 class MailboxCreateInput(serializers.Serializer):
     address = serializers.CharField(max_length=320)
     kind = serializers.ChoiceField(choices=MailboxKind.choices)
@@ -147,6 +177,11 @@ class MailboxCreateInput(serializers.Serializer):
     smtp = ServerInput(required=False)
     acknowledge_team_visibility = serializers.BooleanField(default=False)
     inbox = serializers.UUIDField(required=False, allow_null=True)
+    backfill_days = BackfillDays(default=DEFAULT_BACKFILL_DAYS)
+
+
+class ImportHistoryInput(serializers.Serializer):
+    backfill_days = BackfillDays()
 
 
 class MailboxPatchInput(serializers.Serializer):
@@ -223,6 +258,7 @@ class MailboxViewSet(
                 acknowledge_team_visibility=values["acknowledge_team_visibility"],
                 inbox=inbox,
                 ip=client_ip(request),
+                backfill_days=values["backfill_days"],
             )
         return Response(MailboxOutput(mailbox).data, status=status.HTTP_201_CREATED)
 
@@ -305,6 +341,22 @@ class MailboxViewSet(
         sync.schedule_sync(mailbox.pk)
         mailbox.refresh_from_db()
         return Response(MailboxOutput(mailbox).data)
+
+    @extend_schema(request=ImportHistoryInput, responses=MailboxOutput)
+    @action(detail=True, methods=["post"], url_path="import-history")
+    def import_history(self, request, pk=None):
+        """Import older mail: a larger window (or null, all mail), brought in quietly by
+        the next sync; nothing stored is imported again, and a smaller window is 400."""
+        mailbox = self.get_object()
+        data = ImportHistoryInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        history.mailbox_import_history(
+            actor=request.user,
+            mailbox=mailbox,
+            backfill_days=data.validated_data["backfill_days"],
+            ip=client_ip(request),
+        )
+        return Response(MailboxOutput(self.get_object()).data)
 
     @extend_schema(request=None, responses={200: TestOutput})
     @action(detail=True, methods=["post"])

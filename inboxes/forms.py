@@ -1,5 +1,7 @@
 from django import forms
 
+from core.errors import Invalid
+from inboxes.history import DEFAULT_BACKFILL_DAYS, backfill_choices, backfill_from_form
 from inboxes.models import MailboxKind, Security
 from inboxes.services import ServerInput
 
@@ -28,6 +30,19 @@ class MailboxConnectForm(forms.Form):
     smtp_password = forms.CharField(
         widget=forms.PasswordInput, max_length=1024, strip=False, label="SMTP password"
     )
+    backfill_days = forms.ChoiceField(
+        choices=backfill_choices(),
+        initial=str(DEFAULT_BACKFILL_DAYS),
+        required=False,  # left out: the default window
+        label="Import",
+    )
+
+    def clean_backfill_days(self) -> int | None:
+        """Days of history to import (None: all mail)."""
+        try:
+            return backfill_from_form(self.cleaned_data.get("backfill_days"))
+        except Invalid as exc:
+            raise forms.ValidationError(exc.detail) from exc
 
     def servers(self) -> tuple[ServerInput, ServerInput]:
         data = self.cleaned_data

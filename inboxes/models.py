@@ -40,6 +40,8 @@ class MailboxStatus(models.TextChoices):
 class SyncState(models.TextChoices):
     PENDING = "pending"
     INITIAL = "initial"
+    # Older mail being imported after the import window was made larger.
+    HISTORY = "history", "Importing older mail"
     IDLE = "idle"
     RUNNING = "running"
     ERROR = "error"
@@ -96,7 +98,10 @@ class Mailbox(BaseModel):
     team_visibility_acknowledged_at = models.DateTimeField(null=True, blank=True)
     disconnected_at = models.DateTimeField(null=True, blank=True)
 
-    # Initial sync imports only this many days of history (None: everything).
+    # The import window: the last this many days of history, counted back from when
+    # it was chosen (None: all of it; 0: only new mail); chosen on connect and only
+    # ever made larger later (inboxes/history.py). Each folder's ``backfill_from``
+    # is where its imported window starts.
     backfill_days = models.PositiveIntegerField(null=True, blank=True, default=30)
     # A lease, not a lock held by a connection: a worker that dies simply lets
     # it expire, and any worker on any machine can take over (inboxes/sync/lease.py).
@@ -145,6 +150,7 @@ class Mailbox(BaseModel):
     def is_syncing(self) -> bool:
         return self.status == MailboxStatus.SYNCING or self.sync_state in (
             SyncState.INITIAL,
+            SyncState.HISTORY,
             SyncState.RUNNING,
         )
 

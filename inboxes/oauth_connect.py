@@ -9,13 +9,18 @@ stored encrypted by ``inboxes.credentials``, which also refreshes them later.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from django.conf import settings
 from django.db import transaction
+from django.http import HttpResponse
 
 from accounts.models import User
 from audit.services import audit_record
 from core.errors import Invalid
 from inboxes.addresses import canonical_address
 from inboxes.credentials import OAuthGrant, missing_settings, tokens_encrypted
+from inboxes.history import DEFAULT_BACKFILL_DAYS
 from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus, Provider, SyncState
 from inboxes.outbox import outbox_resume
 from inboxes.services import mailbox_create
@@ -34,6 +39,25 @@ def connect_options() -> list[dict]:
     ]
 
 
+def allow_sign_in_forms(response: HttpResponse) -> HttpResponse:
+    """Let the page's connect forms lead to the sign-in pages of the providers set up.
+
+    A connect form goes to /connect/<provider>/, which redirects to the provider's
+    consent page, and browsers hold a form's redirects to the page's CSP
+    ``form-action`` too (``'self'`` alone blocks the sign-in)."""
+    origins = []
+    for url, provider in (
+        (settings.GOOGLE_AUTH_URI, Provider.GMAIL),
+        (settings.MICROSOFT_AUTHORITY, Provider.MICROSOFT),
+    ):
+        parts = urlsplit(url or "")
+        if parts.scheme in ("https", "http") and parts.netloc and not missing_settings(provider):
+            origins.append(f"{parts.scheme}://{parts.netloc}")
+    if origins:
+        response._csp_update = {"form-action": origins}  # type: ignore[attr-defined]
+    return response
+
+
 def oauth_mailbox_connect(
     *,
     actor: User,
@@ -44,8 +68,11 @@ def oauth_mailbox_connect(
     acknowledge_team_visibility: bool = False,
     reconnect: Mailbox | None = None,
     ip: str | None = None,
+    backfill_days: int | None = DEFAULT_BACKFILL_DAYS,
 ) -> Mailbox:
-    """Save a mailbox from a finished consent flow, after the rules allow it."""
+    """Save a mailbox from a finished consent flow, after the rules allow it.
+    ``backfill_days``: how much history to import (inboxes/history.py); a
+    reconnect keeps the mailbox's own."""
     address = grant.address.strip()
     canonical = canonical_address(address)
     if reconnect is not None:
@@ -66,6 +93,7 @@ def oauth_mailbox_connect(
         inbox=inbox,
         acknowledge_team_visibility=acknowledge_team_visibility,
         ip=ip,
+        backfill_days=backfill_days,
         fill=fill,
     )
 

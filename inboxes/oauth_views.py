@@ -1,9 +1,10 @@
 """Connect Gmail / Microsoft 365: the consent round trip.
 
-``/connect/<provider>/`` starts it (kind, inbox and the R8 acknowledgement come
-from the settings pages), ``/connect/<provider>/callback/`` finishes it. The
-flow data (state, PKCE verifier, nonce) is kept in the session under its state,
-so a forged, replayed or missing state answers 400, never 500.
+``/connect/<provider>/`` starts it (kind, inbox, the history to import and the
+R8 acknowledgement come from the settings pages), ``/connect/<provider>/callback/``
+finishes it. The flow data (state, PKCE verifier, nonce, those choices) is kept in
+the session under its state, so a forged, replayed or missing state answers 400,
+never 500.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.urls import reverse
 from core.api import client_ip
 from core.errors import DomainError
 from inboxes import rules
+from inboxes.history import DEFAULT_BACKFILL_DAYS, backfill_from_form
 from inboxes.models import MailboxKind, Provider
 from inboxes.oauth_connect import oauth_mailbox_connect
 from inboxes.providers.base import ProviderError
@@ -66,6 +68,8 @@ def connect_start(request, provider: str):
     reconnect_id = request.GET.get("reconnect")
     login_hint = ""
     try:
+        # The history to import, carried through the round trip (a reconnect keeps its own).
+        flow_data["backfill_days"] = backfill_from_form(request.GET.get("backfill_days"))
         if reconnect_id:
             mailbox = get_object_or_404(mailboxes_visible_to(request.user), pk=reconnect_id)
             flow_data.update(reconnect=str(mailbox.pk), kind=mailbox.kind)
@@ -139,6 +143,7 @@ def connect_callback(request, provider: str):
             inbox=inbox,
             acknowledge_team_visibility=flow_data.get("acknowledged", False),
             reconnect=reconnect,
+            backfill_days=flow_data.get("backfill_days", DEFAULT_BACKFILL_DAYS),
             ip=client_ip(request),
         )
     except DomainError as exc:

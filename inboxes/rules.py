@@ -262,6 +262,19 @@ def check_admin(actor: User, action: str) -> None:
         raise PermissionDeniedError(f"Only an account admin can {action}.")
 
 
+def check_may_manage(actor: User, mailbox: Mailbox, action: str) -> None:
+    """A personal email is managed by its owner; a team email by admins."""
+    if mailbox.kind == MailboxKind.PERSONAL and mailbox.owner_id == actor.pk:
+        return
+    if mailbox.kind == MailboxKind.TEAM and actor.is_admin:
+        return
+    raise PermissionDeniedError(
+        f"Only the owner can {action} a personal email."
+        if mailbox.kind == MailboxKind.PERSONAL
+        else f"Only an account admin can {action} a team email."
+    )
+
+
 def check_orphaned(mailbox: Mailbox) -> None:
     if not mailbox.is_connected:
         raise Invalid("This mailbox is already disconnected.")

@@ -32,6 +32,7 @@ from inboxes import holds, rules
 from inboxes.addresses import canonical_address
 from inboxes.connection_test import ConnectionTestResult, run_connection_test
 from inboxes.credentials import encrypt_secrets, mailbox_secrets
+from inboxes.history import DEFAULT_BACKFILL_DAYS, check_backfill_days
 from inboxes.models import (
     AuthMethod,
     Inbox,
@@ -162,10 +163,13 @@ def mailbox_connect(
     acknowledge_team_visibility: bool = False,
     inbox: Inbox | None = None,
     ip: str | None = None,
+    backfill_days: int | None = DEFAULT_BACKFILL_DAYS,
 ) -> Mailbox:
-    """Connect an IMAP/SMTP mailbox after testing it; R1-R4 and R8 apply."""
+    """Connect an IMAP/SMTP mailbox after testing it; R1-R4 and R8 apply.
+    ``backfill_days``: how much history to import (inboxes/history.py)."""
     if kind not in MailboxKind.values:
         raise Invalid("Unknown kind.", errors={"kind": ['Use "personal" or "team".']})
+    check_backfill_days(backfill_days)
     if provider != Provider.IMAP:
         raise Invalid(
             f"{Provider(provider).label} mailboxes connect through their sign-in flow "
@@ -199,6 +203,7 @@ def mailbox_connect(
         inbox=inbox,
         acknowledge_team_visibility=acknowledge_team_visibility,
         ip=ip,
+        backfill_days=backfill_days,
         fill=lambda mailbox: _apply_servers(mailbox, imap=imap, smtp=smtp),
         before_write=lambda: raise_if_failed(
             connection_test_run(
@@ -220,6 +225,7 @@ def mailbox_create(
     ip: str | None,
     fill: Callable[[Mailbox], None],
     before_write: Callable[[], None] | None = None,
+    backfill_days: int | None = DEFAULT_BACKFILL_DAYS,
 ) -> Mailbox:
     """The one write path of every new mailbox, whatever its provider.
 
@@ -229,6 +235,7 @@ def mailbox_create(
     secrets on the row. A race the lock did not cover ends at the unique
     constraint and answers exactly as the friendly check would.
     """
+    check_backfill_days(backfill_days)
 
     def check_rules() -> None:
         rules.check_mailbox_connect(
@@ -259,6 +266,7 @@ def mailbox_create(
                     connected_by=actor,
                     provider=provider,
                     status=MailboxStatus.CONNECTED,
+                    backfill_days=backfill_days,
                     team_visibility_acknowledged_at=timezone.now()
                     if kind == MailboxKind.TEAM
                     else None,
@@ -279,6 +287,7 @@ def mailbox_create(
                         "kind": kind,
                         "provider": provider,
                         "inbox": inbox.name if inbox else None,
+                        "backfill_days": backfill_days,
                     },
                 )
         except IntegrityError:
@@ -325,19 +334,6 @@ def mailbox_server_inputs(mailbox: Mailbox) -> tuple[ServerInput, ServerInput]:
 # --- Manage --------------------------------------------------------------------------------
 
 
-def _check_may_manage(actor: User, mailbox: Mailbox, action: str) -> None:
-    """A personal email is managed by its owner; a team email by admins."""
-    if mailbox.kind == MailboxKind.PERSONAL and mailbox.owner_id == actor.pk:
-        return
-    if mailbox.kind == MailboxKind.TEAM and actor.is_admin:
-        return
-    raise PermissionDeniedError(
-        f"Only the owner can {action} a personal email."
-        if mailbox.kind == MailboxKind.PERSONAL
-        else f"Only an account admin can {action} a team email."
-    )
-
-
 def mailbox_update(
     *,
     actor: User,
@@ -351,7 +347,7 @@ def mailbox_update(
     Fields left out keep their stored value, so a user fixes a wrong password
     by sending only ``{"imap": {"password": ...}}``.
     """
-    _check_may_manage(actor, mailbox, "change")
+    rules.check_may_manage(actor, mailbox, "change")
     if not mailbox.is_connected:
         raise Invalid("This mailbox is disconnected; connect it again instead.")
     if mailbox.provider != Provider.IMAP:
@@ -455,7 +451,7 @@ def _disconnect(mailbox: Mailbox) -> None:
 
 
 def mailbox_disconnect(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> Mailbox:
-    _check_may_manage(actor, mailbox, "disconnect")
+    rules.check_may_manage(actor, mailbox, "disconnect")
     if mailbox.is_connected:
         with transaction.atomic():
             _disconnect(mailbox)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
@@ -11,12 +13,19 @@ from django.views.decorators.http import require_POST
 from core.api import client_ip
 from core.errors import ConnectionFailed, DomainError
 from core.web import back_to, report
-from inboxes import services, sync
+from inboxes import history, services, sync
 from inboxes.forms import AddressCheckForm, MailboxConnectForm
+from inboxes.history import (
+    backfill_choices,
+    backfill_from_form,
+    backfill_select_context,
+    window_label,
+)
 from inboxes.models import Mailbox, MailboxKind, MailboxMessage
-from inboxes.oauth_connect import connect_options
+from inboxes.oauth_connect import allow_sign_in_forms, connect_options
 from inboxes.page_sections import email_page_sections
 from inboxes.selectors import mailboxes_visible_to
+from inboxes.sync.folders import ALL_MAIL_FROM
 from inboxes.throttling import failed_connection_tests_limited
 
 
@@ -27,7 +36,7 @@ def _email_page(request, form=None, error=None, status=200):
         .exclude(status="disconnected")
         .order_by("address")
     )
-    return render(
+    page = render(
         request,
         "inboxes/settings_email.html",
         {
@@ -37,9 +46,11 @@ def _email_page(request, form=None, error=None, status=200):
             "error": error,
             "sections": email_page_sections(request),
             "connect_options": connect_options(),
+            **backfill_select_context(),
         },
         status=status,
     )
+    return allow_sign_in_forms(page)
 
 
 @login_required
@@ -59,6 +70,7 @@ def settings_email(request):
                 imap=imap,
                 smtp=smtp,
                 ip=client_ip(request),
+                backfill_days=form.cleaned_data["backfill_days"],
             )
     except DomainError as exc:
         return _email_page(request, form=form, error=exc, status=exc.status)
@@ -165,8 +177,38 @@ def mailbox_detail(request, pk):
             "folders": mailbox.folders.all(),
             "unparsed": unparsed,
             "can_resync": request.user.is_admin,
+            "window": window_label(mailbox.backfill_days),
+            "window_from": _imported_since(mailbox),
+            "can_import_history": history.may_import_history(request.user, mailbox),
+            "history_options": backfill_choices(larger_than=mailbox.backfill_days),
         },
     )
+
+
+@login_required
+@require_POST
+def mailbox_import_history(request, pk):
+    """Import older mail: a larger window, brought in quietly by the next sync."""
+    mailbox = _visible_mailbox(request, pk)
+    try:
+        days = backfill_from_form(request.POST.get("backfill_days"), required=True)
+        history.mailbox_import_history(
+            actor=request.user, mailbox=mailbox, backfill_days=days, ip=client_ip(request)
+        )
+        messages.success(
+            request,
+            f"{mailbox.address}: importing {window_label(days).lower()}; "
+            "mail already here is not imported again.",
+        )
+    except DomainError as exc:
+        report(request, exc)
+    return redirect("settings-mailbox", pk=mailbox.pk)
+
+
+def _imported_since(mailbox: Mailbox) -> datetime | None:
+    """Where the mail imported so far starts (None: all of it, or nothing synced yet)."""
+    start = min((f.backfill_from for f in mailbox.folders.all() if f.backfill_from), default=None)
+    return None if start is None or start <= ALL_MAIL_FROM else start
 
 
 @login_required

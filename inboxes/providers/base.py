@@ -74,7 +74,16 @@ class MailSession(Protocol):
 
     def fetch(self, folder: FolderSpec, keys: list[str]) -> Iterator[RawMessage]: ...
 
-    def keys_since(self, folder: FolderSpec, since: datetime | None) -> list[str]: ...
+    def keys_since(
+        self, folder: FolderSpec, since: datetime | None, before: datetime | None = None
+    ) -> list[str]:
+        """The keys of the messages in the folder received since ``since`` (None: all),
+        oldest first. With ``before``, only those received before about then, for
+        the part of a window that lies before ``before``: whatever the provider's
+        unit (IMAP searches by day, Gmail by second), this listing and the one
+        ``since=before`` together leave nothing out, and this one never reaches
+        more than a second past ``before``."""
+        ...
 
     def sent_folder(self) -> FolderSpec | None:
         """Where the mailbox keeps what it sent (to look for a send of unknown outcome)."""

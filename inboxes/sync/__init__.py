@@ -4,6 +4,7 @@
 - ``schedule``: which mailboxes sync, and asking for a sync on commit;
 - ``run``: ``mailbox_sync``, every folder of a mailbox, and the mailbox's sync state;
 - ``folders``: one folder from its cursor, history filed without notifications;
+- ``history``: older mail, when a mailbox's import window was made larger;
 - ``ledger``: which of the server's keys are stored already;
 - ``batches``: fetched in batches bounded by bytes, parsed one batch ahead;
 - ``ingest``: a batch stored once, with the folder's cursor, in one transaction;

@@ -65,6 +65,10 @@ def tables_analyze() -> None:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
 
 
+# A folder's ``backfill_from`` when its window holds all mail.
+ALL_MAIL_FROM = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def backfill_since(mailbox: Mailbox) -> datetime | None:
     if mailbox.backfill_days is None:
         return None
@@ -86,11 +90,12 @@ def sync_folder(session: MailSession, mailbox: Mailbox, spec: FolderSpec, token:
     folder = folder_for(mailbox, spec)
     pending_history = folder.cursor.get(HISTORY_MARK, "")
     first_sync = not folder.cursor or bool(pending_history)
+    since = backfill_since(mailbox)  # one moment for both: the window lists from it
     if folder.backfill_from is None:
-        folder.backfill_from = backfill_since(mailbox) or datetime(1970, 1, 1, tzinfo=UTC)
+        folder.backfill_from = since or ALL_MAIL_FROM
         folder.save(update_fields=["backfill_from", "updated_at"])
     cursor = {k: v for k, v in folder.cursor.items() if k != HISTORY_MARK}
-    changes = session.changes(spec, cursor, since=backfill_since(mailbox))
+    changes = session.changes(spec, cursor, since=since)
     if changes.reset:
         folder.resync_count += 1
         folder.alert = (

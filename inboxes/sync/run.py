@@ -4,7 +4,8 @@ One mailbox is synced by one worker at a time, across any number of worker
 processes and machines, through a lease on the mailbox row (inboxes/sync/lease.py).
 Each folder is brought up to date from its stored cursor (inboxes/sync/folders.py),
 a batch at a time (inboxes/sync/batches.py), each batch stored with the cursor
-past it (inboxes/sync/ingest.py).
+past it (inboxes/sync/ingest.py); then older mail is imported if the mailbox's
+import window was made larger (inboxes/sync/history.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from inboxes.models import Mailbox, MailboxStatus, Provider, SyncState
 from inboxes.providers import open_session
 from inboxes.providers.base import MailSession, ProviderError
 from inboxes.sync.folders import sync_folder
+from inboxes.sync.history import import_older_mail
 from inboxes.sync.lease import lease_acquire, lease_release
 from inboxes.sync.schedule import mailbox_syncable, schedule_sync
 
@@ -27,7 +29,8 @@ from inboxes.sync.schedule import mailbox_syncable, schedule_sync
 class SyncResult:
     mailbox_id: str
     ran: bool
-    imported: int = 0
+    imported: int = 0  # the older mail of a larger window included
+    history: int = 0  # of which older mail
     reason: str = ""
     folders: dict[str, int] = field(default_factory=dict)
 
@@ -49,10 +52,18 @@ def mailbox_sync(mailbox_id: UUID | str) -> SyncResult:
     result = SyncResult(str(mailbox_id), ran=True)
     try:
         with open_sync_session(mailbox) as session:
-            for spec in session.folders():
+            specs = session.folders()
+            for spec in specs:
                 count = sync_folder(session, mailbox, spec, token)
                 result.folders[spec.role] = count
                 result.imported += count
+            # Every folder is up to date (new mail first); then any older mail
+            # that a larger import window asks for (inboxes/sync/history.py).
+            for spec in specs:
+                count = import_older_mail(session, mailbox, spec, token)
+                result.folders[spec.role] += count
+                result.imported += count
+                result.history += count
         record_success(mailbox)
     except ProviderError as exc:
         record_failure(mailbox, exc)

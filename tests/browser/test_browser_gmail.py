@@ -44,7 +44,7 @@ def google_pages(pages, fake_google):
 
 def connect_gmail(page: Page, fake_google) -> None:
     """Settings > Email -> "Connect Gmail" -> Google's consent page -> "Allow"."""
-    page.get_by_role("link", name="Connect Gmail").click()
+    page.get_by_role("button", name="Connect Gmail").click()
     expect(page).to_have_title("Sign in - Google Accounts")
     assert page.url.startswith(fake_google.base_url + "/o/oauth2/auth?")
     expect(page.locator("#account")).to_have_text(fake_google.consent_as)

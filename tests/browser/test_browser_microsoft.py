@@ -54,7 +54,7 @@ def test_a_member_connects_microsoft_365_through_the_consent_page(
     page = ms_pages.log_in("bo@acme.example.com", password)
 
     # When he clicks "Connect Microsoft 365"
-    page.get_by_role("link", name="Connect Microsoft 365").click()
+    page.get_by_role("button", name="Connect Microsoft 365").click()
 
     # Then Microsoft asks him to allow access as his account
     expect(page).to_have_url(re.compile(re.escape(fake.authority) + r"/oauth2/v2\.0/authorize\?"))
@@ -106,7 +106,7 @@ def test_connecting_an_address_another_user_holds_ends_in_the_conflict_message(
     # When Bo signs in to Microsoft as cy@ from his own Settings > Email
     page = ms_pages.log_in("bo@acme.example.com", password)
     fake.sign_in_as = "cy@acme.example.com"
-    page.get_by_role("link", name="Connect Microsoft 365").click()
+    page.get_by_role("button", name="Connect Microsoft 365").click()
     expect(page.locator("#account")).to_have_text("cy@acme.example.com")
     ms_pages.problems.expect_console_error(r"status of 409")
     page.get_by_role("link", name="Allow").click()

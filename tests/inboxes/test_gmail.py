@@ -18,6 +18,7 @@ from audit.models import AuditEvent
 from conversations.handling import conversation_reply
 from conversations.models import Conversation
 from inboxes.credentials import OAuthGrant, OAuthTokens, tokens_load, tokens_store
+from inboxes.history import mailbox_import_history as history_import
 from inboxes.models import (
     Mailbox,
     MailboxFolder,
@@ -217,6 +218,54 @@ def test_a_connect_refused_by_r1_stores_neither_a_token_nor_a_mailbox(
     assert AuditEvent.objects.filter(action="mailbox.connect_refused", actor=other_member).exists()
 
 
+def test_the_sign_in_keeps_the_history_chosen_through_the_round_trip(
+    client, member, admin, fake_google
+):
+    client.force_login(member)
+    response = client.get("/settings/email/")
+    page = response.content.decode()
+    assert 'action="/connect/gmail/"' in page and 'id="backfill-gmail"' in page
+    # The form leads to Google's consent page: the page's CSP lets it (form-action).
+    [form_action] = [
+        rule
+        for rule in response.headers["Content-Security-Policy"].split(";")
+        if rule.strip().startswith("form-action")
+    ]
+    assert form_action.split()[1:] == ["'self'", fake_google.base_url]
+
+    response = browse_consent(
+        client,
+        fake_google,
+        "/connect/gmail/?kind=personal&backfill_days=365",
+        as_address="bo.lee@gmail.com",
+    )
+    assert response.status_code == 302
+    assert Mailbox.objects.get(address="bo.lee@gmail.com").backfill_days == 365
+
+    browse_consent(
+        client, fake_google, "/connect/gmail/?kind=personal&backfill_days=all", as_address="b@x.com"
+    )
+    assert Mailbox.objects.get(address="b@x.com").backfill_days is None
+
+    # A window that is not offered never reaches Google.
+    refused = client.get("/connect/gmail/?kind=personal&backfill_days=45")
+    assert refused.status_code == 302 and refused["Location"] == "/settings/email/"
+    assert not [key for key, _ in client.session.items() if key.startswith("oauth-flow:")]
+
+    # A team email, from Settings > Inboxes, keeps it too.
+    client.force_login(admin)
+    inbox = team_inbox(admin.account)
+    assert f'id="backfill-gmail-{inbox.pk}"' in client.get("/settings/inboxes/").content.decode()
+    browse_consent(
+        client,
+        fake_google,
+        f"/connect/gmail/?kind=team&inbox={inbox.pk}&acknowledge_team_visibility=on"
+        "&backfill_days=0",
+        as_address=SUPPORT,
+    )
+    assert Mailbox.objects.get(address=SUPPORT).backfill_days == 0
+
+
 # --- reading --------------------------------------------------------------------------------
 
 
@@ -313,6 +362,40 @@ def test_an_expired_history_id_lists_everything_again_without_duplicates(support
     assert folder.cursor == {"history_id": str(fake_google.account(SUPPORT).history_id)}
     assert AuditEvent.objects.filter(action="mailbox.folder_reset").count() == 1
     assert mailbox_sync(mailbox.pk).imported == 0  # the new cursor works again
+
+
+def test_older_mail_imported_later_lists_only_what_lies_before_the_window(
+    support, admin, fake_google
+):
+    inbox, mailbox = support
+    [recent] = deliver(fake_google, 1, subject="Last week")
+    day = 86400
+    old = fake_google.deliver(
+        SUPPORT, make_email(subject="Months ago"), internal_date=time.time() - 100 * day
+    )
+    fake_google.deliver(
+        SUPPORT, make_email(subject="Years ago"), internal_date=time.time() - 900 * day
+    )
+    assert mailbox_sync(mailbox.pk).imported == 1
+    window = MailboxFolder.objects.get(mailbox=mailbox).backfill_from
+
+    history_import(actor=admin, mailbox=mailbox, backfill_days=365)
+    fake_google.searches.clear()
+    fake_google.calls.clear()
+    result = mailbox_sync(mailbox.pk)
+
+    assert (result.imported, result.history) == (1, 1)
+    [query] = fake_google.searches  # only the older part of the window
+    after, before = (int(term.partition(":")[2]) for term in query.split())
+    assert abs(after - (time.time() - 365 * day)) < 60
+    assert before == int(window.timestamp()) + 1
+    assert len(fake_google.calls_to("GET /gmail/v1/users/me/messages/")) == 1  # the old one
+    assert sorted(Message.objects.values_list("subject", flat=True)) == ["Last week", "Months ago"]
+    keys = set(MailboxMessage.objects.values_list("provider_key", flat=True))
+    assert keys == {recent, old}
+    conversation = Conversation.objects.get(subject="Months ago")
+    assert conversation.assignee is None
+    assert mailbox_sync(mailbox.pk).imported == 0
 
 
 def test_rate_limits_are_waited_out_and_a_deleted_message_is_skipped(support, fake_google, waits):

@@ -22,6 +22,7 @@ from audit.models import AuditEvent
 from conversations.handling import conversation_reply
 from conversations.models import Conversation
 from inboxes.credentials import tokens_load, tokens_store
+from inboxes.history import mailbox_import_history
 from inboxes.models import (
     FolderRole,
     Mailbox,
@@ -385,6 +386,35 @@ def test_reconciliation_lists_the_folder_and_fills_a_gap(support, fake):
     listed = fake.graph_requests("GET", f"/users/{SUPPORT}/mailFolders/inbox/messages?")
     assert len(listed) == 2 and "$skip=2" in unquote(listed[1].path)  # followed the nextLink
     assert sorted(stored_keys(mailbox)) == sorted(ids)
+
+
+def test_older_mail_imported_later_lists_only_what_lies_before_the_window(support, admin, fake):
+    inbox, mailbox = support
+    now = datetime.now(UTC)
+    [recent] = delivered(fake, 1)
+    old = fake.deliver(
+        SUPPORT, make_email(subject="Months ago", to=SUPPORT), received=now - timedelta(days=100)
+    )
+    fake.deliver(
+        SUPPORT, make_email(subject="Years ago", to=SUPPORT), received=now - timedelta(days=900)
+    )
+    assert mailbox_sync(mailbox.pk).imported == 1
+    window = inbox_folder(mailbox).backfill_from
+
+    mailbox_import_history(actor=admin, mailbox=mailbox, backfill_days=365)
+    fake.requests.clear()
+    result = mailbox_sync(mailbox.pk)
+
+    assert (result.imported, result.history) == (1, 1)
+    [listing] = fake.graph_requests("GET", f"/users/{SUPPORT}/mailFolders/inbox/messages?")
+    [expression] = parse_qs(urlsplit(listing.path).query)["$filter"]
+    since, before = (term.rsplit(" ", 1)[1] for term in expression.split(" and "))
+    assert abs(datetime.fromisoformat(since) - (now - timedelta(days=365))) < timedelta(minutes=1)
+    assert datetime.fromisoformat(before) == window.replace(microsecond=0) + timedelta(seconds=1)
+    assert set(stored_keys(mailbox)) == {recent, old}
+    assert Conversation.objects.get(inbox=inbox, subject="Months ago").assignee is None
+    assert inbox_folder(mailbox).backfill_from < now - timedelta(days=364)
+    assert mailbox_sync(mailbox.pk).imported == 0
 
 
 # --- tokens ---------------------------------------------------------------------------------------

@@ -65,10 +65,8 @@ def connect_imap_mailbox(
         ),
         acknowledge_team_visibility=True,
         inbox=inbox,
+        backfill_days=backfill_days,
     )
-    if backfill_days != 30:
-        Mailbox.objects.filter(pk=mailbox.pk).update(backfill_days=backfill_days)
-        mailbox.refresh_from_db()
     return mailbox
 
 

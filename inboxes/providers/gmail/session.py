@@ -85,9 +85,15 @@ class GmailSession(GmailMailbox):
                         keys[message["id"]] = None
         return list(keys), str(latest)
 
-    def _list_ids(self, label: str, since: datetime | None) -> list[str]:
+    def _list_ids(
+        self, label: str, since: datetime | None, before: datetime | None = None
+    ) -> list[str]:
         messages = self.api.users.messages()
-        query = f"after:{int(since.timestamp())}" if since is not None else None
+        terms = [f"after:{int(since.timestamp())}"] if since is not None else []
+        if before is not None:
+            # Whole seconds: up to a second more, so the moment ``before`` is in too.
+            terms.append(f"before:{int(before.timestamp()) + 1}")
+        query = " ".join(terms) or None
         first = messages.list(userId="me", labelIds=[label], q=query, maxResults=LIST_PAGE_SIZE)
         ids: dict[str, None] = {}
         for page in self.api.list_all(first, messages.list_next):
@@ -103,9 +109,11 @@ class GmailSession(GmailMailbox):
         except (HttpError, KeyError, ValueError):
             return None  # only for the sync ledger; not worth failing a sync over
 
-    def keys_since(self, folder: FolderSpec, since: datetime | None) -> list[str]:
+    def keys_since(
+        self, folder: FolderSpec, since: datetime | None, before: datetime | None = None
+    ) -> list[str]:
         with gmail_errors(f"list {folder.name}"):
-            return self._list_ids(folder.name, since)
+            return self._list_ids(folder.name, since, before)
 
     def fetch(self, folder: FolderSpec, keys: list[str]) -> Iterator[RawMessage]:
         for start in range(0, len(keys), FETCH_BATCH_SIZE):

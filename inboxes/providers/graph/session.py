@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import requests
@@ -155,14 +155,21 @@ class GraphSession(GraphMailbox):
             keys=keys, cursor={"delta_link": delta_link, "since": since_iso}, reset=reset
         )
 
-    def keys_since(self, folder: FolderSpec, since: datetime | None) -> list[str]:
-        """Every message id in the folder received since ``since`` (reconciliation)."""
+    def keys_since(
+        self, folder: FolderSpec, since: datetime | None, before: datetime | None = None
+    ) -> list[str]:
+        """Every message id in the folder received since ``since`` (reconciliation),
+        or between it and ``before`` (older mail imported later)."""
         url = (
             f"{self.base}/mailFolders/{folder.name}/messages"
             f"?$select=id,receivedDateTime&$top={LIST_PAGE_SIZE}"
         )
-        if since:
-            url += "&$filter=" + quote(f"receivedDateTime ge {iso(since)}", safe=":")
+        terms = [f"receivedDateTime ge {iso(since)}"] if since else []
+        if before:
+            # Whole seconds: up to a second more, so the moment ``before`` is in too.
+            terms.append(f"receivedDateTime lt {iso(before + timedelta(seconds=1))}")
+        if terms:
+            url += "&$filter=" + quote(" and ".join(terms), safe=":")
         received: dict[str, datetime | None] = {}
         while url:
             response = self._request("GET", url, "list messages")

@@ -231,12 +231,20 @@ class ImapSession:
             },
         )
 
-    def keys_since(self, folder: FolderSpec, since: datetime | None) -> list[str]:
-        """Every message key the server holds in the folder (for reconciliation)."""
+    def keys_since(
+        self, folder: FolderSpec, since: datetime | None, before: datetime | None = None
+    ) -> list[str]:
+        """Every message key the server holds in the folder since ``since`` (for
+        reconciliation), or between it and ``before`` (older mail imported later).
+        IMAP searches by day: BEFORE leaves out the whole day of ``before``, which
+        the window that starts at ``before`` (SINCE that day) holds."""
         try:
             info = self._select(folder.name)
             assert self.client is not None
-            criteria = ["SINCE", since.date()] if since else "ALL"
+            criteria: list | str = [
+                *(["SINCE", since.date()] if since else []),
+                *(["BEFORE", before.date()] if before else []),
+            ] or "ALL"
             uidvalidity = int(info[b"UIDVALIDITY"])
             return [f"{uidvalidity}:{uid}" for uid in sorted(self.client.search(criteria))]
         except BaseException as exc:

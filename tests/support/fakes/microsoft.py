@@ -11,7 +11,7 @@ keeps to the documented shapes of what Postkamer uses:
   id_token echoing the nonce, ``client_info``);
 - Graph under ``/v1.0/me`` and ``/v1.0/users/{address}``: the profile,
   ``mailFolders/{inbox|sentitems|drafts}/messages`` (``$filter`` on
-  ``internetMessageId eq`` or ``receivedDateTime ge``, ``$top``/``$skip``),
+  ``internetMessageId eq`` or ``receivedDateTime ge`` and/or ``lt``, ``$top``/``$skip``),
   ``.../messages/delta`` (pages by ``Prefer: odata.maxpagesize``,
   ``@odata.nextLink`` then ``@odata.deltaLink``, ``@removed`` entries, 410
   ``SyncStateNotFound`` for unknown state), ``messages`` (POST: a draft from
@@ -1019,13 +1019,21 @@ class FakeMicrosoft:
             messages = [m for m in owner.messages.values() if m.folder == folder]
         if expression:
             by_id = re.fullmatch(r"internetMessageId eq '((?:[^']|'')*)'", expression)
-            by_date = re.fullmatch(r"receivedDateTime ge (\S+)", expression)
+            by_date = re.fullmatch(
+                r"(?:receivedDateTime ge (\S+))?(?: and )?(?:receivedDateTime lt (\S+))?",
+                expression,
+            )
             if by_id:
                 wanted = by_id.group(1).replace("''", "'")
                 messages = [m for m in messages if m.internet_message_id == wanted]
             elif by_date:
-                since = _parse_iso(by_date.group(1))
-                messages = [m for m in messages if m.received >= since]
+                since, before = (_parse_iso(v) if v else None for v in by_date.groups())
+                messages = [
+                    m
+                    for m in messages
+                    if (since is None or m.received >= since)
+                    and (before is None or m.received < before)
+                ]
             else:
                 return Answer.graph_error(
                     400, "ErrorInvalidUrlQueryFilter", f"Unsupported $filter {expression}"
