@@ -16,7 +16,6 @@ from django.db import connection
 from conversations.models import Conversation
 from inboxes.mime import parse_message
 from inboxes.models import Attachment, MailboxMessage, Message
-from inboxes.providers import imap
 from inboxes.providers.imap import session as imap_session
 from inboxes.sync import folders, ingest, mailbox_sync
 from tests.support.mail import make_email
@@ -219,7 +218,7 @@ def test_a_first_import_refreshes_the_planner_statistics_once_past_each_threshol
 ):
     inbox, mailbox = support
     monkeypatch.setattr(folders, "ANALYZE_AFTER", (3, 7))
-    monkeypatch.setattr(imap, "FETCH_BATCH_MESSAGES", 2)
+    monkeypatch.setattr(imap_session, "FETCH_BATCH_MESSAGES", 2)
     for n in range(8):
         dovecot.deliver(mail_user[0], make_email(subject=f"Old {n}"))
     analyzed: list[tuple[str, int]] = []
