@@ -8,9 +8,9 @@ class MeetingsConfig(AppConfig):
         # The engine calls up only through these hooks (DESIGN.md section 3).
         from inboxes.holds import HELD_AS_MEETINGS, AddressTool, register_address_tool
         from inboxes.page_sections import register_email_page_section
+        from meetings.sections import email_page_section
         from meetings.selectors import meetings_address_holder, meetings_holds
         from meetings.services import meetings_release
-        from meetings.views import email_page_section
 
         register_address_tool(
             AddressTool(

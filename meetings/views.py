@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpResponseRedirect
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
@@ -16,16 +14,6 @@ from core.errors import DomainError
 from core.web import report
 from meetings import services
 from meetings.forms import MeetingsForm
-from meetings.models import MeetingsConnection
-
-
-def email_page_section(request: HttpRequest) -> dict[str, Any]:
-    user = request.user
-    # Settings > Email is behind login_required; an anonymous user would have no connection.
-    connection = (
-        MeetingsConnection.objects.filter(user=user).first() if user.is_authenticated else None
-    )
-    return {"template": "meetings/settings_email_section.html", "connection": connection}
 
 
 @login_required
