@@ -59,6 +59,8 @@ def child_smtp_server(args) -> None:
 
     logging.getLogger("mail.log").addFilter(not_login_data)
     work = harness.workdir_from_env()
+    # tests/support/mailservers.py imports the product's models (ServerSettings).
+    harness.django_setup()
     server = harness.start_smtp(work)
     server.add_user(harness.MAIL_USER, args.password)
     Path(args.result_file).write_text(
