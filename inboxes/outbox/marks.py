@@ -105,11 +105,18 @@ def _commit(sent: tuple[Claimed, str] | None, start: Claimed | None) -> bool:
             str(start.pk) if start else None,
             str(start.attempts) if start else None,
         ]
+        values = [None if p is None else p.encode() for p in params]
         with connection.wrap_database_errors:
             pgconn = _pgconn()
-            result = pgconn.exec_prepared(
-                _STATEMENT.encode(), [None if p is None else p.encode() for p in params]
-            )
+            result = pgconn.exec_prepared(_STATEMENT.encode(), values)
+            if (
+                result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000"
+                and pgconn.transaction_status == pq.TransactionStatus.IDLE
+            ):
+                # Deallocated meanwhile (psycopg's own prepared statements are
+                # cleared with DEALLOCATE ALL after a rollback): nothing ran; again.
+                _prepared.pop(pgconn, None)
+                result = _pgconn().exec_prepared(_STATEMENT.encode(), values)
             if result.status != pq.ExecStatus.TUPLES_OK:
                 raise errors.error_from_result(result, encoding="utf-8")
             return result.get_value(0, 1) == b"1"

@@ -493,6 +493,22 @@ def test_each_data_goes_out_after_its_own_mark_is_committed_and_only_that_item_i
             assert cursor.fetchone() == ("on",)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_marks_statement_is_prepared_again_when_it_was_deallocated(support, run_smtp):
+    """psycopg clears the server's prepared statements (DEALLOCATE ALL) after a
+    rollback once it has prepared some of its own: the run prepares its marks
+    statement again and goes on."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL prepared statement")
+    create_items(support, 2)
+    assert outbox_send_run(support.pk).sent == 2
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    items = create_items(support, 3, prefix="Again")
+    assert outbox_send_run(support.pk).sent == 3
+    assert set(states(items).values()) == {"sent"}
+
+
 # --- Two runs at once -----------------------------------------------------------------------------
 
 
