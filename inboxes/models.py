@@ -371,6 +371,12 @@ class OutboxItem(BaseModel):
     # Set (and committed) just before the message data goes out: a worker that
     # dies before this point certainly sent nothing and may be retried blindly.
     data_started_at = models.DateTimeField(null=True, blank=True)
+    # Set by a claim whose marks are committed without waiting for the disk (the
+    # SMTP send run, inboxes/outbox/marks.py): the database's durability epoch then
+    # (inboxes/outbox/epoch.py). Once the epoch has changed (the database server
+    # crashed, or the machine under SQLite), a mark may have been lost: the item
+    # counts as possibly started. Empty: the claim's marks were flushed to disk.
+    marks_epoch = models.CharField(max_length=80, blank=True, default="")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     detail = models.TextField(blank=True, help_text="The server's answer or why it failed.")

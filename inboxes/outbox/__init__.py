@@ -6,12 +6,13 @@
    rolled back and a crash before commit sends nothing.
 2. The run (``run.py``, task ``send_outbox``) claims the due items of its
    mailbox in one conditional UPDATE (queued -> sending, ``FOR UPDATE SKIP
-   LOCKED``, ``claims.py``): two runs cannot both claim one item. It sends them
-   over one connection. Before an item's message data goes out its
-   ``data_started_at`` is committed (for a window of items at once, below,
-   ``marks.py``), fenced by its claim (``ClaimLost``).
-3. On the server's 250 the item is marked sent, then a copy is stored in the
-   mailbox's Sent folder (``sent_copies.py``).
+   LOCKED``, ``claims.py``; committed durably): two runs cannot both claim one
+   item. It sends them over one connection. Right before an item's message data
+   goes out its ``data_started_at`` is committed (``marks.py``), fenced by its
+   claim (``ClaimLost``).
+3. The server's 250 marks the item sent (recorded with the next item's mark,
+   below), then a copy is stored in the mailbox's Sent folder
+   (``sent_copies.py``).
 
 The window, and how it is closed: if a worker dies after ``data_started_at``
 and before the sent mark, nobody can know whether the server took the message.
@@ -21,37 +22,28 @@ Microsoft 365, answer yes); if it is not there the item stays ``unknown`` and is
 shown to the sender, never resent blindly. A worker that dies before
 ``data_started_at`` sent nothing, and the item is simply sent again.
 
-The send run's window (SMTP, ``run.SEND_WINDOW`` = 20): the "DATA started" marks
-(fenced by their claims) are committed in blocks of 10, one block ahead. Right
-before the DATA of a chunk's first item one commit marks its first 20 items
-(with the sent marks still pending); right before the DATA of each later block's
-first item one statement marks the block after it, together with the sent marks
-so far, and its commit runs while this block goes out; its result (which of them
-are still the run's own) is read before the DATA of that next block's first
-item. So no item's data goes out before its mark is committed, the SMTP loop
-seldom waits for a commit, and never more than 20 items (two blocks) are marked
-started without a committed sent mark. (A durable commit on the benchmark
-machine's disk costs 1-6 ms: a commit per message would cap a run at a few
-hundred sends/s: bench/send.py.) What a worker killed mid-run leaves:
-
-- items before the window: recorded as sent (or settled as failed/queued);
-- the window, at most 20 items marked started whose sent mark was not
-  committed yet: ``unknown``, never resent. Some went out (their 250 was not
-  recorded yet), one may have been going out, the rest were never reached: the
-  sweeper cannot tell them apart, so each is looked up in the Sent folder
-  (found: sent) and otherwise says that it may or may not have been reached and
-  was not sent again (``outcomes._started_in_a_window``: the marks committed
-  ahead carry the time of the chunk's first ones, which went out);
-- claimed items after the window: no ``data_started_at``, queued again and sent
-  once by a later run.
-
-So a worker death costs at most 20 items "unknown" (Gmail and Microsoft 365,
-marked per item: at most 1), never a double send. A drop during an item's DATA
-in a live run still makes only that item ``unknown`` (the run knows it went
-out, ``outcomes.py`` looks it up in Sent), and refused
-transactions (4xx/5xx before or at DATA) are settled at once and do not stop
-the run: RSET, next item. Gmail and Microsoft 365 keep a mark per item (their
-send is an HTTP request that costs more than the commit).
+One item at a time: right before an item's DATA one statement records the 250
+of the item before it and marks this one started (``marks.py``), so at most one
+item is ever marked started without its answer recorded. What a worker killed
+mid-run leaves: the items before it recorded as sent (or settled as
+failed/queued); at most one ``unknown`` (its data was going out, or its 250 had
+come and was not recorded yet); the rest of its claim without
+``data_started_at``, queued again and sent once by a later run. A statement per
+item is cheap enough because the SMTP run commits it without waiting for the
+disk (PostgreSQL: ``synchronous_commit`` off for that statement alone, prepared
+once per connection; SQLite: WAL with ``synchronous=NORMAL``); a flush per
+item costs 0.3-6 ms, a cap of a few hundred sends/s (bench/send.py). Such a
+commit survives the worker, not a crash of the database server (or under
+SQLite of the machine): each claim of the run records the database's epoch,
+which that crash ends (``epoch.py``), and the sweeper counts every item claimed
+in an ended epoch as possibly started (``unknown``, looked up in Sent, never
+resent blindly): a database crash costs up to one claim (``run.CLAIM_CHUNK``,
+100 items) per run in progress, a worker death at most one item. A drop during
+an item's DATA in a live run makes only that item ``unknown`` (the run knows
+it went out, ``outcomes.py`` looks it up in Sent), and refused transactions
+(4xx/5xx before or at DATA) are settled at once and do not stop the run: RSET,
+next item. Gmail and Microsoft 365 flush a mark per item (their send is an
+HTTP request that costs more than the flush).
 
 Retries: a transient failure puts the item back to ``queued`` with a capped
 exponential backoff (``next_attempt_at``) and the run task asks Celery to run

@@ -1,7 +1,12 @@
 """Claiming an outbox's due items: queued -> sending, in one statement.
 
 A claim counts in ``attempts``, which fences every later write of the claim:
-once the sweeper has queued an item again, another claim owns it.
+once the sweeper has queued an item again, another claim owns it. A claim is
+committed durably (flushed to disk: PostgreSQL's default ``synchronous_commit``;
+on SQLite for this commit alone, see ``_claim_portable``): after any crash it is
+what tells the sweeper that the item may have started going out. A claim whose
+marks will be committed without a flush records the database's epoch then
+(``marks_epoch``, ``epoch.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 from django.core.files.storage import default_storage
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -33,15 +38,19 @@ class Claimed:
     raw_name: str
 
 
-def claim_due(mailbox_id: UUID | str, limit: int) -> list[Claimed]:
-    """Claim up to ``limit`` due items of the mailbox, oldest first (queued -> sending)."""
+def claim_due(mailbox_id: UUID | str, limit: int, *, marks_epoch: str = "") -> list[Claimed]:
+    """Claim up to ``limit`` due items of the mailbox, oldest first (queued -> sending).
+    ``marks_epoch``: the database's epoch (``epoch.current_epoch()``) when the
+    claim's marks will be committed without a flush, else empty."""
     now = timezone.now()
     if connection.vendor == "postgresql":
-        return _claim_postgresql(mailbox_id, limit, now)
-    return _claim_portable(mailbox_id, limit, now)
+        return _claim_postgresql(mailbox_id, limit, now, marks_epoch)
+    return _claim_portable(mailbox_id, limit, now, marks_epoch)
 
 
-def _claim_postgresql(mailbox_id: UUID | str, limit: int, now: datetime) -> list[Claimed]:
+def _claim_postgresql(
+    mailbox_id: UUID | str, limit: int, now: datetime, marks_epoch: str
+) -> list[Claimed]:
     # SKIP LOCKED: two runs of one mailbox take disjoint items instead of waiting
     # for each other; a row another run has claimed and committed no longer
     # matches state = 'queued' when it is re-checked under the lock. The chosen
@@ -61,7 +70,7 @@ def _claim_postgresql(mailbox_id: UUID | str, limit: int, now: datetime) -> list
         ), claimed AS (
             UPDATE {items} AS o
                SET state = %(sending)s, claimed_at = %(now)s, attempts = o.attempts + 1,
-                   data_started_at = NULL
+                   data_started_at = NULL, marks_epoch = %(epoch)s
               FROM due
              WHERE o.id = due.id AND o.state = %(queued)s
             RETURNING o.id, o.attempts, o.envelope_from, o.recipients, o.message_id, o.created_at
@@ -77,6 +86,7 @@ def _claim_postgresql(mailbox_id: UUID | str, limit: int, now: datetime) -> list
         "now": now,
         "mailbox": mailbox_id,
         "limit": limit,
+        "epoch": marks_epoch,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -96,9 +106,33 @@ def _claim_postgresql(mailbox_id: UUID | str, limit: int, now: datetime) -> list
     ]
 
 
-def _claim_portable(mailbox_id: UUID | str, limit: int, now: datetime) -> list[Claimed]:
+def _claim_portable(
+    mailbox_id: UUID | str, limit: int, now: datetime, marks_epoch: str
+) -> list[Claimed]:
     """SQLite: one conditional UPDATE per candidate (writes are serialised there,
-    so each claim is still atomic; a candidate someone else took is skipped)."""
+    so each claim is still atomic; a candidate someone else took is skipped), in one
+    transaction committed with ``synchronous=FULL``: the WAL is synced at its commit
+    (the connection's NORMAL syncs it only at checkpoints, and a machine crash could
+    lose the claim, then the item would look never tried). The level cannot change
+    inside a transaction: within the caller's, its commit decides."""
+    durable = not connection.in_atomic_block
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA synchronous")
+        (level,) = cursor.fetchone()
+        if durable:
+            cursor.execute("PRAGMA synchronous = FULL")
+    try:
+        with transaction.atomic():
+            return _claim_portable_rows(mailbox_id, limit, now, marks_epoch)
+    finally:
+        if durable:
+            with connection.cursor() as cursor:
+                cursor.execute(f"PRAGMA synchronous = {int(level)}")
+
+
+def _claim_portable_rows(
+    mailbox_id: UUID | str, limit: int, now: datetime, marks_epoch: str
+) -> list[Claimed]:
     due = (
         OutboxItem.objects.filter(mailbox_id=mailbox_id, state=OutboxState.QUEUED)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
@@ -112,6 +146,7 @@ def _claim_portable(mailbox_id: UUID | str, limit: int, now: datetime) -> list[C
             claimed_at=now,
             attempts=F("attempts") + 1,
             data_started_at=None,
+            marks_epoch=marks_epoch,
         )
     ]
     rows = (

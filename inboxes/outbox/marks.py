@@ -1,20 +1,33 @@
-"""A send run's marks: "DATA started" before an item's data goes out, "sent" after
-the server's 250, committed together in as few statements as the window allows.
+"""A send run's marks, one item at a time: "DATA started" committed right before the
+item's data goes out, and the server's 250 recorded with the next item's mark.
 
-The marks of the SMTP run are committed in blocks of ``window // 2`` items, one
-block ahead, each statement with the sent marks so far (``Marks``): the
-statement for the next block is sent before this block's first DATA and its
-commit runs while the block goes out over SMTP; its result is read (the fence:
-still the run's own claim) before the next block's first DATA. At most
-``window`` items are ever marked started without a committed sent mark.
+Right before an item's DATA one statement records the 250 of the item before it
+(if any) and marks this one started, fenced by its claim. So at most one item of a
+run is ever marked started without a recorded answer: the one whose data is going
+out or, between its 250 and the next item's mark, the last one sent. A worker that
+dies mid-run leaves at most that one ``unknown``; an item whose DATA was never
+reached has no mark and is sent again. The last 250 of a chunk is recorded when the
+chunk ends (``flush``).
+
+What makes a statement per item cheap enough (a commit flushed to disk costs
+0.3-6 ms, a cap of a few hundred sends/s; bench/send.py):
+
+- PostgreSQL: the statement commits asynchronously (``synchronous_commit`` off for
+  its own transaction alone, by ``set_config(..., true)`` in it) and is prepared
+  once per connection: about 0.1 ms. The commit is visible to every session at
+  once and survives the worker; only a crash of the database server can lose it
+  before the WAL writer flushes it (within ~0.6 s). The claims of such a run
+  record the database's epoch, which that crash ends (``epoch.py``): the sweeper
+  then counts every item the run had claimed as possibly started. Any later
+  flushed commit flushes the marks before it too (the next claim, for one).
+- SQLite (WAL, ``synchronous=NORMAL``): a commit writes the WAL without a sync and
+  is lost only with the machine; the epoch is then the boot id.
 """
 
 from __future__ import annotations
 
 import logging
-import select
-from collections.abc import Callable, Iterable
-from datetime import datetime
+import weakref
 from typing import Any
 from uuid import UUID
 
@@ -27,202 +40,130 @@ from inboxes.outbox.outcomes import ClaimLost
 
 log = logging.getLogger(__name__)
 
-
-# A data-modifying WITH runs whether or not the main query reads it. The sent mark
-# is not fenced: the server's 250 is the truth, also for an item the sweeper has
-# meanwhile called unknown (it had data_started_at, so it was never handed to
-# another claim). $1 sent, $2 sending, $3 unknown, $4 now, $5 and $6 the sent
-# items and their details, $7 and $8 the items whose data may now go out and
-# their claims. Arrays, not a JSON document: the planner expects 10 rows from
-# unnest() and looks each one up by its key (from jsonb_to_recordset() it
-# expects 100 and scans the whole table).
+# $1 now, $2 and $3 the item whose 250 came and the server's words, $4 and $5 the
+# item whose data goes out next and its claim (NULL when there is none). The sent
+# mark is not fenced: the server's 250 is the truth, also for an item the sweeper
+# has meanwhile called unknown (it had data_started_at, so it was never handed to
+# another claim). The fence of "DATA started": still this claim (attempts), still
+# sending, not started yet. A data-modifying WITH runs whether or not the main
+# query reads it, and the main query has one row whatever they matched, so
+# set_config() runs: synchronous_commit is off until the statement's implicit
+# transaction ends, after its commit.
 _MARKS_SQL = """
     WITH sent AS (
-        UPDATE {table} AS o SET state = $1, detail = v.detail, sent_at = $4::timestamptz
-          FROM unnest($5::uuid[], $6::text[]) AS v(id, detail)
-         WHERE o.id = v.id AND o.state IN ($2, $3)
+        UPDATE {table} SET state = '{sent}', detail = $3::text, sent_at = $1::timestamptz
+         WHERE id = $2::uuid AND state IN ('{sending}', '{unknown}')
+    ), started AS (
+        UPDATE {table} SET data_started_at = $1::timestamptz
+         WHERE id = $4::uuid AND state = '{sending}' AND attempts = $5::integer
+           AND data_started_at IS NULL
+        RETURNING id
     )
-    UPDATE {table} AS o SET data_started_at = $4::timestamptz
-      FROM unnest($7::uuid[], $8::integer[]) AS v(id, attempts)
-     WHERE o.id = v.id AND o.state = $2 AND o.attempts = v.attempts
-       AND o.data_started_at IS NULL
-    RETURNING o.id
+    SELECT set_config('synchronous_commit', 'off', true), (SELECT count(*) FROM started)
 """
+# Prepared once per database connection: parsing and planning it each time would
+# cost about as much again as running it.
+_STATEMENT = "postkamer_outbox_marks"
+_prepared: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
-def _array(values: Iterable[object]) -> str:
-    """A PostgreSQL array literal (text format) of ``values``, each quoted."""
-    quoted = ('"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
-    return "{" + ",".join(quoted) + "}"
-
-
-class _MarksInFlight:
-    """One marks statement sent over the run's database connection (autocommitted,
-    or inside the caller's transaction) whose result has not been read yet: the
-    run goes on over SMTP while PostgreSQL commits it. Nothing else may use the
-    connection until ``_await_marks`` has read the result (``Marks.before_query``
-    sees to it for the run's other queries)."""
-
-    def __init__(
-        self, sent: list[tuple[Claimed, str]], start: list[Claimed], now: datetime
-    ) -> None:
-        sql = _MARKS_SQL.format(table=OutboxItem._meta.db_table)
-        params = [
-            OutboxState.SENT,
-            OutboxState.SENDING,
-            OutboxState.UNKNOWN,
-            now.isoformat(),
-            _array(entry.pk for entry, _ in sent),
-            _array(detail[:4000] for _, detail in sent),
-            _array(entry.pk for entry in start),
-            _array(entry.attempts for entry in start),
-        ]
-        connection.ensure_connection()
-        with connection.wrap_database_errors:
-            self.pgconn = connection.connection.pgconn
-            self.pgconn.send_query_params(sql.encode(), [p.encode() for p in params])
-
-
-def _await_marks(statement: _MarksInFlight) -> set[UUID]:
-    """Read the result of a marks statement: the ids of its ``start`` items still ours
-    (the fence: same claim, not yet started), once committed."""
+def _pgconn() -> Any:
+    """The run's libpq connection, with the marks statement prepared on it."""
     from psycopg import errors, pq
 
-    pgconn = statement.pgconn
-    won: set[UUID] = set()
-    error = None
-    with connection.wrap_database_errors:
-        while True:
-            while pgconn.is_busy():
-                select.select([pgconn.socket], [], [])
-                pgconn.consume_input()
-            result = pgconn.get_result()
-            if result is None:
-                break
-            if result.status == pq.ExecStatus.TUPLES_OK:
-                won.update(UUID(result.get_value(row, 0).decode()) for row in range(result.ntuples))
-            elif error is None:
-                error = errors.error_from_result(result, encoding="utf-8")
-        if error is not None:
-            raise error
-    return won
+    connection.ensure_connection()
+    pgconn = connection.connection.pgconn
+    if pgconn not in _prepared:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [_STATEMENT])
+            known = cursor.fetchone() is not None
+        if not known:
+            sql = _MARKS_SQL.format(
+                table=OutboxItem._meta.db_table,
+                sent=OutboxState.SENT,
+                sending=OutboxState.SENDING,
+                unknown=OutboxState.UNKNOWN,
+            )
+            result = pgconn.prepare(_STATEMENT.encode(), sql.encode())
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                raise errors.error_from_result(result, encoding="utf-8")
+        _prepared[pgconn] = True
+    return pgconn
 
 
-def _commit_marks(
-    sent: list[tuple[Claimed, str]], start: list[Claimed], now: datetime | None = None
-) -> set[UUID]:
-    """Mark ``sent`` items sent and ``start`` items as having their data going out,
-    in one autocommitted statement; returns the ids of ``start`` still ours (the
-    fence: same claim, not yet started)."""
-    now = now or timezone.now()
+def _commit(sent: tuple[Claimed, str] | None, start: Claimed | None) -> bool:
+    """Record ``sent``'s 250 and mark ``start``'s data as going out, in one commit;
+    whether ``start`` is still this run's claim (False without one)."""
+    now = timezone.now()
     if connection.vendor == "postgresql":
-        return _await_marks(_MarksInFlight(sent, start, now))
+        from psycopg import errors, pq
+
+        params = [
+            now.isoformat(),
+            str(sent[0].pk) if sent else None,
+            sent[1][:4000] if sent else None,
+            str(start.pk) if start else None,
+            str(start.attempts) if start else None,
+        ]
+        values = [None if p is None else p.encode() for p in params]
+        with connection.wrap_database_errors:
+            pgconn = _pgconn()
+            result = pgconn.exec_prepared(_STATEMENT.encode(), values)
+            if (
+                result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000"
+                and pgconn.transaction_status == pq.TransactionStatus.IDLE
+            ):
+                # Deallocated meanwhile (psycopg's own prepared statements are
+                # cleared with DEALLOCATE ALL after a rollback): nothing ran; again.
+                _prepared.pop(pgconn, None)
+                result = _pgconn().exec_prepared(_STATEMENT.encode(), values)
+            if result.status != pq.ExecStatus.TUPLES_OK:
+                raise errors.error_from_result(result, encoding="utf-8")
+            return result.get_value(0, 1) == b"1"
     with transaction.atomic():
-        for entry, detail in sent:
-            _mark_sent_portable(entry, detail, now)
-        return {
-            entry.pk
-            for entry in start
-            if OutboxItem.objects.filter(
-                pk=entry.pk,
+        if sent:
+            OutboxItem.objects.filter(
+                pk=sent[0].pk, state__in=[OutboxState.SENDING, OutboxState.UNKNOWN]
+            ).update(state=OutboxState.SENT, detail=sent[1][:4000], sent_at=now)
+        return start is not None and bool(
+            OutboxItem.objects.filter(
+                pk=start.pk,
                 state=OutboxState.SENDING,
-                attempts=entry.attempts,
+                attempts=start.attempts,
                 data_started_at__isnull=True,
             ).update(data_started_at=now)
-        }
-
-
-def _mark_sent_portable(entry: Claimed, detail: str, now: datetime) -> None:
-    OutboxItem.objects.filter(
-        pk=entry.pk, state__in=[OutboxState.SENDING, OutboxState.UNKNOWN]
-    ).update(state=OutboxState.SENT, detail=detail[:4000], sent_at=now)
+        )
 
 
 class Marks:
-    """A run's "DATA started" marks and its pending sent marks.
+    """A run's marks: ``before_data`` records the last 250 and marks the item's
+    data as going out (ClaimLost if the claim is no longer the run's); ``sent``
+    keeps the 250 for the next mark; ``flush`` records it now."""
 
-    With a window of 4 or more (PostgreSQL), the marks are committed ahead in
-    blocks of ``window // 2`` items: right before a chunk's first DATA one commit
-    marks its first two blocks (with the sent marks still pending from the chunk
-    before); right before the DATA of each later block's first item, the block
-    after it is marked together with the sent marks so far, in a statement whose
-    commit runs while this block goes out (its result is read before that next
-    block's first DATA, or before any other query of the run). So the SMTP loop
-    rarely waits for a commit, and no more than two blocks (at most ``window``
-    items) are ever marked started without their sent mark committed. The marks
-    committed ahead carry the time of the chunk's first ones. With a
-    smaller window, or elsewhere than PostgreSQL: one commit per window, made
-    right before its first DATA."""
-
-    def __init__(self, window: int) -> None:
-        window = max(1, window)
-        self.ahead = window >= 4 and connection.vendor == "postgresql"
-        self.block = window // 2 if self.ahead else window
-        self.pending_sent: list[tuple[Claimed, str]] = []
-        self.in_flight: _MarksInFlight | None = None
-        self.begin([])
-
-    def begin(self, chunk: list[Claimed]) -> None:
-        """The next chunk (the sent marks still pending go with its first commit)."""
-        self.chunk = chunk
-        self.index = {entry.pk: n for n, entry in enumerate(chunk)}
-        self.marked = 0  # chunk[:marked] have had their marks asked for
-        self.started: set[UUID] = set()  # ... committed and still ours
-        # The time of the chunk's first marks, also given to the marks committed
-        # ahead: an item marked ahead shares its "DATA started" time with items that
-        # went out before it, so the sweeper's detail does not claim it went out
-        # (outcomes._started_in_a_window).
-        self.stamp = timezone.now()
+    def __init__(self) -> None:
+        self.pending: tuple[Claimed, str] | None = None  # a 250 not recorded yet
+        self.marked: UUID | None = None
 
     def before_data(self, entry: Claimed) -> None:
-        n = self.index[entry.pk]
-        if entry.pk not in self.started:
-            self.wait()
-            if entry.pk not in self.started and n >= self.marked:
-                size = 2 * self.block if self.ahead else self.block
-                self.stamp = timezone.now()
-                start = self.chunk[n : n + size]
-                self.started |= _commit_marks(self._take_sent(), start, self.stamp)
-                self.marked = n + size
-            if entry.pk not in self.started:
-                raise ClaimLost(str(entry.pk))
-        if self.ahead and self.in_flight is None and self.marked - n <= self.block:
-            ahead = self.chunk[self.marked : self.marked + self.block]
-            self.in_flight = _MarksInFlight(self._take_sent(), ahead, self.stamp)
-            self.marked += self.block
+        if entry.pk == self.marked:
+            return  # already marked (the transport asked twice)
+        sent, self.pending = self.pending, None
+        if not _commit(sent, entry):
+            raise ClaimLost(str(entry.pk))
+        self.marked = entry.pk
 
     def sent(self, entry: Claimed, detail: str) -> None:
-        self.pending_sent.append((entry, detail))
-
-    def _take_sent(self) -> list[tuple[Claimed, str]]:
-        sent, self.pending_sent = self.pending_sent, []
-        return sent
-
-    def wait(self) -> None:
-        """Read the result of the statement sent ahead, if any."""
-        if self.in_flight is not None:
-            statement, self.in_flight = self.in_flight, None
-            self.started |= _await_marks(statement)
-
-    def before_query(
-        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
-    ) -> Any:
-        """``connection.execute_wrapper``: any other query of the run's thread waits for
-        the statement in flight first (one statement at a time on a connection)."""
-        self.wait()
-        return execute(sql, params, many, context)
+        self.pending = (entry, detail)
 
     def flush(self) -> None:
-        """Commit the sent marks still pending (before the run settles an item
-        otherwise, and at its end)."""
-        self.wait()
-        if self.pending_sent:
-            _commit_marks(self._take_sent(), [])
+        """Record the last 250 now (at the end of a chunk, and of the run)."""
+        sent, self.pending = self.pending, None
+        if sent:
+            _commit(sent, None)
 
     def close(self) -> None:
-        """On the way out, also of an exception: no statement is left unread."""
+        """On the way out, also of an exception."""
         try:
-            self.wait()
+            self.flush()
         except Exception:
-            log.exception("send run: could not read the marks sent ahead")
-            connection.close()
+            log.exception("send run: could not record the last sent mark")

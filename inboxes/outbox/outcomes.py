@@ -110,30 +110,37 @@ def outbox_resolve_unknown(item_id: UUID | str) -> str:
             sent_copy_stored=True,
         )
         return OutboxState.SENT
-    if _started_in_a_window(item):
-        cause = (
-            "the worker stopped while a batch of messages, this one included, was going out "
-            "over one connection (it may or may not have been reached)"
-        )
-    else:
-        cause = "the connection or the worker stopped while the message was going out"
     OutboxItem.objects.filter(pk=item.pk, state=OutboxState.UNKNOWN).update(
         detail=(
-            f"Delivery could not be confirmed: {cause}, and it is not in the Sent folder. "
+            f"Delivery could not be confirmed: {_cause(item)}, and it is not in the Sent folder. "
             "It was not sent again automatically; send it again if the recipient did not get it."
         )
     )
     return OutboxState.UNKNOWN
 
 
-def _started_in_a_window(item: OutboxItem) -> bool:
-    """Was the item's "DATA started" mark shared with others (a send run with a
-    window wider than one, see ``run.SEND_WINDOW``)? Then it may never have been
-    reached, and the detail must not claim it went out."""
+def _cause(item: OutboxItem) -> str:
+    """Why the outcome of an ``unknown`` item cannot be known, without claiming
+    that its data went out when that is not known either."""
     if item.data_started_at is None:
-        return False
-    return (
-        OutboxItem.objects.filter(mailbox_id=item.mailbox_id, data_started_at=item.data_started_at)
+        # Its send run's marks were committed without a flush, and the database
+        # lost the last ones in a crash (epoch.py): it may never have been reached.
+        return (
+            "the database server (or its machine) stopped while this message's send run "
+            "was going on (it may or may not have been reached)"
+        )
+    if (
+        not item.marks_epoch
+        and OutboxItem.objects.filter(
+            mailbox_id=item.mailbox_id, data_started_at=item.data_started_at
+        )
         .exclude(pk=item.pk)
         .exists()
-    )
+    ):
+        # A mark shared with other items: a send run of an earlier version, which
+        # marked a window of up to 20 items at once (and recorded no epoch).
+        return (
+            "the worker stopped while a batch of messages, this one included, was going out "
+            "over one connection (it may or may not have been reached)"
+        )
+    return "the connection or the worker stopped while the message was going out"

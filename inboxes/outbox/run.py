@@ -10,13 +10,12 @@ The exactly-once rules and the window are in the package's docstring
 - the claim returns what the send needs (envelope, recipients, the raw file's
   name and the Message-ID) in the same statement, so there is no read per item
   before the send;
-- ``data_started_at`` is committed in blocks of ``SEND_WINDOW // 2`` items, one
-  block ahead, each statement with the sent marks so far (``marks.Marks``): the
-  statement for the next block is sent before this block's first DATA and its
-  commit runs while the block goes out over SMTP; its result is read (the fence)
-  before the next block's first DATA. At most ``SEND_WINDOW`` items are ever
-  marked started without a committed sent mark (the trade-off is in the
-  package's docstring);
+- right before each item's DATA one cheap statement records the 250 of the item
+  before it and commits this one's ``data_started_at`` (``marks.Marks``: on
+  PostgreSQL prepared and committed without waiting for the disk, the claim
+  recording the database's epoch, ``epoch.py``). At most one item is ever marked
+  started without its 250 recorded: a worker killed mid-run leaves at most one
+  ``unknown``;
 - a refused transaction (4xx/5xx before or at DATA) is settled for that item
   and the run goes on after an RSET; a connection dropped before DATA is
   reopened and the item sent on the new one; a drop after DATA leaves the item
@@ -28,8 +27,8 @@ The exactly-once rules and the window are in the package's docstring
   ``COPY_BATCHES_IN_FLIGHT`` chunks behind, and marked stored in one UPDATE; a
   failure leaves them to the sweeper (``sent_copies.SentCopies``).
 
-API providers keep a committed ``data_started_at`` per item (their send is an
-HTTP request that costs far more than the commit), sent one at a time by
+API providers flush each ``data_started_at`` to disk (their send is an HTTP
+request that costs far more than the flush), sent one at a time by
 ``send_claimed``; the run saves them the claim and connection set-up per item.
 """
 
@@ -44,7 +43,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from uuid import UUID
 
-from django.db import connection
 from django.utils import timezone
 
 from inboxes.models import Mailbox, Message, OutboxItem, OutboxState, Provider
@@ -55,6 +53,7 @@ from inboxes.outbox.enqueue import (
     run_lease_release,
     run_requests_answered,
 )
+from inboxes.outbox.epoch import current_epoch
 from inboxes.outbox.marks import Marks
 from inboxes.outbox.outcomes import (
     ClaimLost,
@@ -72,9 +71,6 @@ from inboxes.providers.base import MailTransport, ProviderError, SendOutcomeUnkn
 log = logging.getLogger(__name__)
 
 CLAIM_CHUNK = 100
-# At most this many items marked "DATA started" without a committed sent mark:
-# blocks of half of it, committed one block ahead (the window: the package's docstring).
-SEND_WINDOW = 20
 # A new SMTP connection after this many messages (bounded: servers and networks
 # do not keep a session forever). A server whose own cap is lower hangs up at the
 # next MAIL FROM, which the run takes as a drop before DATA: that item goes out
@@ -166,25 +162,21 @@ def outbox_send_run(mailbox_id: UUID | str) -> RunResult:
     deadline = time.monotonic() + RUN_MAX_SECONDS
     link = _Link(mailbox)
     copies = SentCopies(mailbox)
-    marks = Marks(SEND_WINDOW)
+    marks = Marks()
     stopped = "error"  # until a pass ends: an exception lets go of the lease too
     try:
-        with connection.execute_wrapper(marks.before_query):
-            try:
-                while True:
-                    run_requests_answered(mailbox_id)
-                    stopped = _claim_and_send(mailbox, result, link, copies, marks, deadline)
-                    if stopped == "deadline":
-                        enqueue_send_run(mailbox_id, force=True)
-                        break
-                    if stopped or not run_lease_release(mailbox_id):
-                        break
-            finally:
-                # Also on the way out of an exception: what the server accepted is recorded.
-                try:
-                    marks.flush()
-                finally:
-                    marks.close()
+        try:
+            while True:
+                run_requests_answered(mailbox_id)
+                stopped = _claim_and_send(mailbox, result, link, copies, marks, deadline)
+                if stopped == "deadline":
+                    enqueue_send_run(mailbox_id, force=True)
+                    break
+                if stopped or not run_lease_release(mailbox_id):
+                    break
+        finally:
+            # Also on the way out of an exception: what the server accepted is recorded.
+            marks.close()
     finally:
         link.close()
         copies.close()
@@ -207,12 +199,17 @@ def _claim_and_send(
     while True:
         if time.monotonic() > deadline:
             return "deadline"
-        chunk = claim_due(mailbox.pk, CLAIM_CHUNK)
+        if mailbox.provider == Provider.IMAP:
+            # Its marks are committed without a flush (marks.py): the epoch they rely on.
+            chunk = claim_due(mailbox.pk, CLAIM_CHUNK, marks_epoch=current_epoch())
+        else:
+            chunk = claim_due(mailbox.pk, CLAIM_CHUNK)
         if not chunk:
             return ""
         result.claimed += len(chunk)
         if mailbox.provider == Provider.IMAP:
             stopped = _send_chunk_smtp(mailbox, chunk, result, link, copies, marks)
+            marks.flush()  # the chunk's last 250, before waiting for anything else
         else:
             stopped = _send_chunk_api(mailbox, chunk, result, link)
         copies.store()
@@ -229,7 +226,6 @@ def _send_chunk_smtp(
     copies: SentCopies,
     marks: Marks,
 ) -> str:
-    marks.begin(chunk)
     for index, entry in enumerate(chunk):
         raw = read_raw(entry)
         for attempt in (1, 2):
@@ -237,7 +233,6 @@ def _send_chunk_smtp(
                 transport = link.get()
             except ProviderError as exc:
                 # Connecting or signing in failed: nothing of these went out.
-                marks.flush()
                 _settle_all(chunk[index:], exc, mailbox, result)
                 return "connection"
             try:
@@ -253,7 +248,6 @@ def _send_chunk_smtp(
                 break
             except SendOutcomeUnknown as exc:
                 link.close()
-                marks.flush()
                 _unknown(entry, exc, result)
                 break
             except ProviderError as exc:
@@ -262,7 +256,6 @@ def _send_chunk_smtp(
                     if attempt == 1:
                         continue  # dropped before DATA: again on a new connection
                     # Dropped twice in a row: the server is going away; later.
-                    marks.flush()
                     _settle_all(chunk[index:], exc, mailbox, result)
                     return "connection"
                 link.reset()
@@ -313,9 +306,6 @@ def _settle_all(
 
 def _unknown(entry: Claimed, exc: SendOutcomeUnknown, result: RunResult) -> None:
     record_unknown(entry, exc, message_pk=entry.message_pk, message_id=entry.message_id)
-    # This one certainly went out (its data did): its own mark, not its window's,
-    # so the lookup's verdict does not say it may never have been reached.
-    OutboxItem.objects.filter(pk=entry.pk).update(data_started_at=timezone.now())
     state = outbox_resolve_unknown(entry.pk)
     _count(result, entry, state, None)
 

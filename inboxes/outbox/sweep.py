@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from inboxes.models import OutboxItem, OutboxState, Provider
 from inboxes.outbox.enqueue import enqueue_send_run
+from inboxes.outbox.epoch import current_epoch
 from inboxes.outbox.outcomes import outbox_resolve_unknown
 from inboxes.outbox.sent_copies import outbox_store_sent_copy
 
@@ -21,11 +22,15 @@ def outbox_sweep() -> dict[str, int]:
     lease = timedelta(seconds=settings.OUTBOX_SEND_LEASE_SECONDS)
     counts = {"requeued": 0, "runs": 0, "recovered": 0, "unknown": 0, "copies": 0}
     stale = OutboxItem.objects.filter(state=OutboxState.SENDING, claimed_at__lt=now - lease)
-    # Nothing went out before data_started_at: these are safe to send again.
-    counts["recovered"] = stale.filter(data_started_at__isnull=True).update(
+    # Nothing went out before data_started_at: these are safe to send again, unless
+    # their marks were committed without a flush in an epoch that has ended since (a
+    # database crash may have lost them, marks.py): then each may have started.
+    marks_lost = Q(marks_epoch__gt="") & ~Q(marks_epoch=current_epoch())
+    maybe_started = Q(data_started_at__isnull=False) | marks_lost
+    counts["recovered"] = stale.exclude(maybe_started).update(
         state=OutboxState.QUEUED, detail="The worker stopped before sending; queued again."
     )
-    for item_id in stale.filter(data_started_at__isnull=False).values_list("pk", flat=True):
+    for item_id in stale.filter(maybe_started).values_list("pk", flat=True):
         OutboxItem.objects.filter(pk=item_id, state=OutboxState.SENDING).update(
             state=OutboxState.UNKNOWN, detail="The worker stopped while the message was going out."
         )
