@@ -9,7 +9,7 @@ the claim's own commit, which is flushed), and the sweeper counts an item claime
 in an earlier epoch as possibly started: never resent blindly.
 
 - PostgreSQL: a random token in an UNLOGGED one-row table (migration
-  ``inboxes/0006``). Crash recovery empties every unlogged table, a clean shutdown
+  ``inboxes/0007``). Crash recovery empties every unlogged table, a clean shutdown
   (which flushes all commits first) keeps it; the first reader afterwards writes a
   new token. (``pg_postmaster_start_time()`` would not do: a backend killed by the
   OOM killer makes the postmaster reinitialise and recover, losing the commits not
