@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "core",
     "accounts",
     "inboxes",
+    "crm",
     "conversations",
     "meetings",
     "audit",
@@ -392,3 +393,8 @@ GRAPH_API_ENDPOINT = env_str("GRAPH_API_ENDPOINT", "https://graph.microsoft.com/
 # (the tests point it at their fakes; leave it unset in production).
 OAUTH_CA_FILE = env_str("OAUTH_CA_FILE")
 PROVIDER_HTTP_TIMEOUT = env_int("PROVIDER_HTTP_TIMEOUT", 30)
+
+# --- Links in emails ------------------------------------------------------------------
+# The product's own external base URL: tracking pixels and links, booking and
+# notification links start with it (DESIGN.md section 6).
+PUBLIC_URL = env_str("PUBLIC_URL", f"http://127.0.0.1:{env_str('PORT', '8000')}").rstrip("/")

@@ -120,6 +120,10 @@ class Mailbox(BaseModel):
     sync_total = models.PositiveIntegerField(null=True, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
     sync_last_error = models.TextField(blank=True)
+    # Send limits of a personal mailbox (rolling 60 s and 24 h); null: the provider's
+    # default (inboxes/outbox/limits.py). Admins change them.
+    send_limit_per_day = models.PositiveIntegerField(null=True, blank=True)
+    send_limit_per_minute = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -199,6 +203,14 @@ class Direction(models.TextChoices):
     OUTBOUND = "outbound"
 
 
+class MessageKind(models.TextChoices):
+    """What wrote it: a person, an auto-responder (RFC 3834), a delivery report."""
+
+    EMAIL = "email"
+    AUTO_REPLY = "auto_reply"
+    BOUNCE = "bounce"
+
+
 class Message(BaseModel):
     """One email, stored once per account however many mailboxes saw it.
 
@@ -232,6 +244,14 @@ class Message(BaseModel):
     raw = models.FileField(upload_to="raw/%Y/%m/%d/", blank=True, max_length=500)
     raw_size = models.PositiveIntegerField(default=0)
     parse_error = models.TextField(blank=True)
+    # Machine mail (inboxes/mime/): outbound messages are always ``email``.
+    kind = models.CharField(max_length=10, choices=MessageKind.choices, default=MessageKind.EMAIL)
+    # For a bounce: {"original_message_id", "recipients": [{address, action, status,
+    # diagnostic}]}; ``bounce_of`` is the stored email it reports on, once tied.
+    bounce = models.JSONField(null=True, blank=True)
+    bounce_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="bounces"
+    )
 
     class Meta:
         db_table = "conversations_message"
@@ -381,6 +401,8 @@ class OutboxItem(BaseModel):
     sent_at = models.DateTimeField(null=True, blank=True)
     detail = models.TextField(blank=True, help_text="The server's answer or why it failed.")
     sent_copy_stored = models.BooleanField(default=False)
+    # Set while the mailbox's send limit holds the email back: when it will go.
+    held_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]

@@ -1,0 +1,36 @@
+"""Writing a contact's timeline: one row per event, when it happens (crm.models.TimelineEvent).
+
+Every product that puts something on a contact's record calls ``timeline_add``: the
+CRM's emails, opens and clicks, sequences, the conversations inbox, meetings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q
+
+from crm.models import Contact, Email, TimelineEvent
+
+
+def timeline_add(
+    contact: Contact,
+    type: str,
+    *,
+    at: datetime,
+    email: Email | None = None,
+    detail: dict[str, Any] | None = None,
+) -> TimelineEvent:
+    event = TimelineEvent.objects.create(
+        account_id=contact.account_id,
+        contact=contact,
+        type=type,
+        at=at,
+        email=email,
+        detail=detail or {},
+    )
+    # The contact's last activity only moves forward (events may arrive out of order).
+    Contact.objects.filter(pk=contact.pk).filter(
+        Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=at)
+    ).update(last_activity_at=at)
+    return event

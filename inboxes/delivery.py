@@ -1,0 +1,61 @@
+"""What became of an outbound email: its outbox state, a send limit holding it back,
+and the delivery reports (bounces) tied to it. One answer for every product."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inboxes.models import Direction, Message, MessageKind, OutboxItem, OutboxState
+
+BOUNCED = "bounced"
+
+
+def bounces_of(message: Message) -> list[dict[str, Any]]:
+    """``[{address, status, diagnostic, at}]`` from the bounces tied to ``message``
+    (for a prefetch, ``bounces`` is the reverse of ``Message.bounce_of``)."""
+    found: list[dict[str, Any]] = []
+    for report in message.bounces.all():
+        if report.kind != MessageKind.BOUNCE or not report.bounce:
+            continue
+        for recipient in report.bounce.get("recipients", []):
+            found.append(
+                {
+                    "address": recipient.get("address", ""),
+                    "status": recipient.get("status", ""),
+                    "diagnostic": recipient.get("diagnostic", ""),
+                    "action": recipient.get("action", ""),
+                    "at": report.sent_at or report.created_at,
+                }
+            )
+    return found
+
+
+def is_hard(status: str) -> bool:
+    """RFC 3463: a permanent failure is class 5."""
+    return status.startswith("5")
+
+
+def delivery_of(message: Message) -> dict[str, Any] | None:
+    """``{state, detail, scheduled_for, bounces}`` for an outbound message, else None."""
+    if message.direction != Direction.OUTBOUND:
+        return None
+    try:
+        item: OutboxItem | None = message.outbox
+    except OutboxItem.DoesNotExist:
+        item = None
+    bounces = bounces_of(message)
+    state = item.state if item is not None else OutboxState.SENT
+    detail = item.detail if item is not None else ""
+    failed = [b for b in bounces if b["action"] in ("failed", "") and is_hard(b["status"])]
+    if failed and state in (OutboxState.SENT, OutboxState.UNKNOWN):
+        state = BOUNCED
+        detail = "; ".join(
+            f"Not delivered to {b['address']}: {b['diagnostic'] or b['status']}" for b in failed
+        )
+    held = item.held_until if item is not None and item.state == OutboxState.QUEUED else None
+    return {
+        "state": state,
+        "detail": detail,
+        "scheduled_for": held,
+        "bounces": [{k: b[k] for k in ("address", "status", "diagnostic", "at")} for b in bounces],
+    }
