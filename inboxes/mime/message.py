@@ -65,6 +65,11 @@ class ParsedMessage:
     dedupe_key: str
     error: str
     has_remote_images: bool
+    # Machine mail: "email", "auto_reply" or "bounce" (inboxes.models.MessageKind);
+    # for a bounce, {"original_message_id", "recipients": [{address, action, status,
+    # diagnostic}]}.
+    kind: str = "email"
+    bounce: dict[str, Any] | None = None
 
 
 # --- The parser ---------------------------------------------------------------------

@@ -94,6 +94,8 @@ def message_row(
         headers=parsed.headers,
         raw_size=raw_size,
         parse_error=parsed.error,
+        kind=parsed.kind if direction == Direction.INBOUND else "email",
+        bounce=parsed.bounce,
     )
 
 
