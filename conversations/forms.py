@@ -1,3 +1,5 @@
+from typing import Any
+
 from django import forms
 
 
@@ -11,6 +13,10 @@ class InboxSettingsForm(forms.Form):
 
 class NewEmailForm(forms.Form):
     """New email from a conversations inbox (conversations/outbound.py checks it all)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
 
     inbox = forms.UUIDField(label="From")
     to = forms.CharField(

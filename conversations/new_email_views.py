@@ -21,15 +21,19 @@ from inboxes.models import Inbox
 
 
 def _field_errors(form: NewEmailForm, exc: DomainError) -> None:
-    """The service's sentence above the form, and its field errors on the fields."""
-    form.add_error(None, exc.detail)
+    """The service's errors on the fields they name, and its sentence above the form
+    unless a field says it already."""
     if isinstance(exc, NotFoundError):
         form.add_error("inbox", "Pick one of the inboxes listed.")
+    placed: set[str] = set()
     errors = exc.extra.get("errors") or {}
     for field, problems in errors.items():
         if field in form.fields and isinstance(problems, list):
             for problem in problems:
                 form.add_error(field, problem)
+                placed.add(problem)
+    if exc.detail not in placed:
+        form.add_error(None, exc.detail)
 
 
 @login_required
@@ -55,7 +59,9 @@ def new_email(request: AuthenticatedHttpRequest) -> HttpResponse:
                 _field_errors(form, exc)
             else:
                 messages.success(request, "Email queued: it is on its way.")
-                return redirect(reverse("inbox-conversation", args=[conversation.pk]))
+                # In the "Mine" list: the conversation is assigned to its sender.
+                url = reverse("inbox-conversation", args=[conversation.pk])
+                return redirect(f"{url}?view=mine")
     else:
         wanted = request.GET.get("inbox", "")
         chosen = next((i for i in inboxes if str(i.pk) == wanted), inboxes[0] if inboxes else None)

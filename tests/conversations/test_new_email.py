@@ -193,7 +193,7 @@ def test_the_page_sends_and_opens_the_conversation(client, member, sales, unconn
     )
     conversation = Conversation.objects.get()
     assert response.status_code == 302
-    assert response["Location"] == f"/inbox/c/{conversation.pk}/"
+    assert response["Location"] == f"/inbox/c/{conversation.pk}/?view=mine"
     assert OutboxItem.objects.get().recipients == [
         "prospect@lead.example.com",
         "second@lead.example.com",
