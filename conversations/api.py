@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import django_filters
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -11,7 +10,7 @@ from rest_framework.response import Response
 
 from accounts.models import Team
 from accounts.selectors import teams_by_ids, teams_visible_to, users_by_ids, users_visible_to
-from conversations import handling, services
+from conversations import handling, outbound, services
 from conversations.metrics import agent_metrics, conversation_metrics
 from conversations.models import (
     Conversation,
@@ -21,6 +20,7 @@ from conversations.models import (
     RoutingMode,
     RoutingRule,
 )
+from conversations.outbound import MAX_RECIPIENTS
 from conversations.selectors import (
     conversation_detail,
     conversation_list,
@@ -287,7 +287,8 @@ class EventOutput(serializers.ModelSerializer):
 
 
 class ConversationOutput(serializers.ModelSerializer):
-    contact = serializers.SerializerMethodField()
+    # The CRM contact with the customer's address (conversations/contact_links.py).
+    contact = serializers.UUIDField(source="contact_id", read_only=True, allow_null=True)
     unread = serializers.SerializerMethodField()
 
     class Meta:
@@ -305,10 +306,6 @@ class ConversationOutput(serializers.ModelSerializer):
             "unread",
             "created_at",
         ]
-
-    @extend_schema_field(OpenApiTypes.UUID)
-    def get_contact(self, conversation: Conversation) -> str | None:
-        return None  # CRM contacts arrive with the CRM issue
 
     def get_unread(self, conversation: Conversation) -> bool:
         return not getattr(conversation, "is_read", True)
@@ -337,6 +334,24 @@ class ReplyInput(serializers.Serializer):
     text = serializers.CharField(max_length=200_000)
     html = serializers.CharField(max_length=1_000_000, required=False, allow_blank=True, default="")
     reply_all = serializers.BooleanField(default=False)
+
+
+class ConversationStartInput(serializers.Serializer):
+    """New email: a conversation started from the inbox's team address."""
+
+    inbox = serializers.UUIDField()
+    to = serializers.ListField(
+        child=serializers.CharField(max_length=320), allow_empty=False, max_length=MAX_RECIPIENTS
+    )
+    cc = serializers.ListField(
+        child=serializers.CharField(max_length=320),
+        required=False,
+        default=list,
+        max_length=MAX_RECIPIENTS,
+    )
+    subject = serializers.CharField(max_length=998)
+    text = serializers.CharField(max_length=200_000)
+    html = serializers.CharField(max_length=1_000_000, required=False, allow_blank=True, default="")
 
 
 class NoteInput(serializers.Serializer):
@@ -383,6 +398,20 @@ class ConversationViewSet(
 
     def get_serializer_class(self):
         return ConversationDetailOutput if self.action == "retrieve" else ConversationOutput
+
+    @extend_schema(request=ConversationStartInput, responses={201: ConversationDetailOutput})
+    def create(self, request):
+        """New email: start a conversation from an inbox's team address (assigned to
+        the caller). Anyone who may reply in the inbox may."""
+        data = ConversationStartInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        inbox = Inbox.objects.filter(
+            account_id=request.user.account_id, pk=values.pop("inbox")
+        ).first()
+        conversation = outbound.conversation_start(actor=request.user, inbox=inbox, **values)
+        detail = ConversationDetailOutput(conversation_detail(conversation)).data
+        return Response(detail, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request, pk=None):
         conversation = self.get_object()

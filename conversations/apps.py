@@ -5,14 +5,17 @@ class ConversationsConfig(AppConfig):
     name = "conversations"
 
     def ready(self) -> None:
-        # The engine and accounts call up only through these hooks (DESIGN.md section 3).
+        # The engine, accounts and the CRM call up only through these hooks (DESIGN.md section 3).
         from accounts.hooks import on_team_usage, on_user_deactivated
         from conversations.consumer import team_inbox_consumer
+        from conversations.contact_links import conversations_link_new_contacts
         from conversations.handling import conversations_reroute_for
         from conversations.team_usage import inbox_team_usage
+        from crm.hooks import on_contacts_created
         from inboxes.consumers import register_mail_consumer
         from inboxes.models import MailboxKind
 
         register_mail_consumer(MailboxKind.TEAM, team_inbox_consumer)
         on_user_deactivated(conversations_reroute_for)
         on_team_usage(inbox_team_usage)
+        on_contacts_created(conversations_link_new_contacts)

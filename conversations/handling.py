@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from audit.services import audit_record
+from conversations.contact_links import timeline_for_filed
 from conversations.models import (
     Conversation,
     ConversationEvent,
@@ -37,24 +38,34 @@ from inboxes.outbox import Recipient, outbox_create
 QUOTE_MAX_LINES = 200
 
 
+def signature_blocks(signature: str) -> tuple[str, str]:
+    """The inbox's signature as it goes below a message the team writes: the text
+    block (after the "-- " separator line) and the HTML one; both "" without one."""
+    from django.utils.html import escape, linebreaks
+
+    if not signature.strip():
+        return "", ""
+    return "-- \n" + signature.strip(), linebreaks(escape(signature.strip()))
+
+
 def compose_reply(text: str, html: str, *, signature: str, quoted) -> tuple[str, str]:
     """The reply with the inbox's signature and the last message quoted below it."""
+    from django.utils.html import escape, linebreaks
+
     when = quoted.sent_at or quoted.created_at
     sender = (
         f"{quoted.from_name} <{quoted.from_address}>" if quoted.from_name else quoted.from_address
     )
     intro = f"On {when:%a, %d %b %Y at %H:%M}, {sender} wrote:"
     quote_lines = (quoted.text or "").splitlines()[:QUOTE_MAX_LINES]
+    signature_text, signature_html = signature_blocks(signature)
     parts = [text.rstrip()]
-    if signature.strip():
-        parts.append("-- \n" + signature.strip())
+    if signature_text:
+        parts.append(signature_text)
     parts.append(intro + "\n" + "\n".join(f"> {line}".rstrip() for line in quote_lines))
     full_text = "\n\n".join(parts) + "\n"
     if not html:
         return full_text, ""
-    from django.utils.html import escape, linebreaks
-
-    signature_html = linebreaks(escape(signature.strip())) if signature.strip() else ""
     quoted_html = quoted.html or linebreaks(escape(quoted.text or ""))
     full_html = (
         f"{html}{signature_html}<p>{escape(intro)}</p>"
@@ -132,9 +143,16 @@ def conversation_reply(
             in_reply_to=last.message_id,
             references=[*last.references, last.message_id],
         )
-        ConversationMessage.objects.create(
+        link = ConversationMessage.objects.create(
             inbox=inbox, conversation=conversation, message=item.message
         )
+        # As stored now: the conversation may have been linked since it was read.
+        conversation.contact_id = (
+            Conversation.objects.filter(pk=conversation.pk)
+            .values_list("contact_id", flat=True)
+            .first()
+        )
+        timeline_for_filed([link], inbox_name=inbox.name)
         now = timezone.now()
         Conversation.objects.filter(pk=conversation.pk).update(
             message_count=models.F("message_count") + 1, last_message_at=now

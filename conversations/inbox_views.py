@@ -40,7 +40,7 @@ from django_htmx.middleware import HtmxDetails
 from accounts.auth import AuthenticatedHttpRequest
 from accounts.models import User
 from accounts.selectors import users_visible_to
-from conversations import handling
+from conversations import contact_links, handling
 from conversations.downloads import attachment_download, frame_css
 from conversations.inbox_state import (
     VIEWS,
@@ -51,6 +51,7 @@ from conversations.inbox_state import (
     list_state_from_post,
 )
 from conversations.models import Conversation
+from conversations.new_email_views import new_email
 from conversations.presenters import (
     POLL,
     conversation_context,
@@ -417,6 +418,21 @@ def conversation_status(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
 
 @_login_required
 @require_POST
+def conversation_make_contact(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
+    """One click: the customer becomes a CRM contact, linked to the conversation."""
+    conversation = _visible_conversation(request, pk)
+    try:
+        contact = contact_links.conversation_make_contact(
+            actor=request.user, conversation=conversation
+        )
+    except DomainError as exc:
+        return _failed(request, conversation, exc, slot="action-error")
+    done = f"{contact.name or contact.email} is a contact now."
+    return _acted(request, conversation, slot="action-error", done=done)
+
+
+@_login_required
+@require_POST
 def availability(request: InboxRequest) -> HttpResponse:
     available = request.POST.get("available") in ("1", "on", "true")
     handling.user_set_available(user=request.user, available=available)
@@ -443,6 +459,8 @@ urlpatterns = [
     path("c/<uuid:pk>/notes/", conversation_note, name="inbox-note"),
     path("c/<uuid:pk>/assign/", conversation_assign, name="inbox-assign"),
     path("c/<uuid:pk>/status/", conversation_status, name="inbox-status"),
+    path("c/<uuid:pk>/contact/", conversation_make_contact, name="inbox-make-contact"),
+    path("new/", new_email, name="inbox-new"),
     path("attachments/<uuid:pk>/", attachment_download, name="inbox-attachment"),
     path("messages/<uuid:pk>/frame.css", frame_css, name="inbox-frame-css"),
 ]

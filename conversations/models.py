@@ -22,6 +22,17 @@ class Conversation(BaseModel):
     # The customer's address: with References it keeps unrelated people who answer
     # the same newsletter apart.
     customer_address = models.CharField(max_length=320, blank=True, db_index=True)
+    # Its canonical form (DESIGN.md 5; blank when it is not an address): what a CRM
+    # contact's address is compared with.
+    customer_canonical = models.CharField(max_length=320, blank=True)
+    # The CRM contact with the customer's address (conversations/contact_links.py).
+    contact = models.ForeignKey(
+        "crm.Contact",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="conversations",
+    )
     last_message_at = models.DateTimeField(null=True, blank=True)
     message_count = models.PositiveIntegerField(default=0)
     # For the metrics: when the team first answered, when it was (last) closed.
@@ -64,6 +75,8 @@ class Conversation(BaseModel):
             ),
             # The left pane's counts of open conversations per inbox and assignee.
             models.Index(fields=["account", "status", "inbox", "assignee"], name="conv_nav_counts"),
+            # A new contact finds the conversations with its address.
+            models.Index(fields=["account", "customer_canonical"], name="conv_customer_canonical"),
         ]
 
     def __str__(self) -> str:

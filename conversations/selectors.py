@@ -141,7 +141,7 @@ def conversation_detail(conversation: Conversation) -> Conversation:
     """The conversation with its whole thread, notes and events, in a fixed number
     of queries however long the thread is."""
     detailed = (
-        Conversation.objects.select_related("inbox__mailbox", "assignee")
+        Conversation.objects.select_related("inbox__mailbox", "assignee", "contact")
         .prefetch_related(
             Prefetch(
                 "notes",
@@ -260,6 +260,7 @@ VERSION_ROW = (
     "last_message_at",
     "updated_at",
     "subject",
+    "contact_id",
 )
 
 

@@ -27,6 +27,12 @@ from django.db.models import F, Window
 from django.db.models.functions import Greatest, RowNumber
 from django.utils import timezone
 
+from conversations.contact_links import (
+    contacts_by_canonical,
+    conversations_link,
+    customer_canonical,
+    timeline_for_filed,
+)
 from conversations.models import (
     Conversation,
     ConversationEvent,
@@ -233,11 +239,13 @@ class _Batch:
         when = message.sent_at or self.now
         conversation = self._find_conversation(message, when)
         if conversation is None:
+            customer = _customer_of(message, self.team_address)
             conversation = Conversation(
                 account_id=self.inbox.account_id,
                 inbox=self.inbox,
                 subject=message.subject,
-                customer_address=_customer_of(message, self.team_address),
+                customer_address=customer,
+                customer_canonical=customer_canonical(customer),
                 last_message_at=when,
                 message_count=0,
             )
@@ -271,8 +279,29 @@ class _Batch:
     # --- writing -------------------------------------------------------------------------------
 
     def save(self) -> None:
+        # The contacts of the customers of the conversations this batch opened or grew,
+        # in one query: new conversations are created linked; one that grew without a
+        # contact links now, its earlier messages going on the timeline with the new.
+        unlinked = [
+            c
+            for c in (*self.opened, *(self.conversations[pk] for pk in self.grown))
+            if c.contact_id is None and c.customer_canonical
+        ]
+        contacts = contacts_by_canonical(
+            self.inbox.account_id, {c.customer_canonical for c in unlinked}
+        )
+        for conversation in self.opened:
+            conversation.contact = contacts.get(conversation.customer_canonical)
         Conversation.objects.bulk_create(self.opened)
         ConversationMessage.objects.bulk_create(self.links)
+        unlinked_ids = {c.pk for c in unlinked}
+        late = [self.conversations[pk] for pk in self.grown if pk in unlinked_ids]
+        conversations_link(late, contacts)  # with the messages this batch adds to them
+        late_ids = {c.pk for c in late}
+        timeline_for_filed(
+            [link for link in self.links if link.conversation.pk not in late_ids],
+            inbox_name=self.inbox.name,
+        )
         self._save_grown()
         ConversationEvent.objects.bulk_create(
             ConversationEvent(

@@ -9,6 +9,7 @@ from accounts.models import Account, User
 from core.errors import Invalid
 from core.text import check_single_line
 from crm.errors import ContactExists
+from crm.hooks import contacts_created
 from crm.models import Contact
 from inboxes.addresses import canonical_address
 
@@ -30,7 +31,8 @@ def contact_create(
     owner: User | None = None,
 ) -> Contact:
     """A new contact; ``contact_exists`` when the account has one with the same
-    canonical address (the database constraint settles two at once)."""
+    canonical address (the database constraint settles two at once). The apps above
+    hear of it (crm/hooks.py) in the same transaction."""
     canonical = canonical_address(email)
     check_single_line(name, field="name", label="name")
     check_single_line(company, field="company", label="company")
@@ -39,18 +41,21 @@ def contact_create(
     found = contact_existing(account, canonical)
     if found is not None:
         raise _exists_error(found)
-    try:
-        with transaction.atomic():
-            return Contact.objects.create(
-                account=account,
-                email=email.strip(),
-                canonical_email=canonical,
-                name=name.strip(),
-                company=company.strip(),
-                owner=owner,
-            )
-    except IntegrityError:
-        found = contact_existing(account, canonical)
-        if found is None:
-            raise
-        raise _exists_error(found) from None
+    with transaction.atomic():  # the contact and what the apps above make of it
+        try:
+            with transaction.atomic():
+                contact = Contact.objects.create(
+                    account=account,
+                    email=email.strip(),
+                    canonical_email=canonical,
+                    name=name.strip(),
+                    company=company.strip(),
+                    owner=owner,
+                )
+        except IntegrityError:
+            found = contact_existing(account, canonical)
+            if found is None:
+                raise
+            raise _exists_error(found) from None
+        contacts_created([contact])
+    return contact

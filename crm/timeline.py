@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 
 from crm.models import Contact, Email, TimelineEvent
 
@@ -34,3 +34,28 @@ def timeline_add(
         Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=at)
     ).update(last_activity_at=at)
     return event
+
+
+def timeline_add_many(events: list[TimelineEvent]) -> list[TimelineEvent]:
+    """Many events at once (a sync batch, a conversation linked to a contact): one
+    INSERT, and one UPDATE that moves each contact's last activity forward."""
+    if not events:
+        return []
+    created = TimelineEvent.objects.bulk_create(events)
+    newest: dict[Any, datetime] = {}
+    for event in events:
+        if event.contact_id not in newest or newest[event.contact_id] < event.at:
+            newest[event.contact_id] = event.at
+    Contact.objects.filter(pk__in=newest).update(
+        last_activity_at=Case(
+            *(
+                When(
+                    Q(pk=pk) & (Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=at)),
+                    then=Value(at),
+                )
+                for pk, at in newest.items()
+            ),
+            default=F("last_activity_at"),
+        )
+    )
+    return created

@@ -366,4 +366,5 @@ def test_the_number_of_queries_does_not_grow_with_the_batch(account):
     with CaptureQueriesContext(connection) as hundred:
         thread_into_inbox(inbox, large, backfill=False)
     assert ConversationEvent.objects.filter(kind="reopened").exists()
-    assert len(hundred) == len(ten) <= 12, [q["sql"][:80] for q in hundred.captured_queries]
+    # 13: with the one that reads the customers' CRM contacts (conversations/contact_links.py).
+    assert len(hundred) == len(ten) <= 13, [q["sql"][:80] for q in hundred.captured_queries]
