@@ -9,10 +9,13 @@ class ConversationsConfig(AppConfig):
         from accounts.hooks import on_team_usage, on_user_deactivated
         from conversations.consumer import team_inbox_consumer
         from conversations.handling import conversations_reroute_for
+        from conversations.notices import reply_sender
         from conversations.team_usage import inbox_team_usage
         from inboxes.consumers import register_mail_consumer
         from inboxes.models import MailboxKind
+        from notifications.sends import register_sender_resolver
 
         register_mail_consumer(MailboxKind.TEAM, team_inbox_consumer)
+        register_sender_resolver(reply_sender)
         on_user_deactivated(conversations_reroute_for)
         on_team_usage(inbox_team_usage)
