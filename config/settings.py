@@ -425,3 +425,4 @@ else:
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Postkamer <postkamer@localhost>")
 # At most one notification email per person per this many minutes (a digest).
 NOTIFICATION_EMAIL_MINUTES = env_int("NOTIFICATION_EMAIL_MINUTES", 5)
+NOTIFICATION_POLL_SECONDS = env_int("NOTIFICATION_POLL_SECONDS", 15)

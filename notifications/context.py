@@ -4,7 +4,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from notifications.views import POLL, unread_count
+from notifications.views import poll, unread_count
 
 
 def bell(request: HttpRequest) -> dict[str, Any]:
@@ -12,4 +12,4 @@ def bell(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    return {"unread": unread_count(user), "poll": POLL}
+    return {"unread": unread_count(user), "poll": poll()}

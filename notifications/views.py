@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -21,7 +22,10 @@ from notifications.services import (
     settings_update,
 )
 
-POLL = "every 15s"
+
+def poll() -> str:
+    """How often the bell asks for its count (htmx trigger)."""
+    return f"every {settings.NOTIFICATION_POLL_SECONDS}s"
 
 
 def unread_count(user: User) -> int:
@@ -32,7 +36,7 @@ def unread_count(user: User) -> int:
 def bell(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The bell's count, polled by htmx on every page (no reload)."""
     return render(
-        request, "notifications/_bell.html", {"unread": unread_count(request.user), "poll": POLL}
+        request, "notifications/_bell.html", {"unread": unread_count(request.user), "poll": poll()}
     )
 
 
@@ -87,7 +91,7 @@ def notifications_mark_all_read(request: AuthenticatedHttpRequest) -> HttpRespon
 
 
 @login_required
-def notification_settings_page(request: HttpRequest) -> HttpResponse:
+def notification_settings_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     user = request.user
     if request.method == "POST":
         changes = {
@@ -97,10 +101,10 @@ def notification_settings_page(request: HttpRequest) -> HttpResponse:
             }
             for kind in Kind.values
         }
-        settings_update(user=user, changes=changes)  # type: ignore[arg-type]
+        settings_update(user=user, changes=changes)
         messages.success(request, "Notification settings saved.")
         return redirect(reverse("settings-notifications"))
-    chosen = settings_for(user)  # type: ignore[arg-type]
+    chosen = settings_for(user)
     rows = [{"kind": kind, "label": label, **chosen[kind]} for kind, label in Kind.choices]
     return render(
         request,
