@@ -19,10 +19,12 @@ log = logging.getLogger(__name__)
 MailboxHandler = Callable[[UUID | str], None]
 SendOutcomeHandler = Callable[[UUID | str], None]
 SyncGapHandler = Callable[[UUID | str, str, int, int], None]
+BounceHandler = Callable[[UUID | str], None]
 
 _mailbox_health: list[MailboxHandler] = []
 _send_outcome: list[SendOutcomeHandler] = []
 _sync_gap: list[SyncGapHandler] = []
+_bounce: list[BounceHandler] = []
 
 
 def on_mailbox_health(handler: MailboxHandler) -> None:
@@ -44,6 +46,13 @@ def on_sync_gap(handler: SyncGapHandler) -> None:
         _sync_gap.append(handler)
 
 
+def on_bounce(handler: BounceHandler) -> None:
+    """``handler(bounce_message_id)``: a delivery report was tied to the email it reports
+    on (``Message.bounce_of``)."""
+    if handler not in _bounce:
+        _bounce.append(handler)
+
+
 def _call(handlers: list[Any], *args: Any) -> None:
     for handler in list(handlers):
         try:
@@ -62,3 +71,7 @@ def report_send_outcome(item_id: UUID | str) -> None:
 
 def report_sync_gap(mailbox_id: UUID | str, folder: str, missing: int, still_missing: int) -> None:
     _call(_sync_gap, mailbox_id, folder, missing, still_missing)
+
+
+def report_bounce(bounce_message_id: UUID | str) -> None:
+    _call(_bounce, bounce_message_id)

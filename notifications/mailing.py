@@ -13,6 +13,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from core.errors import Invalid
+from inboxes.addresses import canonical_address
+from inboxes.models import Mailbox, MailboxStatus
 from notifications.models import Digest, Notification
 
 log = logging.getLogger(__name__)
@@ -74,12 +77,27 @@ def _compose(user: User, items: list[Notification]) -> EmailMessage:
     )
 
 
+def _loops_back(user: User) -> bool:
+    """The person's address is one of the account's own connected mailboxes (a team
+    address used as a login, say): an email to it would come back in as mail, be
+    notified again, and loop. They see it in the app instead."""
+    try:
+        canonical = canonical_address(user.email)
+    except Invalid:
+        return True
+    return (
+        Mailbox.objects.filter(account_id=user.account_id, canonical_address=canonical)
+        .exclude(status=MailboxStatus.DISCONNECTED)
+        .exists()
+    )
+
+
 def digest_send(user_id: UUID | str) -> int:
     """Email this person what is pending, if their window allows; returns how many
     notifications the email listed (0: nothing sent now)."""
     user = User.objects.filter(pk=user_id).first()
     pending = Notification.objects.filter(user_id=user_id, email_pending=True)
-    if user is None or not user.is_active:
+    if user is None or not user.is_active or _loops_back(user):
         pending.update(email_pending=False)  # a deactivated user gets nothing
         return 0
     if not pending.exists():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from accounts.models import User
-from inboxes.models import OutboxItem, OutboxState
+from inboxes.models import Message, MessageKind, OutboxItem, OutboxState
 from notifications.models import Kind
 from notifications.services import notify
 
@@ -68,4 +68,33 @@ def send_outcome_reported(item_id: UUID | str) -> None:
         subject_type=sender.subject_type,
         subject_id=sender.subject_id,
         key=f"outbox:{item.pk}:{kind}",
+    )
+
+
+def bounce_reported(bounce_message_id: UUID | str) -> None:
+    """A bounce tied to an email someone sent: they hear which address refused it."""
+    report = Message.objects.filter(pk=bounce_message_id, kind=MessageKind.BOUNCE).first()
+    if report is None or report.bounce_of_id is None:
+        return
+    item = OutboxItem.objects.select_related("message").filter(message_id=report.bounce_of_id)
+    found = item.first()
+    if found is None:
+        return
+    sender = _sender_of(found)
+    if sender is None:
+        return
+    failed = [
+        f"{r.get('address', '')}: {r.get('diagnostic') or r.get('status') or 'refused'}"
+        for r in (report.bounce or {}).get("recipients", [])
+    ]
+    subject = found.message.subject or "(no subject)"
+    notify(
+        account_id=found.account_id,
+        users=[sender.user],
+        kind=Kind.EMAIL_BOUNCED,
+        text=f'"{subject}" was not delivered to ' + ("; ".join(failed) or "a recipient") + ".",
+        url=sender.url,
+        subject_type=sender.subject_type,
+        subject_id=sender.subject_id,
+        key=f"bounce:{report.pk}",
     )

@@ -271,3 +271,44 @@ def test_mark_all_read(member):
     events.report_mailbox_health(broken_mailbox(member).pk)
     assert notifications_read_all(user=member) == 1
     assert notifications_read_all(user=member) == 0
+
+
+def test_a_bounce_tied_to_a_reply_notifies_its_sender(admin, member, support):
+    from inboxes.models import Message
+
+    conversation = make_conversation(support[0])
+    reply = conversation_reply(actor=member, conversation=conversation, text="Hello")
+    report = Message.objects.create(
+        account=member.account,
+        dedupe_key="bounce-1",
+        kind="bounce",
+        bounce={
+            "original_message_id": reply.message_id,
+            "recipients": [
+                {
+                    "address": "carol@customer.example.com",
+                    "action": "failed",
+                    "status": "5.1.1",
+                    "diagnostic": "mailbox does not exist",
+                }
+            ],
+        },
+        bounce_of=reply,
+    )
+    events.report_bounce(report.pk)
+    events.report_bounce(report.pk)
+    [notice] = mine(member, kind=Kind.EMAIL_BOUNCED)
+    assert "carol@customer.example.com: mailbox does not exist" in notice.text
+    assert notice.url == f"/inbox/c/{conversation.pk}/"
+
+
+def test_no_email_to_a_person_whose_address_is_one_of_the_accounts_mailboxes(
+    account, support, settings
+):
+    # Someone logs in as the team address itself: emailing them would feed the inbox,
+    # which would notify them again.
+    looped = UserFactory(account=account, email="support@acme.example.com", role=Role.ADMIN)
+    events.report_sync_gap(support[1].pk, "INBOX", 2, 0)
+    assert Notification.objects.filter(user=looped, in_app=True).exists()
+    assert digest_send(looped.pk) == 0
+    assert mail.outbox == []
