@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "core",
     "accounts",
     "inboxes",
+    "notifications",
     "crm",
     "conversations",
     "meetings",
@@ -103,6 +104,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "notifications.context.bell",
             ],
         },
     },
@@ -374,6 +376,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": RECONCILE_SECONDS,
     },
     "sweep-outbox": {"task": "inboxes.tasks.sweep_outbox", "schedule": OUTBOX_SWEEP_SECONDS},
+    "notification-emails": {"task": "notifications.tasks.send_digests", "schedule": 60},
+    "mailbox-health": {"task": "notifications.tasks.check_mailbox_health", "schedule": 300},
 }
 
 # --- Gmail and Microsoft 365 (OAuth) --------------------------------------------------------------
@@ -398,3 +402,27 @@ PROVIDER_HTTP_TIMEOUT = env_int("PROVIDER_HTTP_TIMEOUT", 30)
 # The product's own external base URL: tracking pixels and links, booking and
 # notification links start with it (DESIGN.md section 6).
 PUBLIC_URL = env_str("PUBLIC_URL", f"http://127.0.0.1:{env_str('PORT', '8000')}").rstrip("/")
+
+# --- The product's own mail (notifications) ---------------------------------------------
+# EMAIL_URL (e.g. smtp://user:pass@host:587, or submissions:// for TLS on 465) is the
+# operator's outgoing mail server, never a customer's mailbox. Unset: off, each email
+# is written to the log instead (core/mail_backends.py).
+_email_url = env_str("EMAIL_URL")
+if _email_url:
+    import dj_email_url
+
+    _email = dj_email_url.parse(_email_url)
+    EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+    EMAIL_HOST = _email["EMAIL_HOST"]
+    EMAIL_PORT = _email["EMAIL_PORT"]
+    EMAIL_HOST_USER = _email["EMAIL_HOST_USER"]
+    EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"]
+    EMAIL_USE_TLS = _email["EMAIL_USE_TLS"]
+    EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
+    EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 20)
+else:
+    EMAIL_BACKEND = "core.mail_backends.LogBackend"
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Postkamer <postkamer@localhost>")
+# At most one notification email per person per this many minutes (a digest).
+NOTIFICATION_EMAIL_MINUTES = env_int("NOTIFICATION_EMAIL_MINUTES", 5)
+NOTIFICATION_POLL_SECONDS = env_int("NOTIFICATION_POLL_SECONDS", 15)

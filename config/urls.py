@@ -8,6 +8,7 @@ from audit.api import AuditEventViewSet
 from conversations.api import ConversationViewSet, InboxViewSet
 from inboxes.api import MailboxViewSet, UserAddressReleaseView
 from meetings.api import MeetingsConnectionView
+from notifications.api import NotificationSettingsView, NotificationViewSet
 
 router = SimpleRouter()
 router.register("users", UserViewSet, basename="user")
@@ -16,10 +17,16 @@ router.register("mailboxes", MailboxViewSet, basename="mailbox")
 router.register("inboxes", InboxViewSet, basename="inbox")
 router.register("audit", AuditEventViewSet, basename="audit")
 router.register("conversations", ConversationViewSet, basename="conversation")
+router.register("notifications", NotificationViewSet, basename="notification")
 
 api_v1 = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("me/", MeView.as_view(), name="api-me"),
+    path(
+        "me/notification-settings/",
+        NotificationSettingsView.as_view(),
+        name="api-notification-settings",
+    ),
     # R7 by address (the mailbox release is /mailboxes/{id}/release/): the engine's view,
     # beside the users the accounts app serves.
     path(

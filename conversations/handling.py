@@ -24,6 +24,7 @@ from conversations.models import (
     Note,
     ReadState,
 )
+from conversations.notices import notify_assigned, notify_mentions
 from conversations.routing import conversation_route
 from conversations.selectors import conversations_visible_to
 from conversations.summary import conversation_summaries_refresh
@@ -239,13 +240,15 @@ def conversation_assign(*, actor: User, conversation, assignee: User | None) -> 
         Conversation.objects.filter(pk=conversation.pk).update(
             assignee=assignee, updated_at=timezone.now()
         )
-        ConversationEvent.objects.create(
+        event = ConversationEvent.objects.create(
             conversation=conversation,
             kind=EventKind.ASSIGNED if assignee else EventKind.UNASSIGNED,
             actor=actor,
             assignee=assignee,
             detail={"by": actor.display_name},
         )
+        if assignee is not None:
+            notify_assigned(conversation, assignee, actor=actor, event_id=event.pk)
     conversation.assignee = assignee
 
 
@@ -299,6 +302,7 @@ def note_create(*, actor: User, conversation, text: str):
     with transaction.atomic():
         note = Note.objects.create(conversation=conversation, author=actor, text=text.strip())
         note.mentions.set(mentioned_users(text, actor.account_id))
+        notify_mentions(note, actor)
     return note
 
 

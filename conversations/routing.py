@@ -24,6 +24,7 @@ from conversations.models import (
     RoutingMode,
     RoutingRule,
 )
+from conversations.notices import notify_assigned
 
 
 def routing_candidates(rule: RoutingRule) -> list[User]:
@@ -134,4 +135,7 @@ def _take_turns(rule: RoutingRule, waiting: list) -> list[tuple[int, User]]:
     if assigned:
         rule.save(update_fields=["last_assigned", "updated_at"])
     ConversationEvent.objects.bulk_create(events)
+    for event in events:
+        if event.kind == EventKind.ASSIGNED and event.assignee is not None and event.pk:
+            notify_assigned(event.conversation, event.assignee, actor=None, event_id=event.pk)
     return assigned

@@ -40,6 +40,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audit_record
+from inboxes import events
 from inboxes.models import Mailbox, MailboxStatus, Provider, SyncState
 from inboxes.providers.base import ProviderError
 
@@ -232,6 +233,7 @@ def mark_needs_reauth(mailbox: Mailbox, reason: str) -> None:
         target=mailbox,
         data={"reason": reason[:500]},
     )
+    events.report_mailbox_health(mailbox.pk)
 
 
 def access_token_for(mailbox: Mailbox, client: TokenRefresher) -> str:

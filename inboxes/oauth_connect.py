@@ -18,6 +18,7 @@ from django.http import HttpResponse
 from accounts.models import User
 from audit.services import audit_record
 from core.errors import Invalid
+from inboxes import events
 from inboxes.addresses import canonical_address
 from inboxes.credentials import OAuthGrant, missing_settings, tokens_encrypted
 from inboxes.history import DEFAULT_BACKFILL_DAYS
@@ -128,5 +129,6 @@ def _reconnect(
             target=mailbox,
             ip=ip,
         )
+        transaction.on_commit(lambda: events.report_mailbox_health(mailbox.pk))
     mailbox.refresh_from_db()
     return mailbox

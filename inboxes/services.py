@@ -28,7 +28,7 @@ from core.errors import (
     PermissionDeniedError,
     TeamAddressInConversations,
 )
-from inboxes import holds, rules
+from inboxes import events, holds, rules
 from inboxes.addresses import canonical_address
 from inboxes.connection_test import ConnectionTestResult, run_connection_test
 from inboxes.credentials import encrypt_secrets, mailbox_secrets
@@ -384,6 +384,7 @@ def mailbox_update(
         mailbox.save()
         schedule_sync(mailbox.pk)
         outbox_resume(mailbox.pk)
+        transaction.on_commit(lambda: events.report_mailbox_health(mailbox.pk))
         audit_record(
             account=mailbox.account,
             actor=actor,
@@ -430,6 +431,7 @@ def mailbox_test(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> Con
         )
         if recovered:
             schedule_sync(mailbox.pk)
+            events.report_mailbox_health(mailbox.pk)
     else:
         failed = next(step for step in result.steps if not step.ok)
         Mailbox.objects.filter(pk=mailbox.pk).exclude(status=MailboxStatus.DISCONNECTED).update(
@@ -437,6 +439,7 @@ def mailbox_test(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> Con
             last_error=f"{failed.step}: {failed.detail}",
             updated_at=timezone.now(),
         )
+        events.report_mailbox_health(mailbox.pk)
     mailbox.refresh_from_db()
     return result
 
@@ -562,3 +565,4 @@ def mailbox_record_error(*, mailbox_id: Any, status: str, error: str) -> None:
     Mailbox.objects.filter(pk=mailbox_id).exclude(status=MailboxStatus.DISCONNECTED).update(
         status=status, last_error=error[:2000], updated_at=timezone.now()
     )
+    events.report_mailbox_health(mailbox_id)

@@ -11,6 +11,7 @@ from uuid import UUID
 from django.conf import settings
 from django.utils import timezone
 
+from inboxes import events
 from inboxes.models import Message, OutboxItem, OutboxState
 from inboxes.outbox.claims import Claimed
 from inboxes.providers import open_session
@@ -39,6 +40,8 @@ def backoff(attempt: int) -> int:
 def record_state(item: OutboxItem | Claimed, state: str, detail: str, **extra: Any) -> None:
     OutboxItem.objects.filter(pk=item.pk).update(state=state, detail=detail[:4000], **extra)
     log.info("outbox %s -> %s: %s", item.pk, state, detail)
+    if state in (OutboxState.FAILED, OutboxState.UNKNOWN):
+        events.report_send_outcome(item.pk)
 
 
 def settle_failure(
@@ -116,6 +119,7 @@ def outbox_resolve_unknown(item_id: UUID | str) -> str:
             "It was not sent again automatically; send it again if the recipient did not get it."
         )
     )
+    events.report_send_outcome(item.pk)
     return OutboxState.UNKNOWN
 
 

@@ -12,6 +12,7 @@ from uuid import UUID
 from django.utils import timezone
 
 from audit.services import audit_record
+from inboxes import events
 from inboxes.models import Mailbox, MailboxFolder, SyncState
 from inboxes.providers.base import FolderSpec, MailSession, ProviderError
 from inboxes.rules import check_admin
@@ -107,6 +108,7 @@ def _reconcile_folder(
     if after:
         Mailbox.objects.filter(pk=mailbox.pk).update(sync_last_error=alert)
     if before:
+        events.report_sync_gap(mailbox.pk, spec.name, before, after)
         audit_record(
             account=mailbox.account,
             actor=None,

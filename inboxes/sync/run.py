@@ -16,6 +16,7 @@ from uuid import UUID
 
 from django.utils import timezone
 
+from inboxes import events
 from inboxes.models import Mailbox, MailboxStatus, Provider, SyncState
 from inboxes.providers import open_session
 from inboxes.providers.base import MailSession, ProviderError
@@ -93,6 +94,8 @@ def record_success(mailbox: Mailbox) -> None:
         sync_last_error="",
         last_synced_at=timezone.now(),
     )
+    if mailbox.status != MailboxStatus.CONNECTED:
+        events.report_mailbox_health(mailbox.pk)
 
 
 def record_failure(mailbox: Mailbox, exc: ProviderError) -> None:
@@ -116,3 +119,5 @@ def record_failure(mailbox: Mailbox, exc: ProviderError) -> None:
         Mailbox.objects.filter(pk=mailbox.pk).update(
             sync_state=SyncState.ERROR, sync_last_error=str(exc)
         )
+        return
+    events.report_mailbox_health(mailbox.pk)
