@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from django.db.models import Q
 
@@ -34,3 +35,19 @@ def timeline_add(
         Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=at)
     ).update(last_activity_at=at)
     return event
+
+
+def timeline_add_many(events: list[TimelineEvent]) -> None:
+    """Unsaved ``events`` written at once (a sync's batch of logged emails); each
+    contact's last activity moves forward once."""
+    if not events:
+        return
+    TimelineEvent.objects.bulk_create(events)
+    latest: dict[UUID, datetime] = {}
+    for event in events:
+        if event.contact_id not in latest or latest[event.contact_id] < event.at:
+            latest[event.contact_id] = event.at
+    for contact_id, at in latest.items():
+        Contact.objects.filter(pk=contact_id).filter(
+            Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=at)
+        ).update(last_activity_at=at)
