@@ -91,6 +91,26 @@ def test_a_contacts_reply_is_logged_inbound_and_threaded_to_the_crm_email_it_ans
     assert Email.objects.filter(contact=carol).count() == 2
 
 
+def test_the_sent_copy_of_a_crm_email_not_logged_stays_off_the_timeline(rep, carol, smtp_server):
+    with transaction.atomic():
+        quiet = email_queue(
+            sender=rep.user,
+            contact=carol,
+            mailbox=rep.mailbox,
+            subject="Off the record",
+            text="Hi",
+            log=False,
+        )
+    assert send_due(quiet.message.outbox) == "sent"
+    mailbox_sync(rep.mailbox.pk)  # finds its copy in Sent
+
+    assert MailboxMessage.objects.filter(folder__role="sent", message=quiet.message).exists()
+    assert list(Email.objects.filter(contact=carol).values_list("pk", "logged")) == [
+        (quiet.pk, False)
+    ]
+    assert not TimelineEvent.objects.filter(contact=carol).exists()
+
+
 def test_the_reps_own_reply_from_their_mail_client_is_logged_from_sent(rep, carol, dovecot, member):
     question = make_email(sender=CAROL, to=REP, subject="Pricing?")
     dovecot.deliver(rep.mail_user[0], question)
