@@ -196,7 +196,7 @@ def child_baseline_microsoft(args) -> dict:
     )
 
 
-def warm_dovecot(dovecot, password: str) -> float:
+def warm_dovecot(dovecot, password: str, username: str = harness.MAIL_USER) -> float:
     """Let Dovecot index the new Maildir once, outside the measurements."""
     import ssl
 
@@ -207,7 +207,7 @@ def warm_dovecot(dovecot, password: str) -> float:
     client = imapclient.IMAPClient(
         dovecot.host, port=dovecot.imaps_port, ssl=True, ssl_context=context, timeout=600
     )
-    client.login(harness.MAIL_USER, password)
+    client.login(username, password)
     info = client.select_folder("INBOX", readonly=True)
     if int(info.get(b"EXISTS", 0)):
         uids = client.search("ALL")

@@ -6,7 +6,12 @@ class CrmConfig(AppConfig):
     verbose_name = "CRM"
 
     def ready(self) -> None:
+        # The engine and notifications call up only through their hooks (DESIGN.md section 3).
+        from crm.consumer import personal_mail_consumer
         from crm.notices import crm_email_sender
+        from inboxes.consumers import register_mail_consumer
+        from inboxes.models import MailboxKind
         from notifications.sends import register_sender_resolver
 
+        register_mail_consumer(MailboxKind.PERSONAL, personal_mail_consumer)
         register_sender_resolver(crm_email_sender)

@@ -226,12 +226,18 @@ def ingest_batch(
         if keys
         else set()
     )
+    # The consumers decide the whole batch at once (their queries), then each
+    # message is a lookup. Mail stored before (another mailbox, or a crash) is asked
+    # too: this mailbox's ledger links it only when kept here (see below).
+    keeps = consumers.batch_keeps(mailbox, parsed)
+    kept: set[str] = set()
     wanted: dict[str, tuple[ParsedMessage, bytes]] = {}
     for item, p in zip(raws, parsed, strict=True):
         key = p.dedupe_key
-        if key in tombstoned or key in existing or key in wanted:
+        if key in tombstoned or key in kept or not keeps(p):
             continue
-        if consumers.keeps(mailbox, p):
+        kept.add(key)
+        if key not in existing:
             wanted[key] = (p, item.raw)
     # Files before rows: written (and waited for) before the transaction.
     new = {s.message.dedupe_key: s for s in _store_files(account_id, list(wanted.values()))}
@@ -241,15 +247,20 @@ def ingest_batch(
         bulk_insert(Message, [s.message for s in new.values()], ignore_conflicts=True)
         # Another mailbox of the account may have stored the same email a moment
         # ago (the same mail to two team addresses): read back which rows exist.
-        ids = (
-            dict(
-                Message.objects.filter(account_id=account_id, dedupe_key__in=keys).values_list(
-                    "dedupe_key", "id"
-                )
+        rows = (
+            Message.objects.filter(account_id=account_id, dedupe_key__in=keys).values_list(
+                "dedupe_key", "id", "direction"
             )
             if keys
-            else {}
+            else []
         )
+        # A message stored by another mailbox of the account is linked to this one
+        # only when kept here, or when it is Postkamer's own sent mail (its copy in
+        # Sent): personal mail that no consumer keeps leaves nothing but its key, even
+        # when a team mailbox holds the same email.
+        ids = {
+            key: pk for key, pk, direction in rows if key in kept or direction == Direction.OUTBOUND
+        }
         created = {key for key, s in new.items() if ids.get(key) == s.message.pk}
         Attachment.objects.bulk_create([a for key in created for a in new[key].attachments])
         MailboxMessage.objects.bulk_create(
