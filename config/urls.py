@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from accounts.api import MeView, TeamViewSet, TokenView, UserViewSet
 from audit.api import AuditEventViewSet
 from conversations.api import ConversationViewSet, InboxViewSet
+from crm.email_api import ContactEmailsView, EmailDetailView, PreferencesView
 from inboxes.api import MailboxViewSet, UserAddressReleaseView
 from meetings.api import MeetingsConnectionView
 
@@ -20,6 +21,9 @@ router.register("conversations", ConversationViewSet, basename="conversation")
 api_v1 = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("me/", MeView.as_view(), name="api-me"),
+    path("me/preferences/", PreferencesView.as_view(), name="api-me-preferences"),
+    path("contacts/<uuid:pk>/emails/", ContactEmailsView.as_view(), name="api-contact-emails"),
+    path("emails/<uuid:pk>/", EmailDetailView.as_view(), name="api-email"),
     # R7 by address (the mailbox release is /mailboxes/{id}/release/): the engine's view,
     # beside the users the accounts app serves.
     path(
