@@ -9,12 +9,16 @@ from django import forms
 from crm.compose import FONT_SIZE_MAX, FONT_SIZE_MIN, SAFE_FONTS
 from inboxes.models import Mailbox, MailboxStatus
 
+_WAITS_BECAUSE = {
+    MailboxStatus.NEEDS_REAUTH: "sign in again in Settings › Email; email waits until then",
+    MailboxStatus.ERROR: "has a problem: see Settings › Email; email waits until it is fixed",
+}
+
 
 def mailbox_label(mailbox: Mailbox) -> str:
-    if mailbox.status == MailboxStatus.CONNECTED or mailbox.status == MailboxStatus.SYNCING:
-        return mailbox.address
-    # It can still be picked: the email waits in the outbox until the mailbox is fixed.
-    return f"{mailbox.address} ({mailbox.get_status_display().lower()})"
+    # Such a mailbox can still be picked: the email waits in the outbox until it is fixed.
+    why = _WAITS_BECAUSE.get(MailboxStatus(mailbox.status))
+    return f"{mailbox.address} ({why})" if why else mailbox.address
 
 
 class ComposeForm(forms.Form):

@@ -22,6 +22,7 @@ def personal_mailbox(user, address: str | None = None, **fields) -> Mailbox:
     """A connected personal IMAP/SMTP mailbox row; its SMTP host is 127.0.0.1, so only
     a fetch from 127.0.0.1 comes "from the sending server's network"."""
     address = address or user.email
+    fields.setdefault("status", "connected")
     return Mailbox.objects.create(
         account=user.account,
         owner=user,
@@ -37,7 +38,6 @@ def personal_mailbox(user, address: str | None = None, **fields) -> Mailbox:
         smtp_port=587,
         smtp_security="starttls",
         smtp_username=address,
-        status="connected",
         **fields,
     )
 
