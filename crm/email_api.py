@@ -25,12 +25,12 @@ from inboxes.models import Mailbox
 # --- Shapes -------------------------------------------------------------------------------------
 
 
-class PartyOutput(serializers.Serializer):
+class CrmPartyOutput(serializers.Serializer):
     name = serializers.CharField()
     address = serializers.CharField()
 
 
-class BounceOutput(serializers.Serializer):
+class CrmBounceOutput(serializers.Serializer):
     address = serializers.CharField()
     status = serializers.CharField()
     diagnostic = serializers.CharField()
@@ -44,9 +44,9 @@ EmailOutput = inline_serializer(
         "contact": serializers.UUIDField(),
         "direction": serializers.ChoiceField(choices=["inbound", "outbound"]),
         "mailbox": serializers.UUIDField(allow_null=True),
-        "from": PartyOutput(),
-        "to": PartyOutput(many=True),
-        "cc": PartyOutput(many=True),
+        "from": CrmPartyOutput(),
+        "to": CrmPartyOutput(many=True),
+        "cc": CrmPartyOutput(many=True),
         "subject": serializers.CharField(),
         "text": serializers.CharField(),
         "html": serializers.CharField(),
@@ -60,7 +60,7 @@ EmailOutput = inline_serializer(
                 "state": serializers.CharField(),
                 "detail": serializers.CharField(),
                 "scheduled_for": serializers.DateTimeField(allow_null=True),
-                "bounces": BounceOutput(many=True),
+                "bounces": CrmBounceOutput(many=True),
             },
             allow_null=True,
         ),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 import uuid
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -175,3 +176,14 @@ def with_tracking(
         # Inside the font wrapper when there is one: some clients drop what follows it.
         markup = markup[:closing] + tag + markup[closing:] if closing >= 0 else markup + tag
     return markup, links
+
+
+def without_pixel(markup: str) -> str:
+    """The HTML as stored (sanitised) without its open pixel: for showing an email in the
+    app or to an API client, whose loading it would count an open that never was."""
+    if "/t/o/" not in markup:
+        return markup
+    pixel_tag = re.compile(
+        r"<img\b[^>]*\ssrc=\"" + re.escape(settings.PUBLIC_URL) + r"/t/o/[^\"]*\"[^>]*>"
+    )
+    return pixel_tag.sub("", markup)

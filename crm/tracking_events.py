@@ -4,7 +4,9 @@ likely by a machine, counted on the email and put on the contact's timeline.
 Decisions, each tested in tests/crm/test_tracking.py:
 - a token this server did not sign as it is counts nothing (the pixel is still
   answered; a click is a 404);
-- the sender's own fetches (signed in as the email's ``sent_by``) count nothing;
+- the sender's own fetches (signed in as the email's ``sent_by``) count nothing, nor
+  do those of anyone signed in to the sender's account (the app showing the email on
+  the contact's timeline loads its pixel);
 - a replayed token counts again (someone opening the email twice opened it twice),
   except the same token from the same client (IP and user agent) within
   ``DEDUPE_SECONDS``: mail clients and proxies fetch an image twice in a row;
@@ -74,6 +76,7 @@ class Fetch:
     ip: str | None
     user_agent: str
     user_id: Any = None  # the signed-in user's id, if any
+    account_id: Any = None  # and their account's
 
 
 def agent_reason(user_agent: str) -> str:
@@ -192,6 +195,8 @@ def _valid_ip(value: str | None) -> str | None:
 def _counts(email: Email, token: str, fetch: Fetch) -> bool:
     if fetch.user_id is not None and fetch.user_id == email.sent_by_id:
         return False  # the sender looking at their own email
+    if fetch.account_id is not None and fetch.account_id == email.account_id:
+        return False  # a teammate reading it on the contact's timeline in the app
     return _first_fetch(token, fetch)
 
 

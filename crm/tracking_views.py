@@ -19,13 +19,16 @@ PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRA
 
 def _fetch(request: HttpRequest) -> Fetch:
     user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        user = None
     return Fetch(
         at=timezone.now(),
         # The client address as the rest of the app reads it (a proxy header when the
         # deployment says so: its first entry is the client).
         ip=(request.META.get(settings.RATELIMIT_IP_META_KEY) or "").split(",")[0].strip() or None,
         user_agent=request.META.get("HTTP_USER_AGENT", ""),
-        user_id=user.pk if user is not None and user.is_authenticated else None,
+        user_id=user.pk if user is not None else None,
+        account_id=getattr(user, "account_id", None),
     )
 
 

@@ -234,3 +234,14 @@ def test_a_never_logged_contact_is_not_logged_unless_asked(member_api, member, s
         member_api, contact, mailbox=str(mailbox.pk), subject="Hi", text="x", log=True
     )
     assert first.json()["logged"] is False and second.json()["logged"] is True
+
+
+def test_the_api_shows_the_html_without_the_open_pixel(member_api, member, setup):
+    contact, mailbox = setup
+    response = post_email(
+        member_api, contact, mailbox=str(mailbox.pk), subject="Hi", text="x", track_opens=True
+    )
+    email = Email.objects.get(pk=response.json()["id"])
+    assert "/t/o/" in email.message.html  # it went out with the pixel
+    assert "/t/o/" not in response.json()["html"] and "<img" not in response.json()["html"]
+    assert "font-family" in response.json()["html"]

@@ -156,8 +156,14 @@ def test_the_senders_own_opens_and_clicks_do_not_count(client, sent, member):
     assert not TrackingEvent.objects.exists()
 
 
-def test_a_teammates_open_counts(client, sent, admin):
-    client.force_login(admin)
+def test_a_teammate_reading_it_in_the_app_is_no_open_but_someone_elses_user_is(
+    client, sent, admin, outsider
+):
+    client.force_login(admin)  # the app shows the email on the contact's timeline
+    fetch_open(client, open_token(sent.pk))
+    assert counts(sent) == (0, 0, 0)
+
+    client.force_login(outsider)  # signed in to another account: not the app showing it
     fetch_open(client, open_token(sent.pk))
     assert counts(sent) == (1, 0, 0)
 
