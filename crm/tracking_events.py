@@ -211,7 +211,7 @@ def tracking_open(token: str, fetch: Fetch) -> TrackingEvent | None:
     return _record(email, TrackingKind.OPEN, fetch, None)
 
 
-def tracking_click(token: str, fetch: Fetch) -> str | None:
+def tracking_click(token: str, fetch: Fetch, *, count: bool = True) -> str | None:
     """The URL a valid click token names (recording the click), or None: the caller
     answers 404, never a redirect anywhere else."""
     found = token_read(token)
@@ -224,6 +224,6 @@ def tracking_click(token: str, fetch: Fetch) -> str | None:
     )
     if link is None:
         return None
-    if _counts(link.email, token, fetch):
+    if count and _counts(link.email, token, fetch):
         _record(link.email, TrackingKind.CLICK, fetch, link)
     return link.url

@@ -9,7 +9,7 @@ import base64
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from crm.tracking_events import Fetch, tracking_click, tracking_open
 
@@ -40,15 +40,19 @@ def _not_kept(response: HttpResponse) -> HttpResponse:
     return response
 
 
-@require_GET
+@require_safe
 def tracking_open_view(request: HttpRequest, token: str) -> HttpResponse:
-    tracking_open(token, _fetch(request))
+    # A HEAD is a checker asking whether the image exists: answered, never counted.
+    if request.method == "GET":
+        tracking_open(token, _fetch(request))
     return _not_kept(HttpResponse(PIXEL, content_type="image/gif"))
 
 
-@require_GET
+@require_safe
 def tracking_click_view(request: HttpRequest, token: str) -> HttpResponse:
-    url = tracking_click(token, _fetch(request))
+    # A HEAD is a link checker's: it learns where the link goes (only the email's own
+    # link), and counts nothing.
+    url = tracking_click(token, _fetch(request), count=request.method == "GET")
     if url is None:
         raise Http404("No such link.")
     response = HttpResponseRedirect(url)

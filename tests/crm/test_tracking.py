@@ -240,3 +240,15 @@ def test_an_email_without_tracking_has_no_pixel_and_no_links(member):
     assert "https://acme.example.com/p/42" in email.message.html
     assert not TrackedLink.objects.filter(email=email).exists()
     assert Email.objects.get(pk=email.pk).track_opens is False
+
+
+def test_a_head_request_is_answered_but_never_counted(client, sent):
+    assert client.head(f"/t/o/{open_token(sent.pk)}").status_code == 200
+    response = client.head(f"/t/c/{click_token(sent.pk, 0)}")
+    assert response.status_code == 302
+    assert response["Location"] == "https://acme.example.com/offer"
+    token = click_token(sent.pk, 0)
+    altered = token[:-1] + ("x" if token[-1] != "x" else "y")
+    assert client.head(f"/t/c/{altered}").status_code == 404
+    assert client.post(f"/t/o/{open_token(sent.pk)}").status_code == 405
+    assert counts(sent) == (0, 0, 0) and not TrackingEvent.objects.exists()
