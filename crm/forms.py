@@ -23,8 +23,15 @@ def mailbox_label(mailbox: Mailbox) -> str:
 
 class ComposeForm(forms.Form):
     mailbox = forms.ChoiceField(label="From")
-    subject = forms.CharField(max_length=998)
-    body = forms.CharField(max_length=200_000, strip=False, widget=forms.Textarea)
+    subject = forms.CharField(
+        max_length=998, error_messages={"required": "Write a subject before you send."}
+    )
+    body = forms.CharField(
+        max_length=200_000,
+        strip=False,
+        widget=forms.Textarea,
+        error_messages={"required": "Write your message before you send."},
+    )
     log = forms.BooleanField(required=False, label="Log on the contact's timeline")
     track_opens = forms.BooleanField(required=False, label="Track opens")
     track_clicks = forms.BooleanField(required=False, label="Track clicks")
@@ -39,7 +46,7 @@ class ComposeForm(forms.Form):
     def clean_body(self) -> str:
         body = str(self.cleaned_data["body"])
         if not body.strip():
-            raise forms.ValidationError("Write your message.")
+            raise forms.ValidationError("Write your message before you send.")
         return body
 
     def chosen_mailbox(self) -> Mailbox:

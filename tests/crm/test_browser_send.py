@@ -52,6 +52,7 @@ def test_a_rep_writes_to_a_contact_and_it_arrives_with_the_font_and_tracking(
         "Hi Dana,\n\nThe offer: https://acme.example.com/offer"
     )
     pages.problems.expect_console_error("400")
+    pages.screenshot(page, "compose-error")
 
     page.get_by_label("Subject").fill("The offer")
     page.get_by_label("Track clicks").uncheck()
