@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from accounts.api import MeView, TeamViewSet, TokenView, UserViewSet
 from audit.api import AuditEventViewSet
 from conversations.api import ConversationViewSet, InboxViewSet
+from crm.email_api import ContactEmailsView, EmailDetailView, PreferencesView
 from inboxes.api import MailboxViewSet, UserAddressReleaseView
 from meetings.api import MeetingsConnectionView
 from notifications.api import NotificationSettingsView, NotificationViewSet
@@ -27,6 +28,9 @@ api_v1 = [
         NotificationSettingsView.as_view(),
         name="api-notification-settings",
     ),
+    path("me/preferences/", PreferencesView.as_view(), name="api-me-preferences"),
+    path("contacts/<uuid:pk>/emails/", ContactEmailsView.as_view(), name="api-contact-emails"),
+    path("emails/<uuid:pk>/", EmailDetailView.as_view(), name="api-email"),
     # R7 by address (the mailbox release is /mailboxes/{id}/release/): the engine's view,
     # beside the users the accounts app serves.
     path(

@@ -7,6 +7,8 @@ from accounts import views as accounts_views
 from audit import views as audit_views
 from conversations import overview_views, settings_views
 from conversations import views as conversations_views
+from crm import tracking_views
+from crm import views as crm_views
 from inboxes import oauth_views, people_views
 from inboxes import views as inboxes_views
 from meetings import views as meetings_views
@@ -133,4 +135,12 @@ urlpatterns += [
         name="settings-team-delete",
     ),
     path("inbox/overview/<uuid:pk>/", overview_views.inbox_overview, name="inbox-overview"),
+]
+
+# The CRM: writing to a contact, the R10 preferences, and tracking (no login).
+urlpatterns += [
+    path("contacts/<uuid:contact_id>/email/", crm_views.email_compose, name="contact-email"),
+    path("settings/preferences/", crm_views.settings_preferences, name="settings-preferences"),
+    path("t/o/<str:token>", tracking_views.tracking_open_view, name="tracking-open"),
+    path("t/c/<str:token>", tracking_views.tracking_click_view, name="tracking-click"),
 ]

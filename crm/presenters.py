@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from crm.models import Email
+from crm.tracking import without_pixel
 from inboxes.delivery import delivery_of
 
 
@@ -25,7 +26,7 @@ def email_data(email: Email) -> dict[str, Any]:
         "cc": [party(p) for p in message.cc],
         "subject": message.subject,
         "text": message.text,
-        "html": message.html,
+        "html": without_pixel(message.html) if email.track_opens else message.html,
         "sent_at": message.sent_at or email.at,
         "message_id": message.message_id,
         "in_reply_to": message.in_reply_to,

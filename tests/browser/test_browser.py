@@ -136,7 +136,7 @@ def test_a_wrong_password_shows_an_error_and_the_right_one_lands_on_settings_ema
     expect(page).to_have_url(pages.base_url + "/settings/email/")
     expect(page.get_by_role("heading", name="Your email")).to_be_visible()
     nav = page.get_by_role("navigation", name="Settings")
-    expect(nav.get_by_role("link", name="Email")).to_have_class("active")
+    expect(nav.get_by_role("link", name="Email", exact=True)).to_have_class("active")
     expect(page.locator("header .who")).to_contain_text("Bo Lee · Acme")
     expect(page.locator("#no-mailboxes")).to_have_text("You have not connected an email yet.")
     member.refresh_from_db()
@@ -483,9 +483,9 @@ def test_a_member_sees_no_admin_links_and_admin_pages_answer_403(
     # Given Bo, a member, is logged in
     page = pages.log_in("bo@acme.example.com", password)
 
-    # Then his menu has Inbox and Email only
+    # Then his menu has Inbox, Email and Email preferences only
     nav = page.get_by_role("navigation", name="Settings")
-    expect(nav.get_by_role("link")).to_have_text(["Inbox", "Email"])
+    expect(nav.get_by_role("link")).to_have_text(["Inbox", "Email", "Email preferences"])
     for name in ("Inboxes", "Users", "Audit log"):
         expect(page.get_by_role("link", name=name)).to_have_count(0)
 
