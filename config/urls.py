@@ -7,6 +7,7 @@ from accounts.api import MeView, TeamViewSet, TokenView, UserViewSet
 from audit.api import AuditEventViewSet
 from conversations.api import ConversationViewSet, InboxViewSet
 from inboxes.api import MailboxViewSet, UserAddressReleaseView
+from inboxes.raw_views import MessageRawView
 from meetings.api import MeetingsConnectionView
 
 router = SimpleRouter()
@@ -28,6 +29,7 @@ api_v1 = [
         name="api-user-address-release",
     ),
     path("meetings/connection/", MeetingsConnectionView.as_view(), name="api-meetings-connection"),
+    path("messages/<uuid:pk>/raw/", MessageRawView.as_view(), name="api-message-raw"),
     *router.urls,
 ]
 
