@@ -1,7 +1,9 @@
 """Bytes to text: declared (often wrong or unknown) charsets, lenient base64.
 
 Never raises: mislabelled charsets are mapped the way browsers do, valid UTF-8
-wins over a wrong label, and anything undecodable becomes replacement characters.
+wins over a wrong label, 8-bit text with no label (or a Latin/ASCII/UTF-8 label it
+does not read as) is decoded by detection (charset-normalizer) when windows-1252
+makes a mess of it, and anything still undecodable becomes replacement characters.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import binascii
 import codecs
 import functools
 import re
+
+from charset_normalizer import from_bytes
+from charset_normalizer.md import mess_ratio
 
 # Labels Python does not know, mapped to ones it does.
 _CHARSET_ALIASES = {
@@ -103,6 +108,58 @@ def _decode_cp1252(data: bytes) -> str:
     return data.decode("latin-1").translate(_CP1252_TABLE)
 
 
+# The charsets mail arrives in unlabelled or mislabelled, that detection may pick.
+# (Left open, it reads short Cyrillic text as Shift_JIS and Latin text as UTF-16.)
+DETECTABLE_CHARSETS = (
+    "cp1252",
+    "cp1250",
+    "cp1251",
+    "koi8_r",
+    "koi8_u",
+    "iso8859_2",
+    "iso8859_5",
+    "iso8859_7",
+    "cp1253",
+    "cp1254",
+    "cp1255",
+    "cp1256",
+    "cp1257",
+    "cp874",
+    "cp932",
+    "euc_jp",
+    "gb18030",
+    "big5",
+    # EUC-KR, not its superset cp949: cp949's extra syllables take in Shift_JIS's
+    # kana byte pairs, and Korean text rarely needs them.
+    "euc_kr",
+)
+# charset-normalizer's "mess" of the text as first decoded, below which it is kept:
+# Latin text read as windows-1252 measures 0 to 0.05, KOI8-R or Shift_JIS read so >1.
+READS_AS_TEXT = 0.1
+DETECTION_SAMPLE_BYTES = 64 * 1024
+# Shorter text has too few letters to tell charsets apart (six KOI8-R letters read
+# as well in Hebrew or Thai): it keeps the first reading.
+DETECTION_MIN_BYTES = 32
+
+
+def _detected(data: bytes, first_reading: str) -> str:
+    """``first_reading`` (``data`` in the declared or assumed charset) when it reads
+    as text, else ``data`` in the charset charset-normalizer finds, when that reads
+    better and decodes all of ``data``."""
+    if len(data) < DETECTION_MIN_BYTES:
+        return first_reading
+    mess = mess_ratio(first_reading[:DETECTION_SAMPLE_BYTES], maximum_threshold=1.0)
+    if mess < READS_AS_TEXT:
+        return first_reading
+    best = from_bytes(data[:DETECTION_SAMPLE_BYTES], cp_isolation=list(DETECTABLE_CHARSETS)).best()
+    if best is None or best.chaos >= mess:
+        return first_reading
+    try:
+        return _scrub(data.decode(best.encoding))
+    except (UnicodeDecodeError, LookupError):
+        return first_reading
+
+
 def decode_bytes(data: bytes, charset: str | None = None) -> str:
     """Decode text in a declared (possibly wrong or unknown) charset; never raises."""
     if not data:
@@ -119,15 +176,17 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
             pass
         if codec == _UTF8:
             if _UTF8_MULTIBYTE.search(data):
-                return _scrub(data.decode("utf-8", "replace"))
-            # Not a single UTF-8 sequence: latin text labelled utf-8.
-            return _scrub(_decode_cp1252(data))
+                # Mostly UTF-8 with a broken sequence, or another charset (Shift_JIS
+                # bytes look like UTF-8 sequences) labelled utf-8.
+                return _detected(data, _scrub(data.decode("utf-8", "replace")))
+            # Not a single UTF-8 sequence: latin (or other 8-bit) text labelled utf-8.
+            return _detected(data, _scrub(_decode_cp1252(data)))
         if codec is None or codec == _CP1252:
-            return _scrub(_decode_cp1252(data))
+            return _detected(data, _scrub(_decode_cp1252(data)))
     try:
         return _scrub(data.decode(codec))
     except Exception:  # UnicodeDecodeError, or a codec that rejects the input outright
-        return _decode_replacing(data, codec)
+        return _detected(data, _decode_replacing(data, codec))
 
 
 def _decode_replacing(data: bytes, codec: str) -> str:

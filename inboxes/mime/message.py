@@ -96,7 +96,16 @@ class _TolerantMessage(Message):
         except Exception:
             return args[0] if args else kwargs.get("failobj")
 
+    def get_boundary(self, failobj: Any = None) -> Any:
+        # A parameter folded over two lines (boundary="simple CRLF  boundary") is
+        # unfolded: the line break goes, the whitespace stays (RFC 5322 3.2.2).
+        boundary = super().get_boundary(failobj)
+        if isinstance(boundary, str) and ("\n" in boundary or "\r" in boundary):
+            return _FOLD.sub("", boundary)
+        return boundary
 
+
+_FOLD = re.compile(r"\r?\n|\r")
 _PARSER = BytesParser(_class=_TolerantMessage, policy=compat32)
 _HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 _HEADER_LINE_SPACED = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]+:")
