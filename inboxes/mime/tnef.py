@@ -10,13 +10,13 @@ import mimetypes
 from dataclasses import dataclass, field
 from typing import Any
 
-from tnefparse import properties
-from tnefparse.tnef import TNEF
-
 from inboxes.mime.charsets import decode_bytes
 
 TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
 MAX_TNEF_FILES = 500
+# MAPI property ids (MS-OXPROPS): PidTagAttachLongFilename, PidTagAttachMimeTag.
+MAPI_ATTACH_LONG_FILENAME = 0x3707
+MAPI_ATTACH_MIME_TAG = 0x370E
 
 
 def is_tnef(content_type: str, filename: str) -> bool:
@@ -44,14 +44,17 @@ def _mapi(attachment: Any, name: int) -> list[Any]:
 
 def unpack_tnef(data: bytes) -> Unpacked:
     """Raises ValueError (or whatever tnefparse raises) for data that is no TNEF."""
+    # Imported when first needed: few messages carry a winmail.dat.
+    from tnefparse.tnef import TNEF
+
     tnef = TNEF(data, do_checksum=False)
     charset = tnef.codepage if isinstance(tnef.codepage, str) else None
     unpacked = Unpacked(text=_text(tnef.body, charset), html=_text(tnef.htmlbody, charset))
     for attachment in tnef.attachments[:MAX_TNEF_FILES]:
         payload = attachment.data if isinstance(attachment.data, bytes) else b""
-        long_names = _mapi(attachment, properties.MAPI_ATTACH_LONG_FILENAME)
+        long_names = _mapi(attachment, MAPI_ATTACH_LONG_FILENAME)
         name = _text(long_names[0] if long_names else attachment._name, charset)
-        mime_tags = _mapi(attachment, properties.MAPI_ATTACH_MIME_TAG)
+        mime_tags = _mapi(attachment, MAPI_ATTACH_MIME_TAG)
         content_type = _text(mime_tags[0], charset).strip().lower() if mime_tags else ""
         if "/" not in content_type:
             content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
