@@ -210,3 +210,35 @@ def test_a_tombstone_under_a_v1_key_still_keeps_the_message_out(two_inboxes, acc
 
     assert not Message.objects.exists()
     assert MailboxMessage.objects.get().message_id is None
+
+
+@pytestmark_db
+def test_the_sent_copy_of_an_email_queued_before_v2_is_recognised_not_imported(account, admin):
+    from django.db import transaction
+
+    from inboxes.outbox import Recipient, outbox_create
+
+    address = "ann@acme.example.com"
+    mailbox = Mailbox.objects.create(
+        account=account, kind="personal", owner=admin, address=address, canonical_address=address
+    )
+    sent = MailboxFolder.objects.create(mailbox=mailbox, role="sent", name="Sent")
+    with transaction.atomic():
+        item = outbox_create(
+            mailbox=mailbox,
+            from_name="Ann",
+            to=[Recipient("dan@customer.example.com")],
+            subject="Offer",
+            text="Here is our offer.",
+        )
+    with item.message.raw.open("rb") as stored:
+        raw = stored.read()
+    # Queued (and stored) before v2 keys: its row has the v1 key.
+    Message.objects.filter(pk=item.message_id).update(
+        dedupe_key=parse_message(raw).legacy_dedupe_key
+    )
+
+    ingest(sent, raw)  # the copy in the Sent folder, synced after the upgrade
+
+    assert list(Message.objects.values_list("pk", flat=True)) == [item.message_id]
+    assert MailboxMessage.objects.get(folder=sent).message_id == item.message_id
