@@ -45,13 +45,14 @@ repaired silently.
 
 Modules
 -------
-``charsets`` (bytes to text: charsets, lenient base64), ``headers`` (RFC 2047,
-undeclared 8-bit, RFC 2231 parameters, Message-IDs, dates), ``addresses``
-(address headers), ``html`` (nh3 sanitising, remote images), ``text`` (text
-bodies, format=flowed, HTML to text), ``parts`` (walking the MIME parts,
-attachments), ``dedupe`` (the dedupe keys, v2 and the v1 stored before) and
-``message`` (``ParsedMessage``, ``parse_message``). They import each other's modules, never this package; other code imports
-from here.
+``charsets`` (bytes to text: charsets, detection of undeclared or wrong ones,
+lenient base64), ``headers`` (RFC 2047, undeclared 8-bit, RFC 2231 parameters,
+Message-IDs, dates), ``addresses`` (address headers), ``html`` (nh3 sanitising,
+remote images), ``text`` (text bodies, format=flowed, HTML to text), ``parts``
+(walking the MIME parts, attachments), ``tnef`` (winmail.dat unpacked), ``dedupe``
+(the dedupe keys, v2 and the v1 stored before) and ``message`` (``ParsedMessage``,
+``parse_message``). They import each other's modules, never this package; other
+code imports from here.
 """
 
 from inboxes.mime.addresses import Address, parse_addresses
