@@ -8,6 +8,7 @@ from audit.api import AuditEventViewSet
 from conversations.api import ConversationViewSet, InboxViewSet
 from crm.email_api import ContactEmailsView, EmailDetailView, PreferencesView
 from inboxes.api import MailboxViewSet, UserAddressReleaseView
+from inboxes.raw_views import MessageRawView
 from meetings.api import MeetingsConnectionView
 from notifications.api import NotificationSettingsView, NotificationViewSet
 
@@ -39,6 +40,7 @@ api_v1 = [
         name="api-user-address-release",
     ),
     path("meetings/connection/", MeetingsConnectionView.as_view(), name="api-meetings-connection"),
+    path("messages/<uuid:pk>/raw/", MessageRawView.as_view(), name="api-message-raw"),
     *router.urls,
 ]
 

@@ -9,7 +9,7 @@ from conversations import overview_views, settings_views
 from conversations import views as conversations_views
 from crm import tracking_views
 from crm import views as crm_views
-from inboxes import oauth_views, people_views
+from inboxes import oauth_views, people_views, raw_views
 from inboxes import views as inboxes_views
 from meetings import views as meetings_views
 
@@ -104,6 +104,8 @@ urlpatterns = [
         name="settings-user-address-release",
     ),
     path("settings/audit/", audit_views.settings_audit, name="settings-audit"),
+    # "Show original" of a message, wherever it shows (conversation, contact timeline).
+    path("messages/<uuid:pk>/raw/", raw_views.message_raw, name="message-raw"),
     # The support inbox, /inbox/: its routes are urlpatterns in conversations/inbox_views.py.
     path("inbox/", include("conversations.inbox_views")),
     path("", include("notifications.views")),

@@ -299,6 +299,11 @@ def messages_visible_to(user: User) -> QuerySet[Message]:
     return Message.objects.filter(Exists(in_visible))
 
 
+def message_in_visible_conversation(user: User, message: Message) -> bool:
+    """The engine's reader hook (inboxes/access.py): in a conversation the user may see."""
+    return messages_visible_to(user).filter(pk=message.pk).exists()
+
+
 def attachments_visible_to(user: User) -> QuerySet[Attachment]:
     """The attachments of the messages of the conversations the user may see."""
     visible = ConversationMessage.objects.filter(

@@ -214,9 +214,10 @@ class MessageKind(models.TextChoices):
 class Message(BaseModel):
     """One email, stored once per account however many mailboxes saw it.
 
-    ``dedupe_key`` (inboxes/mime/message.py) covers Message-ID, sender, date, subject
-    and the body, so the copies of one email delivered to two team addresses are
-    one row, while two different emails that reuse a Message-ID stay two.
+    ``dedupe_key`` (inboxes/mime/dedupe.py) covers every header the sender wrote and
+    the body, so the copies of one email delivered to two team addresses (differing
+    in trace headers only) are one row, while two different emails stay two. Rows
+    stored before keep their v1 key; lookups match either (``ParsedMessage.dedupe_keys``).
     """
 
     account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="+")

@@ -45,20 +45,22 @@ repaired silently.
 
 Modules
 -------
-``charsets`` (bytes to text: charsets, lenient base64), ``headers`` (RFC 2047,
-undeclared 8-bit, RFC 2231 parameters, Message-IDs, dates), ``addresses``
-(address headers), ``html`` (nh3 sanitising, remote images), ``text`` (text
-bodies, format=flowed, HTML to text), ``parts`` (walking the MIME parts,
-attachments) and ``message`` (``ParsedMessage``, ``parse_message``, the dedupe
-key). They import each other's modules, never this package; other code imports
-from here.
+``charsets`` (bytes to text: charsets, detection of undeclared or wrong ones,
+lenient base64), ``headers`` (RFC 2047, undeclared 8-bit, RFC 2231 parameters,
+Message-IDs, dates), ``addresses`` (address headers), ``html`` (nh3 sanitising,
+remote images), ``text`` (text bodies, format=flowed, HTML to text), ``parts``
+(walking the MIME parts, attachments), ``tnef`` (winmail.dat unpacked), ``dedupe``
+(the dedupe keys, v2 and the v1 stored before) and ``message`` (``ParsedMessage``,
+``parse_message``). They import each other's modules, never this package; other
+code imports from here.
 """
 
 from inboxes.mime.addresses import Address, parse_addresses
 from inboxes.mime.charsets import decode_bytes
+from inboxes.mime.dedupe import dedupe_key, legacy_dedupe_key
 from inboxes.mime.headers import decode_header, parse_params
 from inboxes.mime.html import sanitise_html
-from inboxes.mime.message import ParsedMessage, compute_dedupe_key, parse_message
+from inboxes.mime.message import ParsedMessage, parse_message
 from inboxes.mime.parts import ParsedAttachment
 from inboxes.mime.text import html_to_text
 
@@ -66,10 +68,11 @@ __all__ = [
     "Address",
     "ParsedAttachment",
     "ParsedMessage",
-    "compute_dedupe_key",
+    "dedupe_key",
     "decode_bytes",
     "decode_header",
     "html_to_text",
+    "legacy_dedupe_key",
     "parse_addresses",
     "parse_message",
     "parse_params",

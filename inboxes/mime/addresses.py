@@ -80,6 +80,7 @@ def _split_address_list(text: str) -> list[str]:
 
 
 _COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
+_AROUND_AT = re.compile(r"\s*@\s*")
 
 
 def _strip_comments(text: str) -> tuple[str, list[str]]:
@@ -126,13 +127,20 @@ def _parse_mailbox(item: str) -> Address | None:
     if angle >= 0:
         end = item.find(">", angle)
         address = item[angle + 1 : end if end >= 0 else len(item)]
+        # Comments inside the angle brackets are not part of the address (RFC 5322 3.4.1).
+        address = _AROUND_AT.sub("@", _strip_comments(address)[0])
         if address.startswith("@") and ":" in address:
             address = address.rsplit(":", 1)[1]  # obsolete source route
         # Parentheses before the angle stay: clients show them as part of the name.
         name = _display_name(item[:angle])
     else:
         address, comments = _strip_comments(item)
-        name = _display_name(comments[0]) if comments else ""
+        # "pete(his account)@silly.test(his host)": the comments go, the address is
+        # what is left around the "@"; only a single trailing comment ("a@b (Ann)")
+        # is the display name, as mail clients write it.
+        address = _AROUND_AT.sub("@", address)
+        trailing = len(comments) == 1 and item.rstrip().endswith(")")
+        name = _display_name(comments[0]) if trailing else ""
         tokens = address.split()
         with_at = [token for token in tokens if "@" in token]
         if len(tokens) > 1 and with_at:

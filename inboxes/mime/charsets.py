@@ -1,7 +1,9 @@
 """Bytes to text: declared (often wrong or unknown) charsets, lenient base64.
 
 Never raises: mislabelled charsets are mapped the way browsers do, valid UTF-8
-wins over a wrong label, and anything undecodable becomes replacement characters.
+wins over a wrong label, 8-bit text with no label (or a Latin/ASCII/UTF-8 label it
+does not read as) is decoded by detection (charset-normalizer) when windows-1252
+makes a mess of it, and anything still undecodable becomes replacement characters.
 """
 
 from __future__ import annotations
@@ -103,8 +105,86 @@ def _decode_cp1252(data: bytes) -> str:
     return data.decode("latin-1").translate(_CP1252_TABLE)
 
 
-def decode_bytes(data: bytes, charset: str | None = None) -> str:
-    """Decode text in a declared (possibly wrong or unknown) charset; never raises."""
+# The charsets mail arrives in unlabelled or mislabelled, that detection may pick.
+# (Left open, it reads short Cyrillic text as Shift_JIS and Latin text as UTF-16.)
+DETECTABLE_CHARSETS = (
+    "cp1252",
+    "cp1250",
+    "cp1251",
+    "koi8_r",
+    "koi8_u",
+    "iso8859_2",
+    "iso8859_5",
+    "iso8859_7",
+    "cp1253",
+    "cp1254",
+    "cp1255",
+    "cp1256",
+    "cp1257",
+    "cp874",
+    "cp932",
+    "euc_jp",
+    "gb18030",
+    "big5",
+    # EUC-KR, not its superset cp949: cp949's extra syllables take in Shift_JIS's
+    # kana byte pairs, and Korean text rarely needs them.
+    "euc_kr",
+)
+# charset-normalizer's "mess" of the text as first decoded, below which it is kept:
+# Latin text read as windows-1252 measures 0 to 0.05, KOI8-R or Shift_JIS read so >1.
+READS_AS_TEXT = 0.1
+MESS_SAMPLE_CHARS = 8 * 1024
+DETECTION_SAMPLE_BYTES = 64 * 1024
+# Fewer 8-bit bytes than one per this many ASCII letters: Latin-script text.
+LATIN_SHARE = 4
+# Shorter text has too few letters to tell charsets apart (six KOI8-R letters read
+# as well in Hebrew or Thai): it keeps the first reading.
+DETECTION_MIN_BYTES = 32
+
+
+_ASCII_LETTERS = bytes(range(ord("A"), ord("Z") + 1)) + bytes(range(ord("a"), ord("z") + 1))
+_EIGHT_BIT = bytes(range(0x80, 0x100))
+
+
+def _count(data: bytes, wanted: bytes) -> int:
+    return len(data) - len(data.translate(None, wanted))
+
+
+def _detected(data: bytes, first_reading: str, detect: bool = True) -> str:
+    """``first_reading`` (``data`` in the declared or assumed charset) when it reads
+    as text, else ``data`` in the charset charset-normalizer finds, when that reads
+    better and decodes all of ``data``."""
+    if not detect or len(data) < DETECTION_MIN_BYTES:
+        return first_reading
+    sample = data[:DETECTION_SAMPLE_BYTES]
+    # Latin-script text: a few 8-bit letters among many ASCII ones (German, French,
+    # Spanish: 2-5%). Text in other scripts is mostly 8-bit. The common case is
+    # decided here without measuring.
+    if _count(sample, _EIGHT_BIT) * LATIN_SHARE < _count(sample, _ASCII_LETTERS):
+        return first_reading
+    # Imported when first needed: most mail never is, and the parse helper stays small.
+    from charset_normalizer import from_bytes
+    from charset_normalizer.md import mess_ratio
+
+    mess = mess_ratio(first_reading[:MESS_SAMPLE_CHARS], maximum_threshold=1.0)
+    if mess < READS_AS_TEXT:
+        return first_reading
+    best = from_bytes(sample, cp_isolation=list(DETECTABLE_CHARSETS)).best()
+    if best is None or best.chaos >= mess:
+        return first_reading
+    try:
+        return _scrub(data.decode(best.encoding))
+    except (UnicodeDecodeError, LookupError):
+        return first_reading
+
+
+def decode_bytes(data: bytes, charset: str | None = None, *, detect: bool = False) -> str:
+    """Decode text in a declared (possibly wrong or unknown) charset; never raises.
+
+    ``detect``: a body's text, long enough to detect a charset in when windows-1252
+    (no label, or a Latin/ASCII/UTF-8 label the bytes are not) or the declared
+    charset makes a mess of it. Not for header values and file names: short, and
+    often doubly encoded, which detection would only turn into another mess."""
     if not data:
         return ""
     codec = _resolve_charset(charset)
@@ -119,15 +199,17 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
             pass
         if codec == _UTF8:
             if _UTF8_MULTIBYTE.search(data):
-                return _scrub(data.decode("utf-8", "replace"))
-            # Not a single UTF-8 sequence: latin text labelled utf-8.
-            return _scrub(_decode_cp1252(data))
+                # Mostly UTF-8 with a broken sequence, or another charset (Shift_JIS
+                # bytes look like UTF-8 sequences) labelled utf-8.
+                return _detected(data, _scrub(data.decode("utf-8", "replace")), detect)
+            # Not a single UTF-8 sequence: latin (or other 8-bit) text labelled utf-8.
+            return _detected(data, _scrub(_decode_cp1252(data)), detect)
         if codec is None or codec == _CP1252:
-            return _scrub(_decode_cp1252(data))
+            return _detected(data, _scrub(_decode_cp1252(data)), detect)
     try:
         return _scrub(data.decode(codec))
     except Exception:  # UnicodeDecodeError, or a codec that rejects the input outright
-        return _decode_replacing(data, codec)
+        return _detected(data, _decode_replacing(data, codec), detect)
 
 
 def _decode_replacing(data: bytes, codec: str) -> str:

@@ -1,11 +1,10 @@
-"""The entry point: ``parse_message`` turns one raw message into a ``ParsedMessage``,
-and the dedupe key that tells copies of one email apart from different emails
-(the parsing policy is described in ``inboxes/mime/__init__.py``).
+"""The entry point: ``parse_message`` turns one raw message into a ``ParsedMessage``
+with its dedupe keys (``inboxes/mime/dedupe.py``; the parsing policy is described in
+``inboxes/mime/__init__.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +14,7 @@ from email.policy import compat32
 from typing import Any
 
 from inboxes.mime.addresses import Address, parse_addresses
-from inboxes.mime.charsets import _to_bytes
+from inboxes.mime.dedupe import body_digest, dedupe_key, legacy_dedupe_key
 from inboxes.mime.headers import _header_text, _msg_ids, _parse_date, _unfold
 from inboxes.mime.html import _REMOTE_IMAGE, sanitise_html
 from inboxes.mime.parts import (
@@ -29,7 +28,6 @@ from inboxes.mime.parts import (
 from inboxes.mime.text import html_to_text
 
 MAX_REFERENCES = 50
-_DEDUPE_VERSION = b"postkamer-dedupe-v1"
 
 EXTRA_HEADERS = (
     "thread-index",
@@ -70,6 +68,14 @@ class ParsedMessage:
     # diagnostic}]}.
     kind: str = "email"
     bounce: dict[str, Any] | None = None
+    # The key this message had before v2 keys (inboxes/mime/dedupe.py): rows stored
+    # then are found by it.
+    legacy_dedupe_key: str = ""
+
+    @property
+    def dedupe_keys(self) -> tuple[str, str]:
+        """Every key a stored copy of this message may have: (v2, v1)."""
+        return (self.dedupe_key, self.legacy_dedupe_key)
 
 
 # --- The parser ---------------------------------------------------------------------
@@ -90,7 +96,16 @@ class _TolerantMessage(Message):
         except Exception:
             return args[0] if args else kwargs.get("failobj")
 
+    def get_boundary(self, failobj: Any = None) -> Any:
+        # A parameter folded over two lines (boundary="simple CRLF  boundary") is
+        # unfolded: the line break goes, the whitespace stays (RFC 5322 3.2.2).
+        boundary = super().get_boundary(failobj)
+        if isinstance(boundary, str) and ("\n" in boundary or "\r" in boundary):
+            return _FOLD.sub("", boundary)
+        return boundary
 
+
+_FOLD = re.compile(r"\r?\n|\r")
 _PARSER = BytesParser(_class=_TolerantMessage, policy=compat32)
 _HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 _HEADER_LINE_SPACED = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]+:")
@@ -125,36 +140,6 @@ def _repair_header_block(block: bytes) -> tuple[bytes, int]:
 # --- Entry point --------------------------------------------------------------------
 
 
-def _canonical_body(body: bytes) -> bytes:
-    # Providers disagree on line endings and on the final newline.
-    return body.replace(b"\r\n", b"\n").rstrip(b"\r\n \t")
-
-
-def _body_digest(body: bytes) -> str:
-    return hashlib.sha256(_canonical_body(body)).hexdigest()
-
-
-def compute_dedupe_key(
-    message_id: str,
-    from_address: str,
-    raw_date: str,
-    subject: str,
-    body: bytes,
-    *,
-    body_digest: str | None = None,
-) -> str:
-    """``body_digest``: ``_body_digest(body)`` taken before, when ``body`` was let go."""
-    if body_digest is None:
-        body_digest = _body_digest(body)
-    digest = hashlib.sha256(_DEDUPE_VERSION)
-    for value in (message_id, from_address.lower(), raw_date, subject, body_digest):
-        # Length prefixes keep ("ab", "c") and ("a", "bc") apart.
-        data = _to_bytes(value)
-        digest.update(len(data).to_bytes(8, "big"))
-        digest.update(data)
-    return digest.hexdigest()
-
-
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse one raw RFC 5322 message; never raises for any bytes."""
     if isinstance(raw, bytearray | memoryview):
@@ -167,9 +152,10 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 def _fallback(raw: bytes, error: str) -> ParsedMessage:
     try:
-        body = _split_raw(raw)[1]
+        header_block, body = _split_raw(raw)
     except Exception:
-        body = raw
+        header_block, body = b"", raw
+    body_hash = body_digest(body)
     return ParsedMessage(
         message_id="",
         in_reply_to="",
@@ -184,9 +170,10 @@ def _fallback(raw: bytes, error: str) -> ParsedMessage:
         html="",
         attachments=[],
         headers={},
-        dedupe_key=compute_dedupe_key("", "", "", "", body),
+        dedupe_key=dedupe_key(header_block, body_hash),
         error=error,
         has_remote_images=False,
+        legacy_dedupe_key=legacy_dedupe_key("", "", "", "", b"", body_digest_hex=body_hash.hex()),
     )
 
 
@@ -205,7 +192,7 @@ def _parse(raw: bytes) -> ParsedMessage:
         raw_for_parser = raw
     # The body is a copy of most of the message: hash it now and let it go before
     # the parser makes its own copies (a big message's peak is ~8x its size).
-    body_digest = _body_digest(body)
+    body_hash = body_digest(body)
     del body
     try:
         root = _PARSER.parsebytes(raw_for_parser)
@@ -258,14 +245,15 @@ def _parse(raw: bytes) -> ParsedMessage:
         html=html_body,
         attachments=collected.attachments,
         headers=extras,
-        dedupe_key=compute_dedupe_key(
+        dedupe_key=dedupe_key(header_block, body_hash),
+        error="; ".join(dict.fromkeys(problems)),
+        has_remote_images=bool(_REMOTE_IMAGE.search(html_body)),
+        legacy_dedupe_key=legacy_dedupe_key(
             message_id,
             senders[0].address if senders else "",
             raw_date,
             subject,
             b"",
-            body_digest=body_digest,
+            body_digest_hex=body_hash.hex(),
         ),
-        error="; ".join(dict.fromkeys(problems)),
-        has_remote_images=bool(_REMOTE_IMAGE.search(html_body)),
     )

@@ -17,7 +17,8 @@ from email.policy import compat32
 
 from inboxes.mime.charsets import _b64decode, _raw_to_text, _to_bytes
 from inboxes.mime.headers import _fold_whitespace, _header_text, _unfold, parse_params
-from inboxes.mime.text import _body_text
+from inboxes.mime.text import _body_text, _normalise_newlines
+from inboxes.mime.tnef import is_tnef, unpack_tnef
 
 # Deeper than any real mail; the walk below is iterative, so this only bounds
 # the work a hostile message can cause.
@@ -150,6 +151,9 @@ class _Collected:
     htmls: list[str] = field(default_factory=list)
     attachments: list[ParsedAttachment] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Bodies found inside winmail.dat: the message's body when it has no other.
+    tnef_texts: list[str] = field(default_factory=list)
+    tnef_htmls: list[str] = field(default_factory=list)
 
 
 def _walk(root: Message, linesep: str) -> _Collected:
@@ -171,6 +175,9 @@ def _walk(root: Message, linesep: str) -> _Collected:
             _visit(part, depth, root, stack, collected)
         except Exception as exc:
             collected.problems.append(f"a MIME part could not be read ({type(exc).__name__})")
+    if not any(t.strip() for t in collected.texts) and not any(h.strip() for h in collected.htmls):
+        collected.texts.extend(collected.tnef_texts)
+        collected.htmls.extend(collected.tnef_htmls)
     return collected
 
 
@@ -223,6 +230,31 @@ def _visit(
             inline=disposition == "inline" or (disposition is None and content_id is not None),
         )
     )
+    if is_tnef(content_type, name):
+        _collect_tnef(data, collected)
+
+
+def _collect_tnef(data: bytes, collected: _Collected) -> None:
+    """The files and body of a winmail.dat, besides the winmail.dat itself."""
+    try:
+        unpacked = unpack_tnef(data)
+    except Exception:  # tnefparse raises anything from ValueError to struct.error
+        collected.problems.append("could not unpack winmail.dat; it is kept as an attachment")
+        return
+    for filename, content_type, payload in unpacked.files:
+        collected.attachments.append(
+            ParsedAttachment(
+                filename=_safe_filename(filename) or _unnamed(collected, content_type),
+                content_type=content_type,
+                payload=payload,
+                content_id=None,
+                inline=False,
+            )
+        )
+    if unpacked.text.strip():
+        collected.tnef_texts.append(_normalise_newlines(unpacked.text))
+    if unpacked.html.strip():
+        collected.tnef_htmls.append(unpacked.html)
 
 
 def _disposition(header: str | None) -> str | None:

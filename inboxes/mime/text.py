@@ -76,7 +76,7 @@ def _body_text(data: bytes, params: dict[str, str], subtype: str) -> str:
         match = _META_CHARSET.search(data[:4096])
         if match:
             charset = match.group(1).decode("ascii", "replace")
-    text = _normalise_newlines(decode_bytes(data, charset))
+    text = _normalise_newlines(decode_bytes(data, charset, detect=True))
     if subtype == "plain" and params.get("format", "").lower() == "flowed":
         text = _unflow(text, params.get("delsp", "").lower() == "yes")
     return text

@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +29,7 @@ from django.utils import timezone
 from core.bulk import bulk_insert
 from inboxes import consumers
 from inboxes.mime import Address, ParsedMessage, parse_message
+from inboxes.mime.dedupe import key_path_shard
 from inboxes.models import (
     Attachment,
     Direction,
@@ -48,13 +49,23 @@ class BatchResult:
     linked: int  # keys recorded in the folder's ledger
 
 
+def stored_key(parsed: ParsedMessage, found: Container[str]) -> str | None:
+    """The key a stored copy of ``parsed`` has among ``found`` (keys of rows looked up
+    by ``parsed.dedupe_keys``): its v2 key, else its v1 key, else None."""
+    for key in parsed.dedupe_keys:
+        if key and key in found:
+            return key
+    return None
+
+
 def _raw_name(account_id: UUID, dedupe_key: str) -> str:
-    return f"raw/{account_id}/{dedupe_key[:2]}/{dedupe_key}.eml"
+    return f"raw/{account_id}/{key_path_shard(dedupe_key)}/{dedupe_key}.eml"
 
 
 def _attachment_name(account_id: UUID, dedupe_key: str, index: int, filename: str) -> str:
     suffix = hashlib.sha256(filename.encode("utf-8", "replace")).hexdigest()[:8]
-    return f"attachments/{account_id}/{dedupe_key[:2]}/{dedupe_key}-{index}-{suffix}"
+    shard = key_path_shard(dedupe_key)
+    return f"attachments/{account_id}/{shard}/{dedupe_key}-{index}-{suffix}"
 
 
 def _addresses(items: Iterable[Address]) -> list[dict[str, str]]:
@@ -207,7 +218,8 @@ def ingest_batch(
     account_id = mailbox.account_id
     if parsed is None:
         parsed = [parse_message(item.raw) for item in raws]
-    keys = {p.dedupe_key for p in parsed}
+    # Every key a stored copy may have: v2, and v1 for rows stored before v2.
+    keys = {key for p in parsed for key in p.dedupe_keys if key}
     tombstoned = (
         set(
             Tombstone.objects.filter(account_id=account_id, dedupe_key__in=keys).values_list(
@@ -234,10 +246,10 @@ def ingest_batch(
     wanted: dict[str, tuple[ParsedMessage, bytes]] = {}
     for item, p in zip(raws, parsed, strict=True):
         key = p.dedupe_key
-        if key in tombstoned or key in kept or not keeps(p):
+        if stored_key(p, tombstoned) or key in kept or not keeps(p):
             continue
-        kept.add(key)
-        if key not in existing:
+        kept.update(k for k in p.dedupe_keys if k)
+        if not stored_key(p, existing):
             wanted[key] = (p, item.raw)
     # Files before rows: written (and waited for) before the transaction.
     new = {s.message.dedupe_key: s for s in _store_files(account_id, list(wanted.values()))}
@@ -247,7 +259,7 @@ def ingest_batch(
         bulk_insert(Message, [s.message for s in new.values()], ignore_conflicts=True)
         # Another mailbox of the account may have stored the same email a moment
         # ago (the same mail to two team addresses): read back which rows exist.
-        rows = (
+        stored = (
             Message.objects.filter(account_id=account_id, dedupe_key__in=keys).values_list(
                 "dedupe_key", "id", "direction"
             )
@@ -259,33 +271,40 @@ def ingest_batch(
         # Sent): personal mail that no consumer keeps leaves nothing but its key, even
         # when a team mailbox holds the same email.
         ids = {
-            key: pk for key, pk, direction in rows if key in kept or direction == Direction.OUTBOUND
+            key: pk
+            for key, pk, direction in stored
+            if key in kept or direction == Direction.OUTBOUND
         }
         created = {key for key, s in new.items() if ids.get(key) == s.message.pk}
         Attachment.objects.bulk_create([a for key in created for a in new[key].attachments])
+        # Each message's row, by the key it was stored under (v2, else v1); none
+        # when it is tombstoned or not kept here.
+        rows: list[tuple[str, UUID] | None] = []
+        for p in parsed:
+            found = None if stored_key(p, tombstoned) else stored_key(p, ids)
+            rows.append((found, ids[found]) if found else None)
         MailboxMessage.objects.bulk_create(
             [
                 MailboxMessage(
                     folder=folder,
                     provider_key=item.key,
-                    message_id=ids.get(p.dedupe_key) if p.dedupe_key not in tombstoned else None,
-                    dedupe_key=p.dedupe_key,
+                    message_id=row[1] if row else None,
+                    dedupe_key=row[0] if row else p.dedupe_key,
                 )
-                for item, p in zip(raws, parsed, strict=True)
+                for item, p, row in zip(raws, parsed, rows, strict=True)
             ],
             ignore_conflicts=True,
         )
         # Full rows only for the messages stored before (by another mailbox, or
         # this one before a crash); this batch's own rows are already in memory.
-        earlier = {ids[k] for k in keys if k in ids and k not in created and k not in tombstoned}
+        earlier = {row[1] for row in rows if row and row[0] not in created}
         loaded = {m.pk: m for m in Message.objects.filter(pk__in=earlier)} if earlier else {}
         delivered, seen = [], set()
-        for p in parsed:
-            key = p.dedupe_key
-            if key in tombstoned or key not in ids or ids[key] in seen:
+        for row in rows:
+            if row is None or row[1] in seen:
                 continue
-            seen.add(ids[key])
-            delivered.append(new[key].message if key in created else loaded[ids[key]])
+            seen.add(row[1])
+            delivered.append(new[row[0]].message if row[0] in created else loaded[row[1]])
         consumers.deliver(mailbox, delivered, backfill=backfill)
         MailboxFolder.objects.filter(pk=folder.pk).update(
             cursor=cursor,

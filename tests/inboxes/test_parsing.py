@@ -69,7 +69,7 @@ def test_every_corpus_file_parses_into_well_formed_fields(path: Path):
     parsed = parse_message(path.read_bytes())
 
     assert isinstance(parsed, ParsedMessage)
-    assert re.fullmatch(r"[0-9a-f]{64}", parsed.dedupe_key)
+    assert re.fullmatch(r"v2[0-9a-f]{62}", parsed.dedupe_key)
     for message_id in [parsed.message_id, parsed.in_reply_to, *parsed.references]:
         assert message_id == "" or re.fullmatch(r"<[^<>\s]+>", message_id)
     assert len(parsed.references) <= 50
