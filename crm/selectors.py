@@ -1,0 +1,59 @@
+"""Reads of the CRM: contacts and their timelines. Contacts are the account's: every
+user of the account sees every contact, and no one else sees any."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, Q, QuerySet
+
+from accounts.models import User
+from crm.models import Contact, Note, Sequence, TimelineEvent
+from inboxes.models import Message
+
+
+def contacts_visible_to(user: User) -> QuerySet[Contact]:
+    return Contact.objects.filter(account_id=user.account_id)
+
+
+def contacts_search(contacts: QuerySet[Contact], text: str) -> QuerySet[Contact]:
+    """Name, email and company containing ``text``, whatever its case. On PostgreSQL
+    trigram indexes serve the match (migration crm/0002_contacts_search)."""
+    text = text.strip()
+    if not text:
+        return contacts
+    return contacts.filter(
+        Q(name__icontains=text) | Q(email__icontains=text) | Q(company__icontains=text)
+    )
+
+
+def contact_list(user: User, *, search: str = "") -> QuerySet[Contact]:
+    """Newest first, with the owner for display."""
+    return contacts_search(contacts_visible_to(user), search).select_related("owner")
+
+
+def contact_timeline(contact: Contact) -> QuerySet[TimelineEvent]:
+    """Newest first, each event with its email, the stored message, the outbox row and
+    the bounces the delivery state reads: a page costs a fixed number of queries."""
+    return (
+        TimelineEvent.objects.filter(contact=contact)
+        .select_related("email__message__outbox")
+        .prefetch_related(
+            Prefetch("email__message__bounces", queryset=Message.objects.order_by("created_at"))
+        )
+        .order_by("-at", "-id")
+    )
+
+
+def contact_notes(contact: Contact) -> QuerySet[Note]:
+    return Note.objects.filter(contact=contact).select_related("author").order_by("-created_at")
+
+
+def sequences_of_account(user: User) -> QuerySet[Sequence]:
+    """The sequences a contact can be enrolled in from the contacts list."""
+    return Sequence.objects.filter(account_id=user.account_id).order_by("name")
+
+
+def account_users(user: User) -> QuerySet[User]:
+    """The people a contact can be given to as its owner."""
+    return User.objects.filter(account_id=user.account_id, is_active=True).order_by(
+        "full_name", "email"
+    )
