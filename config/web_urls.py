@@ -104,6 +104,7 @@ urlpatterns = [
     path("settings/audit/", audit_views.settings_audit, name="settings-audit"),
     # The support inbox, /inbox/: its routes are urlpatterns in conversations/inbox_views.py.
     path("inbox/", include("conversations.inbox_views")),
+    path("contacts/", include("crm.urls")),
 ]
 
 # Settings > Inboxes > Routing and access, Settings > Users > Teams, the inbox overview.

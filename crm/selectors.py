@@ -3,11 +3,19 @@ user of the account sees every contact, and no one else sees any."""
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, Q, QuerySet
+from base64 import urlsafe_b64decode, urlsafe_b64encode
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+from uuid import UUID
+
+from django.db.models import Model, Prefetch, Q, QuerySet
 
 from accounts.models import User
 from crm.models import Contact, Note, Sequence, TimelineEvent
 from inboxes.models import Message
+
+_Row = TypeVar("_Row", bound=Model)
 
 
 def contacts_visible_to(user: User) -> QuerySet[Contact]:
@@ -56,4 +64,42 @@ def account_users(user: User) -> QuerySet[User]:
     """The people a contact can be given to as its owner."""
     return User.objects.filter(account_id=user.account_id, is_active=True).order_by(
         "full_name", "email"
+    )
+
+
+@dataclass
+class KeysetPage(Generic[_Row]):
+    rows: list[_Row]
+    next: str | None  # the position after the last row, for the next page's ``after``
+
+
+def _position(moment: datetime, pk: UUID) -> str:
+    return urlsafe_b64encode(f"{moment.isoformat()}|{pk}".encode()).decode()
+
+
+def _read_position(token: str) -> tuple[datetime, UUID] | None:
+    try:
+        moment, _, pk = urlsafe_b64decode(token.encode()).decode().partition("|")
+        parsed, row_id = datetime.fromisoformat(moment), UUID(pk)
+    except (ValueError, UnicodeError):
+        return None
+    return (parsed, row_id) if parsed.tzinfo is not None else None
+
+
+def keyset_page(
+    rows: QuerySet[_Row], *, field: str, after: str = "", size: int = 50
+) -> KeysetPage[_Row]:
+    """``size`` rows of ``rows`` (ordered by ``-field, -id``) after the position
+    ``after`` from a previous page; a position we did not make starts at the top."""
+    position = _read_position(after) if after else None
+    if position is not None:
+        moment, pk = position
+        rows = rows.filter(Q(**{f"{field}__lt": moment}) | Q(**{field: moment, "id__lt": pk}))
+    found = list(rows.order_by(f"-{field}", "-id")[: size + 1])
+    more = len(found) > size
+    found = found[:size]
+    last = found[-1] if found else None
+    return KeysetPage(
+        rows=found,
+        next=_position(getattr(last, field), last.pk) if more and last is not None else None,
     )

@@ -52,7 +52,7 @@ class ImportQuery(serializers.Serializer[Any]):
 
 
 class ImportInput(serializers.Serializer[Any]):
-    file = serializers.FileField()
+    file = serializers.FileField(allow_empty_file=True)
 
 
 class ImportErrorOutput(serializers.Serializer[Any]):
