@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -36,14 +37,24 @@ def _waiting_path(user: User, token: str) -> str | None:
     return f"crm-imports/{user.account_id}/{name}.csv"
 
 
-def _summary(report: dict[str, int | list[object]], *, done: bool) -> str:
-    created, updated = report["created"], report["updated"]
-    errors = report["errors"]
-    skipped = len(errors) if isinstance(errors, list) else 0
-    verb = ("were added", "were updated") if done else ("will be added", "will be updated")
-    text = f"{created} new contacts {verb[0]}, {updated} {verb[1]}"
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" + ("" if number == 1 else "s")
+
+
+def _summary(report: dict[str, Any], *, done: bool) -> str:
+    """'2 new contacts will be added, 1 contact will be updated; 1 row with errors ...'"""
+    will = ("was", "were") if done else ("will be", "will be")
+
+    def verb(number: int) -> str:
+        return will[0] if number == 1 else will[1]
+
+    created, updated, skipped = report["created"], report["updated"], len(report["errors"])
+    text = (
+        f"{_count(created, 'new contact')} {verb(created)} added, "
+        f"{_count(updated, 'contact')} {verb(updated)} updated"
+    )
     if skipped:
-        text += f"; {skipped} rows with errors {'were' if done else 'will be'} skipped"
+        text += f"; {_count(skipped, 'row')} with errors {verb(skipped)} skipped"
     return text + "."
 
 

@@ -192,7 +192,7 @@ def test_the_import_page_previews_with_row_errors_then_imports_on_confirm(
     page = preview.content.decode()
     assert preview.status_code == 200
     assert (
-        "1 new contacts will be added, 1 will be updated; 1 rows with errors will be skipped."
+        "1 new contact will be added, 1 contact will be updated; 1 row with errors will be skipped."
         in page
     )
     assert '<td class="num">4</td>' in page and "broken is not a valid email address" in page
