@@ -44,6 +44,8 @@ def contact_timeline(contact: Contact) -> QuerySet[TimelineEvent]:
     return (
         TimelineEvent.objects.filter(contact=contact)
         .select_related("email__message__outbox")
+        # Every header and the References list are not shown: not read either.
+        .defer("email__message__headers", "email__message__references")
         .prefetch_related(
             Prefetch("email__message__bounces", queryset=Message.objects.order_by("created_at"))
         )
