@@ -8,8 +8,7 @@ from uuid import UUID
 
 import django_filters
 from django.db.models import QuerySet
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, parsers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -156,14 +155,7 @@ class ContactViewSet(
         )
         return Response({**report, "dry_run": dry_run})
 
-    @extend_schema(
-        responses=TimelineEventOutput(many=True),
-        parameters=[
-            OpenApiParameter("cursor", OpenApiTypes.STR, required=False),
-            OpenApiParameter("page_size", OpenApiTypes.INT, required=False),
-        ],
-        filters=False,
-    )
+    @extend_schema(responses=TimelineEventOutput(many=True), filters=False)
     @action(detail=True, methods=["get"], filterset_class=None, pagination_class=TimelineCursor)
     def timeline(self, request: Request, pk: str | None = None) -> Response:
         """Newest first: emails both ways, opens, clicks, sequence steps, meetings, notes."""
