@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from accounts.api import MeView, TeamViewSet, TokenView, UserViewSet
 from audit.api import AuditEventViewSet
 from conversations.api import ConversationViewSet, InboxViewSet
+from crm.api import ContactViewSet
 from crm.email_api import ContactEmailsView, EmailDetailView, PreferencesView
 from inboxes.api import MailboxViewSet, UserAddressReleaseView
 from inboxes.raw_views import MessageRawView
@@ -20,6 +21,7 @@ router.register("inboxes", InboxViewSet, basename="inbox")
 router.register("audit", AuditEventViewSet, basename="audit")
 router.register("conversations", ConversationViewSet, basename="conversation")
 router.register("notifications", NotificationViewSet, basename="notification")
+router.register("contacts", ContactViewSet, basename="contact")
 
 api_v1 = [
     path("auth/token/", TokenView.as_view(), name="api-token"),

@@ -7,8 +7,7 @@ from accounts import views as accounts_views
 from audit import views as audit_views
 from conversations import overview_views, settings_views
 from conversations import views as conversations_views
-from crm import tracking_views
-from crm import views as crm_views
+from crm import email_views, tracking_views
 from inboxes import oauth_views, people_views, raw_views
 from inboxes import views as inboxes_views
 from meetings import views as meetings_views
@@ -109,6 +108,7 @@ urlpatterns = [
     # The support inbox, /inbox/: its routes are urlpatterns in conversations/inbox_views.py.
     path("inbox/", include("conversations.inbox_views")),
     path("", include("notifications.views")),
+    path("contacts/", include("crm.urls")),
 ]
 
 # Settings > Inboxes > Routing and access, Settings > Users > Teams, the inbox overview.
@@ -141,8 +141,8 @@ urlpatterns += [
 
 # The CRM: writing to a contact, the R10 preferences, and tracking (no login).
 urlpatterns += [
-    path("contacts/<uuid:contact_id>/email/", crm_views.email_compose, name="contact-email"),
-    path("settings/preferences/", crm_views.settings_preferences, name="settings-preferences"),
+    path("contacts/<uuid:contact_id>/email/", email_views.email_compose, name="contact-email"),
+    path("settings/preferences/", email_views.settings_preferences, name="settings-preferences"),
     path("t/o/<str:token>", tracking_views.tracking_open_view, name="tracking-open"),
     path("t/c/<str:token>", tracking_views.tracking_click_view, name="tracking-click"),
 ]

@@ -1,4 +1,5 @@
-"""The CRM's page forms: writing an email to a contact, the R10 preferences."""
+"""The contact pages' forms: they check the shape of the input; the rules are the
+services' (crm/contacts.py, crm/imports.py)."""
 
 from __future__ import annotations
 
@@ -6,77 +7,33 @@ from typing import Any
 
 from django import forms
 
-from crm.compose import FONT_SIZE_MAX, FONT_SIZE_MIN, SAFE_FONTS
-from inboxes.models import Mailbox, MailboxStatus
-
-_WAITS_BECAUSE = {
-    MailboxStatus.NEEDS_REAUTH: "sign in again in Settings › Email; email waits until then",
-    MailboxStatus.ERROR: "has a problem: see Settings › Email; email waits until it is fixed",
-}
+from accounts.models import User
+from crm.selectors import account_users
 
 
-def mailbox_label(mailbox: Mailbox) -> str:
-    # Such a mailbox can still be picked: the email waits in the outbox until it is fixed.
-    why = _WAITS_BECAUSE.get(MailboxStatus(mailbox.status))
-    return f"{mailbox.address} ({why})" if why else mailbox.address
+class OwnerChoice(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj.display_name} ({obj.email})"
 
 
-class ComposeForm(forms.Form):
-    mailbox = forms.ChoiceField(label="From")
-    subject = forms.CharField(
-        max_length=998, error_messages={"required": "Write a subject before you send."}
-    )
-    body = forms.CharField(
-        max_length=200_000,
-        strip=False,
-        widget=forms.Textarea,
-        error_messages={"required": "Write your message before you send."},
-    )
-    log = forms.BooleanField(required=False, label="Log on the contact's timeline")
-    track_opens = forms.BooleanField(required=False, label="Track opens")
-    track_clicks = forms.BooleanField(required=False, label="Track clicks")
+class ContactForm(forms.Form):
+    email = forms.CharField(label="Email address", max_length=320)
+    name = forms.CharField(max_length=200, required=False)
+    company = forms.CharField(max_length=200, required=False)
+    owner = OwnerChoice(queryset=User.objects.none(), required=False, empty_label="No owner")
 
-    def __init__(self, *args: Any, mailboxes: list[Mailbox], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.mailboxes = {str(m.pk): m for m in mailboxes}
-        field = self.fields["mailbox"]
-        assert isinstance(field, forms.ChoiceField)
-        field.choices = [(key, mailbox_label(m)) for key, m in self.mailboxes.items()]
-
-    def clean_body(self) -> str:
-        body = str(self.cleaned_data["body"])
-        if not body.strip():
-            raise forms.ValidationError("Write your message before you send.")
-        return body
-
-    def chosen_mailbox(self) -> Mailbox:
-        return self.mailboxes[self.cleaned_data["mailbox"]]
+        owner = self.fields["owner"]
+        assert isinstance(owner, OwnerChoice)
+        owner.queryset = account_users(user)
 
 
-def font_choices(current: str) -> list[tuple[str, str]]:
-    choices = [(family, family) for family in SAFE_FONTS]
-    if current and current not in SAFE_FONTS:
-        choices.append((current, f"{current} (set through the API)"))
-    return choices
+class NoteForm(forms.Form):
+    text = forms.CharField(
+        label="Note", max_length=50_000, widget=forms.Textarea(attrs={"rows": 3})
+    )
 
 
-class PreferencesForm(forms.Form):
-    log_sent_email = forms.BooleanField(required=False)
-    track_opens = forms.BooleanField(required=False)
-    track_clicks = forms.BooleanField(required=False)
-    never_log = forms.CharField(required=False, max_length=100_000, widget=forms.Textarea)
-    font_family = forms.ChoiceField(label="Font")
-    font_size = forms.IntegerField(min_value=FONT_SIZE_MIN, max_value=FONT_SIZE_MAX, label="Size")
-
-    def __init__(self, *args: Any, current_family: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.font_choices = font_choices(current_family)
-        field = self.fields["font_family"]
-        assert isinstance(field, forms.ChoiceField)
-        field.choices = self.font_choices
-
-    def families(self) -> list[str]:
-        return [value for value, _label in self.font_choices]
-
-    def never_log_entries(self) -> list[str]:
-        return [line for line in str(self.cleaned_data["never_log"]).splitlines() if line.strip()]
+class ImportForm(forms.Form):
+    file = forms.FileField(label="CSV file", allow_empty_file=True)

@@ -1,169 +1,210 @@
-"""The CRM's pages: writing an email to a contact, and Settings > Email preferences (R10)."""
+"""The contact pages: the list with search, a contact with its timeline and notes, new,
+edit and delete. Thin: forms check the input, crm/contacts.py does the work."""
 
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
-from accounts.auth import AuthenticatedHttpRequest
-from core.errors import DomainError, Invalid
-from crm.compose import SAFE_FONTS, font_stack
-from crm.email_selectors import contacts_of_account, send_mailboxes_of
-from crm.forms import ComposeForm, PreferencesForm
-from crm.models import Preferences
-from crm.preferences import preferences_for, preferences_update
-from crm.sending import email_queue
+from accounts.models import User
+from core.errors import DomainError
+from crm import contacts
+from crm.errors import ContactExists
+from crm.forms import ContactForm, NoteForm
+from crm.models import Contact, TimelineEvent
+from crm.presenters import email_data
+from crm.selectors import (
+    contact_list,
+    contact_timeline,
+    contacts_visible_to,
+    keyset_page,
+    sequences_of_account,
+)
+
+PAGE_SIZE = 50
 
 
-def contact_page_url(contact_id: UUID) -> str:
-    # The contact page is the contacts screen's (its own URL name lands with it).
-    return f"/contacts/{contact_id}/"
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)  # login_required let only a signed-in user through
+    return user
 
 
-def _form_errors_from(form: Any, exc: DomainError, fields: dict[str, str]) -> None:
-    """Put a service's field errors on the form's fields (``fields`` maps the service's
-    names to the form's); the rest on the form as a whole."""
-    errors = exc.extra.get("errors") or {}
-    placed = False
-    for name, problems in errors.items():
-        if isinstance(problems, dict):
-            for sub, sub_problems in problems.items():
-                target = fields.get(f"{name}.{sub}")
-                if target:
-                    for problem in sub_problems:
-                        form.add_error(target, problem)
-                        placed = True
-            continue
-        target = fields.get(name)
-        if target:
-            for problem in problems:
-                form.add_error(target, problem)
-                placed = True
-    if not placed:
-        form.add_error(None, exc.detail)
+def _contact(request: HttpRequest, pk: Any) -> Contact:
+    """The account's contact, else 404 (another account's too)."""
+    return get_object_or_404(contacts_visible_to(_user(request)).select_related("owner"), pk=pk)
 
 
 @login_required
-def email_compose(request: AuthenticatedHttpRequest, contact_id: UUID) -> HttpResponse:
-    contact = get_object_or_404(contacts_of_account(request.user), pk=contact_id)
-    mailboxes = list(send_mailboxes_of(request.user))
-    preferences = preferences_for(request.user)
-    status = 200
-    if request.method == "POST" and mailboxes:
-        form = ComposeForm(request.POST, mailboxes=mailboxes)
-        if form.is_valid():
-            values = form.cleaned_data
-            try:
-                email_queue(
-                    sender=request.user,
-                    contact=contact,
-                    mailbox=form.chosen_mailbox(),
-                    subject=values["subject"],
-                    text=values["body"],
-                    log=values["log"],
-                    track_opens=values["track_opens"],
-                    track_clicks=values["track_clicks"],
-                )
-            except DomainError as exc:
-                _form_errors_from(form, exc, {"mailbox": "mailbox", "subject": "subject"})
-                status = exc.status
-            else:
-                messages.success(request, f"Your email to {contact.email} is on its way.")
-                return redirect(contact_page_url(contact.pk))
-        else:
-            status = 400
-    else:
-        preselected = next(
-            (str(m.pk) for m in mailboxes if m.pk == preferences.last_mailbox_id),
-            str(mailboxes[0].pk) if mailboxes else "",
-        )
-        form = ComposeForm(
-            mailboxes=mailboxes,
-            initial={
-                "mailbox": preselected,
-                "log": preferences.log_sent_email,
-                "track_opens": preferences.track_opens,
-                "track_clicks": preferences.track_clicks,
-            },
-        )
+def contact_list_page(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    search = request.GET.get("q", "").strip()[:200]
+    page = keyset_page(
+        contact_list(user, search=search),
+        field="created_at",
+        after=request.GET.get("after", ""),
+        size=PAGE_SIZE,
+    )
     return render(
         request,
-        "crm/compose.html",
+        "crm/contacts.html",
+        {
+            "section": "contacts",
+            "page": page,
+            "search": search,
+            "first_page": not request.GET.get("after"),
+            "sequences": list(sequences_of_account(user)),
+        },
+    )
+
+
+def _form_errors(form: ContactForm, exc: DomainError) -> None:
+    """A service's refusal shown beside the field it concerns."""
+    fields = getattr(exc, "extra", {}).get("errors") or {}
+    for name in fields:
+        if name in form.fields:
+            form.add_error(name, exc.detail)
+            return
+    form.add_error(None, exc.detail)
+
+
+def _existing_link(exc: DomainError) -> str | None:
+    if isinstance(exc, ContactExists):
+        found = exc.extra.get("contact", {}).get("id")
+        return f"/contacts/{found}/" if found else None
+    return None
+
+
+@login_required
+def contact_create_page(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    form = ContactForm(request.POST or None, user=user)
+    existing = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            contact = contacts.contact_create(
+                account=user.account,
+                email=form.cleaned_data["email"],
+                name=form.cleaned_data["name"],
+                company=form.cleaned_data["company"],
+                owner=form.cleaned_data["owner"],
+            )
+        except DomainError as exc:
+            _form_errors(form, exc)
+            existing = _existing_link(exc)
+        else:
+            messages.success(request, f"{contact} is now a contact.")
+            return redirect("contact", pk=contact.pk)
+    return render(
+        request,
+        "crm/contact_form.html",
+        {"section": "contacts", "form": form, "contact": None, "existing": existing},
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+def contact_edit_page(request: HttpRequest, pk: Any) -> HttpResponse:
+    user = _user(request)
+    contact = _contact(request, pk)
+    initial = {
+        "email": contact.email,
+        "name": contact.name,
+        "company": contact.company,
+        "owner": contact.owner,
+    }
+    form = ContactForm(request.POST or None, user=user, initial=initial)
+    existing = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            contacts.contact_update(contact=contact, **form.cleaned_data)
+        except DomainError as exc:
+            _form_errors(form, exc)
+            existing = _existing_link(exc)
+        else:
+            messages.success(request, f"{contact} is saved.")
+            return redirect("contact", pk=contact.pk)
+    return render(
+        request,
+        "crm/contact_form.html",
+        {"section": "contacts", "form": form, "contact": contact, "existing": existing},
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+def contact_delete_page(request: HttpRequest, pk: Any) -> HttpResponse:
+    """GET asks first; only the form's POST deletes."""
+    contact = _contact(request, pk)
+    if request.method == "POST":
+        name = str(contact)
+        contacts.contact_delete(contact=contact)
+        messages.success(request, f"{name} is deleted, with its timeline and notes.")
+        return redirect("contacts")
+    return render(
+        request,
+        "crm/contact_delete.html",
         {
             "section": "contacts",
             "contact": contact,
-            "contact_url": contact_page_url(contact.pk),
-            "form": form,
-            "mailboxes": mailboxes,
-            "preferences": preferences,
+            "emails": contact.emails.count(),
+            "notes": contact.notes.count(),
         },
-        status=status,
     )
 
 
-def font_class(family: str) -> str:
-    """The preview's class for a family the page offers (crm.css), or ""."""
-    return "font-" + family.lower().replace(" ", "-") if family in SAFE_FONTS else ""
+def timeline_entries(events: list[TimelineEvent]) -> list[dict[str, Any]]:
+    """Each event with its email as the API shows it (subject, delivery, tracking)."""
+    return [
+        {"event": event, "email": email_data(event.email) if event.email else None}
+        for event in events
+    ]
 
 
-def _preferences_page(
-    request: AuthenticatedHttpRequest, form: PreferencesForm, preferences: Preferences, status: int
+def _contact_page(
+    request: HttpRequest, contact: Contact, *, note_form: NoteForm | None = None, status: int = 200
 ) -> HttpResponse:
+    page = keyset_page(
+        contact_timeline(contact), field="at", after=request.GET.get("after", ""), size=PAGE_SIZE
+    )
     return render(
         request,
-        "crm/preferences.html",
+        "crm/contact.html",
         {
-            "section": "preferences",
-            "form": form,
-            "preferences": preferences,
-            "font_class": font_class(preferences.font_family),
-            "font_stacks": [(family, font_stack(family)) for family in form.families()],
+            "section": "contacts",
+            "contact": contact,
+            "entries": timeline_entries(page.rows),
+            "page": page,
+            "first_page": not request.GET.get("after"),
+            "note_form": note_form or NoteForm(),
         },
         status=status,
     )
 
 
 @login_required
-def settings_preferences(request: AuthenticatedHttpRequest) -> HttpResponse:
-    preferences = preferences_for(request.user)
-    if request.method != "POST":
-        form = PreferencesForm(
-            current_family=preferences.font_family,
-            initial={
-                "log_sent_email": preferences.log_sent_email,
-                "track_opens": preferences.track_opens,
-                "track_clicks": preferences.track_clicks,
-                "never_log": "\n".join(preferences.never_log),
-                "font_family": preferences.font_family,
-                "font_size": preferences.font_size,
-            },
-        )
-        return _preferences_page(request, form, preferences, 200)
-    form = PreferencesForm(request.POST, current_family=preferences.font_family)
-    if not form.is_valid():
-        return _preferences_page(request, form, preferences, 400)
-    values = form.cleaned_data
-    try:
-        preferences_update(
-            user=request.user,
-            log_sent_email=values["log_sent_email"],
-            track_opens=values["track_opens"],
-            track_clicks=values["track_clicks"],
-            never_log=form.never_log_entries(),
-            font_family=values["font_family"],
-            font_size=values["font_size"],
-        )
-    except Invalid as exc:
-        _form_errors_from(
-            form,
-            exc,
-            {"never_log": "never_log", "font.family": "font_family", "font.size": "font_size"},
-        )
-        return _preferences_page(request, form, preferences, 400)
-    messages.success(request, "Your email preferences are saved.")
-    return redirect("settings-preferences")
+def contact_page(request: HttpRequest, pk: Any) -> HttpResponse:
+    return _contact_page(request, _contact(request, pk))
+
+
+@login_required
+@require_POST
+def contact_note_add(request: HttpRequest, pk: Any) -> HttpResponse:
+    contact = _contact(request, pk)
+    form = NoteForm(request.POST)
+    if form.is_valid():
+        try:
+            contacts.note_add(
+                contact=contact, author=_user(request), text=form.cleaned_data["text"]
+            )
+        except DomainError as exc:
+            form.add_error("text", exc.detail)
+        else:
+            messages.success(request, "The note is added.")
+            return redirect("contact", pk=contact.pk)
+    return _contact_page(request, contact, note_form=form, status=400)

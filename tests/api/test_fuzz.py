@@ -36,6 +36,7 @@ from schemathesis.checks import not_a_server_error
 
 from accounts.models import Team, User
 from conversations.models import Conversation
+from crm.models import Contact
 from inboxes.models import Inbox, Mailbox
 from tests.support.conversations_factory import make_conversation
 from tests.support.factories import UserFactory
@@ -116,7 +117,15 @@ class World:
                 account=self.account, name=f"Tier {Team.objects.count()}"
             )
             team.members.add(self.teammate)
+        contact = self.objects.get("contact")
+        if contact is None or not Contact.objects.filter(pk=contact.pk).exists():
+            contact = self.objects["contact"] = Contact.objects.create(
+                account=self.account,
+                email=f"dana{Contact.objects.count()}@example.com",
+                canonical_email=f"dana{Contact.objects.count()}@example.com",
+            )
         return {
+            "contacts": str(contact.pk),
             "conversations": str(conversation.pk),
             "inboxes": str(inbox.pk),
             "mailboxes": str(mailbox.pk),

@@ -483,9 +483,11 @@ def test_a_member_sees_no_admin_links_and_admin_pages_answer_403(
     # Given Bo, a member, is logged in
     page = pages.log_in("bo@acme.example.com", password)
 
-    # Then his menu has Inbox, Email and Email preferences only
+    # Then his menu has Inbox, Contacts, Email and Email preferences only
     nav = page.get_by_role("navigation", name="Settings")
-    expect(nav.get_by_role("link")).to_have_text(["Inbox", "Email", "Email preferences"])
+    expect(nav.get_by_role("link")).to_have_text(
+        ["Inbox", "Contacts", "Email", "Email preferences"]
+    )
     for name in ("Inboxes", "Users", "Audit log"):
         expect(page.get_by_role("link", name=name)).to_have_count(0)
 
