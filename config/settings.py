@@ -364,6 +364,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
     "visibility_timeout": max(CELERY_TASK_TIME_LIMIT * 2, 7200),
 }
+# How often due sequence steps are sent (crm/steps.py).
+SEQUENCE_STEPS_SECONDS = env_int("SEQUENCE_STEPS_SECONDS", 60)
 CELERY_BEAT_SCHEDULE = {
     "sync-due-mailboxes": {
         "task": "inboxes.tasks.sync_due_mailboxes",
@@ -374,6 +376,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": RECONCILE_SECONDS,
     },
     "sweep-outbox": {"task": "inboxes.tasks.sweep_outbox", "schedule": OUTBOX_SWEEP_SECONDS},
+    "send-due-sequence-steps": {
+        "task": "crm.tasks.send_due_steps",
+        "schedule": SEQUENCE_STEPS_SECONDS,
+    },
 }
 
 # --- Gmail and Microsoft 365 (OAuth) --------------------------------------------------------------

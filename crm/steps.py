@@ -1,0 +1,225 @@
+"""Sending the steps that are due: each step of an enrolment exactly once.
+
+A run takes the due enrolments (active, ``next_step_at`` <= now) in chunks. For one
+enrolment, in one transaction (a savepoint inside the chunk's transaction):
+
+1. move it on with a conditional UPDATE (state active and ``steps_sent`` as read):
+   a pause, unenrolment or reply committed meanwhile, or another runner that got
+   there first, leaves nothing to update and the step is not sent;
+2. insert ``StepSend(enrollment, position)``: unique, so whatever the row locks
+   (``select_for_update(skip_locked=True)`` on PostgreSQL, nothing on SQLite) and
+   the UPDATE above let through, a second send of a step cannot commit;
+3. queue the email (crm.sending.email_queue: the outbox sends it exactly once).
+
+A worker killed mid-run rolls its chunk back: nothing of it was queued, and the next
+run (beat, every minute) sends it. Beat running twice: the second runner skips the
+rows the first holds (PostgreSQL) or loses on the constraint (SQLite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from crm.models import (
+    Email,
+    Enrollment,
+    EnrollmentState,
+    Preferences,
+    Sequence,
+    SequenceStep,
+    StepSend,
+    StopReason,
+    TimelineType,
+)
+from crm.preferences import preferences_for
+from crm.sending import email_queue
+from crm.sequences import sequence_window
+from crm.timeline import timeline_add
+from crm.variables import ContactValues, render
+from crm.windows import delay_then_window
+
+CHUNK_SIZE = 200
+
+
+@dataclass
+class StepRun:
+    sent: int = 0
+    finished: int = 0
+    bounced: int = 0
+    skipped: int = 0
+
+
+class _RunCache:
+    """What many enrolments of a run share: loaded once per run, not per step."""
+
+    def __init__(self) -> None:
+        self.steps: dict[UUID, list[SequenceStep]] = {}
+        self.preferences: dict[UUID, Preferences] = {}
+
+    def steps_of(self, sequence: Sequence) -> list[SequenceStep]:
+        if sequence.pk not in self.steps:
+            self.steps[sequence.pk] = list(sequence.steps.order_by("position"))
+        return self.steps[sequence.pk]
+
+    def preferences_of(self, owner: User) -> Preferences:
+        if owner.pk not in self.preferences:
+            self.preferences[owner.pk] = preferences_for(owner)
+        return self.preferences[owner.pk]
+
+
+def steps_send_due(*, now: datetime | None = None, chunk_size: int = CHUNK_SIZE) -> StepRun:
+    """Send every step due at ``now``; returns what happened."""
+    run = StepRun()
+    cache = _RunCache()
+    while True:
+        moment = now or timezone.now()
+        with transaction.atomic():
+            due = _due_chunk(moment, chunk_size)
+            for enrollment in due:
+                _send_one(enrollment, cache, run, moment)
+        if len(due) < chunk_size:
+            return run
+
+
+def _due_chunk(now: datetime, chunk_size: int) -> list[Enrollment]:
+    due = Enrollment.objects.filter(state=EnrollmentState.ACTIVE, next_step_at__lte=now).order_by(
+        "next_step_at", "id"
+    )
+    if connection.features.has_select_for_update_skip_locked:
+        # Lock only the enrolment rows (``of``): the joined sequence, owner and
+        # mailbox rows are shared by many enrolments and other runners.
+        due = due.select_for_update(skip_locked=True, of=("self",))
+    return list(
+        due.select_related("sequence", "sequence__owner", "sequence__mailbox", "contact")[
+            :chunk_size
+        ]
+    )
+
+
+@contextmanager
+def _savepoint() -> Iterator[None]:
+    with transaction.atomic():
+        yield
+
+
+def _send_one(enrollment: Enrollment, cache: _RunCache, run: StepRun, now: datetime) -> None:
+    sequence = enrollment.sequence
+    contact = enrollment.contact
+    if contact.bounced_at is not None:
+        _stop_bounced(enrollment, run, now)
+        return
+    steps = cache.steps_of(sequence)
+    position = enrollment.steps_sent + 1
+    if position > len(steps):
+        _finish(enrollment, run, now)  # the steps were shortened since
+        return
+    step = steps[position - 1]
+    following = steps[position] if position < len(steps) else None
+    next_at = (
+        delay_then_window(sequence_window(sequence), after=now, days=following.delay_days)
+        if following
+        else None
+    )
+    try:
+        with _savepoint():
+            moved = Enrollment.objects.filter(
+                pk=enrollment.pk, state=EnrollmentState.ACTIVE, steps_sent=enrollment.steps_sent
+            ).update(
+                steps_sent=position,
+                next_step_at=next_at,
+                updated_at=now,
+                **({} if following else {"state": EnrollmentState.FINISHED, "ended_at": now}),
+            )
+            if not moved:
+                run.skipped += 1
+                return
+            send = StepSend.objects.create(enrollment=enrollment, position=position)
+            email = _queue(enrollment, steps, step, cache)
+            StepSend.objects.filter(pk=send.pk).update(email=email)
+            if position == 1:
+                Enrollment.objects.filter(pk=enrollment.pk).update(
+                    thread_message_id=email.message.message_id
+                )
+            _event(enrollment, "step_sent", now, step=position)
+            if not following:
+                _event(enrollment, "finished", now)
+                run.finished += 1
+    except IntegrityError:
+        # Another runner sent this step and committed first.
+        run.skipped += 1
+        return
+    run.sent += 1
+
+
+def _queue(
+    enrollment: Enrollment, steps: list[SequenceStep], step: SequenceStep, cache: _RunCache
+) -> Email:
+    sequence = enrollment.sequence
+    contact = enrollment.contact
+    owner = sequence.owner
+    preferences = cache.preferences_of(owner)
+    values = ContactValues.of(name=contact.name, email=contact.email, company=contact.company)
+    if step.position == 1:
+        subject = render(step.subject, values)
+        thread: list[str] = []
+    else:
+        subject = render(step.subject, values) if step.subject.strip() else ""
+        if not subject:
+            subject = "Re: " + render(steps[0].subject, values)
+        thread = [enrollment.thread_message_id] if enrollment.thread_message_id else []
+    return email_queue(
+        sender=owner,
+        contact=contact,
+        mailbox=sequence.mailbox,
+        subject=subject,
+        text=render(step.text, values),
+        html=render(step.html, values, escape_html=True),
+        log=preferences.log_sent_email,
+        track_opens=preferences.track_opens,
+        track_clicks=preferences.track_clicks,
+        in_reply_to=thread[0] if thread else "",
+        references=thread,
+    )
+
+
+def _event(enrollment: Enrollment, event: str, now: datetime, **extra: object) -> None:
+    timeline_add(
+        enrollment.contact,
+        TimelineType.SEQUENCE,
+        at=now,
+        detail={
+            "sequence": str(enrollment.sequence_id),
+            "name": enrollment.sequence.name,
+            "enrollment": str(enrollment.pk),
+            "event": event,
+            **extra,
+        },
+    )
+
+
+def _finish(enrollment: Enrollment, run: StepRun, now: datetime) -> None:
+    if Enrollment.objects.filter(pk=enrollment.pk, state=EnrollmentState.ACTIVE).update(
+        state=EnrollmentState.FINISHED, next_step_at=None, ended_at=now, updated_at=now
+    ):
+        _event(enrollment, "finished", now)
+        run.finished += 1
+
+
+def _stop_bounced(enrollment: Enrollment, run: StepRun, now: datetime) -> None:
+    if Enrollment.objects.filter(pk=enrollment.pk, state=EnrollmentState.ACTIVE).update(
+        state=EnrollmentState.STOPPED,
+        stop_reason=StopReason.BOUNCED,
+        next_step_at=None,
+        ended_at=now,
+        updated_at=now,
+    ):
+        _event(enrollment, "stopped", now, reason=StopReason.BOUNCED)
+        run.bounced += 1
