@@ -7,7 +7,7 @@ from celery import shared_task
 from crm.steps import steps_send_due
 
 
-@shared_task
+@shared_task  # type: ignore[untyped-decorator]  # celery has no type hints
 def send_due_steps() -> dict[str, int]:
     """Beat runs it every minute; two at once send each step once (crm/steps.py)."""
     run = steps_send_due()
