@@ -50,7 +50,7 @@ def _invalid_fields(call) -> dict:
 def test_validation(member, member_mailbox, admin):
     def make(**overrides):
         return lambda: sequence_create(
-            owner=member, data=two_steps(mailbox=member_mailbox, **overrides)
+            owner=member, data=two_steps(**{"mailbox": member_mailbox, **overrides})
         )
 
     assert "steps" in _invalid_fields(make(steps=[]))
