@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from accounts.api import MeView, TeamViewSet, TokenView, UserViewSet
 from audit.api import AuditEventViewSet
 from conversations.api import ConversationViewSet, InboxViewSet
+from crm.sequence_api import EnrollmentViewSet, SequenceViewSet
 from inboxes.api import MailboxViewSet, UserAddressReleaseView
 from meetings.api import MeetingsConnectionView
 
@@ -16,6 +17,8 @@ router.register("mailboxes", MailboxViewSet, basename="mailbox")
 router.register("inboxes", InboxViewSet, basename="inbox")
 router.register("audit", AuditEventViewSet, basename="audit")
 router.register("conversations", ConversationViewSet, basename="conversation")
+router.register("sequences", SequenceViewSet, basename="sequence")
+router.register("enrollments", EnrollmentViewSet, basename="enrollment")
 
 api_v1 = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
