@@ -104,6 +104,8 @@ urlpatterns = [
     path("settings/audit/", audit_views.settings_audit, name="settings-audit"),
     # The support inbox, /inbox/: its routes are urlpatterns in conversations/inbox_views.py.
     path("inbox/", include("conversations.inbox_views")),
+    # Sequences: its routes are urlpatterns in crm/sequence_views.py.
+    path("sequences/", include("crm.sequence_views")),
 ]
 
 # Settings > Inboxes > Routing and access, Settings > Users > Teams, the inbox overview.
