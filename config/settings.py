@@ -366,6 +366,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 # How often due sequence steps are sent (crm/steps.py).
 SEQUENCE_STEPS_SECONDS = env_int("SEQUENCE_STEPS_SECONDS", 60)
+# Steps sent per transaction: a worker killed mid-run loses (and resends) at most one chunk.
+SEQUENCE_STEPS_CHUNK = env_int("SEQUENCE_STEPS_CHUNK", 200)
 CELERY_BEAT_SCHEDULE = {
     "sync-due-mailboxes": {
         "task": "inboxes.tasks.sync_due_mailboxes",

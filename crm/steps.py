@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -45,8 +46,6 @@ from crm.sequences import sequence_window
 from crm.timeline import timeline_add
 from crm.variables import ContactValues, render
 from crm.windows import delay_then_window
-
-CHUNK_SIZE = 200
 
 
 @dataclass
@@ -75,8 +74,9 @@ class _RunCache:
         return self.preferences[owner.pk]
 
 
-def steps_send_due(*, now: datetime | None = None, chunk_size: int = CHUNK_SIZE) -> StepRun:
+def steps_send_due(*, now: datetime | None = None, chunk_size: int | None = None) -> StepRun:
     """Send every step due at ``now``; returns what happened."""
+    chunk_size = chunk_size or settings.SEQUENCE_STEPS_CHUNK
     run = StepRun()
     cache = _RunCache()
     while True:
