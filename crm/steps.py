@@ -41,9 +41,9 @@ from crm.models import (
     TimelineType,
 )
 from crm.preferences import preferences_for
-from crm.sending import email_queue
+from crm.sending import ContactDraft, email_queue, emails_queue_many
 from crm.sequences import sequence_window
-from crm.timeline import timeline_add
+from crm.timeline import timeline_add, timeline_add_many
 from crm.variables import ContactValues, render
 from crm.windows import delay_then_window
 
@@ -83,8 +83,7 @@ def steps_send_due(*, now: datetime | None = None, chunk_size: int | None = None
         moment = now or timezone.now()
         with transaction.atomic():
             due = _due_chunk(moment, chunk_size)
-            for enrollment in due:
-                _send_one(enrollment, cache, run, moment)
+            _send_chunk(due, cache, run, moment)
         if len(due) < chunk_size:
             return run
 
@@ -102,6 +101,112 @@ def _due_chunk(now: datetime, chunk_size: int) -> list[Enrollment]:
             :chunk_size
         ]
     )
+
+
+def _send_chunk(due: list[Enrollment], cache: _RunCache, run: StepRun, now: datetime) -> None:
+    """The chunk's steps in bulk, a few statements per sequence. The rows are ours
+    until the chunk commits (locked FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE
+    transaction holds the write lock), so what was read is what holds; should a
+    StepSend still conflict, that sequence's part goes again one enrolment at a time
+    (``_send_one``, with its conditional claim)."""
+    groups: dict[UUID, list[Enrollment]] = {}
+    for enrollment in due:
+        if enrollment.contact.bounced_at is not None:
+            _stop_bounced(enrollment, run, now)
+        elif enrollment.steps_sent >= len(cache.steps_of(enrollment.sequence)):
+            _finish(enrollment, run, now)  # the steps were shortened since
+        else:
+            groups.setdefault(enrollment.sequence_id, []).append(enrollment)
+    for group in groups.values():
+        try:
+            with transaction.atomic():
+                _send_group(group, cache, run, now)
+        except IntegrityError:
+            for enrollment in group:
+                _send_one(enrollment, cache, run, now)
+
+
+def _send_group(group: list[Enrollment], cache: _RunCache, run: StepRun, now: datetime) -> None:
+    """Due enrolments of one sequence: their next step each, in bulk."""
+    sequence = group[0].sequence
+    steps = cache.steps_of(sequence)
+    window = sequence_window(sequence)
+    preferences = cache.preferences_of(sequence.owner)
+    sends = StepSend.objects.bulk_create(
+        StepSend(enrollment=e, position=e.steps_sent + 1) for e in group
+    )
+    emails = emails_queue_many(
+        sender=sequence.owner,
+        mailbox=sequence.mailbox,
+        drafts=[_draft(e, steps) for e in group],
+        log=preferences.log_sent_email,
+        track_opens=preferences.track_opens,
+        track_clicks=preferences.track_clicks,
+    )
+    finished: list[Enrollment] = []
+    for enrollment, send, email in zip(group, sends, emails, strict=True):
+        send.email = email
+        position = enrollment.steps_sent + 1
+        following = steps[position] if position < len(steps) else None
+        enrollment.steps_sent = position
+        enrollment.updated_at = now
+        if position == 1:
+            enrollment.thread_message_id = email.message.message_id
+        if following is None:
+            enrollment.state = EnrollmentState.FINISHED
+            enrollment.next_step_at = None
+            enrollment.ended_at = now
+            finished.append(enrollment)
+        else:
+            enrollment.next_step_at = delay_then_window(
+                window, after=now, days=following.delay_days
+            )
+    StepSend.objects.bulk_update(sends, ["email"])
+    Enrollment.objects.bulk_update(
+        group,
+        ["steps_sent", "next_step_at", "state", "ended_at", "updated_at", "thread_message_id"],
+    )
+    timeline_add_many(
+        [e.contact for e in group],
+        TimelineType.SEQUENCE,
+        at=now,
+        details=[_detail(e, "step_sent", step=e.steps_sent) for e in group],
+    )
+    timeline_add_many(
+        [e.contact for e in finished],
+        TimelineType.SEQUENCE,
+        at=now,
+        details=[_detail(e, "finished") for e in finished],
+    )
+    run.sent += len(group)
+    run.finished += len(finished)
+
+
+def _draft(enrollment: Enrollment, steps: list[SequenceStep]) -> ContactDraft:
+    """The enrolment's next step, rendered for its contact; later steps in step 1's thread."""
+    contact = enrollment.contact
+    step = steps[enrollment.steps_sent]
+    values = ContactValues.of(name=contact.name, email=contact.email, company=contact.company)
+    subject = render(step.subject, values).strip() if step.subject.strip() else ""
+    if step.position > 1 and not subject:
+        subject = "Re: " + render(steps[0].subject, values)
+    return ContactDraft(
+        contact=contact,
+        subject=subject,
+        text=render(step.text, values),
+        html=render(step.html, values, escape_html=True),
+        in_reply_to=enrollment.thread_message_id if step.position > 1 else "",
+    )
+
+
+def _detail(enrollment: Enrollment, event: str, **extra: object) -> dict[str, object]:
+    return {
+        "sequence": str(enrollment.sequence_id),
+        "name": enrollment.sequence.name,
+        "enrollment": str(enrollment.pk),
+        "event": event,
+        **extra,
+    }
 
 
 @contextmanager
@@ -163,30 +268,20 @@ def _queue(
     enrollment: Enrollment, steps: list[SequenceStep], step: SequenceStep, cache: _RunCache
 ) -> Email:
     sequence = enrollment.sequence
-    contact = enrollment.contact
-    owner = sequence.owner
-    preferences = cache.preferences_of(owner)
-    values = ContactValues.of(name=contact.name, email=contact.email, company=contact.company)
-    if step.position == 1:
-        subject = render(step.subject, values)
-        thread: list[str] = []
-    else:
-        subject = render(step.subject, values) if step.subject.strip() else ""
-        if not subject:
-            subject = "Re: " + render(steps[0].subject, values)
-        thread = [enrollment.thread_message_id] if enrollment.thread_message_id else []
+    preferences = cache.preferences_of(sequence.owner)
+    draft = _draft(enrollment, steps)
     return email_queue(
-        sender=owner,
-        contact=contact,
+        sender=sequence.owner,
+        contact=enrollment.contact,
         mailbox=sequence.mailbox,
-        subject=subject,
-        text=render(step.text, values),
-        html=render(step.html, values, escape_html=True),
+        subject=draft.subject,
+        text=draft.text,
+        html=draft.html,
         log=preferences.log_sent_email,
         track_opens=preferences.track_opens,
         track_clicks=preferences.track_clicks,
-        in_reply_to=thread[0] if thread else "",
-        references=thread,
+        in_reply_to=draft.in_reply_to,
+        references=[draft.in_reply_to] if draft.in_reply_to else [],
     )
 
 
@@ -195,13 +290,7 @@ def _event(enrollment: Enrollment, event: str, now: datetime, **extra: object) -
         enrollment.contact,
         TimelineType.SEQUENCE,
         at=now,
-        detail={
-            "sequence": str(enrollment.sequence_id),
-            "name": enrollment.sequence.name,
-            "enrollment": str(enrollment.pk),
-            "event": event,
-            **extra,
-        },
+        detail=_detail(enrollment, event, **extra),
     )
 
 

@@ -34,3 +34,32 @@ def timeline_add(
         Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=at)
     ).update(last_activity_at=at)
     return event
+
+
+def timeline_add_many(
+    contacts: list[Contact],
+    type: str,
+    *,
+    at: datetime,
+    details: list[dict[str, Any]],
+    emails: list[Email | None] | None = None,
+) -> None:
+    """``timeline_add`` for many contacts at one moment: one insert, one update."""
+    if not contacts:
+        return
+    TimelineEvent.objects.bulk_create(
+        TimelineEvent(
+            account_id=contact.account_id,
+            contact=contact,
+            type=type,
+            at=at,
+            email=email,
+            detail=detail,
+        )
+        for contact, detail, email in zip(
+            contacts, details, emails or [None] * len(contacts), strict=True
+        )
+    )
+    Contact.objects.filter(pk__in=[c.pk for c in contacts]).filter(
+        Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=at)
+    ).update(last_activity_at=at)
