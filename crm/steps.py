@@ -26,6 +26,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from accounts.models import User
@@ -127,14 +128,11 @@ def _send_chunk(due: list[Enrollment], cache: _RunCache, run: StepRun, now: date
 
 
 def _send_group(group: list[Enrollment], cache: _RunCache, run: StepRun, now: datetime) -> None:
-    """Due enrolments of one sequence: their next step each, in bulk."""
+    """Due enrolments of one sequence: their next step each, in bulk (in the group's
+    savepoint: a StepSend conflict undoes its emails too)."""
     sequence = group[0].sequence
     steps = cache.steps_of(sequence)
-    window = sequence_window(sequence)
     preferences = cache.preferences_of(sequence.owner)
-    sends = StepSend.objects.bulk_create(
-        StepSend(enrollment=e, position=e.steps_sent + 1) for e in group
-    )
     emails = emails_queue_many(
         sender=sequence.owner,
         mailbox=sequence.mailbox,
@@ -143,34 +141,23 @@ def _send_group(group: list[Enrollment], cache: _RunCache, run: StepRun, now: da
         track_opens=preferences.track_opens,
         track_clicks=preferences.track_clicks,
     )
-    finished: list[Enrollment] = []
-    for enrollment, send, email in zip(group, sends, emails, strict=True):
-        send.email = email
-        position = enrollment.steps_sent + 1
-        following = steps[position] if position < len(steps) else None
-        enrollment.steps_sent = position
-        enrollment.updated_at = now
-        if position == 1:
-            enrollment.thread_message_id = email.message.message_id
-        if following is None:
-            enrollment.state = EnrollmentState.FINISHED
-            enrollment.next_step_at = None
-            enrollment.ended_at = now
-            finished.append(enrollment)
-        else:
-            enrollment.next_step_at = delay_then_window(
-                window, after=now, days=following.delay_days
-            )
-    StepSend.objects.bulk_update(sends, ["email"])
-    Enrollment.objects.bulk_update(
-        group,
-        ["steps_sent", "next_step_at", "state", "ended_at", "updated_at", "thread_message_id"],
+    StepSend.objects.bulk_create(
+        StepSend(enrollment=e, position=e.steps_sent + 1, email=email)
+        for e, email in zip(group, emails, strict=True)
     )
+    by_position: dict[int, list[Enrollment]] = {}
+    for enrollment in group:
+        by_position.setdefault(enrollment.steps_sent + 1, []).append(enrollment)
+    finished: list[Enrollment] = []
+    for position, enrollments in by_position.items():
+        _advance(sequence, steps, position, enrollments, now)
+        if position == len(steps):
+            finished.extend(enrollments)
     timeline_add_many(
         [e.contact for e in group],
         TimelineType.SEQUENCE,
         at=now,
-        details=[_detail(e, "step_sent", step=e.steps_sent) for e in group],
+        details=[_detail(e, "step_sent", step=e.steps_sent + 1) for e in group],
     )
     timeline_add_many(
         [e.contact for e in finished],
@@ -180,6 +167,33 @@ def _send_group(group: list[Enrollment], cache: _RunCache, run: StepRun, now: da
     )
     run.sent += len(group)
     run.finished += len(finished)
+
+
+def _advance(
+    sequence: Sequence,
+    steps: list[SequenceStep],
+    position: int,
+    enrollments: list[Enrollment],
+    now: datetime,
+) -> None:
+    """One UPDATE for the enrolments that just sent step ``position``: their next
+    step is due at the same moment (its delay from now, moved into the window)."""
+    changes: dict[str, object] = {"steps_sent": position, "updated_at": now}
+    if position < len(steps):
+        following = steps[position]
+        changes["next_step_at"] = delay_then_window(
+            sequence_window(sequence), after=now, days=following.delay_days
+        )
+    else:
+        changes.update(state=EnrollmentState.FINISHED, next_step_at=None, ended_at=now)
+    if position == 1:
+        # Step 1's Message-ID, for the later steps' In-Reply-To and References.
+        changes["thread_message_id"] = Subquery(
+            StepSend.objects.filter(enrollment=OuterRef("pk"), position=1).values(
+                "email__message__message_id"
+            )[:1]
+        )
+    Enrollment.objects.filter(pk__in=[e.pk for e in enrollments]).update(**changes)
 
 
 def _draft(enrollment: Enrollment, steps: list[SequenceStep]) -> ContactDraft:
