@@ -171,9 +171,30 @@ def baseline(mailbox, count: int, chunk: int) -> float:
     return seconds
 
 
-def step_run(chunk: int, profile: bool) -> tuple[float, dict]:
+def phase_timer():
+    """Where the step run's time goes (in this process only)."""
+    from crm import sending, steps
+    from inboxes.outbox import enqueue
+
+    timer = harness.PhaseTimer()
+    timer.wrap(enqueue, "build_mime", "compose MIME (engine)")
+    timer.wrap(enqueue, "parse_message", "parse it back (engine)")
+    timer.wrap(enqueue, "messages_from_parsed", "raw files (engine)")
+    timer.wrap(enqueue, "bulk_insert", "Message rows (engine)")
+    timer.wrap(sending, "outbox_create_many", "outbox_create_many (all of the engine)")
+    timer.wrap(sending, "timeline_add_many", "timeline: email lines")
+    timer.wrap(steps, "emails_queue_many", "emails_queue_many (engine + CRM emails)")
+    timer.wrap(steps, "_draft", "render variables")
+    timer.wrap(steps, "_advance", "advance enrolments")
+    timer.wrap(steps, "timeline_add_many", "timeline: sequence lines")
+    timer.wrap(steps, "_due_chunk", "select due chunk")
+    return timer
+
+
+def step_run(chunk: int, profile: bool, phases: bool = False) -> tuple[float, dict]:
     from crm.steps import steps_send_due
 
+    timer = phase_timer() if phases else None
     profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
     if profiler:
@@ -182,6 +203,10 @@ def step_run(chunk: int, profile: bool) -> tuple[float, dict]:
     if profiler:
         profiler.disable()
     seconds = time.perf_counter() - started
+    if timer:
+        timer.restore()
+        for label, spent in timer.seconds.items():
+            print(f"  {label}: {1000 * spent / max(run.sent, 1):.2f} ms per step")
     if profiler:
         stats = pstats.Stats(profiler)
         stats.sort_stats("cumulative").print_stats(35)
@@ -278,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{base_rate:.0f}/s (transactions of {args.chunk})"
         )
 
-        seconds, run = step_run(args.chunk, args.profile)
+        seconds, run = step_run(args.chunk, args.profile, phases=True)
         rate = run["sent"] / seconds
         ratio = rate / base_rate
         print(
