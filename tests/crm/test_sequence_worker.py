@@ -21,6 +21,7 @@ from crm.steps import steps_send_due
 from crm.tasks import send_due_steps
 from inboxes.models import OutboxItem
 from tests.crm.conftest import personal_mailbox
+from tests.support.api import api_client_for
 from tests.support.mail import connect_imap_mailbox
 
 pytest.register_assert_rewrite("tests.support.workers")
@@ -159,3 +160,27 @@ def test_a_worker_killed_mid_run_and_restarted_sends_each_step_once(
     recipients = [m.rcpt_tos for m in smtp_server.messages]
     assert len(recipients) == len(set(recipients)) == total
     assert set(Enrollment.objects.values_list("steps_sent", flat=True)) == {1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_enrolments_of_one_contact_at_once_one_wins(member):
+    """Two requests at the same moment put one contact in two sequences: one 201, one
+    409 contact_in_sequence (the partial unique constraint decides on PostgreSQL)."""
+    mailbox = personal_mailbox(member, "bo@acme.example.com")
+    first, second = _sequence(member, mailbox), _sequence(member, mailbox)
+    contact = contact_create(account=member.account, email="carol@customer.example.com")
+    clients = [api_client_for(member), api_client_for(member)]
+    answers = _run_all_at_once(
+        [
+            lambda c=client, s=sequence: c.post(
+                f"/api/v1/sequences/{s.pk}/enrollments/",
+                {"contact": str(contact.pk)},
+                format="json",
+            )
+            for client, sequence in zip(clients, (first, second), strict=True)
+        ]
+    )
+    assert sorted(a.status_code for a in answers) == [201, 409]
+    refused = next(a for a in answers if a.status_code == 409)
+    assert refused.json()["code"] == "contact_in_sequence"
+    assert Enrollment.objects.filter(contact=contact).count() == 1

@@ -4,6 +4,7 @@ run (threading, exactly once, bounced contacts), stats."""
 from __future__ import annotations
 
 from datetime import time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -206,3 +207,25 @@ def test_stats_in_a_fixed_number_of_queries(sequence, member, member_mailbox, co
         "bounced": 0,
     }
     assert stats[other.pk]["sent"] == 1
+
+
+def test_step_1_waits_for_the_window(member, member_mailbox, contacts):
+    from crm.windows import Window, next_send_moment
+
+    sequence = sequence_create(
+        owner=member,
+        data=two_steps(
+            mailbox=member_mailbox,
+            window_start=time(3, 0),
+            window_end=time(3, 30),
+            timezone="Asia/Tokyo",
+            business_days_only=True,
+        ),
+    )
+    enrollment = enrollment_create(actor=member, sequence=sequence, contact=contacts[0])
+    opens = next_send_moment(Window(time(3), time(3, 30), "Asia/Tokyo"), enrollment.created_at)
+    assert enrollment.next_step_at == opens
+    assert opens.astimezone(ZoneInfo("Asia/Tokyo")).weekday() < 5
+    if opens > enrollment.created_at:
+        assert steps_send_due(now=opens - timedelta(seconds=1)).sent == 0
+    assert steps_send_due(now=opens).sent == 1
