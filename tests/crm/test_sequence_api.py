@@ -165,3 +165,42 @@ def test_enrol_many_answers_per_contact(member_api, member_mailbox, member, outs
     assert Enrollment.objects.count() == 3
     both = member_api.post(url, {"contact": str(mine[0].pk), "contacts": []}, format="json")
     assert both.status_code == 400
+
+
+def test_another_accounts_sequences_and_enrolments_are_404(
+    member_api, member_mailbox, contact, outsider_api, outsider
+):
+    sequence = member_api.post("/api/v1/sequences/", _body(member_mailbox), format="json").json()
+    enrollment = member_api.post(
+        f"/api/v1/sequences/{sequence['id']}/enrollments/",
+        {"contact": str(contact.pk)},
+        format="json",
+    ).json()
+    calls = [
+        ("get", f"/api/v1/sequences/{sequence['id']}/", None),
+        ("patch", f"/api/v1/sequences/{sequence['id']}/", {"name": "Mine"}),
+        ("get", f"/api/v1/sequences/{sequence['id']}/enrollments/", None),
+        ("post", f"/api/v1/sequences/{sequence['id']}/enrollments/", {"contact": str(contact.pk)}),
+        ("get", f"/api/v1/enrollments/{enrollment['id']}/", None),
+        ("post", f"/api/v1/enrollments/{enrollment['id']}/pause/", None),
+        ("post", f"/api/v1/enrollments/{enrollment['id']}/resume/", None),
+        ("post", f"/api/v1/enrollments/{enrollment['id']}/unenroll/", None),
+    ]
+    for method, url, body in calls:
+        answer = getattr(outsider_api, method)(url, body, format="json")
+        assert (answer.status_code, answer.json()["code"]) == (404, "not_found"), (method, url)
+    assert outsider_api.get("/api/v1/sequences/").json()["results"] == []
+    # Their own sequence cannot enrol our contact, nor send from our mailbox.
+    their_box = personal_mailbox(outsider, "olga@globex.example.com")
+    theirs = outsider_api.post("/api/v1/sequences/", _body(their_box), format="json").json()
+    answer = outsider_api.post(
+        f"/api/v1/sequences/{theirs['id']}/enrollments/",
+        {"contact": str(contact.pk)},
+        format="json",
+    )
+    assert answer.status_code == 404
+    answer = outsider_api.patch(
+        f"/api/v1/sequences/{theirs['id']}/", {"mailbox": str(member_mailbox.pk)}, format="json"
+    )
+    assert (answer.status_code, list(answer.json()["errors"])) == (400, ["mailbox"])
+    assert Enrollment.objects.get().state == "active"
