@@ -139,6 +139,15 @@ def test_step_run_threads_and_finishes(sequence, member, contacts):
     # Nothing is sent twice, however often the run goes.
     assert steps_send_due(now=timezone.now() + timedelta(days=30)).sent == 0
     assert StepSend.objects.count() == 2
+    events = TimelineEvent.objects.filter(contact=contacts[0], type=TimelineType.SEQUENCE)
+    assert sorted((e.detail["event"], e.detail.get("step")) for e in events) == [
+        ("enrolled", None),
+        ("finished", None),
+        ("step_sent", 1),
+        ("step_sent", 2),
+    ]
+    emails = TimelineEvent.objects.filter(contact=contacts[0], type=TimelineType.EMAIL)
+    assert {e.email_id for e in emails} == {first.pk, second.pk}
 
 
 def test_a_stale_runner_does_not_send_twice(sequence, member, contacts):
