@@ -18,10 +18,11 @@ rows the first holds (PostgreSQL) or loses on the constraint (SQLite).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
@@ -30,6 +31,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from accounts.models import User
+from core.errors import DomainError
 from crm.models import (
     Email,
     Enrollment,
@@ -48,9 +50,15 @@ from crm.timeline import timeline_add, timeline_add_many
 from crm.variables import ContactValues, render
 from crm.windows import delay_then_window
 
+# A sequence whose mailbox cannot send (disconnected): its due steps wait this long.
+HOLD_WHEN_UNSENDABLE = timedelta(hours=1)
+
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class StepRun:
+    held: int = 0
     sent: int = 0
     finished: int = 0
     bounced: int = 0
@@ -120,11 +128,31 @@ def _send_chunk(due: list[Enrollment], cache: _RunCache, run: StepRun, now: date
             groups.setdefault(enrollment.sequence_id, []).append(enrollment)
     for group in groups.values():
         try:
-            with transaction.atomic():
-                _send_group(group, cache, run, now)
-        except IntegrityError:
-            for enrollment in group:
-                _send_one(enrollment, cache, run, now)
+            try:
+                with transaction.atomic():
+                    _send_group(group, cache, run, now)
+            except IntegrityError:
+                for enrollment in group:
+                    _send_one(enrollment, cache, run, now)
+        except DomainError as exc:
+            _hold(group, run, now, exc)
+
+
+def _hold(group: list[Enrollment], run: StepRun, now: datetime, exc: DomainError) -> None:
+    """The sequence cannot send now (its mailbox was disconnected, or is no longer
+    its owner's): try again later rather than fail every run on it, or loop on a
+    chunk that never empties."""
+    log.warning(
+        "sequence %s cannot send (%s): %d step(s) retried in %s",
+        group[0].sequence_id,
+        exc.detail,
+        len(group),
+        HOLD_WHEN_UNSENDABLE,
+    )
+    Enrollment.objects.filter(pk__in=[e.pk for e in group]).update(
+        next_step_at=now + HOLD_WHEN_UNSENDABLE, updated_at=now
+    )
+    run.held += len(group)
 
 
 def _send_group(group: list[Enrollment], cache: _RunCache, run: StepRun, now: datetime) -> None:

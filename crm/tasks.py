@@ -11,4 +11,4 @@ from crm.steps import steps_send_due
 def send_due_steps() -> dict[str, int]:
     """Beat runs it every minute; two at once send each step once (crm/steps.py)."""
     run = steps_send_due()
-    return {"sent": run.sent, "finished": run.finished, "bounced": run.bounced}
+    return {"sent": run.sent, "finished": run.finished, "bounced": run.bounced, "held": run.held}

@@ -238,3 +238,17 @@ def test_step_1_waits_for_the_window(member, member_mailbox, contacts):
     if opens > enrollment.created_at:
         assert steps_send_due(now=opens - timedelta(seconds=1)).sent == 0
     assert steps_send_due(now=opens).sent == 1
+
+
+def test_a_disconnected_mailbox_holds_the_steps_without_failing_the_run(
+    sequence, member, member_mailbox, contacts
+):
+    enrollment = enrollment_create(actor=member, sequence=sequence, contact=contacts[0])
+    member_mailbox.status = "disconnected"
+    member_mailbox.save(update_fields=["status"])
+    run = steps_send_due()
+    assert (run.sent, run.held) == (0, 1)
+    enrollment.refresh_from_db()
+    assert enrollment.state == EnrollmentState.ACTIVE
+    assert enrollment.next_step_at > timezone.now() + timedelta(minutes=50)
+    assert not OutboxItem.objects.exists()
