@@ -69,8 +69,20 @@ class _RunCache:
     """What many enrolments of a run share: loaded once per run, not per step."""
 
     def __init__(self) -> None:
+        self.sequences: dict[UUID, Sequence] = {}
         self.steps: dict[UUID, list[SequenceStep]] = {}
         self.preferences: dict[UUID, Preferences] = {}
+
+    def attach_sequences(self, enrollments: list[Enrollment]) -> None:
+        """Each enrolment's sequence (with its owner and mailbox), loaded once per run."""
+        missing = {e.sequence_id for e in enrollments} - self.sequences.keys()
+        if missing:
+            for sequence in Sequence.objects.filter(pk__in=missing).select_related(
+                "owner", "mailbox"
+            ):
+                self.sequences[sequence.pk] = sequence
+        for enrollment in enrollments:
+            enrollment.sequence = self.sequences[enrollment.sequence_id]
 
     def steps_of(self, sequence: Sequence) -> list[SequenceStep]:
         if sequence.pk not in self.steps:
@@ -92,6 +104,7 @@ def steps_send_due(*, now: datetime | None = None, chunk_size: int | None = None
         moment = now or timezone.now()
         with transaction.atomic():
             due = _due_chunk(moment, chunk_size)
+            cache.attach_sequences(due)
             _send_chunk(due, cache, run, moment)
         if len(due) < chunk_size:
             return run
@@ -102,14 +115,9 @@ def _due_chunk(now: datetime, chunk_size: int) -> list[Enrollment]:
         "next_step_at", "id"
     )
     if connection.features.has_select_for_update_skip_locked:
-        # Lock only the enrolment rows (``of``): the joined sequence, owner and
-        # mailbox rows are shared by many enrolments and other runners.
+        # Lock only the enrolment rows (``of``): the joined contact rows are not ours.
         due = due.select_for_update(skip_locked=True, of=("self",))
-    return list(
-        due.select_related("sequence", "sequence__owner", "sequence__mailbox", "contact")[
-            :chunk_size
-        ]
-    )
+    return list(due.select_related("contact")[:chunk_size])
 
 
 def _send_chunk(due: list[Enrollment], cache: _RunCache, run: StepRun, now: datetime) -> None:
