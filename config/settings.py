@@ -366,6 +366,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
     "visibility_timeout": max(CELERY_TASK_TIME_LIMIT * 2, 7200),
 }
+# How often due sequence steps are sent (crm/steps.py).
+SEQUENCE_STEPS_SECONDS = env_int("SEQUENCE_STEPS_SECONDS", 60)
+# Steps sent per transaction: a worker killed mid-run loses (and resends) at most one chunk.
+SEQUENCE_STEPS_CHUNK = env_int("SEQUENCE_STEPS_CHUNK", 200)
 CELERY_BEAT_SCHEDULE = {
     "sync-due-mailboxes": {
         "task": "inboxes.tasks.sync_due_mailboxes",
@@ -378,6 +382,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "inboxes.tasks.sweep_outbox", "schedule": OUTBOX_SWEEP_SECONDS},
     "notification-emails": {"task": "notifications.tasks.send_digests", "schedule": 60},
     "mailbox-health": {"task": "notifications.tasks.check_mailbox_health", "schedule": 300},
+    "send-due-sequence-steps": {
+        "task": "crm.tasks.send_due_steps",
+        "schedule": SEQUENCE_STEPS_SECONDS,
+    },
 }
 
 # --- Gmail and Microsoft 365 (OAuth) --------------------------------------------------------------

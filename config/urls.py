@@ -8,6 +8,7 @@ from audit.api import AuditEventViewSet
 from conversations.api import ConversationViewSet, InboxViewSet
 from crm.api import ContactViewSet
 from crm.email_api import ContactEmailsView, EmailDetailView, PreferencesView
+from crm.sequence_api import EnrollmentViewSet, SequenceViewSet
 from inboxes.api import MailboxViewSet, UserAddressReleaseView
 from inboxes.raw_views import MessageRawView
 from meetings.api import MeetingsConnectionView
@@ -22,6 +23,8 @@ router.register("audit", AuditEventViewSet, basename="audit")
 router.register("conversations", ConversationViewSet, basename="conversation")
 router.register("notifications", NotificationViewSet, basename="notification")
 router.register("contacts", ContactViewSet, basename="contact")
+router.register("sequences", SequenceViewSet, basename="sequence")
+router.register("enrollments", EnrollmentViewSet, basename="enrollment")
 
 api_v1 = [
     path("auth/token/", TokenView.as_view(), name="api-token"),

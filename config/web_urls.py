@@ -109,6 +109,8 @@ urlpatterns = [
     path("inbox/", include("conversations.inbox_views")),
     path("", include("notifications.views")),
     path("contacts/", include("crm.urls")),
+    # Sequences: its routes are urlpatterns in crm/sequence_views.py.
+    path("sequences/", include("crm.sequence_views")),
 ]
 
 # Settings > Inboxes > Routing and access, Settings > Users > Teams, the inbox overview.

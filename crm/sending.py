@@ -13,6 +13,7 @@ is composed."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
@@ -24,9 +25,10 @@ from crm.compose import email_body
 from crm.models import Contact, Email, Preferences, TimelineType, TrackedLink
 from crm.preferences import never_logged, preferences_for
 from crm.rules import check_send_mailbox
-from crm.timeline import timeline_add
+from crm.timeline import timeline_add, timeline_add_same
 from crm.tracking import with_tracking
 from inboxes.models import Direction, Mailbox
+from inboxes.outbox import Draft, outbox_create_many
 from inboxes.outbox.compose import Recipient
 from inboxes.outbox.enqueue import outbox_create
 
@@ -108,3 +110,98 @@ def email_queue(
         if log:
             timeline_add(contact, TimelineType.EMAIL, at=now, email=email)
     return email
+
+
+@dataclass(frozen=True)
+class ContactDraft:
+    """One email of ``emails_queue_many``: to ``contact``, threaded by ``in_reply_to``."""
+
+    contact: Contact
+    subject: str
+    text: str
+    html: str = ""
+    in_reply_to: str = ""
+
+
+def emails_queue_many(
+    *,
+    sender: User,
+    mailbox: Mailbox,
+    drafts: list[ContactDraft],
+    log: bool | None = None,
+    track_opens: bool | None = None,
+    track_clicks: bool | None = None,
+) -> list[Email]:
+    """``email_queue`` for many contacts from one sender and mailbox (a sequence's
+    due steps): the same rules, font, text part, tracking and never-log list, with the
+    rows written in bulk in the caller's transaction."""
+    check_send_mailbox(sender, mailbox)
+    if not drafts:
+        return []
+    preferences = preferences_for(sender)
+    track_opens = _toggle(track_opens, preferences.track_opens)
+    track_clicks = _toggle(track_clicks, preferences.track_clicks)
+    ids, bodies, links, logged = [], [], [], []
+    for draft in drafts:
+        email_id = uuid.uuid4()
+        plain, markup = email_body(
+            text=draft.text,
+            html=draft.html,
+            font_family=preferences.font_family,
+            font_size=preferences.font_size,
+        )
+        markup, found = with_tracking(markup, email_id, opens=track_opens, clicks=track_clicks)
+        ids.append(email_id)
+        bodies.append((plain, markup))
+        links.append(found)
+        logged.append(
+            _toggle(log, preferences.log_sent_email)
+            and not never_logged(preferences, draft.contact.canonical_email)
+        )
+    with transaction.atomic():
+        items = outbox_create_many(
+            mailbox=mailbox,
+            from_name=one_line(sender.full_name),
+            drafts=[
+                Draft(
+                    to=[Recipient(d.contact.email, one_line(d.contact.name))],
+                    subject=one_line(d.subject),
+                    text=plain,
+                    html=markup,
+                    in_reply_to=d.in_reply_to,
+                    references=[d.in_reply_to] if d.in_reply_to else None,
+                )
+                for d, (plain, markup) in zip(drafts, bodies, strict=True)
+            ],
+        )
+        now = timezone.now()
+        emails = Email.objects.bulk_create(
+            Email(
+                id=email_id,
+                account_id=d.contact.account_id,
+                contact=d.contact,
+                message=item.message,
+                mailbox=mailbox,
+                direction=Direction.OUTBOUND,
+                sent_by=sender,
+                logged=logs,
+                track_opens=track_opens,
+                track_clicks=track_clicks,
+                at=now,
+            )
+            for d, item, email_id, logs in zip(drafts, items, ids, logged, strict=True)
+        )
+        TrackedLink.objects.bulk_create(
+            TrackedLink(email=email, position=position, url=url)
+            for email, found in zip(emails, links, strict=True)
+            for position, url in enumerate(found)
+        )
+        shown = [(d, e) for d, e, logs in zip(drafts, emails, logged, strict=True) if logs]
+        timeline_add_same(
+            [d.contact for d, _ in shown],
+            TimelineType.EMAIL,
+            at=now,
+            details=[{} for _ in shown],
+            emails=[e for _, e in shown],
+        )
+    return emails

@@ -59,3 +59,33 @@ def timeline_add_many(events: list[TimelineEvent]) -> list[TimelineEvent]:
         )
     )
     return created
+
+
+def timeline_add_same(
+    contacts: list[Contact],
+    type: str,
+    *,
+    at: datetime,
+    details: list[dict[str, Any]],
+    emails: list[Email | None] | None = None,
+) -> None:
+    """One event of one kind for many contacts at one moment (a sequence's due steps):
+    one insert, one update."""
+    if not contacts:
+        return
+    TimelineEvent.objects.bulk_create(
+        TimelineEvent(
+            account_id=contact.account_id,
+            contact=contact,
+            type=type,
+            at=at,
+            email=email,
+            detail=detail,
+        )
+        for contact, detail, email in zip(
+            contacts, details, emails or [None] * len(contacts), strict=True
+        )
+    )
+    Contact.objects.filter(pk__in=[c.pk for c in contacts]).filter(
+        Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=at)
+    ).update(last_activity_at=at)

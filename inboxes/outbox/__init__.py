@@ -59,8 +59,10 @@ Composing a message is ``compose.py``; queueing it and asking for runs
 from inboxes.outbox.claims import Claimed, claim_due, release
 from inboxes.outbox.compose import Recipient, build_mime
 from inboxes.outbox.enqueue import (
+    Draft,
     enqueue_send_run,
     outbox_create,
+    outbox_create_many,
     outbox_resume,
     run_lease_hold,
     run_lease_release,
@@ -81,6 +83,7 @@ from inboxes.outbox.sweep import outbox_sweep
 __all__ = [
     "ClaimLost",
     "Claimed",
+    "Draft",
     "Recipient",
     "RunResult",
     "SendLater",
@@ -89,6 +92,7 @@ __all__ = [
     "claim_due",
     "enqueue_send_run",
     "outbox_create",
+    "outbox_create_many",
     "outbox_resolve_unknown",
     "outbox_resume",
     "outbox_send_run",

@@ -134,6 +134,23 @@ def message_from_parsed(
     return message
 
 
+def messages_from_parsed(
+    *, account_id: UUID, items: list[tuple[ParsedMessage, bytes]], direction: str
+) -> list[Message]:
+    """``message_from_parsed`` for many messages (parsed, raw): their raw files are
+    written by the storage threads, all joined before this returns."""
+    pool = _storage_pool()
+    names = list(pool.map(lambda item: _save_raw(account_id, item[0].dedupe_key, item[1]), items))
+    messages = []
+    for (parsed, raw), name in zip(items, names, strict=True):
+        message = message_row(
+            account_id=account_id, parsed=parsed, raw_size=len(raw), direction=direction
+        )
+        message.raw.name = name
+        messages.append(message)
+    return messages
+
+
 # Creating a file is mostly kernel time, not Python (0.1-1 ms each here, in the
 # file system's create): a batch's files are written by a few threads, all joined
 # before the transaction that refers to them. (Writing them while the transaction

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -36,7 +37,10 @@ from schemathesis.checks import not_a_server_error
 
 from accounts.models import Team, User
 from conversations.models import Conversation
-from crm.models import Contact
+from crm.contacts import contact_create
+from crm.enrollments import enrollment_create
+from crm.models import Contact, Sequence
+from crm.sequences import SequenceInput, StepInput, sequence_create
 from inboxes.models import Inbox, Mailbox
 from tests.support.conversations_factory import make_conversation
 from tests.support.factories import UserFactory
@@ -124,8 +128,15 @@ class World:
                 email=f"dana{Contact.objects.count()}@example.com",
                 canonical_email=f"dana{Contact.objects.count()}@example.com",
             )
+        sequence = self.objects.get("sequence")
+        if sequence is None:
+            sequence = self.objects["sequence"] = _sequence_with_an_enrolment(self.teammate)
+        enrollment = sequence.enrollments.first()
         return {
             "contacts": str(contact.pk),
+            "sequences": str(sequence.pk),
+            # (gone with its contact when a fuzzed DELETE removed it: an unknown id then)
+            "enrollments": str(enrollment.pk if enrollment else uuid.uuid4()),
             "conversations": str(conversation.pk),
             "inboxes": str(inbox.pk),
             "mailboxes": str(mailbox.pk),
@@ -144,6 +155,30 @@ class World:
         ids = self.ensure()
         if resource in ids:
             case.path_parameters["id"] = ids[resource]
+
+
+def _sequence_with_an_enrolment(owner: User) -> Sequence:
+    mailbox = Mailbox.objects.create(
+        account=owner.account,
+        kind="personal",
+        owner=owner,
+        address="cy@acme.example.com",
+        canonical_address="cy@acme.example.com",
+    )
+    sequence = sequence_create(
+        owner=owner,
+        data=SequenceInput(
+            name="Follow up",
+            mailbox=mailbox,
+            window_start=time(9),
+            window_end=time(17),
+            timezone="Europe/Amsterdam",
+            steps=[StepInput(subject="Hello", text="Hi")],
+        ),
+    )
+    contact = contact_create(account=owner.account, email="carol@customer.example.com")
+    enrollment_create(actor=owner, sequence=sequence, contact=contact)
+    return sequence
 
 
 @pytest.fixture

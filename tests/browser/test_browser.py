@@ -483,10 +483,10 @@ def test_a_member_sees_no_admin_links_and_admin_pages_answer_403(
     # Given Bo, a member, is logged in
     page = pages.log_in("bo@acme.example.com", password)
 
-    # Then his menu has Inbox, Contacts, Email and Email preferences only
+    # Then his menu has Inbox, Contacts, Sequences, Email and Email preferences only
     nav = page.get_by_role("navigation", name="Settings")
     expect(nav.get_by_role("link")).to_have_text(
-        ["Inbox", "Contacts", "Email", "Email preferences"]
+        ["Inbox", "Contacts", "Sequences", "Email", "Email preferences"]
     )
     for name in ("Inboxes", "Users", "Audit log"):
         expect(page.get_by_role("link", name=name)).to_have_count(0)
