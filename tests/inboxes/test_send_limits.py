@@ -10,12 +10,13 @@ beat: the run that sends the held mail is the one the holding run asked for.
 from __future__ import annotations
 
 import email
+import threading
 from collections import Counter
 from datetime import timedelta
 from email import policy
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -195,6 +196,34 @@ def test_sends_in_flight_and_of_unknown_outcome_count_against_the_limit(rep_mail
 
     assert (result.sent, result.held) == (1, 1)
     assert [i.state for i in fresh(items)[2:]] == ["sent", "queued"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_of_one_mailbox_at_once_never_send_over_the_limit_together(rep_mailbox, smtp_server):
+    set_limits(rep_mailbox, per_minute=3)
+    items = queue(rep_mailbox, 10)
+    start = threading.Barrier(3)
+    results = []
+
+    def one_run() -> None:
+        try:
+            start.wait()
+            results.append(outbox_send_run(rep_mailbox.pk))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one_run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert len(results) == 3
+    assert sum(r.sent for r in results) == 3
+    assert sum(received(smtp_server).values()) == 3
+    current = fresh(items)
+    assert [i.state for i in current].count("queued") == 7
+    assert all(i.held_until is not None and i.attempts == 0 for i in current if i.state == "queued")
 
 
 @pytest.mark.django_db(transaction=True)
