@@ -36,7 +36,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, Min, Q
+from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
 from inboxes.models import Mailbox, MailboxKind, OutboxItem, OutboxState, Provider
@@ -192,7 +192,7 @@ def _sends_and_plans(mailbox_id: UUID | str, limits: SendLimits, now: datetime) 
     past: list[datetime] = []
     for state, sent_at, claimed_at in (
         _counted(mailbox_id, now)
-        .order_by("-sent_at")
+        .order_by(F("sent_at").desc(nulls_first=True))  # in flight (no sent_at): the latest
         .values_list("state", "sent_at", "claimed_at")[: max(cap - len(planned), 0)]
     ):
         if state == OutboxState.SENT:
