@@ -338,6 +338,15 @@ OUTBOX_RETRY_BASE_SECONDS = env_int("OUTBOX_RETRY_BASE_SECONDS", 30)
 # Longer than the task time limit, so a live (slow) send is never taken for a dead one.
 OUTBOX_SEND_LEASE_SECONDS = env_int("OUTBOX_SEND_LEASE_SECONDS", 600)
 OUTBOX_SWEEP_SECONDS = env_int("OUTBOX_SWEEP_SECONDS", 30)
+# Send limits of personal mailboxes (inboxes/outbox/limits.py has the defaults per
+# provider and why): SEND_LIMIT_<GMAIL|MICROSOFT|IMAP>_PER_DAY / _PER_MINUTE override
+# them (0: keep the default); admins override them per mailbox. The windows are a
+# rolling minute and day; shorter ones are for tests.
+for _provider in ("GMAIL", "MICROSOFT", "IMAP"):
+    for _per in ("PER_DAY", "PER_MINUTE"):
+        globals()[f"SEND_LIMIT_{_provider}_{_per}"] = env_int(f"SEND_LIMIT_{_provider}_{_per}", 0)
+SEND_LIMIT_MINUTE_SECONDS = env_int("SEND_LIMIT_MINUTE_SECONDS", 60)
+SEND_LIMIT_DAY_SECONDS = env_int("SEND_LIMIT_DAY_SECONDS", 24 * 3600)
 
 # Queues: "sync" and "send" so a big initial sync never delays a reply.
 CELERY_TASK_DEFAULT_QUEUE = "default"

@@ -31,6 +31,11 @@ urlpatterns = [
         name="settings-mailbox-passwords",
     ),
     path(
+        "settings/mailboxes/<uuid:pk>/send-limits/",
+        inboxes_views.mailbox_send_limits,
+        name="settings-mailbox-send-limits",
+    ),
+    path(
         "settings/mailboxes/<uuid:pk>/resync/",
         inboxes_views.mailbox_resync,
         name="settings-mailbox-resync",

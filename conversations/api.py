@@ -29,7 +29,8 @@ from conversations.selectors import (
     search_conversations,
 )
 from core.api import AccountScopedMixin, CursorPagination, IsAccountAdmin, client_ip
-from inboxes.models import Direction, Inbox, Message
+from inboxes.delivery import delivery_of
+from inboxes.models import Inbox, Message
 from inboxes.selectors import inboxes_visible_to, mailboxes_visible_to
 
 
@@ -222,9 +223,20 @@ class AttachmentOutput(serializers.Serializer):
     size = serializers.IntegerField()
 
 
+class BounceReportOutput(serializers.Serializer):
+    address = serializers.CharField()
+    status = serializers.CharField(help_text="RFC 3463, e.g. 5.1.1.")
+    diagnostic = serializers.CharField()
+    at = serializers.DateTimeField(allow_null=True)
+
+
 class DeliveryOutput(serializers.Serializer):
-    state = serializers.CharField()
+    state = serializers.CharField(help_text="queued, sending, sent, failed, unknown or bounced.")
     detail = serializers.CharField()
+    scheduled_for = serializers.DateTimeField(
+        allow_null=True, help_text="Set while a send limit holds the email back: when it goes."
+    )
+    bounces = BounceReportOutput(many=True)
 
 
 class MessageOutput(serializers.ModelSerializer):
@@ -260,12 +272,7 @@ class MessageOutput(serializers.ModelSerializer):
 
     @extend_schema_field(DeliveryOutput(allow_null=True))
     def get_delivery(self, message: Message) -> dict | None:
-        if message.direction != Direction.OUTBOUND:
-            return None
-        item = getattr(message, "outbox", None)
-        if item is None:
-            return None
-        return {"state": item.state, "detail": item.detail}
+        return delivery_of(message)
 
 
 class NoteOutput(serializers.ModelSerializer):
@@ -449,7 +456,7 @@ class ConversationViewSet(
         )
         message = (
             Message.objects.select_related("outbox")
-            .prefetch_related("attachments")
+            .prefetch_related("attachments", "bounces")
             .get(pk=message.pk)
         )
         return Response(MessageOutput(message).data, status=status.HTTP_201_CREATED)

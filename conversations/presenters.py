@@ -32,7 +32,7 @@ from conversations.selectors import (
     open_counts_per_inbox,
     thread_state,
 )
-from inboxes.models import Attachment, Direction, Message, OutboxItem
+from inboxes.models import Attachment, Direction, Message, OutboxItem, OutboxState
 
 # How often the list and the open thread ask whether anything they show changed.
 POLL = "every 3s"
@@ -276,6 +276,9 @@ def message_item(message: Message, *, user: User, remote: bool) -> dict[str, Any
         "blocked": 0,
     }
     item["delivery"] = outbox_of(message)
+    item["held_until"] = held_until(item["delivery"])
+    if item["held_until"] is not None:
+        item["held_label"] = held_label(item["held_until"])
     if message.html:
         item["frame"] = email_frame(message, user=user, remote=remote)
         item["blocked"] = item["frame"]["blocked"]
@@ -336,6 +339,21 @@ def shown_inline(attachment: Attachment, message: Message) -> bool:
         and message.html
         and f"cid:{attachment.content_id}".lower() in message.html.lower()
     )
+
+
+def held_until(item: OutboxItem | None) -> datetime | None:
+    """When a send limit lets a queued email go (None: it is not held back)."""
+    if item is None or item.state != OutboxState.QUEUED:
+        return None
+    return item.held_until
+
+
+def held_label(moment: datetime) -> str:
+    """ "goes at 14:05" today, "goes on Tue 8 Dec at 09:00" another day (local time)."""
+    local = timezone.localtime(moment)
+    if local.date() == timezone.localdate():
+        return f"goes at {local:%H:%M}"
+    return f"goes on {local:%a} {local.day} {local:%b} at {local:%H:%M}"
 
 
 def outbox_of(message: Message) -> OutboxItem | None:

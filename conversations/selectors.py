@@ -156,7 +156,7 @@ def conversation_detail(conversation: Conversation) -> Conversation:
     detailed.thread = list(
         Message.objects.filter(conversationmessage__conversation=detailed)
         .select_related("outbox")
-        .prefetch_related("attachments")
+        .prefetch_related("attachments", "bounces")
         .order_by("sent_at", "created_at")
     )
     return detailed

@@ -14,9 +14,10 @@ from rest_framework.views import APIView
 from accounts.auth import api_user
 from accounts.selectors import users_visible_to
 from core.api import AccountScopedMixin, client_ip
-from inboxes import history, releases, services, sync
+from inboxes import history, releases, send_limits, services, sync
 from inboxes.history import BACKFILL_DAYS_CHOICES, BACKFILL_LABELS, DEFAULT_BACKFILL_DAYS
 from inboxes.models import Mailbox, MailboxKind, Provider, Security
+from inboxes.outbox.limits import limits_of
 from inboxes.selectors import inboxes_visible_to, mailboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
 
@@ -72,6 +73,13 @@ class FolderOutput(serializers.Serializer):
     last_reconciled_at = serializers.DateTimeField(allow_null=True)
 
 
+class SendLimitsOutput(serializers.Serializer):
+    per_day = serializers.IntegerField(help_text="Emails in a rolling 24 hours.")
+    per_minute = serializers.IntegerField(help_text="Emails in a rolling 60 seconds.")
+    per_day_is_default = serializers.BooleanField(help_text="The provider's default.")
+    per_minute_is_default = serializers.BooleanField(help_text="The provider's default.")
+
+
 class MailboxOutput(serializers.ModelSerializer):
     """Secrets are never returned: no field here can carry one."""
 
@@ -83,6 +91,7 @@ class MailboxOutput(serializers.ModelSerializer):
     sync = SyncOutput(source="*")
     imap = serializers.SerializerMethodField()
     smtp = serializers.SerializerMethodField()
+    send_limits = serializers.SerializerMethodField()
     backfill_days = serializers.IntegerField(
         allow_null=True,
         read_only=True,
@@ -108,6 +117,7 @@ class MailboxOutput(serializers.ModelSerializer):
             "folders",
             "imap",
             "smtp",
+            "send_limits",
             "created_at",
             "disconnected_at",
         ]
@@ -132,6 +142,12 @@ class MailboxOutput(serializers.ModelSerializer):
     @extend_schema_field(ServerOutput(allow_null=True))
     def get_smtp(self, mailbox: Mailbox) -> dict | None:
         return _server_of(mailbox, "smtp")
+
+    @extend_schema_field(SendLimitsOutput(allow_null=True))
+    def get_send_limits(self, mailbox: Mailbox) -> dict | None:
+        """The effective limits of a personal email; null for a team email."""
+        limits = limits_of(mailbox)
+        return limits.as_dict() if limits is not None else None
 
 
 class ServerInput(serializers.Serializer):
@@ -184,9 +200,21 @@ class ImportHistoryInput(serializers.Serializer):
     backfill_days = BackfillDays()
 
 
+class SendLimitsInput(serializers.Serializer):
+    """Admins; null resets a limit to the provider's default, a limit left out stays."""
+
+    per_day = serializers.IntegerField(
+        min_value=1, max_value=send_limits.MAX_PER_DAY, allow_null=True, required=False
+    )
+    per_minute = serializers.IntegerField(
+        min_value=1, max_value=send_limits.MAX_PER_MINUTE, allow_null=True, required=False
+    )
+
+
 class MailboxPatchInput(serializers.Serializer):
     imap = ServerPatch(required=False)
     smtp = ServerPatch(required=False)
+    send_limits = SendLimitsInput(required=False)
 
 
 class CheckInput(serializers.Serializer):
@@ -266,14 +294,24 @@ class MailboxViewSet(
     def partial_update(self, request, pk=None):
         data = MailboxPatchInput(data=request.data)
         data.is_valid(raise_exception=True)
+        values = data.validated_data
         mailbox = self.get_object()
-        with failed_connection_tests_limited(request):
-            mailbox = services.mailbox_update(
-                actor=request.user,
-                mailbox=mailbox,
-                ip=client_ip(request),
-                imap=data.validated_data.get("imap"),
-                smtp=data.validated_data.get("smtp"),
+        limits = values.get("send_limits")
+        if limits is not None:
+            # Refused (403 for a member) before anything else is changed.
+            send_limits.check_may_set_send_limits(request.user, mailbox, ip=client_ip(request))
+        if "imap" in values or "smtp" in values or limits is None:
+            with failed_connection_tests_limited(request):
+                mailbox = services.mailbox_update(
+                    actor=request.user,
+                    mailbox=mailbox,
+                    ip=client_ip(request),
+                    imap=values.get("imap"),
+                    smtp=values.get("smtp"),
+                )
+        if limits is not None:
+            mailbox = send_limits.mailbox_set_send_limits(
+                actor=request.user, mailbox=mailbox, ip=client_ip(request), **limits
             )
         return Response(MailboxOutput(mailbox).data)
 

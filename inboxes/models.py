@@ -407,7 +407,17 @@ class OutboxItem(BaseModel):
 
     class Meta:
         ordering = ["created_at"]
-        indexes = [models.Index(fields=["state", "next_attempt_at"], name="outbox_due")]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="outbox_due"),
+            # The send limits' count of a mailbox's sends in its rolling windows
+            # (inboxes/outbox/limits.py), once per claim: a range of the index.
+            models.Index(fields=["mailbox", "state", "sent_at"], name="outbox_sends"),
+            models.Index(
+                fields=["mailbox", "held_until"],
+                condition=Q(held_until__isnull=False),
+                name="outbox_held",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.message_id_header} ({self.state})"

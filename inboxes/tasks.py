@@ -62,6 +62,7 @@ def send_outbox(self, mailbox_id: str) -> dict:
         "sent": result.sent,
         "failed": result.failed,
         "unknown": result.unknown,
+        "held": result.held,
         "connections": result.connections,
     }
 

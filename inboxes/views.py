@@ -11,9 +11,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from core.api import client_ip
-from core.errors import ConnectionFailed, DomainError
+from core.errors import ConnectionFailed, DomainError, Invalid
 from core.web import back_to, report
-from inboxes import history, services, sync
+from inboxes import history, send_limits, services, sync
 from inboxes.forms import AddressCheckForm, MailboxConnectForm
 from inboxes.history import (
     backfill_choices,
@@ -23,6 +23,7 @@ from inboxes.history import (
 )
 from inboxes.models import Mailbox, MailboxKind, MailboxMessage
 from inboxes.oauth_connect import allow_sign_in_forms, connect_options
+from inboxes.outbox.limits import default_limits, limits_of, next_held
 from inboxes.page_sections import email_page_sections
 from inboxes.selectors import mailboxes_visible_to
 from inboxes.sync.folders import ALL_MAIL_FROM
@@ -181,8 +182,52 @@ def mailbox_detail(request, pk):
             "window_from": _imported_since(mailbox),
             "can_import_history": history.may_import_history(request.user, mailbox),
             "history_options": backfill_choices(larger_than=mailbox.backfill_days),
+            "send_limits": limits_of(mailbox),
+            "default_limits": dict(
+                zip(("per_day", "per_minute"), default_limits(mailbox.provider), strict=True)
+            ),
+            "can_set_send_limits": request.user.is_admin and mailbox.is_connected,
+            "held_until": next_held(mailbox.pk) if mailbox.kind == MailboxKind.PERSONAL else None,
         },
     )
+
+
+def _limit_from_form(value: str | None, label: str) -> int | None:
+    """Empty: the provider's default."""
+    value = (value or "").strip().replace(",", "")
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise Invalid(
+            f"{label}: enter a whole number, or leave it empty for the default."
+        ) from None
+
+
+@login_required
+@require_POST
+def mailbox_send_limits(request, pk):
+    """Admins: a personal email's send limits (empty: the provider's default)."""
+    mailbox = _visible_mailbox(request, pk)
+    try:
+        mailbox = send_limits.mailbox_set_send_limits(
+            actor=request.user,
+            mailbox=mailbox,
+            per_day=_limit_from_form(request.POST.get("per_day"), "Per day"),
+            per_minute=_limit_from_form(request.POST.get("per_minute"), "Per minute"),
+            ip=client_ip(request),
+        )
+        limits = limits_of(mailbox)
+        if limits is not None:
+            messages.success(
+                request,
+                f"{mailbox.address} now sends at most {limits.per_day:,} emails a day and "
+                f"{limits.per_minute:,} a minute. Held emails go as soon as these allow.",
+            )
+    except DomainError as exc:
+        report(request, exc)
+    return redirect("settings-mailbox", pk=mailbox.pk)
 
 
 @login_required

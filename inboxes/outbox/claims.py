@@ -7,6 +7,12 @@ on SQLite for this commit alone, see ``_claim_portable``): after any crash it is
 what tells the sweeper that the item may have started going out. A claim whose
 marks will be committed without a flush records the database's epoch then
 (``marks_epoch``, ``epoch.py``).
+
+A mailbox with send limits (``limits.py``) claims at most what its rolling windows
+allow, counted in the claim's transaction after taking the mailbox's claim lock
+(PostgreSQL: an advisory lock; SQLite serialises writers): two runs of one mailbox
+cannot both count the same room. A claim takes an item out of being held
+(``held_until`` cleared): from then on it is sending, or settled like any other.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from inboxes.models import Message, OutboxItem, OutboxState
+from inboxes.outbox.limits import SendLimits, allowance
 
 
 @dataclass
@@ -38,14 +45,32 @@ class Claimed:
     raw_name: str
 
 
-def claim_due(mailbox_id: UUID | str, limit: int, *, marks_epoch: str = "") -> list[Claimed]:
-    """Claim up to ``limit`` due items of the mailbox, oldest first (queued -> sending).
+def claim_due(
+    mailbox_id: UUID | str,
+    limit: int,
+    *,
+    marks_epoch: str = "",
+    limits: SendLimits | None = None,
+) -> list[Claimed]:
+    """Claim up to ``limit`` due items of the mailbox, oldest first (queued -> sending),
+    and no more than its send ``limits`` allow now (None: no limits).
     ``marks_epoch``: the database's epoch (``epoch.current_epoch()``) when the
     claim's marks will be committed without a flush, else empty."""
-    now = timezone.now()
     if connection.vendor == "postgresql":
-        return _claim_postgresql(mailbox_id, limit, now, marks_epoch)
-    return _claim_portable(mailbox_id, limit, now, marks_epoch)
+        if limits is None:
+            return _claim_postgresql(mailbox_id, limit, timezone.now(), marks_epoch)
+        with transaction.atomic():
+            # Held until the commit: the next claim of this mailbox counts this one's
+            # items as sending. Committed durably (the default synchronous_commit).
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    [f"outbox-claim:{mailbox_id}"],
+                )
+            now = timezone.now()
+            room = min(limit, allowance(mailbox_id, limits, now))
+            return _claim_postgresql(mailbox_id, room, now, marks_epoch) if room else []
+    return _claim_portable(mailbox_id, limit, timezone.now(), marks_epoch, limits)
 
 
 def _claim_postgresql(
@@ -70,7 +95,7 @@ def _claim_postgresql(
         ), claimed AS (
             UPDATE {items} AS o
                SET state = %(sending)s, claimed_at = %(now)s, attempts = o.attempts + 1,
-                   data_started_at = NULL, marks_epoch = %(epoch)s
+                   data_started_at = NULL, marks_epoch = %(epoch)s, held_until = NULL
               FROM due
              WHERE o.id = due.id AND o.state = %(queued)s
             RETURNING o.id, o.attempts, o.envelope_from, o.recipients, o.message_id, o.created_at
@@ -107,7 +132,11 @@ def _claim_postgresql(
 
 
 def _claim_portable(
-    mailbox_id: UUID | str, limit: int, now: datetime, marks_epoch: str
+    mailbox_id: UUID | str,
+    limit: int,
+    now: datetime,
+    marks_epoch: str,
+    limits: SendLimits | None,
 ) -> list[Claimed]:
     """SQLite: one conditional UPDATE per candidate (writes are serialised there,
     so each claim is still atomic; a candidate someone else took is skipped), in one
@@ -123,6 +152,10 @@ def _claim_portable(
             cursor.execute("PRAGMA synchronous = FULL")
     try:
         with transaction.atomic():
+            if limits is not None:
+                limit = min(limit, allowance(mailbox_id, limits, now))
+                if not limit:
+                    return []
             return _claim_portable_rows(mailbox_id, limit, now, marks_epoch)
     finally:
         if durable:
@@ -147,6 +180,7 @@ def _claim_portable_rows(
             attempts=F("attempts") + 1,
             data_started_at=None,
             marks_epoch=marks_epoch,
+            held_until=None,
         )
     ]
     rows = (

@@ -27,6 +27,11 @@ The exactly-once rules and the window are in the package's docstring
   ``COPY_BATCHES_IN_FLIGHT`` chunks behind, and marked stored in one UPDATE; a
   failure leaves them to the sweeper (``sent_copies.SentCopies``).
 
+A personal mailbox's send limits (``limits.py``): each claim takes no more than the
+rolling windows allow; when a claim finds no room, the due items left are held
+(queued, ``held_until`` set, attempts untouched) and, at the end of the run, a run
+is asked for when the first held item is due.
+
 API providers flush each ``data_started_at`` to disk (their send is an HTTP
 request that costs far more than the flush), sent one at a time by
 ``send_claimed``; the run saves them the claim and connection set-up per item.
@@ -54,6 +59,7 @@ from inboxes.outbox.enqueue import (
     run_requests_answered,
 )
 from inboxes.outbox.epoch import current_epoch
+from inboxes.outbox.limits import SendLimits, hold_over_limit, limits_of, wake_for_held
 from inboxes.outbox.marks import Marks
 from inboxes.outbox.outcomes import (
     ClaimLost,
@@ -90,6 +96,7 @@ class RunResult:
     unknown: int = 0
     retrying: int = 0
     released: int = 0
+    held: int = 0  # held back by the mailbox's send limits
     copies: int = 0
     connections: int = 0
     retry_in: int | None = None  # seconds until the first item put back for a retry is due
@@ -157,6 +164,7 @@ def outbox_send_run(mailbox_id: UUID | str) -> RunResult:
     """Send the mailbox's due items until none is left (or ``RUN_MAX_SECONDS``,
     then a new run is asked for)."""
     mailbox = Mailbox.objects.get(pk=mailbox_id)
+    limits = limits_of(mailbox)
     result = RunResult(str(mailbox_id))
     run_lease_hold(mailbox_id)
     deadline = time.monotonic() + RUN_MAX_SECONDS
@@ -168,7 +176,7 @@ def outbox_send_run(mailbox_id: UUID | str) -> RunResult:
         try:
             while True:
                 run_requests_answered(mailbox_id)
-                stopped = _claim_and_send(mailbox, result, link, copies, marks, deadline)
+                stopped = _claim_and_send(mailbox, limits, result, link, copies, marks, deadline)
                 if stopped == "deadline":
                     enqueue_send_run(mailbox_id, force=True)
                     break
@@ -184,11 +192,14 @@ def outbox_send_run(mailbox_id: UUID | str) -> RunResult:
         result.copies = copies.stored
         if stopped:
             run_lease_release(mailbox_id)
+    if limits is not None:
+        wake_for_held(mailbox_id)
     return result
 
 
 def _claim_and_send(
     mailbox: Mailbox,
+    limits: SendLimits | None,
     result: RunResult,
     link: _Link,
     copies: SentCopies,
@@ -201,10 +212,13 @@ def _claim_and_send(
             return "deadline"
         if mailbox.provider == Provider.IMAP:
             # Its marks are committed without a flush (marks.py): the epoch they rely on.
-            chunk = claim_due(mailbox.pk, CLAIM_CHUNK, marks_epoch=current_epoch())
+            chunk = claim_due(mailbox.pk, CLAIM_CHUNK, marks_epoch=current_epoch(), limits=limits)
         else:
-            chunk = claim_due(mailbox.pk, CLAIM_CHUNK)
+            chunk = claim_due(mailbox.pk, CLAIM_CHUNK, limits=limits)
         if not chunk:
+            if limits is not None:
+                # No room left, or nothing due: whatever is still due waits its turn.
+                result.held += hold_over_limit(mailbox, limits)
             return ""
         result.claimed += len(chunk)
         if mailbox.provider == Provider.IMAP:
