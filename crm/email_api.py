@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,60 +20,10 @@ from crm.models import Preferences
 from crm.preferences import preferences_for, preferences_update
 from crm.presenters import email_data
 from crm.sending import email_queue
+from crm.serializers import EmailOutput
 from inboxes.models import Mailbox
 
 # --- Shapes -------------------------------------------------------------------------------------
-
-
-class CrmPartyOutput(serializers.Serializer):
-    name = serializers.CharField()
-    address = serializers.CharField()
-
-
-class CrmBounceOutput(serializers.Serializer):
-    address = serializers.CharField()
-    status = serializers.CharField()
-    diagnostic = serializers.CharField()
-    at = serializers.DateTimeField()
-
-
-EmailOutput = inline_serializer(
-    "CrmEmail",
-    {
-        "id": serializers.UUIDField(),
-        "contact": serializers.UUIDField(),
-        "direction": serializers.ChoiceField(choices=["inbound", "outbound"]),
-        "mailbox": serializers.UUIDField(allow_null=True),
-        "from": CrmPartyOutput(),
-        "to": CrmPartyOutput(many=True),
-        "cc": CrmPartyOutput(many=True),
-        "subject": serializers.CharField(),
-        "text": serializers.CharField(),
-        "html": serializers.CharField(),
-        "sent_at": serializers.DateTimeField(),
-        "message_id": serializers.CharField(),
-        "in_reply_to": serializers.CharField(),
-        "logged": serializers.BooleanField(),
-        "delivery": inline_serializer(
-            "CrmDelivery",
-            {
-                "state": serializers.CharField(),
-                "detail": serializers.CharField(),
-                "scheduled_for": serializers.DateTimeField(allow_null=True),
-                "bounces": CrmBounceOutput(many=True),
-            },
-            allow_null=True,
-        ),
-        "tracking": inline_serializer(
-            "CrmTracking",
-            {
-                "opens": serializers.IntegerField(),
-                "clicks": serializers.IntegerField(),
-                "machine_opens": serializers.IntegerField(),
-            },
-        ),
-    },
-)
 
 
 class EmailSendInput(serializers.Serializer):

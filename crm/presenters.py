@@ -31,6 +31,8 @@ def email_data(email: Email) -> dict[str, Any]:
         "message_id": message.message_id,
         "in_reply_to": message.in_reply_to,
         "logged": email.logged,
+        # "Show original": the stored bytes, under the same access rule (inboxes/access.py).
+        "raw_url": f"/messages/{email.message_id}/raw/",
         "delivery": delivery_of(message),
         "tracking": {
             "opens": email.opens,

@@ -114,6 +114,7 @@ class EmailOutput(serializers.Serializer[Any]):
     message_id = serializers.CharField()
     in_reply_to = serializers.CharField()
     logged = serializers.BooleanField()
+    raw_url = serializers.CharField(help_text="Show original: the stored bytes.")
     delivery = EmailDeliveryOutput(allow_null=True)
     tracking = TrackingOutput()
 
