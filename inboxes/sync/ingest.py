@@ -36,6 +36,7 @@ from inboxes.models import (
     MailboxFolder,
     MailboxMessage,
     Message,
+    MessageKind,
     Tombstone,
 )
 from inboxes.providers.base import RawMessage
@@ -191,6 +192,29 @@ def _store_files(account_id: UUID, new: list[tuple[ParsedMessage, bytes]]) -> li
     return stored
 
 
+def _tie_bounces(account_id: UUID, messages: list[Message]) -> None:
+    """Point each bounce at the account's outbound email it reports on (found by the
+    original's Message-ID): one query for the whole batch. inboxes/delivery.py reads
+    the tie; a bounce that names no email of ours stays untied."""
+    wanted = {
+        m.bounce["original_message_id"]: m
+        for m in messages
+        if m.kind == MessageKind.BOUNCE and m.bounce and m.bounce.get("original_message_id")
+    }
+    if not wanted:
+        return
+    originals = dict(
+        Message.objects.filter(
+            account_id=account_id, direction=Direction.OUTBOUND, message_id__in=list(wanted)
+        )
+        .order_by("created_at")  # the newest wins, should a Message-ID repeat
+        .values_list("message_id", "id")
+    )
+    for message in messages:
+        if message.kind == MessageKind.BOUNCE and message.bounce:
+            message.bounce_of_id = originals.get(message.bounce.get("original_message_id", ""))
+
+
 def ingest_batch(
     *,
     mailbox: Mailbox,
@@ -236,6 +260,7 @@ def ingest_batch(
     # Files before rows: written (and waited for) before the transaction.
     new = {s.message.dedupe_key: s for s in _store_files(account_id, list(wanted.values()))}
     del wanted
+    _tie_bounces(account_id, [s.message for s in new.values()])
 
     with transaction.atomic():
         bulk_insert(Message, [s.message for s in new.values()], ignore_conflicts=True)

@@ -141,7 +141,13 @@ def test_reply_answers_201_with_the_queued_outbound_message(member_api, support)
     assert response.status_code == 201, response.json()
     message = response.json()
     assert message["direction"] == "outbound"
-    assert message["delivery"] == {"state": "queued", "detail": ""}
+    assert message["delivery"] == {
+        "state": "queued",
+        "detail": "",
+        "scheduled_for": None,
+        "bounces": [],
+    }
+    assert message["kind"] == "email" and message["bounce"] is None
     assert message["from"]["address"] == "support@acme.example.com"
     assert message["subject"] == "Re: Broken"
     assert message["text"].startswith("On it.")
