@@ -394,6 +394,29 @@ GRAPH_API_ENDPOINT = env_str("GRAPH_API_ENDPOINT", "https://graph.microsoft.com/
 OAUTH_CA_FILE = env_str("OAUTH_CA_FILE")
 PROVIDER_HTTP_TIMEOUT = env_int("PROVIDER_HTTP_TIMEOUT", 30)
 
+# --- The product's own mail (DESIGN.md section 6) --------------------------------------
+# Notifications and invitations to users, sent by core/mail.py, never through a
+# customer's mailbox. Off by default (written to the log); EMAIL_URL sends, e.g.
+# smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465.
+EMAIL_URL = env_str("EMAIL_URL")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Postkamer <postkamer@localhost>")
+if EMAIL_URL:
+    from urllib.parse import unquote, urlsplit
+
+    _email = urlsplit(EMAIL_URL)
+    if _email.scheme not in ("smtp", "smtps") or not _email.hostname:
+        raise ValueError("EMAIL_URL must look like smtp://user:pass@host:587")
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = _email.hostname
+    EMAIL_PORT = _email.port or (465 if _email.scheme == "smtps" else 587)
+    EMAIL_HOST_USER = unquote(_email.username or "")
+    EMAIL_HOST_PASSWORD = unquote(_email.password or "")
+    EMAIL_USE_SSL = _email.scheme == "smtps"
+    EMAIL_USE_TLS = not EMAIL_USE_SSL and EMAIL_PORT != 25
+    EMAIL_TIMEOUT = 30
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
 # --- Links in emails ------------------------------------------------------------------
 # The product's own external base URL: tracking pixels and links, booking and
 # notification links start with it (DESIGN.md section 6).
