@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 from inboxes.addresses import InvalidAddress, canonical_address
 from inboxes.models import Mailbox, MailboxStatus, Message, MessageKind
@@ -37,7 +38,7 @@ _UNREAD_LOCAL = re.compile(
 
 
 def automatic_send_refusal(
-    account: Account | int | str, address: str, *, in_answer_to: Message | None = None
+    account: Account | UUID | str, address: str, *, in_answer_to: Message | None = None
 ) -> str | None:
     """Why nothing automatic may go to ``address`` (None: it may)."""
     if in_answer_to is not None:
@@ -51,7 +52,7 @@ def automatic_send_refusal(
         return "the address is not valid"
     if _UNREAD_LOCAL.match(canonical.split("@", 1)[0]):
         return "nobody reads that address"
-    account_id = getattr(account, "pk", account)
+    account_id: UUID | str = account.pk if hasattr(account, "pk") else account
     own = (
         Mailbox.objects.filter(account_id=account_id, canonical_address=canonical)
         .exclude(status=MailboxStatus.DISCONNECTED)
@@ -63,6 +64,6 @@ def automatic_send_refusal(
 
 
 def may_send_automatically(
-    account: Account | int | str, address: str, *, in_answer_to: Message | None = None
+    account: Account | UUID | str, address: str, *, in_answer_to: Message | None = None
 ) -> bool:
     return automatic_send_refusal(account, address, in_answer_to=in_answer_to) is None
