@@ -225,6 +225,7 @@ ROW_VALUES = (
     "inbox_id",
     "assignee_id",
     "is_read",
+    "is_bounce",
 )
 
 

@@ -184,6 +184,7 @@ def test_bounce_conversations_have_their_filter_in_the_api_and_the_inbox(
     page = client.get("/inbox/", {"view": "bounces"}).content.decode()
     assert "Bounces" in page
     assert str(bounced.pk) in page and str(person.pk) not in page
+    assert ">Bounce</span>" in page
 
 
 def test_an_auto_reply_is_shown_but_leaves_a_closed_conversation_closed(replied, support, admin):
