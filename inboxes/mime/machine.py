@@ -81,6 +81,8 @@ _ORIGINAL_PARTS = (
 )
 _QUOTED_MESSAGE_ID = re.compile(r"^[ \t>]*message-id[ \t]*:[ \t]*(<[^<>\s]+>)", re.I | re.M)
 _MAX_REPORT_BYTES = 256 * 1024
+# A report on a mail to a thousand people is kept, its first recipients named.
+MAX_RECIPIENTS = 100
 
 
 def classify(
@@ -93,12 +95,18 @@ def classify(
     in_reply_to: str,
     references: list[str],
 ) -> tuple[str, dict[str, Any] | None]:
-    """``headers``: the raw header fields by lower-case name (``_raw_headers``)."""
-    bounce = _bounce(headers, subject, sender, text, attachments, in_reply_to, references)
-    if bounce is not None:
-        return BOUNCE, bounce
-    if is_auto_reply(headers, subject):
-        return AUTO_REPLY, None
+    """``headers``: the raw header fields by lower-case name (``_raw_headers``).
+
+    Never raises: a report it cannot read is mail like any other (the parse it is
+    part of must not be lost to it)."""
+    try:
+        bounce = _bounce(headers, subject, sender, text, attachments, in_reply_to, references)
+        if bounce is not None:
+            return BOUNCE, bounce
+        if is_auto_reply(headers, subject):
+            return AUTO_REPLY, None
+    except Exception:
+        return EMAIL, None
     return EMAIL, None
 
 
@@ -173,7 +181,7 @@ def _bounce(
         return None
     return {
         "original_message_id": _original_message_id(attachments, text, in_reply_to, references),
-        "recipients": recipients,
+        "recipients": recipients[:MAX_RECIPIENTS],
     }
 
 

@@ -3,6 +3,7 @@ answers, and the people who only look like machines (inboxes/mime/machine.py).""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,20 @@ def test_status_codes_are_said_in_plain_words():
     assert plain_words("5.7.26") == "refused: the message failed authentication (DMARC)"
     assert plain_words("5.0.0", "550 No such user here") == "mailbox does not exist"
     assert plain_words("5.9.99") == "the receiving server refused it"
+
+
+def test_a_huge_hostile_report_is_read_quickly_and_bounded():
+    lines = b"".join(b"<user%d@x.example>: 550 5.1.1 unknown\r\n" % n for n in range(50_000))
+    raw = (
+        b"From: MAILER-DAEMON@mx.example\r\nSubject: failure notice\r\n\r\n"
+        + lines
+        + b"x" * 2_000_000
+        + b"\r\n"
+    )
+    started = time.perf_counter()
+
+    parsed = parse_message(raw)
+
+    assert time.perf_counter() - started < 5
+    assert parsed.kind == "bounce"
+    assert len(parsed.bounce["recipients"]) == 100
