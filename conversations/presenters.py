@@ -249,6 +249,9 @@ def event_text(event: ConversationEvent) -> tuple[str, str]:
     else:
         if event.actor_id:
             text = f"{_name(event.actor)} reopened this"
+        elif detail.get("auto_reply"):
+            text = "Reopened by an automatic reply (this inbox's setting)"
+            why = ""
         else:
             text = "Reopened by the customer's reply"
             why = ""

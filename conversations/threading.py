@@ -118,6 +118,7 @@ class _Batch:
         self.links: list[ConversationMessage] = []
         self.grown: dict = {}
         self.reopened: list = []
+        self.reopened_by_auto_reply: set = set()
         # A tied bounce (Message.bounce_of) joins the conversation of the email it reports on.
         self.conversation_of_original: dict = {}
         self._load(messages)
@@ -298,6 +299,8 @@ class _Batch:
             conversation.status = ConversationStatus.OPEN  # a customer's reply reopens it
             conversation.closed_at = None
             self.reopened.append(conversation.pk)
+            if message.kind == MessageKind.AUTO_REPLY:
+                self.reopened_by_auto_reply.add(conversation.pk)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -309,7 +312,11 @@ class _Batch:
             ConversationEvent(
                 conversation_id=pk,
                 kind=EventKind.REOPENED,
-                detail={"reason": "the customer wrote again"},
+                detail=(
+                    {"reason": "an automatic reply came in", "auto_reply": True}
+                    if pk in self.reopened_by_auto_reply
+                    else {"reason": "the customer wrote again"}
+                ),
             )
             for pk in self.reopened
         )

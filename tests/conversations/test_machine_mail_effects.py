@@ -218,6 +218,8 @@ def test_an_auto_reply_reopens_when_the_inbox_says_so(replied, support, admin_ap
 
     conversation.refresh_from_db()
     assert conversation.status == "open"
+    event = ConversationEvent.objects.filter(conversation=conversation).last()
+    assert event is not None and event.kind == "reopened" and event.detail["auto_reply"] is True
 
 
 def test_the_customers_own_reply_still_reopens(replied, support):
