@@ -421,7 +421,8 @@ PROVIDER_HTTP_TIMEOUT = env_int("PROVIDER_HTTP_TIMEOUT", 30)
 PUBLIC_URL = env_str("PUBLIC_URL", f"http://127.0.0.1:{env_str('PORT', '8000')}").rstrip("/")
 
 # --- The product's own mail (notifications) ---------------------------------------------
-# EMAIL_URL (e.g. smtp://user:pass@host:587, or submissions:// for TLS on 465) is the
+# EMAIL_URL (dj-email-url: submission://user:pass@host:587 for STARTTLS,
+# smtp://user:pass@host:465?ssl=True for TLS from the start, smtp://host:25 plain) is the
 # operator's outgoing mail server, never a customer's mailbox. Unset: off, each email
 # is written to the log instead (core/mail_backends.py).
 _email_url = env_str("EMAIL_URL")

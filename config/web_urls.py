@@ -135,6 +135,11 @@ urlpatterns += [
         settings_views.inbox_replies,
         name="settings-inbox-replies",
     ),
+    path(
+        "settings/inboxes/<uuid:pk>/auto-replies/",
+        settings_views.inbox_auto_replies,
+        name="settings-inbox-auto-replies",
+    ),
     path("settings/teams/", team_views.settings_teams, name="settings-teams"),
     path("settings/teams/new/", team_views.team_create, name="settings-team-create"),
     path("settings/teams/<uuid:pk>/", team_views.team_update, name="settings-team-update"),

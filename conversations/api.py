@@ -29,7 +29,7 @@ from conversations.selectors import (
     search_conversations,
 )
 from core.api import AccountScopedMixin, CursorPagination, IsAccountAdmin, client_ip
-from inboxes.delivery import delivery_of
+from inboxes.delivery import bounce_data, delivery_of
 from inboxes.models import Inbox, Message
 from inboxes.selectors import inboxes_visible_to, mailboxes_visible_to
 
@@ -50,6 +50,7 @@ class InboxOutput(serializers.ModelSerializer):
             "from_name",
             "signature",
             "restricted",
+            "reopen_on_auto_reply",
             "teams",
             "created_at",
         ]
@@ -65,6 +66,7 @@ class InboxPatchInput(serializers.Serializer):
     from_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     signature = serializers.CharField(max_length=5000, required=False, allow_blank=True)
     restricted = serializers.BooleanField(required=False)
+    reopen_on_auto_reply = serializers.BooleanField(required=False)
     teams = serializers.ListField(child=serializers.UUIDField(), required=False)
     mailbox = serializers.UUIDField(required=False, allow_null=True)
 
@@ -223,20 +225,34 @@ class AttachmentOutput(serializers.Serializer):
     size = serializers.IntegerField()
 
 
-class BounceReportOutput(serializers.Serializer):
+class DeliveryBounceOutput(serializers.Serializer):
     address = serializers.CharField()
-    status = serializers.CharField(help_text="RFC 3463, e.g. 5.1.1.")
-    diagnostic = serializers.CharField()
-    at = serializers.DateTimeField(allow_null=True)
+    status = serializers.CharField(help_text="The RFC 3463 code, e.g. 5.1.1.")
+    diagnostic = serializers.CharField(help_text="In plain words.")
+    at = serializers.DateTimeField()
 
 
 class DeliveryOutput(serializers.Serializer):
-    state = serializers.CharField(help_text="queued, sending, sent, failed, unknown or bounced.")
-    detail = serializers.CharField()
-    scheduled_for = serializers.DateTimeField(
-        allow_null=True, help_text="Set while a send limit holds the email back: when it goes."
+    state = serializers.ChoiceField(
+        choices=["queued", "sending", "sent", "failed", "unknown", "bounced"]
     )
-    bounces = BounceReportOutput(many=True)
+    detail = serializers.CharField()
+    scheduled_for = serializers.DateTimeField(allow_null=True)
+    bounces = DeliveryBounceOutput(many=True)
+
+
+class BounceRecipientOutput(serializers.Serializer):
+    address = serializers.CharField()
+    action = serializers.CharField(help_text="RFC 3464: failed, delayed, delivered...")
+    status = serializers.CharField(help_text="The RFC 3463 code, e.g. 5.1.1.")
+    diagnostic = serializers.CharField(help_text="In plain words.")
+
+
+class BounceOutput(serializers.Serializer):
+    original = serializers.UUIDField(
+        allow_null=True, help_text="The outbound message this report is about, once tied."
+    )
+    recipients = BounceRecipientOutput(many=True)
 
 
 class MessageOutput(serializers.ModelSerializer):
@@ -246,12 +262,14 @@ class MessageOutput(serializers.ModelSerializer):
     cc = PartyOutput(many=True)
     attachments = AttachmentOutput(many=True)
     delivery = serializers.SerializerMethodField()
+    bounce = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
         fields = [
             "id",
             "direction",
+            "kind",
             "to",
             "cc",
             "subject",
@@ -262,6 +280,7 @@ class MessageOutput(serializers.ModelSerializer):
             "has_remote_images",
             "attachments",
             "delivery",
+            "bounce",
             "parse_error",
         ]
 
@@ -273,6 +292,10 @@ class MessageOutput(serializers.ModelSerializer):
     @extend_schema_field(DeliveryOutput(allow_null=True))
     def get_delivery(self, message: Message) -> dict | None:
         return delivery_of(message)
+
+    @extend_schema_field(BounceOutput(allow_null=True))
+    def get_bounce(self, message: Message) -> dict | None:
+        return bounce_data(message)
 
 
 class NoteOutput(serializers.ModelSerializer):
@@ -311,6 +334,7 @@ class ConversationOutput(serializers.ModelSerializer):
             "last_message_at",
             "message_count",
             "unread",
+            "is_bounce",
             "created_at",
         ]
 
@@ -371,10 +395,18 @@ class ConversationFilter(django_filters.FilterSet):
     assignee = django_filters.UUIDFilter(field_name="assignee_id")
     unassigned = django_filters.BooleanFilter(field_name="assignee", lookup_expr="isnull")
     search = django_filters.CharFilter(method="filter_search")
+    kind = django_filters.ChoiceFilter(
+        choices=[("bounce", "bounce"), ("email", "email")],
+        method="filter_kind",
+        help_text="bounce: opened by a delivery report tied to no email (the Bounces list).",
+    )
 
     class Meta:
         model = Conversation
-        fields = ["inbox", "status", "assignee", "unassigned", "search"]
+        fields = ["inbox", "status", "assignee", "unassigned", "search", "kind"]
+
+    def filter_kind(self, queryset, name, value):
+        return queryset.filter(is_bounce=value == "bounce")
 
     def filter_search(self, queryset, name, value):
         return search_conversations(queryset, value)

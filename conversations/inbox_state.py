@@ -27,6 +27,7 @@ VIEWS = [
     ("mine", "Mine"),
     ("open", "All open"),
     ("closed", "Closed"),
+    ("bounces", "Bounces"),
 ]
 VIEW_NAMES = dict(VIEWS)
 DEFAULT_VIEW = "unassigned"

@@ -42,6 +42,9 @@ class Conversation(BaseModel):
     # so that the list reads no messages.
     customer_name = models.CharField(max_length=320, blank=True)
     snippet = models.CharField(max_length=200, blank=True)
+    # Opened by a delivery report that names no email of this inbox: never routed,
+    # never answered automatically, listed under "Bounces" (conversations/threading.py).
+    is_bounce = models.BooleanField(default=False)
     messages = models.ManyToManyField(
         Message, through="ConversationMessage", related_name="conversations"
     )
@@ -77,6 +80,11 @@ class Conversation(BaseModel):
             models.Index(fields=["account", "status", "inbox", "assignee"], name="conv_nav_counts"),
             # A new contact finds the conversations with its address.
             models.Index(fields=["account", "customer_canonical"], name="conv_customer_canonical"),
+            models.Index(
+                fields=["account", "-last_message_at", "-id"],
+                condition=models.Q(is_bounce=True),
+                name="conv_bounces_recent",
+            ),
         ]
 
     def __str__(self) -> str:

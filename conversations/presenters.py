@@ -32,7 +32,8 @@ from conversations.selectors import (
     open_counts_per_inbox,
     thread_state,
 )
-from inboxes.models import Attachment, Direction, Message, OutboxItem, OutboxState
+from inboxes.delivery import delivery_of
+from inboxes.models import Attachment, Direction, Message, MessageKind, OutboxItem, OutboxState
 
 # How often the list and the open thread ask whether anything they show changed.
 POLL = "every 3s"
@@ -79,7 +80,7 @@ def nav_panel(user: User, state: ListState) -> dict[str, Any]:
     counts: dict[str, int | None] = {
         key: sum(row[key] for row in per_inbox.values()) for key in ("unassigned", "mine", "open")
     }
-    counts["closed"] = None
+    counts["closed"] = counts["bounces"] = None
     views = [
         {
             "key": key,
@@ -248,6 +249,9 @@ def event_text(event: ConversationEvent) -> tuple[str, str]:
     else:
         if event.actor_id:
             text = f"{_name(event.actor)} reopened this"
+        elif detail.get("auto_reply"):
+            text = "Reopened by an automatic reply (this inbox's setting)"
+            why = ""
         else:
             text = "Reopened by the customer's reply"
             why = ""
@@ -263,7 +267,37 @@ def people_text(entries: list[dict[str, str]] | None) -> str:
     return ", ".join(out)
 
 
+def bounce_line(message: Message) -> str:
+    """A delivery report in one line: "Not delivered to ann@x.example: mailbox does not
+    exist" (a delay or a success report says so instead)."""
+    lines = []
+    for recipient in (message.bounce or {}).get("recipients", []):
+        address = recipient.get("address") or "a recipient"
+        words = recipient.get("diagnostic") or recipient.get("status") or ""
+        action = recipient.get("action") or "failed"
+        if action == "delayed":
+            lines.append(f"Delivery to {address} is delayed: {words}")
+        elif action in ("delivered", "relayed", "expanded"):
+            lines.append(f"Delivered to {address}")
+        else:
+            lines.append(f"Not delivered to {address}: {words}")
+    return "; ".join(lines) or "A delivery report about this conversation's email"
+
+
+def delivery_label(state: str) -> str:
+    return state.capitalize()
+
+
 def message_item(message: Message, *, user: User, remote: bool) -> dict[str, Any]:
+    if message.kind == MessageKind.BOUNCE and message.bounce_of_id:
+        # A report on an email of this conversation is a system line, not a message.
+        return {
+            "kind": "bounce",
+            "at": message.sent_at or message.created_at,
+            "message": message,
+            "text": bounce_line(message),
+            "report": message.text,
+        }
     item: dict[str, Any] = {
         "kind": "message",
         "at": message.sent_at or message.created_at,
@@ -273,10 +307,20 @@ def message_item(message: Message, *, user: User, remote: bool) -> dict[str, Any
         "cc": people_text(message.cc),
         "attachments": [a for a in message.attachments.all() if not shown_inline(a, message)],
         "outbound": message.direction == Direction.OUTBOUND,
+        "auto_reply": message.kind == MessageKind.AUTO_REPLY,
+        "bounce": bounce_line(message) if message.kind == MessageKind.BOUNCE else "",
         "blocked": 0,
     }
-    item["delivery"] = outbox_of(message)
-    item["held_until"] = held_until(item["delivery"])
+    # Sent from Postkamer (an outbox row) or reported on: a copy synced from the Sent
+    # folder has no delivery to show otherwise.
+    outbox = outbox_of(message)
+    delivery = delivery_of(message)
+    if delivery is not None and (outbox is not None or delivery["bounces"]):
+        delivery["label"] = delivery_label(delivery["state"])
+        item["delivery"] = delivery
+    else:
+        item["delivery"] = None
+    item["held_until"] = held_until(outbox)
     if item["held_until"] is not None:
         item["held_label"] = held_label(item["held_until"])
     if message.html:

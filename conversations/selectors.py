@@ -50,7 +50,8 @@ def conversation_list(
 ) -> QuerySet[Conversation]:
     """The conversation list with the unread flag, newest activity first.
 
-    ``view``: "unassigned", "mine", "open" (all open), "closed".
+    ``view``: "unassigned", "mine", "open" (all open), "closed", "bounces" (opened by
+    a delivery report tied to no email, any status).
     """
     conversations = conversations_visible_to(user).select_related("inbox", "assignee")
     if view == "unassigned":
@@ -61,6 +62,8 @@ def conversation_list(
         conversations = conversations.filter(status="open")
     elif view == "closed":
         conversations = conversations.filter(status="closed")
+    elif view == "bounces":
+        conversations = conversations.filter(is_bounce=True)
     if inbox is not None:
         conversations = conversations.filter(inbox=inbox)
     if status:
@@ -222,6 +225,7 @@ ROW_VALUES = (
     "inbox_id",
     "assignee_id",
     "is_read",
+    "is_bounce",
 )
 
 

@@ -82,6 +82,7 @@ def inbox_update(
     mailbox: Mailbox | None | _Unset = UNSET,
     signature: str | _Unset = UNSET,
     restricted: bool | _Unset = UNSET,
+    reopen_on_auto_reply: bool | _Unset = UNSET,
     teams: Iterable[Team] | _Unset = UNSET,
     ip: str | None = None,
 ) -> Inbox:
@@ -110,6 +111,9 @@ def inbox_update(
             if restricted is not UNSET:
                 inbox.restricted = bool(restricted)
                 changes["restricted"] = inbox.restricted
+            if reopen_on_auto_reply is not UNSET:
+                inbox.reopen_on_auto_reply = bool(reopen_on_auto_reply)
+                changes["reopen_on_auto_reply"] = inbox.reopen_on_auto_reply
             chosen: list[Team] | None = None
             if teams is not UNSET:
                 chosen = list(teams)

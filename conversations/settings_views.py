@@ -260,3 +260,22 @@ def inbox_replies(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
         )
     messages.success(request, f"Inbox {inbox.name}: from-name and signature saved.")
     return redirect("settings-inbox-routing", pk=inbox.pk)
+
+
+@admin_required
+@require_POST
+def inbox_auto_replies(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
+    inbox = get_object_or_404(inboxes_visible_to(request.user), pk=pk)
+    reopen = request.POST.get("reopen_on_auto_reply") == "1"
+    services.inbox_update(
+        actor=request.user, inbox=inbox, reopen_on_auto_reply=reopen, ip=client_ip(request)
+    )
+    if reopen:
+        messages.success(
+            request, f"Inbox {inbox.name}: automatic replies reopen closed conversations."
+        )
+    else:
+        messages.success(
+            request, f"Inbox {inbox.name}: automatic replies leave closed conversations closed."
+        )
+    return redirect("settings-inbox-routing", pk=inbox.pk)

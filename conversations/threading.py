@@ -42,7 +42,7 @@ from conversations.models import (
 )
 from conversations.routing import conversations_route
 from conversations.summary import conversation_summaries_refresh
-from inboxes.models import Direction, Inbox, Message
+from inboxes.models import Direction, Inbox, Message, MessageKind
 
 SUBJECT_FALLBACK_DAYS = 14
 # How many of the newest links (or recent conversations of a customer) are looked at.
@@ -95,7 +95,8 @@ def thread_into_inbox(
     for message in todo:
         batch.file(message, backfill=backfill)
     batch.save()
-    conversations_route(batch.opened, notify=not backfill)
+    # A bounce's conversation is nobody's work to route (it notifies nobody).
+    conversations_route([c for c in batch.opened if not c.is_bounce], notify=not backfill)
     return batch.opened
 
 
@@ -123,6 +124,9 @@ class _Batch:
         self.links: list[ConversationMessage] = []
         self.grown: dict = {}
         self.reopened: list = []
+        self.reopened_by_auto_reply: set = set()
+        # A tied bounce (Message.bounce_of) joins the conversation of the email it reports on.
+        self.conversation_of_original: dict = {}
         self._load(messages)
 
     # --- reading -------------------------------------------------------------------------------
@@ -141,11 +145,18 @@ class _Batch:
                 inbox=inbox, message__thread_root__in=roots
             ).values_list("message__thread_root", "created_at", "conversation_id"):
                 self.links_by_root[root].append(((0, created_at), conversation_id))
+        originals = {m.bounce_of_id for m in messages if m.bounce_of_id}
+        if originals:
+            self.conversation_of_original = dict(
+                ConversationMessage.objects.filter(
+                    inbox=inbox, message_id__in=originals
+                ).values_list("message_id", "conversation_id")
+            )
         linked = {
             conversation_id
             for links in (*self.links_by_message_id.values(), *self.links_by_root.values())
             for _, conversation_id in links
-        }
+        } | set(self.conversation_of_original.values())
         customers = {c for c in (_customer_of(m, self.team_address) for m in messages) if c}
         if customers:
             # The subject fallback picks among a customer's most recent conversations
@@ -235,9 +246,29 @@ class _Batch:
         recent = [c for _, c in dated[:CANDIDATE_LIMIT]]
         return next((c for c in recent if normalize_subject(c.subject) == subject), None)
 
+    def _conversation_for(self, message: Message, when: datetime) -> Conversation | None:
+        """A delivery report goes only where the email it reports on is (it names no
+        thread of its own: a subject or sender match would be a coincidence)."""
+        if message.kind == MessageKind.BOUNCE:
+            pk = self.conversation_of_original.get(message.bounce_of_id)
+            return self.conversations.get(pk) if pk is not None else None
+        return self._find_conversation(message, when)
+
+    def _reopens(self, message: Message) -> bool:
+        """A customer's email reopens a closed conversation; their out-of-office answer
+        only where the inbox says so; a delivery report never."""
+        if (
+            message.direction != Direction.INBOUND
+            or message.from_address.lower() == self.team_address
+        ):
+            return False
+        if message.kind == MessageKind.AUTO_REPLY:
+            return self.inbox.reopen_on_auto_reply
+        return message.kind != MessageKind.BOUNCE
+
     def file(self, message: Message, *, backfill: bool) -> None:
         when = message.sent_at or self.now
-        conversation = self._find_conversation(message, when)
+        conversation = self._conversation_for(message, when)
         if conversation is None:
             customer = _customer_of(message, self.team_address)
             conversation = Conversation(
@@ -248,6 +279,7 @@ class _Batch:
                 customer_canonical=customer_canonical(customer),
                 last_message_at=when,
                 message_count=0,
+                is_bounce=message.kind == MessageKind.BOUNCE,
             )
             self._know(conversation)
             self.stored_people[conversation.pk] = {conversation.customer_address}
@@ -267,14 +299,16 @@ class _Batch:
         )
         conversation.message_count += 1
         conversation.last_message_at = max(conversation.last_message_at or when, when)
-        customer_wrote = (
-            message.direction == Direction.INBOUND
-            and message.from_address.lower() != self.team_address
-        )
-        if customer_wrote and not backfill and conversation.status == ConversationStatus.CLOSED:
+        if (
+            self._reopens(message)
+            and not backfill
+            and conversation.status == ConversationStatus.CLOSED
+        ):
             conversation.status = ConversationStatus.OPEN  # a customer's reply reopens it
             conversation.closed_at = None
             self.reopened.append(conversation.pk)
+            if message.kind == MessageKind.AUTO_REPLY:
+                self.reopened_by_auto_reply.add(conversation.pk)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -307,7 +341,11 @@ class _Batch:
             ConversationEvent(
                 conversation_id=pk,
                 kind=EventKind.REOPENED,
-                detail={"reason": "the customer wrote again"},
+                detail=(
+                    {"reason": "an automatic reply came in", "auto_reply": True}
+                    if pk in self.reopened_by_auto_reply
+                    else {"reason": "the customer wrote again"}
+                ),
             )
             for pk in self.reopened
         )

@@ -59,3 +59,18 @@ def delivery_of(message: Message) -> dict[str, Any] | None:
         "scheduled_for": held,
         "bounces": [{k: b[k] for k in ("address", "status", "diagnostic", "at")} for b in bounces],
     }
+
+
+def bounce_data(message: Message) -> dict[str, Any] | None:
+    """``{original, recipients: [{address, action, status, diagnostic}]}`` for a
+    bounce (``original``: the id of the outbound email it reports on, or None)."""
+    if message.kind != MessageKind.BOUNCE:
+        return None
+    report = message.bounce or {}
+    return {
+        "original": message.bounce_of_id,
+        "recipients": [
+            {key: recipient.get(key, "") for key in ("address", "action", "status", "diagnostic")}
+            for recipient in report.get("recipients", [])
+        ],
+    }

@@ -184,6 +184,11 @@ class Inbox(BaseModel):
     restricted = models.BooleanField(
         default=False, help_text="Only members of the chosen teams (and admins) see this inbox."
     )
+    # An out-of-office answer is shown in its conversation but leaves a closed one
+    # closed, unless the inbox chooses otherwise (conversations/threading.py).
+    reopen_on_auto_reply = models.BooleanField(
+        default=False, help_text="An automatic reply reopens a closed conversation."
+    )
 
     class Meta:
         db_table = "conversations_inbox"

@@ -8,22 +8,17 @@ from datetime import timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.core.mail import EmailMessage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from core.errors import Invalid
-from inboxes.addresses import canonical_address
-from inboxes.models import Mailbox, MailboxStatus
+from core.mail import product_mail_send
+from inboxes.automail import automatic_send_refusal
 from notifications.models import Digest, Notification
 
 log = logging.getLogger(__name__)
 
 MAX_ITEMS = 50
-
-# RFC 3834: nobody's auto-responder answers these, and nothing loops.
-AUTOMATIC_HEADERS = {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"}
 
 
 def _window() -> timedelta:
@@ -53,7 +48,8 @@ def _give_back(user_id: UUID | str, previous: object) -> None:
     Digest.objects.filter(user_id=user_id).update(last_sent_at=previous)
 
 
-def _compose(user: User, items: list[Notification]) -> EmailMessage:
+def _digest(user: User, items: list[Notification]) -> tuple[str, str]:
+    """The digest's subject and text."""
     if len(items) == 1:
         subject = items[0].text.split(". ")[0][:150]
     else:
@@ -68,28 +64,7 @@ def _compose(user: User, items: list[Notification]) -> EmailMessage:
         f"All notifications: {settings.PUBLIC_URL}/notifications/",
         f"Choose what you get by email: {settings.PUBLIC_URL}/settings/notifications/",
     ]
-    return EmailMessage(
-        subject=f"Postkamer: {subject}",
-        body="\n".join(lines),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[user.email],
-        headers=AUTOMATIC_HEADERS,
-    )
-
-
-def _loops_back(user: User) -> bool:
-    """The person's address is one of the account's own connected mailboxes (a team
-    address used as a login, say): an email to it would come back in as mail, be
-    notified again, and loop. They see it in the app instead."""
-    try:
-        canonical = canonical_address(user.email)
-    except Invalid:
-        return True
-    return (
-        Mailbox.objects.filter(account_id=user.account_id, canonical_address=canonical)
-        .exclude(status=MailboxStatus.DISCONNECTED)
-        .exists()
-    )
+    return f"Postkamer: {subject}", "\n".join(lines)
 
 
 def digest_send(user_id: UUID | str) -> int:
@@ -97,8 +72,16 @@ def digest_send(user_id: UUID | str) -> int:
     notifications the email listed (0: nothing sent now)."""
     user = User.objects.filter(pk=user_id).first()
     pending = Notification.objects.filter(user_id=user_id, email_pending=True)
-    if user is None or not user.is_active or _loops_back(user):
+    if user is None or not user.is_active:
         pending.update(email_pending=False)  # a deactivated user gets nothing
+        return 0
+    refusal = automatic_send_refusal(user.account_id, user.email)
+    if refusal:
+        # Their address is one of the account's own mailboxes (a team address used as
+        # a login, say): the email would come back in as mail and be notified again.
+        # They see it in the app.
+        log.warning("no notification email to %s: %s", user.email, refusal)
+        pending.update(email_pending=False)
         return 0
     if not pending.exists():
         return 0
@@ -109,8 +92,9 @@ def digest_send(user_id: UUID | str) -> int:
     if not items:
         _give_back(user_id, previous)
         return 0
+    subject, text = _digest(user, items)
     try:
-        _compose(user, items).send()
+        product_mail_send(to=[user.email], subject=subject, text=text)
     except Exception:
         log.exception("notification email to %s failed; kept for the next try", user.email)
         _give_back(user_id, previous)

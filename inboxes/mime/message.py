@@ -17,6 +17,7 @@ from inboxes.mime.addresses import Address, parse_addresses
 from inboxes.mime.dedupe import body_digest, dedupe_key, legacy_dedupe_key
 from inboxes.mime.headers import _header_text, _msg_ids, _parse_date, _unfold
 from inboxes.mime.html import _REMOTE_IMAGE, sanitise_html
+from inboxes.mime.machine import classify
 from inboxes.mime.parts import (
     ParsedAttachment,
     _Collected,
@@ -230,10 +231,20 @@ def _parse(raw: bytes) -> ParsedMessage:
     ).strip()
     texts = [text for text in collected.texts if text.strip()]
     text = "\n\n".join(texts) if texts else html_to_text(html_body)
+    in_reply_to = reply_ids[0] if reply_ids else ""
+    kind, bounce = classify(
+        headers,
+        subject=subject,
+        sender=senders[0].address if senders else "",
+        text=text,
+        attachments=collected.attachments,
+        in_reply_to=in_reply_to,
+        references=references,
+    )
 
     return ParsedMessage(
         message_id=message_id,
-        in_reply_to=reply_ids[0] if reply_ids else "",
+        in_reply_to=in_reply_to,
         references=references,
         subject=subject,
         from_=senders[0] if senders else None,
@@ -256,4 +267,6 @@ def _parse(raw: bytes) -> ParsedMessage:
             b"",
             body_digest_hex=body_hash.hex(),
         ),
+        kind=kind,
+        bounce=bounce,
     )

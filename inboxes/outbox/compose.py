@@ -32,8 +32,13 @@ def build_mime(
     html: str = "",
     in_reply_to: str = "",
     references: list[str] | None = None,
+    automatic: bool = False,
 ) -> tuple[bytes, str]:
-    """The message as it will go out, and its Message-ID."""
+    """The message as it will go out, and its Message-ID.
+
+    ``automatic``: no person pressed Send (a booking invitation, a notification):
+    marked ``Auto-Submitted: auto-generated`` (RFC 3834) so that responders stay quiet;
+    check the recipients with inboxes/automail.py first."""
     domain = from_address.rsplit("@", 1)[-1]
     message_id = make_msgid(domain=domain)
     mime = EmailMessage(policy=SMTP)
@@ -44,6 +49,8 @@ def build_mime(
     mime["Subject"] = subject
     mime["Date"] = format_datetime(timezone.now())
     mime["Message-ID"] = message_id
+    if automatic:
+        mime["Auto-Submitted"] = "auto-generated"
     if in_reply_to:
         mime["In-Reply-To"] = in_reply_to
     refs = [*(references or []), *([in_reply_to] if in_reply_to else [])]

@@ -38,8 +38,11 @@ def outbox_create(
     html: str = "",
     in_reply_to: str = "",
     references: list[str] | None = None,
+    automatic: bool = False,
 ) -> OutboxItem:
-    """Queue an email; call it inside the transaction of the user's action."""
+    """Queue an email; call it inside the transaction of the user's action.
+
+    ``automatic``: sent without a person's Send (see ``build_mime``)."""
     cc = cc or []
     raw, _ = build_mime(
         from_address=mailbox.address,
@@ -51,6 +54,7 @@ def outbox_create(
         html=html,
         in_reply_to=in_reply_to,
         references=references,
+        automatic=automatic,
     )
     parsed = parse_message(raw)
     message = message_from_parsed(

@@ -17,6 +17,7 @@ import os
 from collections.abc import Container, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -27,7 +28,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.bulk import bulk_insert
-from inboxes import consumers
+from inboxes import consumers, events
 from inboxes.mime import Address, ParsedMessage, parse_message
 from inboxes.mime.dedupe import key_path_shard
 from inboxes.models import (
@@ -37,6 +38,7 @@ from inboxes.models import (
     MailboxFolder,
     MailboxMessage,
     Message,
+    MessageKind,
     Tombstone,
 )
 from inboxes.providers.base import RawMessage
@@ -219,6 +221,42 @@ def _store_files(account_id: UUID, new: list[tuple[ParsedMessage, bytes]]) -> li
     return stored
 
 
+def _tie_bounces(account_id: UUID, messages: list[Message]) -> None:
+    """Point each bounce at the account's outbound email it reports on (found by the
+    original's Message-ID): one query for the whole batch. inboxes/delivery.py reads
+    the tie; a bounce that names no email of ours stays untied."""
+    wanted = {
+        m.bounce["original_message_id"]: m
+        for m in messages
+        if m.kind == MessageKind.BOUNCE and m.bounce and m.bounce.get("original_message_id")
+    }
+    if not wanted:
+        return
+    originals = dict(
+        Message.objects.filter(
+            account_id=account_id, direction=Direction.OUTBOUND, message_id__in=list(wanted)
+        )
+        .order_by("created_at")  # the newest wins, should a Message-ID repeat
+        .values_list("message_id", "id")
+    )
+    for message in messages:
+        if message.kind == MessageKind.BOUNCE and message.bounce:
+            message.bounce_of_id = originals.get(message.bounce.get("original_message_id", ""))
+
+
+def _report_bounces(messages: list[Message]) -> None:
+    """After commit, tell the sender of each email a new bounce was tied to (by the
+    engine, or by a consumer while delivering): one query, only for a batch with bounces."""
+    bounces = [m.pk for m in messages if m.kind == MessageKind.BOUNCE]
+    if not bounces:
+        return
+    tied = list(
+        Message.objects.filter(pk__in=bounces, bounce_of__isnull=False).values_list("pk", flat=True)
+    )
+    for pk in tied:
+        transaction.on_commit(partial(events.report_bounce, pk))
+
+
 def ingest_batch(
     *,
     mailbox: Mailbox,
@@ -271,6 +309,7 @@ def ingest_batch(
     # Files before rows: written (and waited for) before the transaction.
     new = {s.message.dedupe_key: s for s in _store_files(account_id, list(wanted.values()))}
     del wanted
+    _tie_bounces(account_id, [s.message for s in new.values()])
 
     with transaction.atomic():
         bulk_insert(Message, [s.message for s in new.values()], ignore_conflicts=True)
@@ -323,6 +362,7 @@ def ingest_batch(
             seen.add(row[1])
             delivered.append(new[row[0]].message if row[0] in created else loaded[row[1]])
         consumers.deliver(mailbox, delivered, backfill=backfill)
+        _report_bounces([new[key].message for key in created])
         MailboxFolder.objects.filter(pk=folder.pk).update(
             cursor=cursor,
             imported_count=F("imported_count") + len(raws),

@@ -147,6 +147,7 @@ def test_reply_answers_201_with_the_queued_outbound_message(member_api, support)
         "scheduled_for": None,
         "bounces": [],
     }
+    assert message["kind"] == "email" and message["bounce"] is None
     assert message["from"]["address"] == "support@acme.example.com"
     assert message["subject"] == "Re: Broken"
     assert message["text"].startswith("On it.")

@@ -225,3 +225,14 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_the_helper_classifies_machine_mail_as_this_process_does():
+    raws = [p.read_bytes() for p in sorted((ROOT / "tests" / "fixtures" / "machine").glob("*.eml"))]
+
+    results = list(parse_helper.parsed_ahead(batches_of(raws, 5), lambda raw: raw))
+
+    got = [p for _, parsed in results for p in parsed]
+    assert got == [parse_message(raw) for raw in raws]
+    assert {p.kind for p in got} == {"email", "auto_reply", "bounce"}
+    assert all(p.bounce["recipients"] for p in got if p.kind == "bounce")

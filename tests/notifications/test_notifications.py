@@ -187,7 +187,7 @@ def test_emails_are_batched_one_per_person_per_window(member, settings):
     assert len(mail.outbox) == 1
     sent = mail.outbox[0]
     assert sent.to == [member.email]
-    assert sent.extra_headers["Auto-Submitted"] == "auto-generated"
+    assert sent.extra_headers["Auto-Submitted"] == "auto-generated"  # core/mail.py
     assert f"/settings/mailboxes/{first.pk}/" in sent.body
 
     # two more things happen within the window: no email now

@@ -47,6 +47,58 @@ def make_email(
     return mime.as_bytes()
 
 
+def compose_dsn(
+    original: bytes,
+    *,
+    sender: str,
+    recipient: str,
+    status: str,
+    diagnostic: str,
+    reporting_mta: str = "mx.postkamer-tests.example",
+) -> bytes:
+    """An RFC 3464 delivery report on ``original`` as an MTA writes it: a note for
+    people, the machine-readable status, and the original's headers (RFC 6522
+    text/rfc822-headers), sent from MAILER-DAEMON to the envelope sender."""
+    headers = original.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode("utf-8", "replace")
+    boundary = f"dsn-{next(_counter)}"
+    now = format_datetime(timezone.now())
+    return (
+        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>\n"
+        f"To: {sender}\n"
+        f"Subject: Undelivered Mail Returned to Sender\n"
+        f"Date: {now}\n"
+        f"Message-ID: {make_msgid(domain=reporting_mta)}\n"
+        f"Auto-Submitted: auto-replied\n"
+        f"MIME-Version: 1.0\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\n'
+        f"\n"
+        f"--{boundary}\n"
+        f"Content-Type: text/plain; charset=us-ascii\n"
+        f"\n"
+        f"This is the mail system at host {reporting_mta}.\n\n"
+        f"Your message could not be delivered to one or more recipients.\n\n"
+        f"<{recipient}>: {diagnostic}\n"
+        f"\n"
+        f"--{boundary}\n"
+        f"Content-Type: message/delivery-status\n"
+        f"\n"
+        f"Reporting-MTA: dns; {reporting_mta}\n"
+        f"Arrival-Date: {now}\n"
+        f"\n"
+        f"Final-Recipient: rfc822; {recipient}\n"
+        f"Action: failed\n"
+        f"Status: {status}\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\n"
+        f"\n"
+        f"--{boundary}\n"
+        f"Content-Type: text/rfc822-headers\n"
+        f"\n"
+        f"{headers}\n"
+        f"\n"
+        f"--{boundary}--\n"
+    ).encode()
+
+
 def connect_imap_mailbox(
     *, actor, dovecot, smtp_server, user, address, kind="team", inbox=None, backfill_days=30
 ) -> Mailbox:

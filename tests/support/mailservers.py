@@ -623,6 +623,7 @@ class _Handler:
         # From here on the server has the message (as a real MTA that queued
         # it), whether or not its answer ever reaches the client.
         self.owner._record(message, accepted=True)
+        self.owner._report_refusals(message)
         fault = self.owner._take_fault("data")
         if fault is not None and fault[0] == "hold":
             await self.owner._hold(server, fault[1])
@@ -646,6 +647,9 @@ class SMTPTestServer:
         self._faults: collections.deque[tuple[str, tuple[str, float]]] = collections.deque()
         self._holds_started = 0
         self._drops = 0
+        # Recipients the next hop refuses after this server queued the mail: their
+        # delivery report goes back to the sender's mailbox (refuse_later).
+        self._refusals: dict[str, tuple[str, str, Callable[[bytes], object]]] = {}
         self._releases = 0  # release_holds() ends the holds begun before it
         self.port, self.smtps_port = _free_ports(2)
         handler = _Handler(self)
@@ -711,6 +715,34 @@ class SMTPTestServer:
         return AuthResult(success=False, handled=False)
 
     # -- failures and messages
+
+    def refuse_later(
+        self, address: str, *, status: str, text: str, report_to: Callable[[bytes], object]
+    ) -> None:
+        """Accept mail for ``address`` (the submission server queues it), then act as the
+        MTA whose next hop refused it: compose an RFC 3464 delivery report (status,
+        the remote server's ``text``, the original's headers) and hand it to
+        ``report_to`` (e.g. a Dovecot delivery into the sender's mailbox)."""
+        with self._lock:
+            self._refusals[address.lower()] = (status, text, report_to)
+
+    def _report_refusals(self, message: ReceivedMessage) -> None:
+        from tests.support.mail import compose_dsn
+
+        for recipient in message.rcpt_tos:
+            with self._lock:
+                refusal = self._refusals.get(recipient.lower())
+            if refusal is not None:
+                status, text, report_to = refusal
+                report_to(
+                    compose_dsn(
+                        message.data,
+                        sender=message.mail_from,
+                        recipient=recipient,
+                        status=status,
+                        diagnostic=text,
+                    )
+                )
 
     def fail_next(self, code: int, text: str, count: int = 1, stage: str = "data") -> None:
         """Make the next ``count`` transactions answer ``code text`` at ``stage``.
