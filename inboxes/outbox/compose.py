@@ -222,8 +222,9 @@ def _domain(domain: str) -> str:
 def _mailbox(address: str, name: str) -> str:
     _refuse_line_breaks(address)
     local, at, domain = address.rpartition("@")
-    if not local.isascii() or not local.isprintable() or not at:
-        # A non-ASCII local part needs SMTPUTF8, which this composer does not write.
+    if not (at and local and local.isascii() and local.isprintable()) or set("<>") & set(address):
+        # A non-ASCII local part needs SMTPUTF8, which this composer does not write;
+        # "<" or ">" would end the angle-addr early.
         raise ValueError(f"Not an address this server can send to: {address!r}.")
     spec = f"{local}@{_domain(domain)}"
     return f"{_phrase(name)} <{spec}>" if name else spec

@@ -210,6 +210,8 @@ def test_another_reader_reads_what_was_written(draft):
         {"to": [Recipient("pat@customer.example.com", "Pat\r")]},
         {"to": [Recipient("pat@customer.example.com\nBcc: x@y.example.com")]},
         {"to": [Recipient("jösé@customer.example.com")]},
+        {"to": [Recipient("pat@customer.example.com>, <x@y.example.com")]},
+        {"to": [Recipient("no-at-sign")]},
     ],
 )
 def test_line_breaks_in_header_values_and_unsendable_addresses_are_refused(draft):
