@@ -60,7 +60,7 @@ from inboxes.mime.charsets import decode_bytes
 from inboxes.mime.dedupe import dedupe_key, legacy_dedupe_key
 from inboxes.mime.headers import decode_header, parse_params
 from inboxes.mime.html import sanitise_html
-from inboxes.mime.message import ParsedMessage, parse_message
+from inboxes.mime.message import ParsedMessage, parse_message, parsed_as_composed
 from inboxes.mime.parts import ParsedAttachment
 from inboxes.mime.text import html_to_text
 
@@ -75,6 +75,7 @@ __all__ = [
     "legacy_dedupe_key",
     "parse_addresses",
     "parse_message",
+    "parsed_as_composed",
     "parse_params",
     "sanitise_html",
 ]

@@ -26,7 +26,7 @@ from inboxes.mime.parts import (
     _split_raw,
     _walk,
 )
-from inboxes.mime.text import html_to_text
+from inboxes.mime.text import _body_text, html_to_text
 
 MAX_REFERENCES = 50
 
@@ -205,7 +205,23 @@ def _parse(raw: bytes) -> ParsedMessage:
     headers = _raw_headers(root)
     if not headers:
         problems.append("no header fields found")
+    if too_deep:
+        collected = _Collected(problems=["MIME structure nested too deeply to parse; body skipped"])
+    else:
+        # Attached messages are written back with the line endings they came with.
+        collected = _walk(root, "\r\n" if b"\r\n" in header_block else "\n")
+    return _assemble(headers, header_block, body_hash, collected, problems)
 
+
+def _assemble(
+    headers: dict[str, list[str]],
+    header_block: bytes,
+    body_hash: bytes,
+    collected: _Collected,
+    problems: list[str],
+) -> ParsedMessage:
+    """The ParsedMessage of a message's raw header fields (name -> values, as the
+    parser keeps them, folding included) and its walked body."""
     message_ids = _msg_ids(_first(headers, "message-id"), bare_needs_at=False)
     message_id = message_ids[0] if message_ids else ""
     reply_ids = _msg_ids(_first(headers, "in-reply-to"))
@@ -220,11 +236,6 @@ def _parse(raw: bytes) -> ParsedMessage:
         name: _header_text(_first(headers, name)) for name in EXTRA_HEADERS if name in headers
     }
 
-    if too_deep:
-        collected = _Collected(problems=["MIME structure nested too deeply to parse; body skipped"])
-    else:
-        # Attached messages are written back with the line endings they came with.
-        collected = _walk(root, "\r\n" if b"\r\n" in header_block else "\n")
     problems.extend(collected.problems)
     html_body = "\n".join(
         sanitise_html(markup) for markup in collected.htmls if markup.strip()
@@ -270,3 +281,33 @@ def _parse(raw: bytes) -> ParsedMessage:
         kind=kind,
         bounce=bounce,
     )
+
+
+# --- A message composed here ---------------------------------------------------------
+
+
+def parsed_as_composed(
+    *,
+    fields: list[tuple[str, str]],
+    header_block: bytes,
+    body: bytes,
+    parts: list[tuple[str, bytes]],
+) -> ParsedMessage:
+    """What ``parse_message`` returns for a message the caller has just composed, without
+    parsing it back: the same decoding of the same header values, the same body rules,
+    the same keys. ``fields``: the header fields as written (name, value with its
+    folding, as the parser keeps it); ``header_block`` and ``body``: the raw message's
+    two halves around its blank line; ``parts``: each body part's subtype ("plain" or
+    "html") and its UTF-8 content as transfer-decoding gives it back.
+
+    For messages without attachments, of UTF-8 text parts only, as the outbox writes
+    them (inboxes/outbox/compose.py); tests/inboxes/test_compose.py holds the result to
+    ``parse_message``'s for a range of such messages."""
+    headers: dict[str, list[str]] = {}
+    for name, value in fields:
+        headers.setdefault(name.lower(), []).append(value)
+    collected = _Collected(linesep="\r\n")
+    for subtype, content in parts:
+        text = _body_text(content, {"charset": "utf-8"}, subtype)
+        (collected.texts if subtype == "plain" else collected.htmls).append(text)
+    return _assemble(headers, header_block, body_digest(body), collected, [])

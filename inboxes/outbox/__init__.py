@@ -57,7 +57,7 @@ Composing a message is ``compose.py``; queueing it and asking for runs
 """
 
 from inboxes.outbox.claims import Claimed, claim_due, release
-from inboxes.outbox.compose import Recipient, build_mime
+from inboxes.outbox.compose import Composed, Recipient, build_mime
 from inboxes.outbox.enqueue import (
     Draft,
     enqueue_send_run,
@@ -82,6 +82,7 @@ from inboxes.outbox.sweep import outbox_sweep
 
 __all__ = [
     "ClaimLost",
+    "Composed",
     "Claimed",
     "Draft",
     "Recipient",

@@ -1,7 +1,7 @@
 """Queueing an email in the user's transaction, and asking for a send run.
 
-``outbox_create`` writes the message (its Message-ID fixed now) and an
-OutboxItem in the caller's transaction, and on commit asks for a send run of
+``outbox_create`` writes the message (its Message-ID fixed now; composed with its
+row's fields, inboxes/outbox/compose.py) and an OutboxItem in the caller's transaction, and on commit asks for a send run of
 the mailbox (``enqueue_send_run``), so a worker never sees a row that was rolled
 back and a crash before commit sends nothing.
 """
@@ -19,9 +19,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.bulk import bulk_insert
-from inboxes.mime import parse_message
 from inboxes.models import Direction, Mailbox, Message, OutboxItem, OutboxState
-from inboxes.outbox.compose import Recipient, build_mime
+from inboxes.outbox.compose import Recipient, compose
 from inboxes.sync.ingest import message_from_parsed, messages_from_parsed
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ def outbox_create(
 
     ``automatic``: sent without a person's Send (see ``build_mime``)."""
     cc = cc or []
-    raw, _ = build_mime(
+    composed = compose(
         from_address=mailbox.address,
         from_name=from_name,
         to=to,
@@ -56,9 +55,11 @@ def outbox_create(
         references=references,
         automatic=automatic,
     )
-    parsed = parse_message(raw)
     message = message_from_parsed(
-        account_id=mailbox.account_id, parsed=parsed, raw=raw, direction=Direction.OUTBOUND
+        account_id=mailbox.account_id,
+        parsed=composed.parsed,
+        raw=composed.raw,
+        direction=Direction.OUTBOUND,
     )
     message.save()
     item = OutboxItem.objects.create(
@@ -92,7 +93,7 @@ def outbox_create_many(
     for on commit. Call it inside the caller's transaction, as ``outbox_create``."""
     built = []
     for draft in drafts:
-        raw, _ = build_mime(
+        composed = compose(
             from_address=mailbox.address,
             from_name=from_name,
             to=draft.to,
@@ -103,7 +104,7 @@ def outbox_create_many(
             in_reply_to=draft.in_reply_to,
             references=draft.references,
         )
-        built.append((parse_message(raw), raw))
+        built.append((composed.parsed, composed.raw))
     messages = messages_from_parsed(
         account_id=mailbox.account_id, items=built, direction=Direction.OUTBOUND
     )

@@ -19,7 +19,7 @@ from crm.models import Enrollment, EnrollmentState, StepSend
 from crm.sequences import SequenceInput, StepInput, sequence_create
 from crm.steps import steps_send_due
 from crm.tasks import send_due_steps
-from inboxes.models import OutboxItem
+from inboxes.models import Mailbox, OutboxItem
 from tests.crm.conftest import personal_mailbox
 from tests.support.api import api_client_for
 from tests.support.mail import connect_imap_mailbox
@@ -134,6 +134,10 @@ def test_a_worker_killed_mid_run_and_restarted_sends_each_step_once(
         user=mail_user,
         address="bo@acme.example.com",
         kind="personal",
+    )
+    # Above the provider's default send limits (inboxes/outbox/limits.py): 400 at once.
+    Mailbox.objects.filter(pk=mailbox.pk).update(
+        send_limit_per_minute=1000, send_limit_per_day=1000
     )
     sequence = _sequence(member, mailbox, second_delay=30)
     total = 400
