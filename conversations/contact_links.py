@@ -26,8 +26,8 @@ from core.text import one_line
 from crm.contacts import contact_create, contact_existing
 from crm.errors import ContactExists
 from crm.models import Contact, TimelineEvent, TimelineType
+from crm.parties import canonical_or_empty
 from crm.timeline import timeline_add_many
-from inboxes.addresses import canonical_address
 from inboxes.models import Message
 
 # How many conversations one UPDATE links (the CASE grows with it).
@@ -37,12 +37,7 @@ LINK_CHUNK = 500
 def customer_canonical(address: str) -> str:
     """The canonical form of a customer address, or "" when it is not one (a
     malformed From: must not stop a sync)."""
-    if not address:
-        return ""
-    try:
-        return canonical_address(address)
-    except Exception:  # noqa: BLE001 - InvalidAddress, or anything the validator raises
-        return ""
+    return canonical_or_empty(address) if address else ""
 
 
 def contacts_by_canonical(account_id: Any, canonicals: Iterable[str]) -> dict[str, Contact]:

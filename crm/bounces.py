@@ -17,7 +17,7 @@ from crm.enrollments import enrollments_stop
 from crm.models import Contact, Email, StopReason, TimelineEvent, TimelineType
 from crm.parties import canonical_or_empty
 from crm.timeline import timeline_add
-from inboxes.delivery import is_hard
+from inboxes.delivery import is_hard_failure
 from inboxes.models import Direction, Mailbox, Message
 
 
@@ -51,12 +51,6 @@ def _recipients_for(contact: Contact, recipients: list[dict[str, Any]], only: bo
     if not mine and only:
         mine = [r for r in recipients if isinstance(r, dict)]
     return mine
-
-
-def _is_hard_failure(line: dict[str, Any]) -> bool:
-    return str(line.get("action") or "failed").lower() == "failed" and is_hard(
-        str(line.get("status") or "")
-    )
 
 
 def _already_noted(email: Email, report: Message) -> bool:
@@ -95,7 +89,7 @@ def _note(email: Email, report: Message, lines: list[dict[str, Any]]) -> None:
         return
     contact = email.contact
     at = report.sent_at or timezone.now()
-    hard = [line for line in lines if _is_hard_failure(line)]
+    hard = [line for line in lines if is_hard_failure(line)]
     shown = hard[0] if hard else (lines[0] if lines else {})
     status = str(shown.get("status") or "")
     diagnostic = str(shown.get("diagnostic") or "")

@@ -23,7 +23,7 @@ def canonical_or_empty(address: str) -> str:
     sync asks for every address of every message it fetches."""
     try:
         return canonical_address(address)
-    except InvalidAddress:
+    except (InvalidAddress, ValueError):  # (UnicodeError too: a ValueError)
         return ""
 
 

@@ -29,11 +29,15 @@ def timeline_add(
         email=email,
         detail=detail or {},
     )
-    # The contact's last activity only moves forward (events may arrive out of order).
-    Contact.objects.filter(pk=contact.pk).filter(
+    _last_activity_forward([contact.pk], at)
+    return event
+
+
+def _last_activity_forward(contact_ids: list[Any], at: datetime) -> None:
+    # A contact's last activity only moves forward (events may arrive out of order).
+    Contact.objects.filter(pk__in=contact_ids).filter(
         Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=at)
     ).update(last_activity_at=at)
-    return event
 
 
 def timeline_add_many(events: list[TimelineEvent]) -> list[TimelineEvent]:
@@ -86,6 +90,4 @@ def timeline_add_same(
             contacts, details, emails or [None] * len(contacts), strict=True
         )
     )
-    Contact.objects.filter(pk__in=[c.pk for c in contacts]).filter(
-        Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=at)
-    ).update(last_activity_at=at)
+    _last_activity_forward([c.pk for c in contacts], at)

@@ -35,6 +35,12 @@ def is_hard(status: str) -> bool:
     return status.startswith("5")
 
 
+def is_hard_failure(recipient: dict[str, Any]) -> bool:
+    """A bounce's recipient line that failed for good (no action given: failed)."""
+    action = str(recipient.get("action") or "failed").lower()
+    return action == "failed" and is_hard(str(recipient.get("status") or ""))
+
+
 def delivery_of(message: Message) -> dict[str, Any] | None:
     """``{state, detail, scheduled_for, bounces}`` for an outbound message, else None."""
     if message.direction != Direction.OUTBOUND:
@@ -46,7 +52,7 @@ def delivery_of(message: Message) -> dict[str, Any] | None:
     bounces = bounces_of(message)
     state = item.state if item is not None else OutboxState.SENT
     detail = item.detail if item is not None else ""
-    failed = [b for b in bounces if b["action"] in ("failed", "") and is_hard(b["status"])]
+    failed = [b for b in bounces if is_hard_failure(b)]
     if failed and state in (OutboxState.SENT, OutboxState.UNKNOWN):
         state = BOUNCED
         detail = "; ".join(
