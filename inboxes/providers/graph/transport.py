@@ -9,7 +9,12 @@ from email.parser import BytesHeaderParser
 
 import requests
 
-from inboxes.providers.base import ProviderError, SendOutcomeUnknown, SendResult
+from inboxes.providers.base import (
+    ProviderError,
+    SendOutcomeUnknown,
+    SendResult,
+    with_bcc_header,
+)
 from inboxes.providers.graph.client import GraphMailbox
 from inboxes.providers.graph.http import failure, json_of, network_failure, never_left
 
@@ -39,6 +44,7 @@ class GraphTransport(GraphMailbox):
         Graph delivers to the MIME's To/Cc/Bcc (there is no separate envelope);
         the outbox builds ``recipients`` from the same lists.
         """
+        raw = with_bcc_header(raw, recipients)
         draft_id, graph_message_id = self._create_draft(raw)
         before_data()
         try:
