@@ -41,8 +41,8 @@ class GraphTransport(GraphMailbox):
     ) -> SendResult:
         """Draft from our MIME, then send the draft.
 
-        Graph delivers to the MIME's To/Cc/Bcc (there is no separate envelope);
-        the outbox builds ``recipients`` from the same lists.
+        Graph delivers to the MIME's To/Cc/Bcc (there is no separate envelope):
+        ``recipients`` that To and Cc leave out go in a Bcc field first.
         """
         raw = with_bcc_header(raw, recipients)
         draft_id, graph_message_id = self._create_draft(raw)
