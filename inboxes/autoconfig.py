@@ -128,8 +128,7 @@ def _fetch(url: str, *, timeout: float) -> bytes | None:
         response = connection.getresponse()
         if response.status != 200:
             return None
-        body = response.read(MAX_DOCUMENT_BYTES + 1)
-        return body if len(body) <= MAX_DOCUMENT_BYTES else None
+        return _read_small(response, deadline=time.monotonic() + timeout)
     finally:
         connection.close()
 
@@ -139,6 +138,20 @@ def _first_server(elements: list[ElementTree.Element]) -> ServerPreset | None:
         server = _server(element)
         if server is not None:
             return server
+    return None
+
+
+def _read_small(response: http.client.HTTPResponse, *, deadline: float) -> bytes | None:
+    """The body, if it is at most MAX_DOCUMENT_BYTES and arrives before ``deadline``
+    (the socket's timeout bounds each read, not a server that drips bytes)."""
+    body = b""
+    while len(body) <= MAX_DOCUMENT_BYTES:
+        if time.monotonic() > deadline:
+            return None
+        chunk = response.read1(8192)
+        if not chunk:
+            return body
+        body += chunk
     return None
 
 

@@ -61,7 +61,7 @@ PRESETS: tuple[ProviderPreset, ...] = (
         imap=ServerPreset("imap.gmail.com", 993, SSL),
         smtp=ServerPreset("smtp.gmail.com", 587, STARTTLS),
         domains=("gmail.com", "googlemail.com"),
-        note="Gmail asks for an app password here; the Gmail button above needs none.",
+        note="Gmail needs an app password here (Connect Gmail, where available, needs none).",
     ),
     ProviderPreset(
         "Outlook.com and Microsoft 365",

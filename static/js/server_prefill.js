@@ -67,7 +67,7 @@
   document.addEventListener("input", function (event) {
     var target = event.target;
     if (!target.form || !addressOf(target.form) || target.name === "address") return;
-    if (event.isTrusted) target.dataset.typed = "1";
+    target.dataset.typed = "1";
   });
 
   function enhance(root) {
