@@ -336,3 +336,23 @@ def test_the_team_form_shows_disabled_buttons_with_the_variables_to_admins(clien
     body = client.get("/settings/inboxes/").content.decode()
     assert f'id="connect-gmail-unavailable-{inbox.pk}"' in body
     assert "set GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET" in body
+
+
+def test_the_sign_in_buttons_team_form_requires_the_tick_too(client, admin, oauth_configured):
+    inbox = Inbox.objects.create(account=admin.account, name="Support")
+    client.force_login(admin)
+    body = client.get("/settings/inboxes/").content.decode()
+    oauth_forms = re.findall(r'<form method="get" action="/connect/\w+/".*?</form>', body, re.S)
+    assert len(oauth_forms) == 2
+    for form in oauth_forms:
+        assert f'value="{inbox.pk}"' in form
+        assert re.search(r'name="acknowledge_team_visibility" value="on" required>', form)
+
+
+@pytest.mark.parametrize("address", ["", "   ", "bo", "@gmail.com", "bo@", "bo@@x", "x" * 400])
+def test_an_address_that_is_not_one_yet_pre_fills_nothing(client, member, address):
+    client.force_login(member)
+    response = client.get("/settings/email/servers/", {"address": address})
+    assert response.status_code == 200
+    assert response.json()["found"] is False
+    assert response.json()["note"]
