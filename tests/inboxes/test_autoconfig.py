@@ -183,6 +183,9 @@ def test_a_file_with_a_dtd_or_too_big_is_refused_unparsed():
         b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>'
     ) + CONFIG.split(b"?>", 1)[1].replace(b"Acme Mail", b"&lol2;")
     assert parse_autoconfig(bomb, domain="acme.test") is None
+    # The same in UTF-16, where no byte pattern of "<!DOCTYPE" shows.
+    wide = bomb.replace(b'version="1.0"', b'version="1.0" encoding="utf-16"').decode()
+    assert parse_autoconfig(wide.encode("utf-16"), domain="acme.test") is None
     assert parse_autoconfig(CONFIG, domain="acme.test") is not None
     padded = CONFIG.replace(b"</clientConfig>", b" " * MAX_DOCUMENT_BYTES + b"</clientConfig>")
     assert parse_autoconfig(padded, domain="acme.test") is None
