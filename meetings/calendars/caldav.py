@@ -25,7 +25,12 @@ from caldav.lib import error as dav_error
 from django.conf import settings
 
 from core.errors import ConnectionFailed
-from inboxes.credentials import SecretDecryptionError, decrypt_secrets, encrypt_secrets
+from inboxes.credentials import (
+    SecretDecryptionError,
+    decrypt_secrets,
+    encrypt_secrets,
+    is_current,
+)
 from inboxes.netguard import is_refused_address, normalize_host
 from meetings.models import MeetingsConnection
 
@@ -66,6 +71,30 @@ def caldav_account(connection: MeetingsConnection) -> CaldavAccount:
     return CaldavAccount(
         url=connection.caldav_url, username=connection.caldav_username, password=secrets["password"]
     )
+
+
+def caldav_secrets_rotate(result: Any) -> None:
+    """``manage.py rotate_encryption_keys``: CalDAV passwords under the first key
+    (``result`` is inboxes.secrets_rotation.RotationResult)."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        rows = MeetingsConnection.objects.select_for_update().filter(caldav_secret__isnull=False)
+        for connection in rows:
+            blob = bytes(connection.caldav_secret or b"")
+            if not blob:
+                continue
+            if is_current(blob):
+                result.current += 1
+                continue
+            try:
+                password = caldav_account(connection).password
+            except ConnectionFailed:
+                result.unreadable.append(str(connection.pk))
+                continue
+            connection.caldav_secret = caldav_seal(connection, password)
+            connection.save(update_fields=["caldav_secret"])
+            result.rotated += 1
 
 
 # --- connecting ----------------------------------------------------------------------------------
