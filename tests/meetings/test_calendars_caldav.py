@@ -190,3 +190,18 @@ def test_key_rotation_re_encrypts_the_caldav_password(
     connection = MeetingsConnection.objects.get()
     assert bytes(connection.caldav_secret) != before
     assert caldav_account(connection).password == dav_user.password
+
+
+def test_a_blank_password_keeps_the_stored_one_for_the_same_server_and_user(
+    member_api, bo_imap, dav_user
+):
+    assert put_caldav(member_api, dav_user).status_code == 200
+
+    assert put_caldav(member_api, dav_user, password="").status_code == 200
+    assert caldav_account(MeetingsConnection.objects.get()).password == dav_user.password
+
+    # another user name: the password must be given again
+    response = put_caldav(member_api, dav_user, username="someone-else", password="")
+    assert response.status_code == 400
+    assert set(response.json()["errors"]["caldav"]) == {"password"}
+    assert MeetingsConnection.objects.get().caldav_username == dav_user.username
