@@ -5,8 +5,11 @@ a time-range search, one event per booking saved under its UID, removed by URL.
 The password is sealed like a mailbox's secrets (AES-GCM, inboxes.credentials),
 bound to the connection's row. The server is a URL the user typed, so the host
 goes through the same SSRF check as a mail server (inboxes.netguard: no loopback
-or private addresses unless ALLOW_PRIVATE_MAIL_HOSTS, as in the tests), redirects
-are not followed.
+or private addresses unless ALLOW_PRIVATE_MAIL_HOSTS, as in the tests) before every
+request the library makes (it also follows hrefs the server answers with);
+redirects are not followed. The check resolves the name itself, so a DNS answer
+that changes between the check and the connection is not covered (unlike the
+mail connections, which connect to the checked address).
 """
 
 from __future__ import annotations
@@ -130,6 +133,20 @@ def _check_url(url: str) -> None:
             raise ConnectionFailed("This calendar server address can't be used.", step="dns")
 
 
+def _guard(session: Any) -> None:
+    """Every request the library makes (it follows hrefs from the server's answers)
+    goes through the host check; no redirects, no proxies from the environment."""
+    session.trust_env = False
+    send = session.request
+
+    def checked(method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_url(str(url))
+        kwargs["allow_redirects"] = False
+        return send(method, url, *args, **kwargs)
+
+    session.request = checked
+
+
 @contextlib.contextmanager
 def _client(account: CaldavAccount) -> Iterator[Any]:
     _check_url(account.url)
@@ -139,6 +156,7 @@ def _client(account: CaldavAccount) -> Iterator[Any]:
         password=account.password,
         timeout=TIMEOUT_SECONDS,
     )
+    _guard(client.session)
     try:
         yield client
     except ConnectionFailed:

@@ -205,3 +205,17 @@ def test_a_blank_password_keeps_the_stored_one_for_the_same_server_and_user(
     assert response.status_code == 400
     assert set(response.json()["errors"]["caldav"]) == {"password"}
     assert MeetingsConnection.objects.get().caldav_username == dav_user.username
+
+
+def test_the_url_of_one_calendar_picks_that_calendar(member_api, bo_imap, dav_user, radicale):
+    work = radicale.make_calendar(dav_user, "work")
+
+    response = put_caldav(member_api, dav_user, url=work)
+
+    assert response.status_code == 200, response.json()
+    connection = MeetingsConnection.objects.get()
+    assert connection.calendar_id == work
+    event_id = event_write(
+        connection, CalendarEvent(uid="w-1@postkamer", start=at(9), end=at(10), summary="Call")
+    )
+    assert event_id.startswith(work)
