@@ -10,6 +10,7 @@ from conversations import views as conversations_views
 from crm import email_views, tracking_views
 from inboxes import oauth_views, people_views, raw_views, server_prefill
 from inboxes import views as inboxes_views
+from meetings import connection_views as meetings_connection_views
 from meetings import views as meetings_views
 
 urlpatterns = [
@@ -71,6 +72,11 @@ urlpatterns = [
         name="settings-mailbox-transfer",
     ),
     path("settings/meetings/", meetings_views.meetings_connect, name="settings-meetings-connect"),
+    path(
+        "settings/meetings/calendar/consent/<str:provider>/",
+        meetings_connection_views.calendar_consent,
+        name="meetings-calendar-consent",
+    ),
     path(
         "settings/meetings/remove/",
         meetings_views.meetings_disconnect,
