@@ -135,8 +135,8 @@ def test_a_wrong_password_shows_an_error_and_the_right_one_lands_on_settings_ema
     # Then he lands on Settings > Email, logged in as himself
     expect(page).to_have_url(pages.base_url + "/settings/email/")
     expect(page.get_by_role("heading", name="Your email")).to_be_visible()
-    nav = page.get_by_role("navigation", name="Settings")
-    expect(nav.get_by_role("link", name="Email", exact=True)).to_have_class("active")
+    nav = page.get_by_role("navigation", name="Settings sections")
+    expect(nav.get_by_role("link", name="Your email", exact=True)).to_have_class("active")
     expect(page.locator("header .who")).to_contain_text("Bo Lee · Acme")
     expect(page.locator("#no-mailboxes")).to_have_text("You have not connected an email yet.")
     member.refresh_from_db()
@@ -301,7 +301,8 @@ def test_an_admin_deactivates_a_user_releases_his_mailbox_and_another_member_con
     bo_row = page.locator(f"#user-{member.pk}")
     expect(bo_row.locator(".badge").first).to_have_text("Active")
     expect(bo_row.get_by_role("button", name="Release")).to_have_count(0)
-    bo_row.get_by_role("button", name="Deactivate").click()
+    bo_row.get_by_role("link", name="Deactivate Bo Lee").click()
+    page.locator("#confirm").get_by_role("button", name="Deactivate").click()
 
     # Then Bo shows as deactivated, with his address and a Release button
     expect(flash(page)).to_contain_text("Bo Lee is deactivated.")
@@ -483,11 +484,9 @@ def test_a_member_sees_no_admin_links_and_admin_pages_answer_403(
     # Given Bo, a member, is logged in
     page = pages.log_in("bo@acme.example.com", password)
 
-    # Then his menu has Inbox, Contacts, Sequences, Email and Email preferences only
-    nav = page.get_by_role("navigation", name="Settings")
-    expect(nav.get_by_role("link")).to_have_text(
-        ["Inbox", "Contacts", "Sequences", "Email", "Email preferences"]
-    )
+    # Then his menu has Inbox, Contacts, Sequences and Settings, and Settings no admin sections
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link")).to_have_text(["Inbox", "Contacts", "Sequences", "Settings"])
     for name in ("Inboxes", "Users", "Audit log"):
         expect(page.get_by_role("link", name=name)).to_have_count(0)
 
