@@ -396,18 +396,19 @@ def test_an_admin_creates_an_inbox_and_connects_a_team_email_only_after_acknowle
     page.get_by_role("navigation", name="Settings").get_by_role("link", name="Inboxes").click()
     expect(page.locator("#no-inboxes")).to_have_text("No inboxes yet.")
 
-    # When she creates the Support inbox
+    # When she creates the Support inbox: step 1, its name
     page.get_by_label("Inbox name").fill("Support")
     page.get_by_role("button", name="Create inbox").click()
 
-    # Then it is listed, waiting for its team email
+    # Then she is on step 2, its team email
     expect(flash(page)).to_contain_text("Inbox Support is created.")
     inbox = Inbox.objects.get(name="Support")
+    steps = page.locator("#setup-steps li")
+    expect(steps).to_have_text(["1. Name ✓", "2. Team email", "3. Routing", "4. Done"])
+    expect(page.locator("#setup-steps [aria-current=step]")).to_have_text("2. Team email")
     card = page.locator(f"#inbox-{inbox.pk}")
-    expect(card.get_by_role("heading", name="Support")).to_be_visible()
 
     # When she fills in the team email without ticking the acknowledgement and connects
-    card.get_by_text("Connect a team email").click()
     form = card.locator(f"#connect-team-{inbox.pk}")
     expect(form.get_by_role("note")).to_contain_text(
         "All incoming mail to this address will be visible to the whole team."
@@ -416,7 +417,7 @@ def test_an_admin_creates_an_inbox_and_connects_a_team_email_only_after_acknowle
     pages.problems.expect_console_error(r"status of 400")
     form.get_by_role("button", name="Connect team email").click()
 
-    # Then it is refused with the warning, and nothing is connected
+    # Then it is refused with the warning on the same step, and nothing is connected
     card = page.locator(f"#inbox-{inbox.pk}")
     expect(card.locator("#conflict")).to_contain_text(
         "All incoming mail to a team email is visible to the whole team."
@@ -435,24 +436,30 @@ def test_an_admin_creates_an_inbox_and_connects_a_team_email_only_after_acknowle
     form.get_by_label("I understand that all incoming mail").check()
     form.get_by_role("button", name="Connect team email").click()
 
-    # Then the inbox shows its team email, connected
+    # Then she is on step 3, routing, and leaves new conversations unassigned
     expect(flash(page)).to_have_text(
         "support@acme.example.com is now the team email of inbox Support."
     )
+    expect(page.locator("#setup-steps [aria-current=step]")).to_have_text("3. Routing")
+    page.get_by_label("Stay unassigned").check()
+    page.get_by_role("button", name="Save and finish").click()
+
+    # Then the inbox is ready, and its from-name and signature are one click away
+    expect(page.get_by_role("heading", name="Support is ready")).to_be_visible()
+    expect(page.locator("#setup-done")).to_contain_text("Team email: support@acme.example.com")
+    page.get_by_role("link", name="From name, signature and routing").click()
+    page.locator("#replies").get_by_label("From name").fill("Acme Support")
+    page.locator("#replies").get_by_label("Signature").fill("The Acme support team")
+    page.get_by_role("button", name="Save from name and signature").click()
+
+    # Then it is saved and shown
+    expect(flash(page)).to_have_text("Inbox Support: from-name and signature saved.")
+    expect(page.locator("#replies").get_by_label("From name")).to_have_value("Acme Support")
+    page.goto("/settings/inboxes/")
     card = page.locator(f"#inbox-{inbox.pk}")
     expect(card.locator("tbody tr")).to_contain_text("support@acme.example.com")
     expect(card.locator("tbody tr .badge")).to_have_text("Connected")
-    expect(card.get_by_text("Connect a team email")).to_have_count(0)
-
-    # When she sets the from-name
-    card.get_by_label("From name").fill("Acme Support")
-    card.get_by_role("button", name="Save from name").click()
-
-    # Then it is saved and shown
-    expect(flash(page)).to_have_text("Inbox Support: from-name saved.")
-    expect(page.locator(f"#inbox-{inbox.pk}").get_by_label("From name")).to_have_value(
-        "Acme Support"
-    )
+    expect(card).to_contain_text("From name: Acme Support")
     pages.screenshot(page, "inboxes")
 
     # And the database holds a team mailbox feeding the inbox, acknowledged
@@ -470,7 +477,9 @@ def test_an_admin_creates_an_inbox_and_connects_a_team_email_only_after_acknowle
     # And the audit log tells the story, newest first
     page.get_by_role("navigation", name="Settings").get_by_role("link", name="Audit log").click()
     actions = page.locator("#audit tbody tr td:nth-child(3) code")
-    expect(actions).to_have_text(["inbox.updated", "mailbox.connected", "inbox.created"])
+    expect(actions).to_have_text(
+        ["inbox.updated", "inbox.routing_changed", "mailbox.connected", "inbox.created"]
+    )
     pages.screenshot(page, "audit")
 
 
