@@ -11,10 +11,14 @@ mailbox.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import smtplib
 from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.tokens import default_token_generator
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.template.loader import render_to_string
@@ -27,8 +31,10 @@ from django.utils.http import base36_to_int, int_to_base36, urlsafe_base64_encod
 from accounts.models import Account, User, normalize_login_email
 from accounts.services import _check_password, user_create
 from audit.services import audit_record
-from core.errors import Invalid, PermissionDeniedError
+from core.errors import DomainError, Invalid, PermissionDeniedError
 from core.mail import product_mail_send
+
+logger = logging.getLogger(__name__)
 
 _SALT = "accounts.invites.invite"
 
@@ -72,11 +78,25 @@ def invite_link(user: User, *, now: datetime | None = None) -> str:
     return settings.PUBLIC_URL + path
 
 
+class MailNotSent(DomainError):
+    """The operator's mail server did not take the email (EMAIL_URL)."""
+
+    code = "mail_not_sent"
+    status = 502
+
+
 def _send(user: User, template: str, context: dict[str, object]) -> None:
     context = {"user": user, "account": user.account, **context}
     subject = " ".join(render_to_string(f"emails/{template}_subject.txt", context).split())
     text = render_to_string(f"emails/{template}.txt", context)
-    product_mail_send(to=[user.email], subject=subject, text=text)
+    try:
+        product_mail_send(to=[user.email], subject=subject, text=text)
+    except (smtplib.SMTPException, OSError) as exc:
+        logger.warning("The product's mail server refused an email to %s: %s", user.pk, exc)
+        raise MailNotSent(
+            f"The email to {user.email} could not be sent: the outgoing mail server did not "
+            "take it. Check the server's EMAIL_URL setting, then send it again."
+        ) from exc
 
 
 def user_invite(
@@ -200,9 +220,27 @@ def password_reset_request(*, email: str) -> None:
 
     Says nothing either way: the page answers the same whether or not anyone has
     this address (no user enumeration)."""
-    user = User.objects.filter(email=normalize_login_email(email), is_active=True).first()
-    if user is not None:
+    login_email = normalize_login_email(email)
+    user = User.objects.filter(email=login_email, is_active=True).first()
+    if user is None or not _reset_mail_allowed(login_email):
+        return
+    try:
         password_reset_mail(user)
+    except MailNotSent:
+        pass  # logged; the page must read the same either way
+
+
+def _reset_mail_allowed(login_email: str) -> bool:
+    """At most RESET_MAILS_PER_HOUR reset emails to one address: the form is open to
+    anyone, and must not become a way to flood someone's inbox."""
+    key = "accounts:reset-mails:" + hashlib.sha256(login_email.encode()).hexdigest()
+    cache.add(key, 0, timeout=3600)
+    try:
+        sent = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=3600)
+        sent = 1
+    return sent <= settings.RESET_MAILS_PER_HOUR
 
 
 def password_reset_send(*, actor: User, user: User, ip: str | None = None) -> None:

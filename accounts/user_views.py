@@ -43,6 +43,10 @@ def user_invite(request: AuthenticatedHttpRequest) -> HttpResponse:
                 ip=client_ip(request),
                 **form.cleaned_data,
             )
+        except invites.MailNotSent as exc:
+            # The user is added; the invitation can be sent again from their page.
+            messages.error(request, f"{exc.detail} The user is added.")
+            return redirect("settings-users")
         except DomainError as exc:
             _form_errors(form, exc)
         else:

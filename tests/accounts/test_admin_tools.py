@@ -210,3 +210,41 @@ def test_the_users_api_still_requires_a_password_as_the_contract_says(admin_api)
     )
     assert response.status_code == 400
     assert response.json()["code"] == "invalid" and "password" in response.json()["errors"]
+
+
+def _mail_server_down(settings, free_tcp_port) -> None:
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_tcp_port  # nothing listens
+    settings.EMAIL_TIMEOUT = 5
+
+
+def test_an_invitation_the_mail_server_refuses_says_so_and_can_be_sent_again(
+    client, admin, settings, free_tcp_port
+):
+    _mail_server_down(settings, free_tcp_port)
+    client.force_login(admin)
+    response = client.post(
+        "/settings/users/invite/", {"email": "dee@acme.example.com", "role": "member"}, follow=True
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "could not be sent" in page and "The user is added." in page
+    dee = User.objects.get(email="dee@acme.example.com")
+    edit = client.get(f"/settings/users/{dee.pk}/edit/").content.decode()
+    assert "Send the invitation again" in edit
+
+
+def test_forgot_password_reads_the_same_when_the_mail_server_is_down(
+    client, member, settings, free_tcp_port
+):
+    _mail_server_down(settings, free_tcp_port)
+    response = client.post("/password-reset/", {"email": member.email})
+    assert response.status_code == 302 and response["Location"] == "/password-reset/sent/"
+
+
+def test_forgot_password_mails_one_address_a_few_times_an_hour_at_most(client, member, settings):
+    settings.RESET_MAILS_PER_HOUR = 3
+    for _ in range(5):
+        response = client.post("/password-reset/", {"email": member.email})
+        assert response["Location"] == "/password-reset/sent/"
+    assert len(mail.outbox) == 3
