@@ -73,3 +73,13 @@ def test_the_inbox_view_links_to_the_inbox_metrics(client, admin):
     page = client.get(f"/inbox/?inbox={inbox.pk}").content.decode()
     assert f'href="/inbox/overview/{inbox.pk}/"' in page
     assert client.get(f"/inbox/overview/{inbox.pk}/").status_code == 200
+
+
+def test_the_main_menu_marks_settings_on_settings_pages_only(client, admin):
+    client.force_login(admin)
+    marked = '<a href="/settings/email/" class="active">Settings</a>'
+    for url in ["/settings/tokens/", "/settings/audit/", "/settings/inboxes/new/"]:
+        assert marked in client.get(url).content.decode(), url
+    for url in ["/notifications/", "/contacts/"]:
+        page = client.get(url).content.decode()
+        assert marked not in page and ">Settings</a>" in page, url
