@@ -99,8 +99,8 @@ def nearby_slots(
     count: int = ALTERNATIVES,
 ) -> list[Slot]:
     """The ``count`` free slots nearest to ``around`` (a few days either side)."""
-    first = (around.astimezone(UTC) - timedelta(days=3)).date()
     try:
+        first = (around.astimezone(UTC) - timedelta(days=3)).date()
         slots = free_slots(
             link,
             start=first,
@@ -110,7 +110,7 @@ def nearby_slots(
             now=now,
             ignore_booking_id=ignore_booking_id,
         )
-    except Invalid:
+    except (Invalid, OverflowError):
         return []
     nearest = sorted(slots, key=lambda slot: abs((slot.start - around).total_seconds()))
     return sorted(nearest[:count], key=lambda slot: slot.start)
@@ -163,7 +163,12 @@ def _check_start(start: Any) -> datetime:
             "Give the start with its UTC offset, e.g. 2026-03-02T09:00:00+01:00.",
             errors={"start": ["Give a date and time with its UTC offset."]},
         )
-    return start.astimezone(UTC)
+    try:
+        return start.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(
+            "That date is out of range.", errors={"start": ["Pick a date in the coming weeks."]}
+        ) from None
 
 
 def _check_booker(

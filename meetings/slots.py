@@ -186,6 +186,12 @@ def free_slots(
     if not link.is_active:
         return []
     now = now or django_timezone.now()
+    today = now.date()
+    if (
+        start > today + timedelta(days=link.days_ahead + 1)
+        or start + timedelta(days=days + 1) < today
+    ):
+        return []  # wholly past or beyond the horizon (and no date arithmetic near year 9999)
     link_tz = zone(link.timezone) if link.timezone else ZoneInfo("UTC")
     first = max(_midnight(start, tz), now + timedelta(minutes=link.min_notice_minutes))
     last = min(_midnight(start + timedelta(days=days), tz), now + timedelta(days=link.days_ahead))
