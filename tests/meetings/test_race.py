@@ -73,9 +73,7 @@ def test_the_constraint_decides_even_when_the_check_before_it_is_fooled(member, 
     assert not Booking.objects.filter(email="visitor2@example.com").exists()
 
 
-def _race(
-    link, starts: list[datetime], workers: int = 25
-) -> tuple[int, int, list[BaseException]]:
+def _race(link, starts: list[datetime], workers: int = 25) -> tuple[int, int, list[BaseException]]:
     """Every attempt of ``starts`` from ``workers`` threads, each with its own database
     connection, all let go at once. (Not one thread per attempt: 100 connections is
     PostgreSQL's default max_connections, shared with the rest of the machine.)"""
