@@ -78,6 +78,10 @@ class MeetingsConnectionView(APIView):
 # --- Scheduling links and bookings (the caller's own) ---------------------------------
 
 
+class LinkCursor(CursorPagination):
+    ordering = ("-created_at", "-id")
+
+
 class LinkViewSet(
     AccountScopedMixin,
     mixins.ListModelMixin,
@@ -88,11 +92,12 @@ class LinkViewSet(
 
     queryset = SchedulingLink.objects.none()
     serializer_class = LinkOutput
-    pagination_class = None
+    pagination_class = LinkCursor
+    filter_backends: list[Any] = []
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def scoped_queryset(self, user: Any) -> QuerySet[SchedulingLink]:
-        return SchedulingLink.objects.filter(owner=user).order_by("name", "created_at")
+        return SchedulingLink.objects.filter(owner=user)
 
     @extend_schema(request=LinkInput, responses={201: LinkOutput})
     def create(self, request: Request) -> Response:

@@ -4,6 +4,7 @@ bookings (another user's are 404), validation as field errors, cancel by the own
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from unittest import mock
 
 import pytest
 
@@ -42,7 +43,7 @@ def test_a_member_creates_reads_changes_and_deletes_a_link(member_api, member, s
     link_id = body["id"]
 
     listed = member_api.get("/api/v1/meetings/links/").json()
-    assert [item["id"] for item in listed] == [link_id]
+    assert [item["id"] for item in listed["results"]] == [link_id] and listed["next"] is None
 
     changed = member_api.patch(
         f"/api/v1/meetings/links/{link_id}/", {"name": "Demo", "days_ahead": 14}, format="json"
@@ -73,7 +74,7 @@ def test_another_users_link_is_404(member, admin_api, outsider_api):
             == "not_found"
         )
         assert client.delete(f"/api/v1/meetings/links/{link.pk}/").status_code == 404
-        assert client.get("/api/v1/meetings/links/").json() == []
+        assert client.get("/api/v1/meetings/links/").json()["results"] == []
     link.refresh_from_db()
     assert link.name == "Intro call"
 
@@ -171,3 +172,18 @@ def test_bookings_are_paged(member, member_api):
 def test_links_need_a_login(client):
     assert client.get("/api/v1/meetings/links/").status_code == 401
     assert client.get("/api/v1/meetings/bookings/").json()["code"] == "not_authenticated"
+
+
+def test_deleting_a_link_cancels_its_upcoming_meetings_first(member, member_api):
+    from crm.models import TimelineEvent
+
+    link = make_link(member, slug="bo-intro")
+    booking = book(link, datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    contact = booking.contact
+
+    with mock.patch("django.utils.timezone.now", return_value=NOW):
+        assert member_api.delete(f"/api/v1/meetings/links/{link.pk}/").status_code == 204
+
+    assert not Booking.objects.exists() and not BookingClaim.objects.exists()
+    states = [e.detail["state"] for e in TimelineEvent.objects.filter(contact=contact)]
+    assert sorted(states) == ["booked", "cancelled"]
