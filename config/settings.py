@@ -211,6 +211,14 @@ MAIL_ALLOWED_PORTS = [int(p) for p in env_list("MAIL_ALLOWED_PORTS", "993,143,46
 MAIL_CONNECT_TIMEOUT = env_int("MAIL_CONNECT_TIMEOUT", 15)
 # An extra CA bundle trusted for mail servers (a private CA; the tests' CA).
 MAIL_TLS_CA_FILE = env_str("MAIL_TLS_CA_FILE")
+# The connect forms may ask an address's domain for its server settings
+# (Thunderbird-style autoconfig, inboxes/autoconfig.py): outbound HTTPS to a
+# domain a user typed, so off unless the operator turns it on.
+MAIL_AUTOCONFIG_LOOKUP = env_bool("MAIL_AUTOCONFIG_LOOKUP", False)
+MAIL_AUTOCONFIG_URLS = [
+    "https://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={address}",
+    "https://{domain}/.well-known/autoconfig/mail/config-v1.1.xml",
+]
 
 # --- REST API -----------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -420,6 +428,9 @@ GOOGLE_AUTH_URI = env_str("GOOGLE_AUTH_URI", "https://accounts.google.com/o/oaut
 GOOGLE_TOKEN_URI = env_str("GOOGLE_TOKEN_URI", "https://oauth2.googleapis.com/token")
 GMAIL_API_ENDPOINT = env_str("GMAIL_API_ENDPOINT", "https://gmail.googleapis.com/")
 GMAIL_BATCH_URI = env_str("GMAIL_BATCH_URI", "https://gmail.googleapis.com/batch/gmail/v1")
+GOOGLE_CALENDAR_API_ENDPOINT = env_str(
+    "GOOGLE_CALENDAR_API_ENDPOINT", "https://www.googleapis.com/calendar/v3/"
+)
 MICROSOFT_CLIENT_ID = env_str("MICROSOFT_CLIENT_ID")
 MICROSOFT_CLIENT_SECRET = env_str("MICROSOFT_CLIENT_SECRET")
 MICROSOFT_AUTHORITY = env_str("MICROSOFT_AUTHORITY", "https://login.microsoftonline.com/common")

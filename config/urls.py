@@ -14,10 +14,10 @@ from inboxes.raw_views import MessageRawView
 from meetings.api import (
     BookingViewSet,
     LinkViewSet,
-    MeetingsConnectionView,
     PublicBookingsView,
     PublicSlotsView,
 )
+from meetings.connection_api import MeetingsConnectionView
 from notifications.api import NotificationSettingsView, NotificationViewSet
 
 router = SimpleRouter()

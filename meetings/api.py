@@ -1,3 +1,8 @@
+"""The meetings tool's REST API (links, bookings, public slots and bookings).
+
+The meetings connection's endpoint lives in meetings/connection_api.py.
+"""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -19,8 +24,8 @@ from rest_framework.views import APIView
 from accounts.auth import api_user
 from core.api import AccountScopedMixin, CursorPagination, client_ip
 from core.errors import Invalid, NotFoundError
-from meetings import bookings, links, services
-from meetings.models import Booking, MeetingsConnection, SchedulingLink
+from meetings import bookings, links
+from meetings.models import Booking, SchedulingLink
 from meetings.serializers import (
     AlternativesError,
     BookingCancelInput,
@@ -34,46 +39,6 @@ from meetings.serializers import (
     in_zone,
 )
 from meetings.slots import free_slots, zone
-
-
-class MeetingsConnectionOutput(serializers.ModelSerializer):
-    class Meta:
-        model = MeetingsConnection
-        fields = ["id", "address", "created_at"]
-
-
-class MeetingsConnectionInput(serializers.Serializer):
-    address = serializers.CharField(max_length=320)
-
-
-class MeetingsConnectionView(APIView):
-    """The current user's meetings connection (R4)."""
-
-    def _connection(self, request: Request) -> MeetingsConnection:
-        connection = MeetingsConnection.objects.filter(user=api_user(request)).first()
-        if connection is None:
-            raise NotFoundError("You have no meetings connection.")
-        return connection
-
-    @extend_schema(responses=MeetingsConnectionOutput)
-    def get(self, request: Request) -> Response:
-        return Response(MeetingsConnectionOutput(self._connection(request)).data)
-
-    @extend_schema(request=MeetingsConnectionInput, responses=MeetingsConnectionOutput)
-    def put(self, request: Request) -> Response:
-        data = MeetingsConnectionInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        connection = services.meetings_connect(
-            user=api_user(request), address=data.validated_data["address"], ip=client_ip(request)
-        )
-        return Response(MeetingsConnectionOutput(connection).data)
-
-    @extend_schema(request=None, responses={204: None})
-    def delete(self, request: Request) -> Response:
-        self._connection(request)
-        services.meetings_disconnect(user=api_user(request), ip=client_ip(request))
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
 
 # --- Scheduling links and bookings (the caller's own) ---------------------------------
 

@@ -37,6 +37,7 @@ from crm.models import Contact, TimelineType
 from crm.timeline import timeline_add
 from inboxes.addresses import canonical_address
 from meetings import calendars
+from meetings.calendars import CalendarUnavailable
 from meetings.errors import SlotUnavailable
 from meetings.ics import CANCEL, REQUEST
 from meetings.invitations import calendar_event_of, invitation_send
@@ -110,8 +111,8 @@ def nearby_slots(
             now=now,
             ignore_booking_id=ignore_booking_id,
         )
-    except (Invalid, OverflowError):
-        return []
+    except (Invalid, OverflowError, CalendarUnavailable):
+        return []  # no alternatives rather than no answer
     nearest = sorted(slots, key=lambda slot: abs((slot.start - around).total_seconds()))
     return sorted(nearest[:count], key=lambda slot: slot.start)
 
@@ -262,7 +263,9 @@ def _calendar_write(booking: Booking) -> None:
     if connection is None:
         return
     try:
-        event_id = calendars.event_write(connection, calendar_event_of(booking, connection))
+        event_id = calendars.event_write(
+            connection, calendar_event_of(booking, connection), booking.calendar_event_id
+        )
     except Exception:
         log.exception("booking %s: the calendar event could not be written", booking.pk)
         return

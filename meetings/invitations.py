@@ -99,6 +99,7 @@ def calendar_event_of(booking: Booking, connection: MeetingsConnection) -> Calen
         description=invite.description,
         organizer=invite.organizer_address,
         attendees=[booking.email],
+        sequence=booking.sequence,
     )
 
 
