@@ -302,6 +302,7 @@ def test_an_admin_deactivates_a_user_releases_his_mailbox_and_another_member_con
     expect(bo_row.locator(".badge").first).to_have_text("Active")
     expect(bo_row.get_by_role("button", name="Release")).to_have_count(0)
     bo_row.get_by_role("button", name="Deactivate").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Deactivate Bo Lee").click()
 
     # Then Bo shows as deactivated, with his address and a Release button
     expect(flash(page)).to_contain_text("Bo Lee is deactivated.")
@@ -313,6 +314,7 @@ def test_an_admin_deactivates_a_user_releases_his_mailbox_and_another_member_con
 
     # When she releases it
     held.get_by_role("button", name="Release").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Release bo@acme").click()
 
     # Then the address is free and Bo's row lists no email
     expect(flash(page)).to_have_text("bo@acme.example.com is released and can be connected again.")
@@ -367,6 +369,7 @@ def test_an_admin_connecting_a_deactivated_users_address_is_offered_a_one_step_r
 
     # When she releases it from there
     conflict.get_by_role("button", name="Release bo@acme.example.com").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Release bo@acme").click()
 
     # Then she is back on Settings > Email with the address free
     expect(page).to_have_url(pages.base_url + "/settings/email/")
