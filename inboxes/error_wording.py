@@ -77,7 +77,7 @@ def plain_error(error: str, *, step: str = "", server: str = "") -> PlainError:
     if "token" in lower or "grant" in lower or "revoked" in lower or "sign in" in lower:
         return PlainError(
             "the sign-in has expired or was withdrawn",
-            "Reconnect to sign in to the mailbox again.",
+            "Sign in again to reconnect it.",
         )
     if (
         "auth" in steps
@@ -166,7 +166,7 @@ def mailbox_state(mailbox: Mailbox) -> MailboxState:
     if status == MailboxStatus.NEEDS_REAUTH:
         problem = plain_error(mailbox.last_error or mailbox.sync_last_error)
         if mailbox.provider != "imap":
-            problem = PlainError(problem.reason, "Reconnect to sign in to the mailbox again.")
+            problem = PlainError(problem.reason, "Sign in again to reconnect it.")
         return MailboxState("needs_reauth", "Reconnect needed", problem, broken=True)
     if status == MailboxStatus.ERROR:
         return MailboxState(
