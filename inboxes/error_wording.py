@@ -164,9 +164,10 @@ def mailbox_state(mailbox: Mailbox) -> MailboxState:
     if status == MailboxStatus.DISCONNECTED:
         return MailboxState("disconnected", "Disconnected", None, broken=False)
     if status == MailboxStatus.NEEDS_REAUTH:
-        problem = plain_error(mailbox.last_error or mailbox.sync_last_error)
-        if mailbox.provider != "imap":
-            problem = PlainError(problem.reason, "Sign in again to reconnect it.")
+        # Only a sign-in (OAuth) can need one again: whatever the server said, that's the fix.
+        error = mailbox.last_error or mailbox.sync_last_error
+        reason = plain_error(error).reason if error else "the sign-in has expired"
+        problem = PlainError(reason, "Sign in again to reconnect it.")
         return MailboxState("needs_reauth", "Reconnect needed", problem, broken=True)
     if status == MailboxStatus.ERROR:
         return MailboxState(

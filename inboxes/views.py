@@ -16,6 +16,7 @@ from core.errors import ConnectionFailed, DomainError, Invalid
 from core.web import back_to, report
 from inboxes import history, rules, send_limits, services, sync
 from inboxes.confirmations import disconnect_question
+from inboxes.error_wording import test_failure
 from inboxes.forms import AddressCheckForm, MailboxConnectForm, MailboxServersForm
 from inboxes.history import (
     backfill_choices,
@@ -132,6 +133,13 @@ def mailbox_test(request, pk):
             )
             services.raise_if_failed(result)
         messages.success(request, f"{mailbox.address}: every step of the connection test passed.")
+    except ConnectionFailed as exc:
+        failure = test_failure({"steps": exc.extra.get("steps", [])})
+        messages.error(
+            request,
+            f"{mailbox.address}: the connection test failed. "
+            + (failure.sentence if failure else exc.detail),
+        )
     except DomainError as exc:
         report(request, exc)
     return back_to(request, "settings-email")

@@ -71,13 +71,15 @@
     var url = href ? new URL(href, window.location.href) : questionUrl(form);
     fetch(url, { headers: { "X-Confirm-Dialog": "1" }, credentials: "same-origin" })
       .then(function (response) {
-        if (!response.ok) throw new Error(String(response.status));
+        // Sent elsewhere (nothing to ask, e.g. no target chosen): show that page.
+        if (!response.ok || response.redirected) throw new Error(String(response.status));
         return response.text();
       })
       .then(function (html) {
+        var parsed = new DOMParser().parseFromString(html, "text/html");
+        if (!parsed.querySelector("form.confirm-form")) throw new Error("no question");
         var box = theDialog();
         opener = submitter || (form && form.querySelector("button, [type=submit]"));
-        var parsed = new DOMParser().parseFromString(html, "text/html");
         box.replaceChildren.apply(box, Array.prototype.slice.call(parsed.body.childNodes));
         box.setAttribute("aria-labelledby", "confirm-title");
         box.setAttribute("aria-describedby", "confirm-lost");
@@ -87,7 +89,7 @@
         if (first) first.focus();
       })
       .catch(function () {
-        window.location.assign(url.toString()); // the page asks instead
+        window.location.assign(url.toString()); // the page asks (or says why not) instead
       });
   }
 

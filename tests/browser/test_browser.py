@@ -234,7 +234,9 @@ def test_a_wrong_password_shows_the_failing_auth_step_and_saves_nothing(
     conflict = page.locator("#conflict")
     expect(conflict).to_contain_text("The connection test failed at the auth step (IMAP)")
     expect(conflict.locator(".steps li.failed")).to_contain_text("IMAP auth: Login failed")
-    expect(conflict).to_contain_text("Check the server name, port, security and password")
+    expect(conflict).to_contain_text(
+        "The password was refused. Enter the mailbox's current password"
+    )
     expect(personal_form(page).get_by_label("Email address")).to_have_value("bo@acme.example.com")
     expect(page.locator("#no-mailboxes")).to_be_visible()
 

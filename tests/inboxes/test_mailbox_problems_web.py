@@ -229,3 +229,26 @@ def test_a_member_cannot_change_a_team_emails_servers(client, member, support):
     assert response.status_code == 404  # a member does not see a team email's page
     mailbox.refresh_from_db()
     assert mailbox.imap_host != "evil.test"
+
+
+def test_the_test_button_says_the_same_plain_words_as_the_row(
+    client, admin, support, dovecot, mail_user
+):
+    _, mailbox = support
+    dovecot.add_user(mail_user[0], "changed-by-the-owner")
+    client.force_login(admin)
+
+    page = html.unescape(
+        client.post(
+            f"/settings/mailboxes/{mailbox.pk}/test/", {"next": "/settings/inboxes/"}, follow=True
+        ).text
+    )
+
+    said = "The password was refused. Enter the mailbox's current password"
+    assert f"support@acme.example.com: the connection test failed. {said}" in page
+    row = page[page.index(f'id="mailbox-{mailbox.pk}"') :]
+    row = row[: row.index("</tr>")]
+    assert '<span class="badge error">Not working</span>' in row and said in row
+    assert "AUTHENTICATIONFAILED" not in page
+    mailbox.refresh_from_db()
+    assert mailbox.status == "error" and mailbox.last_error.startswith("auth: Login failed")
