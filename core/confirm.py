@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.cache import patch_vary_headers
 
 CONFIRM_FIELD = "confirm"
 TYPED_FIELD = "confirm_text"
@@ -80,6 +81,6 @@ def ask_first(request: HttpRequest, confirmation: Confirmation) -> HttpResponse 
         response = render(request, "partials/confirm.html", context, status=status)
     else:
         response = render(request, "confirm_page.html", context, status=status)
-    response["Vary"] = DIALOG_HEADER
+    patch_vary_headers(response, [DIALOG_HEADER])
     response["Cache-Control"] = "no-store"
     return response

@@ -108,3 +108,6 @@ def test_a_refused_password_shows_in_the_inbox_and_the_composer(
     expect(page.locator("#server-settings")).to_be_visible()
     expect(page.locator(f"#mailbox-{mailbox.pk} .badge")).to_have_text("Not working")
     expect(page.locator(f"#mailbox-{mailbox.pk}")).to_contain_text("The password was refused.")
+    page.set_viewport_size(PHONE)
+    expect(page.locator("#server-settings")).to_be_visible()
+    assert no_sideways_scroll(page)
