@@ -15,6 +15,7 @@ from uuid import UUID
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import services
@@ -28,6 +29,7 @@ from accounts.selectors import (
     users_by_ids,
 )
 from core.api import client_ip
+from core.confirm import Confirmation, ask_first
 from core.errors import DomainError
 from core.web import UserFacingError, admin_required, posted_ids
 
@@ -151,11 +153,27 @@ def team_update(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
 
 
 @admin_required
-@require_POST
 def team_delete(request: AuthenticatedHttpRequest, pk: UUID) -> HttpResponse:
     team = get_object_or_404(teams_visible_to(request.user), pk=pk)
     usage = team_usage([team])[team.pk]
     name = team.name
+    members = team.members.count()
+    lost = [f"its {members} member{'' if members == 1 else 's'} stay in the account"]
+    asked = ask_first(
+        request,
+        Confirmation(
+            title=f"Delete team {name}?",
+            lost=(
+                f"Team {name} is deleted ({', '.join(lost)}). Deleting it "
+                + (" and ".join(usage.on_delete) if usage.on_delete else "changes nothing else")
+                + ". This can't be undone."
+            ),
+            button=f"Delete team {name}",
+            cancel_url=reverse("settings-teams"),
+        ),
+    )
+    if asked is not None:
+        return asked
     try:
         services.team_delete(actor=request.user, team=team, ip=client_ip(request))
     except DomainError as exc:

@@ -6,12 +6,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from accounts import tokens
 from accounts.auth import AuthenticatedHttpRequest
 from accounts.forms import ApiTokenForm
 from core.api import client_ip
+from core.confirm import Confirmation, ask_first
 from core.errors import DomainError
 
 
@@ -62,22 +64,21 @@ def settings_tokens(request: AuthenticatedHttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def token_revoke(request: AuthenticatedHttpRequest, pk: str) -> HttpResponse:
     token = get_object_or_404(tokens.api_tokens_of(request.user), pk=pk, revoked_at__isnull=True)
-    if request.method == "POST":
-        tokens.api_token_revoke(user=request.user, token=token, ip=client_ip(request))
-        messages.success(request, f"Token {token.name} is revoked: the API refuses it now.")
-        return redirect("settings-tokens")
-    return render(
+    asked = ask_first(
         request,
-        "accounts/confirm.html",
-        {
-            "section": "tokens",
-            "title": f"Revoke token {token.name}?",
-            "body": "Anything that uses this token loses access to the API at once. "
+        Confirmation(
+            title=f"Revoke token {token.name}?",
+            lost="Anything that uses this token loses access to the API at once. "
             "This cannot be undone: you can make a new token instead.",
-            "button": "Revoke token",
-            "cancel": "settings-tokens",
-        },
+            button="Revoke token",
+            cancel_url=reverse("settings-tokens"),
+        ),
     )
+    if asked is not None:
+        return asked
+    tokens.api_token_revoke(user=request.user, token=token, ip=client_ip(request))
+    messages.success(request, f"Token {token.name} is revoked: the API refuses it now.")
+    return redirect("settings-tokens")
 
 
 @login_required
@@ -85,19 +86,18 @@ def token_revoke(request: AuthenticatedHttpRequest, pk: str) -> HttpResponse:
 def login_token_revoke(request: AuthenticatedHttpRequest) -> HttpResponse:
     if tokens.login_token_of(request.user) is None:
         return redirect("settings-tokens")
-    if request.method == "POST":
-        tokens.login_token_revoke(user=request.user, ip=client_ip(request))
-        messages.success(request, "Your login token is revoked: the API refuses it now.")
-        return redirect("settings-tokens")
-    return render(
+    asked = ask_first(
         request,
-        "accounts/confirm.html",
-        {
-            "section": "tokens",
-            "title": "Revoke your login token?",
-            "body": "Scripts that signed in with POST /api/v1/auth/token/ lose access "
+        Confirmation(
+            title="Revoke your login token?",
+            lost="Scripts that signed in with POST /api/v1/auth/token/ lose access "
             "until they sign in again.",
-            "button": "Revoke token",
-            "cancel": "settings-tokens",
-        },
+            button="Revoke token",
+            cancel_url=reverse("settings-tokens"),
+        ),
     )
+    if asked is not None:
+        return asked
+    tokens.login_token_revoke(user=request.user, ip=client_ip(request))
+    messages.success(request, "Your login token is revoked: the API refuses it now.")
+    return redirect("settings-tokens")

@@ -54,6 +54,11 @@ urlpatterns = [
         name="settings-mailbox-passwords",
     ),
     path(
+        "settings/mailboxes/<uuid:pk>/servers/",
+        inboxes_views.mailbox_servers,
+        name="settings-mailbox-servers",
+    ),
+    path(
         "settings/mailboxes/<uuid:pk>/send-limits/",
         inboxes_views.mailbox_send_limits,
         name="settings-mailbox-send-limits",

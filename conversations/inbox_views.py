@@ -50,6 +50,7 @@ from conversations.inbox_state import (
     list_state,
     list_state_from_post,
 )
+from conversations.mail_banner import inbox_banners
 from conversations.models import Conversation
 from conversations.new_email_views import new_email
 from conversations.presenters import (
@@ -206,6 +207,7 @@ def _page(
         "list_html": mark_safe(list_html),  # noqa: S308 - rendered templates
         "nav_html": mark_safe(nav_html),  # noqa: S308
         "available": request.user.is_available,
+        "mail_banners": inbox_banners(request.user, state.inbox),
         "conversation": None,
         "next": request.get_full_path(),
     }

@@ -23,6 +23,7 @@ from django.utils.safestring import SafeString, mark_safe
 from accounts.models import User
 from conversations.email_frame import email_frame, linkify, token_window
 from conversations.inbox_state import DEFAULT_VIEW, VIEWS, ListState
+from conversations.mail_banner import mail_banner
 from conversations.models import Conversation, ConversationEvent, EventKind, Note
 from conversations.selectors import (
     VERSION_ROW,
@@ -458,6 +459,7 @@ def conversation_context(
             else (mailbox.address if mailbox else "")
         ),
         "can_reply": bool(mailbox and mailbox.is_connected),
+        "reply_banner": [banner] if (banner := mail_banner(mailbox, viewer=viewer)) else [],
         "poll": POLL,
     }
 

@@ -158,7 +158,7 @@ def conversation_detail(conversation: Conversation) -> Conversation:
     )
     detailed.thread = list(
         Message.objects.filter(conversationmessage__conversation=detailed)
-        .select_related("outbox")
+        .select_related("outbox__mailbox")
         .prefetch_related("attachments", "bounces")
         .order_by("sent_at", "created_at")
     )

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from conversations import services
 from conversations.forms import InboxCreateForm, InboxSettingsForm
+from conversations.models import Conversation
 from core.api import client_ip
+from core.confirm import Confirmation, ask_first
 from core.errors import DomainError
 from core.web import admin_required, report
 from inboxes import server_prefill
 from inboxes import services as mailbox_services
 from inboxes.forms import TeamMailboxConnectForm
 from inboxes.history import backfill_select_context
-from inboxes.models import MailboxKind
+from inboxes.models import Inbox, MailboxKind
 from inboxes.oauth_connect import allow_sign_in_forms, connect_options
 from inboxes.selectors import inbox_plan_usage, inboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
@@ -71,10 +74,33 @@ def inbox_settings(request, pk):
     return redirect("settings-inboxes")
 
 
+def _delete_question(inbox: Inbox) -> Confirmation:
+    count = Conversation.objects.filter(inbox=inbox).count()
+    team_email = (
+        f" Its team email {inbox.mailbox.address} stays connected; disconnect it too if "
+        "it is no longer used."
+        if inbox.mailbox
+        else ""
+    )
+    return Confirmation(
+        title=f"Delete inbox {inbox.name}?",
+        lost=(
+            f"Delete inbox {inbox.name}: {count:,} conversation{'' if count == 1 else 's'} "
+            f"and their messages will be deleted, with their notes and routing. This can't "
+            f"be undone.{team_email}"
+        ),
+        button=f"Delete inbox {inbox.name}",
+        cancel_url=reverse("settings-inboxes"),
+        type_to_confirm=inbox.name,
+    )
+
+
 @admin_required
-@require_POST
 def inbox_delete(request, pk):
     inbox = get_object_or_404(inboxes_visible_to(request.user), pk=pk)
+    asked = ask_first(request, _delete_question(inbox))
+    if asked is not None:
+        return asked
     try:
         services.inbox_delete(actor=request.user, inbox=inbox, ip=client_ip(request))
         messages.success(request, f"Inbox {inbox.name} is deleted.")

@@ -9,9 +9,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.models import User
+from core.confirm import Confirmation, ask_first
 from core.errors import DomainError
 from crm import contacts
 from crm.errors import ContactExists
@@ -139,23 +141,28 @@ def contact_edit_page(request: HttpRequest, pk: Any) -> HttpResponse:
 
 @login_required
 def contact_delete_page(request: HttpRequest, pk: Any) -> HttpResponse:
-    """GET asks first; only the form's POST deletes."""
+    """Asks first (core/confirm.py); only a confirmed POST deletes."""
     contact = _contact(request, pk)
-    if request.method == "POST":
-        name = str(contact)
-        contacts.contact_delete(contact=contact)
-        messages.success(request, f"{name} is deleted, with its timeline and notes.")
-        return redirect("contacts")
-    return render(
+    emails, notes = contact.emails.count(), contact.notes.count()
+    asked = ask_first(
         request,
-        "crm/contact_delete.html",
-        {
-            "section": "contacts",
-            "contact": contact,
-            "emails": contact.emails.count(),
-            "notes": contact.notes.count(),
-        },
+        Confirmation(
+            title=f"Delete {contact}?",
+            lost=(
+                f"This deletes the contact {contact.email} with its timeline: {emails} logged "
+                f"email{'' if emails == 1 else 's'} and {notes} note{'' if notes == 1 else 's'}."
+                " It can't be undone. The emails stay in the mailboxes they were sent from."
+            ),
+            button=f"Delete {contact}",
+            cancel_url=reverse("contact", args=[contact.pk]),
+        ),
     )
+    if asked is not None:
+        return asked
+    name = str(contact)
+    contacts.contact_delete(contact=contact)
+    messages.success(request, f"{name} is deleted, with its timeline and notes.")
+    return redirect("contacts")
 
 
 def timeline_entries(events: list[TimelineEvent]) -> list[dict[str, Any]]:

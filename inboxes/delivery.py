@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from inboxes.models import Direction, Message, MessageKind, OutboxItem, OutboxState
+from inboxes.models import (
+    Direction,
+    MailboxStatus,
+    Message,
+    MessageKind,
+    OutboxItem,
+    OutboxState,
+)
 
 BOUNCED = "bounced"
 
@@ -59,6 +66,8 @@ def delivery_of(message: Message) -> dict[str, Any] | None:
             f"Not delivered to {b['address']}: {b['diagnostic'] or b['status']}" for b in failed
         )
     held = item.held_until if item is not None and item.state == OutboxState.QUEUED else None
+    if item is not None and item.state == OutboxState.QUEUED and held is None:
+        detail = waiting_detail(item) or detail
     return {
         "state": state,
         "detail": detail,
@@ -80,3 +89,12 @@ def bounce_data(message: Message) -> dict[str, Any] | None:
             for recipient in report.get("recipients", [])
         ],
     }
+
+
+def waiting_detail(item: OutboxItem) -> str:
+    """A queued email behind a broken connection says so plainly, instead of the last
+    attempt's error: it goes once the mailbox is fixed (outbox_resume)."""
+    mailbox = item.mailbox
+    if mailbox.status not in (MailboxStatus.ERROR, MailboxStatus.NEEDS_REAUTH):
+        return ""
+    return f"Waiting: {mailbox.address} can't send until it is reconnected."

@@ -1,9 +1,13 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django import forms
 
 from core.errors import Invalid
 from inboxes.addresses import canonical_address
 from inboxes.history import DEFAULT_BACKFILL_DAYS, backfill_choices, backfill_from_form
-from inboxes.models import MailboxKind, Security
+from inboxes.models import Mailbox, MailboxKind, Security
 from inboxes.services import ServerInput
 
 SECURITY_CHOICES = Security.choices
@@ -80,3 +84,50 @@ class TeamMailboxConnectForm(MailboxConnectForm):
 class AddressCheckForm(forms.Form):
     address = forms.CharField(max_length=320)
     kind = forms.ChoiceField(choices=MailboxKind.choices)
+
+
+class MailboxServersForm(forms.Form):
+    """A connected IMAP mailbox's servers, corrected in place (its page): the same
+    fields as connecting, the passwords left empty to keep the stored ones."""
+
+    imap_host = forms.CharField(max_length=255, label="IMAP server")
+    imap_port = forms.IntegerField(min_value=1, max_value=65535, label="IMAP port")
+    imap_security = forms.ChoiceField(choices=SECURITY_CHOICES, label="IMAP security")
+    imap_username = forms.CharField(max_length=320, label="IMAP user name")
+    imap_password = forms.CharField(
+        widget=forms.PasswordInput, max_length=1024, strip=False, required=False
+    )
+    smtp_host = forms.CharField(max_length=255, label="SMTP server")
+    smtp_port = forms.IntegerField(min_value=1, max_value=65535, label="SMTP port")
+    smtp_security = forms.ChoiceField(choices=SECURITY_CHOICES, label="SMTP security")
+    smtp_username = forms.CharField(max_length=320, label="SMTP user name")
+    smtp_password = forms.CharField(
+        widget=forms.PasswordInput, max_length=1024, strip=False, required=False
+    )
+
+    @classmethod
+    def of(cls, mailbox: Mailbox) -> MailboxServersForm:
+        return cls(
+            initial={
+                f"{p}_{field}": getattr(mailbox, f"{p}_{field}")
+                for p in ("imap", "smtp")
+                for field in ("host", "port", "security", "username")
+            }
+        )
+
+    def changes(self, mailbox: Mailbox) -> dict[str, dict[str, Any]]:
+        """``{"imap": {...}, "smtp": {...}}`` for ``mailbox_update``: only what differs
+        from ``mailbox``; an empty password is left out, so the stored one is kept."""
+        data = self.cleaned_data
+        changes: dict[str, dict[str, Any]] = {}
+        for p in ("imap", "smtp"):
+            server: dict[str, Any] = {}
+            for field in ("host", "port", "security", "username"):
+                value = data[f"{p}_{field}"]
+                value = value.strip() if field == "host" else value
+                if value != getattr(mailbox, f"{p}_{field}"):
+                    server[field] = value
+            if data[f"{p}_password"]:
+                server["password"] = data[f"{p}_password"]
+            changes[p] = server
+        return changes

@@ -7,17 +7,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_POST
 
 from accounts import services
 from accounts.forms import UserCreateForm, UserInviteForm
 from accounts.models import User
 from accounts.selectors import users_visible_to
 from core.api import client_ip
+from core.confirm import ask_first
 from core.errors import DomainError
 from core.web import admin_required, back_to, report
-from inboxes import holds, releases
+from inboxes import confirmations, holds, releases
 from inboxes import services as mailbox_services
 from inboxes.holds import ToolHold
 from inboxes.models import Mailbox, MailboxStatus
@@ -105,26 +107,14 @@ def user_create(request):
 
 
 @admin_required
-@require_http_methods(["GET", "POST"])
 def user_set_active(request, pk, active: bool):
     user = get_object_or_404(users_visible_to(request.user), pk=pk)
-    if request.method == "GET":
-        if active:
-            return redirect("settings-users")
-        # Deactivating asks first (a plain confirmation page).
-        return render(
-            request,
-            "accounts/confirm.html",
-            {
-                "section": "users",
-                "title": f"Deactivate {user.display_name}?",
-                "body": f"{user.display_name} can no longer log in or use the API. Their "
-                "mailboxes stay connected and their history stays until you release or "
-                "transfer them. You can reactivate them later.",
-                "button": "Deactivate",
-                "cancel": "settings-users",
-            },
-        )
+    if not active:
+        asked = ask_first(request, confirmations.deactivate_question(user))
+        if asked is not None:
+            return asked
+    elif request.method != "POST":
+        return redirect("settings-users")
     try:
         if active:
             services.user_reactivate(actor=request.user, user=user, ip=client_ip(request))
@@ -142,9 +132,11 @@ def user_set_active(request, pk, active: bool):
 
 
 @admin_required
-@require_POST
 def mailbox_release(request, pk):
     mailbox = get_object_or_404(mailboxes_visible_to(request.user), pk=pk)
+    asked = ask_first(request, confirmations.release_question(mailbox))
+    if asked is not None:
+        return asked
     try:
         mailbox_services.mailbox_release(actor=request.user, mailbox=mailbox, ip=client_ip(request))
         messages.success(request, f"{mailbox.address} is released and can be connected again.")
@@ -153,11 +145,31 @@ def mailbox_release(request, pk):
     return back_to(request, "settings-users")
 
 
+def _transfer_target_name(request, target: str) -> str | None:
+    """Who or what ``target`` ("user:<id>", "inbox:<id>") names, None if nothing."""
+    kind, _, target_id = target.partition(":")
+    try:
+        if kind == "user":
+            return users_visible_to(request.user).get(pk=target_id).display_name
+        if kind == "inbox":
+            return f"inbox {inboxes_visible_to(request.user).get(pk=target_id).name}"
+    except (ValidationError, ObjectDoesNotExist):
+        return None
+    return None
+
+
 @admin_required
-@require_POST
 def mailbox_transfer(request, pk):
     mailbox = get_object_or_404(mailboxes_visible_to(request.user), pk=pk)
-    target = request.POST.get("target", "")
+    source = request.POST if request.method == "POST" else request.GET
+    target = source.get("target", "")
+    target_name = _transfer_target_name(request, target)
+    if target_name is None:
+        messages.error(request, "Choose a user or an inbox to transfer to.")
+        return redirect("settings-users")
+    asked = ask_first(request, confirmations.transfer_question(mailbox, target_name))
+    if asked is not None:
+        return asked
     kind, _, target_id = target.partition(":")
     try:
         if kind == "user":
@@ -184,11 +196,14 @@ def mailbox_transfer(request, pk):
 
 
 @admin_required
-@require_POST
 def user_address_release(request, pk):
     """R7 for an address a deactivated user holds through a tool only (no mailbox)."""
     user = get_object_or_404(users_visible_to(request.user), pk=pk)
-    address = request.POST.get("address", "")
+    source = request.POST if request.method == "POST" else request.GET
+    address = source.get("address", "")
+    asked = ask_first(request, confirmations.address_release_question(user, address))
+    if asked is not None:
+        return asked
     try:
         releases.user_address_release(
             actor=request.user, user=user, address=address, ip=client_ip(request)

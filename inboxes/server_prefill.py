@@ -10,6 +10,8 @@ they go back in the same response and are never stored).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
@@ -20,6 +22,8 @@ from inboxes.provider_presets import address_domain
 
 FILL_BUTTON = "fill_servers"  # the name of the no-JS submit button
 SERVER_FIELDS = ("host", "port", "security", "username")
+
+FormT = TypeVar("FormT", bound=forms.Form)
 
 
 def wants_fill(request) -> bool:
@@ -41,7 +45,7 @@ def prefill_note(address: str, found: dict) -> str:
     )
 
 
-def prefilled_form(form_class: type[forms.Form], data) -> tuple[forms.Form, str]:
+def prefilled_form(form_class: type[FormT], data) -> tuple[FormT, str]:
     """The form again as typed, with the servers for its address filled in, and the note.
 
     Unbound (``initial``), so no field shows a "required" error for what the user

@@ -11,17 +11,20 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from core.api import client_ip
+from core.confirm import ask_first
 from core.errors import ConnectionFailed, DomainError, Invalid
 from core.web import back_to, report
-from inboxes import history, send_limits, server_prefill, services, sync
-from inboxes.forms import AddressCheckForm, MailboxConnectForm
+from inboxes import history, rules, send_limits, server_prefill, services, sync
+from inboxes.confirmations import disconnect_question
+from inboxes.error_wording import test_failure
+from inboxes.forms import AddressCheckForm, MailboxConnectForm, MailboxServersForm
 from inboxes.history import (
     backfill_choices,
     backfill_from_form,
     backfill_select_context,
     window_label,
 )
-from inboxes.models import Mailbox, MailboxKind, MailboxMessage
+from inboxes.models import AuthMethod, Mailbox, MailboxKind, MailboxMessage, Provider
 from inboxes.oauth_connect import allow_sign_in_forms, connect_options
 from inboxes.outbox.limits import default_limits, limits_of, next_held
 from inboxes.page_sections import email_page_sections
@@ -134,15 +137,24 @@ def mailbox_test(request, pk):
             )
             services.raise_if_failed(result)
         messages.success(request, f"{mailbox.address}: every step of the connection test passed.")
+    except ConnectionFailed as exc:
+        failure = test_failure({"steps": exc.extra.get("steps", [])})
+        messages.error(
+            request,
+            f"{mailbox.address}: the connection test failed. "
+            + (failure.sentence if failure else exc.detail),
+        )
     except DomainError as exc:
         report(request, exc)
     return back_to(request, "settings-email")
 
 
 @login_required
-@require_POST
 def mailbox_disconnect(request, pk):
     mailbox = get_object_or_404(mailboxes_visible_to(request.user), pk=pk)
+    asked = ask_first(request, disconnect_question(mailbox))
+    if asked is not None:
+        return asked
     try:
         services.mailbox_disconnect(actor=request.user, mailbox=mailbox, ip=client_ip(request))
         messages.success(request, f"{mailbox.address} is disconnected. Its history is kept.")
@@ -158,9 +170,24 @@ def _visible_mailbox(request, pk):
 @login_required
 def mailbox_detail(request, pk):
     """Status, progress, the sync ledger and the messages kept raw."""
+    return _detail_page(request, _visible_mailbox(request, pk))
+
+
+def _may_edit_servers(user, mailbox: Mailbox) -> bool:
+    try:
+        rules.check_may_manage(user, mailbox, "change")
+    except DomainError:
+        return False
+    return (
+        mailbox.is_connected
+        and mailbox.provider == Provider.IMAP
+        and mailbox.auth_method == AuthMethod.PASSWORD
+    )
+
+
+def _detail_page(request, mailbox: Mailbox, *, servers_form=None, servers_error=None, status=200):
     from inboxes.models import Message
 
-    mailbox = _visible_mailbox(request, pk)
     unparsed: QuerySet[Message] | list[Message] = []
     if request.user.is_admin:
         unparsed = Message.objects.filter(
@@ -192,8 +219,39 @@ def mailbox_detail(request, pk):
             ),
             "can_set_send_limits": request.user.is_admin and mailbox.is_connected,
             "held_until": next_held(mailbox.pk) if mailbox.kind == MailboxKind.PERSONAL else None,
+            "may_edit_servers": _may_edit_servers(request.user, mailbox),
+            "servers_form": servers_form or MailboxServersForm.of(mailbox),
+            "servers_error": servers_error,
+            "server_parts": [("imap", "Incoming mail (IMAP)"), ("smtp", "Outgoing mail (SMTP)")],
         },
+        status=status,
     )
+
+
+@login_required
+@require_POST
+def mailbox_servers(request, pk):
+    """Correct the servers, ports, security, user names or passwords in place: they are
+    tested first; saved (and the mailbox connected again) only if the test passes. On a
+    failure nothing changes and the form keeps what was typed."""
+    mailbox = _visible_mailbox(request, pk)
+    form = MailboxServersForm(request.POST)
+    if not form.is_valid():
+        return _detail_page(request, mailbox, servers_form=form, status=400)
+    try:
+        with failed_connection_tests_limited(request):
+            services.mailbox_update(
+                actor=request.user, mailbox=mailbox, ip=client_ip(request), **form.changes(mailbox)
+            )
+    except DomainError as exc:
+        mailbox.refresh_from_db()
+        return _detail_page(
+            request, mailbox, servers_form=form, servers_error=exc, status=exc.status
+        )
+    messages.success(
+        request, f"{mailbox.address}: the connection test passed; the settings are saved."
+    )
+    return redirect("settings-mailbox", pk=mailbox.pk)
 
 
 def _limit_from_form(value: str | None, label: str) -> int | None:

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
+from inboxes.error_wording import mailbox_state
 from inboxes.models import Mailbox, MailboxStatus
 from notifications.models import Incident, Kind, Notification, SubjectType
 from notifications.services import account_admins, mailbox_people, notify
@@ -18,12 +19,11 @@ BROKEN = (MailboxStatus.ERROR, MailboxStatus.NEEDS_REAUTH)
 
 
 def _problem(mailbox: Mailbox) -> str:
-    if mailbox.status == MailboxStatus.NEEDS_REAUTH:
-        fix = "Sign in again to reconnect it."
-    else:
-        fix = "Check its settings and reconnect it."
-    why = mailbox.last_error or "the server refused the connection"
-    return f"{mailbox.address} stopped syncing and sending: {why}. {fix}"
+    """In the words of every other page that shows a mailbox's problem."""
+    problem = mailbox_state(mailbox).problem
+    if problem is None:  # it works again already
+        return f"{mailbox.address} stopped syncing and sending for a moment."
+    return f"{mailbox.address} stopped syncing and sending: {problem.reason}. {problem.fix}"
 
 
 def _open_incident(mailbox_id: UUID | str) -> Incident | None:

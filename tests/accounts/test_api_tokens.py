@@ -54,7 +54,12 @@ def test_a_revoked_token_is_refused_by_the_api(client, member):
     assert confirm.status_code == 200 and "Revoke token CI?" in confirm.content.decode()
     assert _api(key).get("/api/v1/me/").status_code == 200
 
-    assert client.post(f"/settings/tokens/{token.pk}/revoke/").status_code == 302
+    # A POST without the confirmation only asks again
+    assert client.post(f"/settings/tokens/{token.pk}/revoke/").status_code == 200
+    token.refresh_from_db()
+    assert token.revoked_at is None
+    answer = client.post(f"/settings/tokens/{token.pk}/revoke/", {"confirm": "yes"})
+    assert answer.status_code == 302
     token.refresh_from_db()
     assert token.revoked_at is not None
     response = _api(key).get("/api/v1/me/")
@@ -92,7 +97,9 @@ def test_the_login_token_is_listed_and_can_be_revoked(client, member, member_api
     assert member_api.get("/api/v1/me/").status_code == 200
     client.force_login(member)
     assert 'id="login-token"' in client.get("/settings/tokens/").content.decode()
-    assert client.post("/settings/tokens/login-token/revoke/").status_code == 302
+    assert (
+        client.post("/settings/tokens/login-token/revoke/", {"confirm": "yes"}).status_code == 302
+    )
     assert not Token.objects.filter(user=member).exists()
     assert member_api.get("/api/v1/me/").status_code == 401
 

@@ -234,7 +234,9 @@ def test_a_wrong_password_shows_the_failing_auth_step_and_saves_nothing(
     conflict = page.locator("#conflict")
     expect(conflict).to_contain_text("The connection test failed at the auth step (IMAP)")
     expect(conflict.locator(".steps li.failed")).to_contain_text("IMAP auth: Login failed")
-    expect(conflict).to_contain_text("Check the server name, port, security and password")
+    expect(conflict).to_contain_text(
+        "The password was refused. Enter the mailbox's current password"
+    )
     expect(personal_form(page).get_by_label("Email address")).to_have_value("bo@acme.example.com")
     expect(page.locator("#no-mailboxes")).to_be_visible()
 
@@ -301,8 +303,8 @@ def test_an_admin_deactivates_a_user_releases_his_mailbox_and_another_member_con
     bo_row = page.locator(f"#user-{member.pk}")
     expect(bo_row.locator(".badge").first).to_have_text("Active")
     expect(bo_row.get_by_role("button", name="Release")).to_have_count(0)
-    bo_row.get_by_role("link", name="Deactivate Bo Lee").click()
-    page.locator("#confirm").get_by_role("button", name="Deactivate").click()
+    bo_row.get_by_role("button", name="Deactivate").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Deactivate Bo Lee").click()
 
     # Then Bo shows as deactivated, with his address and a Release button
     expect(flash(page)).to_contain_text("Bo Lee is deactivated.")
@@ -314,6 +316,7 @@ def test_an_admin_deactivates_a_user_releases_his_mailbox_and_another_member_con
 
     # When she releases it
     held.get_by_role("button", name="Release").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Release bo@acme").click()
 
     # Then the address is free and Bo's row lists no email
     expect(flash(page)).to_have_text("bo@acme.example.com is released and can be connected again.")
@@ -368,6 +371,7 @@ def test_an_admin_connecting_a_deactivated_users_address_is_offered_a_one_step_r
 
     # When she releases it from there
     conflict.get_by_role("button", name="Release bo@acme.example.com").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Release bo@acme").click()
 
     # Then she is back on Settings > Email with the address free
     expect(page).to_have_url(pages.base_url + "/settings/email/")

@@ -165,6 +165,7 @@ def test_an_admin_releases_a_deactivated_users_meetings_address_on_settings_user
 
     # When she releases it
     held.get_by_role("button", name="Release bo@acme.example.com from the meetings tool").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Release bo@acme").click()
 
     # Then the address is free and Bo's row lists nothing
     expect(page.locator("#messages")).to_have_text(

@@ -291,7 +291,7 @@ def test_teams_are_created_renamed_changed_and_deleted_on_the_page(
     client.post(routing_url(inbox), {"mode": "round_robin", "source": "team", "team": team.pk})
     html = client.get("/settings/teams/").content.decode()
     assert "round-robin of Support" in html
-    response = client.post(f"/settings/teams/{team.pk}/delete/", follow=True)
+    response = client.post(f"/settings/teams/{team.pk}/delete/", {"confirm": "yes"}, follow=True)
     html = response.content.decode()
     assert "Team First line is deleted." in html
     assert "Round-robin of Support has nobody to assign to now" in html

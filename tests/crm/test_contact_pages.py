@@ -167,7 +167,11 @@ def test_edit_saves_and_delete_asks_first(web, account):
     assert question.status_code == 200 and "Delete Dana Scully?" in question.content.decode()
     assert Contact.objects.filter(pk=contact.pk).exists()
 
-    deleted = web.post(f"/contacts/{contact.pk}/delete/")
+    unconfirmed = web.post(f"/contacts/{contact.pk}/delete/")
+    assert unconfirmed.status_code == 200 and "Delete Dana Scully?" in unconfirmed.content.decode()
+    assert Contact.objects.filter(pk=contact.pk).exists()
+
+    deleted = web.post(f"/contacts/{contact.pk}/delete/", {"confirm": "yes"})
     assert deleted.status_code == 302
     assert not Contact.objects.filter(pk=contact.pk).exists()
 

@@ -216,7 +216,9 @@ def test_settings_users_shows_a_meetings_only_hold_and_releases_it(
     assert BO in row and "Meetings tool" in row
     assert f'action="/settings/users/{member.pk}/release/"' in row
 
-    response = client.post(f"/settings/users/{member.pk}/release/", {"address": BO}, follow=True)
+    response = client.post(
+        f"/settings/users/{member.pk}/release/", {"address": BO, "confirm": "yes"}, follow=True
+    )
     text = response.content.decode()
     assert f"{BO} is released and can be connected again." in text
     assert not MeetingsConnection.objects.exists()
@@ -233,7 +235,7 @@ def test_settings_users_says_the_meetings_hold_goes_with_the_mailbox(client, adm
     assert "Also used by the meetings tool: released or transferred with it." in line
     assert "tool-hold" not in page  # no second line for the same address
 
-    client.post(f"/settings/mailboxes/{orphan['id']}/release/")
+    client.post(f"/settings/mailboxes/{orphan['id']}/release/", {"confirm": "yes"})
     assert Mailbox.objects.get(pk=orphan["id"]).status == "disconnected"
     assert not MeetingsConnection.objects.exists()
 
@@ -262,7 +264,8 @@ def test_the_conflict_on_settings_email_offers_to_release_a_meetings_only_hold(
     assert f"Release {BO}" in text
 
     released = client.post(
-        f"/settings/users/{member.pk}/release/", {"address": BO, "next": "/settings/email/"}
+        f"/settings/users/{member.pk}/release/",
+        {"address": BO, "next": "/settings/email/", "confirm": "yes"},
     )
     assert released["Location"] == "/settings/email/"
     assert client.post("/settings/email/", form).status_code == 302

@@ -86,7 +86,8 @@ def test_next_redirects_stay_on_this_site(client, member, member_api, connect_pa
     ).json()
     client.force_login(member)
     response = client.post(
-        f"/settings/mailboxes/{mailbox['id']}/disconnect/", {"next": "https://evil.example.net/"}
+        f"/settings/mailboxes/{mailbox['id']}/disconnect/",
+        {"next": "https://evil.example.net/", "confirm": "yes"},
     )
     assert response["Location"] == "/settings/email/"
 

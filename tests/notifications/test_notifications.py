@@ -51,7 +51,7 @@ def test_a_broken_personal_mailbox_notifies_its_owner_once_however_often_it_is_r
         events.report_mailbox_health(mailbox.pk)
     [notice] = mine(member)
     assert notice.kind == Kind.MAILBOX_NEEDS_ATTENTION
-    assert "bad password" in notice.text and mailbox.address in notice.text
+    assert "the password was refused" in notice.text and mailbox.address in notice.text
     assert notice.url == f"/settings/mailboxes/{mailbox.pk}/"
     assert (notice.subject_type, notice.subject_id) == ("mailbox", str(mailbox.pk))
     assert mine(admin) == []  # the owner can fix it
