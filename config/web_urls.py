@@ -10,7 +10,6 @@ from conversations import views as conversations_views
 from crm import email_views, tracking_views
 from inboxes import oauth_views, people_views, raw_views
 from inboxes import views as inboxes_views
-from meetings import views as meetings_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="settings-email"), name="home"),
@@ -65,12 +64,8 @@ urlpatterns = [
         people_views.mailbox_transfer,
         name="settings-mailbox-transfer",
     ),
-    path("settings/meetings/", meetings_views.meetings_connect, name="settings-meetings-connect"),
-    path(
-        "settings/meetings/remove/",
-        meetings_views.meetings_disconnect,
-        name="settings-meetings-disconnect",
-    ),
+    # Settings > Meetings and the public booking pages /meet/...: meetings/web_urls.py.
+    path("", include("meetings.web_urls")),
     path("settings/inboxes/", conversations_views.settings_inboxes, name="settings-inboxes"),
     path("settings/inboxes/new/", conversations_views.inbox_create, name="settings-inbox-create"),
     path(
