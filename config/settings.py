@@ -397,6 +397,14 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Meetings ------------------------------------------------------------------------------
+# The public booking API is throttled per IP (DRF rate strings: N/second|minute|hour|day):
+# listing free slots, and booking (against slot-scraping and spam bookings).
+MEETINGS_SLOTS_RATE = env_str("MEETINGS_SLOTS_RATE", "120/min")
+MEETINGS_BOOKINGS_RATE = env_str("MEETINGS_BOOKINGS_RATE", "10/hour")
+# The most days one request for free slots may cover.
+MEETINGS_SLOTS_MAX_DAYS = env_int("MEETINGS_SLOTS_MAX_DAYS", 62)
+
 # --- Gmail and Microsoft 365 (OAuth) --------------------------------------------------------------
 # Register the applications as README.md says; without the ids and secrets the
 # Connect buttons explain what is missing.
