@@ -11,8 +11,7 @@ IP against slot-scraping and spam bookings.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -101,7 +100,7 @@ def _moment(text: str | None) -> datetime | None:
         return None
     if moment.tzinfo is None:
         return None
-    return moment.astimezone(dt_timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def _duration(link: SchedulingLink, text: str | None) -> int:
@@ -167,6 +166,7 @@ def _picker(
     last = today + timedelta(days=link.days_ahead)
     asked_week = _date(request.GET.get("week"))
     week = min(max(asked_week or today, today), last)
+
     def free(first: date) -> list[slots.Slot]:
         return slots.free_slots(
             link,
@@ -206,6 +206,9 @@ def _picker(
         days.append(
             {
                 "label": day_label(day),
+                "weekday": f"{day:%a}",
+                "number": day.day,
+                "month": f"{day:%b}",
                 "iso": day.isoformat(),
                 "count": count,
                 "chosen": day == chosen_day,
@@ -222,7 +225,8 @@ def _picker(
                 start=slot.start.isoformat(),
             ),
         }
-        for slot in by_day.get(chosen_day, []) if chosen_day
+        for slot in by_day.get(chosen_day, [])
+        if chosen_day
     ]
     previous = week - timedelta(days=WEEK)
     return {
@@ -236,7 +240,11 @@ def _picker(
         if week + timedelta(days=WEEK) <= last
         else "",
         "durations": [
-            {"minutes": d, "chosen": d == duration, "url": f"{base}?{urlencode({'duration': d, 'tz': tz.key})}"}
+            {
+                "minutes": d,
+                "chosen": d == duration,
+                "url": f"{base}?{urlencode({'duration': d, 'tz': tz.key})}",
+            }
             for d in link.durations
         ],
         "zone_form": {"action": base, "hidden": {k: v for k, v in keep.items() if k != "tz"}},
@@ -307,7 +315,9 @@ def _nearby(
     return _alternatives(
         sorted(ordered[:6], key=lambda slot: slot.start),
         tz,
-        lambda slot: f"{base}?{urlencode({'duration': duration, 'tz': tz.key, 'week': slot.start.astimezone(tz).date().isoformat(), 'day': slot.start.astimezone(tz).date().isoformat(), 'start': slot.start.isoformat()})}",
+        lambda slot: (
+            f"{base}?{urlencode({'duration': duration, 'tz': tz.key, 'week': slot.start.astimezone(tz).date().isoformat(), 'day': slot.start.astimezone(tz).date().isoformat(), 'start': slot.start.isoformat()})}"
+        ),
     )
 
 
@@ -351,7 +361,9 @@ def meet(request: HttpRequest, slug: str) -> HttpResponseBase:
         taken = _alternatives(
             exc.alternatives,
             tz,
-            lambda slot: f"{base}?{urlencode({'duration': duration, 'tz': tz.key, 'week': slot.start.astimezone(tz).date().isoformat(), 'day': slot.start.astimezone(tz).date().isoformat(), 'start': slot.start.isoformat()})}",
+            lambda slot: (
+                f"{base}?{urlencode({'duration': duration, 'tz': tz.key, 'week': slot.start.astimezone(tz).date().isoformat(), 'day': slot.start.astimezone(tz).date().isoformat(), 'start': slot.start.isoformat()})}"
+            ),
         )
         return _booking_page(request, link, tz=tz, duration=duration, taken=taken, status=409)
     except Invalid as exc:
@@ -444,7 +456,9 @@ def booking_reschedule(request: HttpRequest, token: str) -> HttpResponseBase:
                 taken = _alternatives(
                     exc.alternatives,
                     tz,
-                    lambda slot: f"{base}?{urlencode({'tz': tz.key, 'week': slot.start.astimezone(tz).date().isoformat(), 'day': slot.start.astimezone(tz).date().isoformat(), 'start': slot.start.isoformat()})}",
+                    lambda slot: (
+                        f"{base}?{urlencode({'tz': tz.key, 'week': slot.start.astimezone(tz).date().isoformat(), 'day': slot.start.astimezone(tz).date().isoformat(), 'start': slot.start.isoformat()})}"
+                    ),
                 )
                 status = 409
             except DomainError as exc:

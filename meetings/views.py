@@ -25,8 +25,8 @@ from core.errors import DomainError, Invalid
 from core.web import report
 from inboxes.models import Mailbox, MailboxKind
 from meetings import bookings, links, services
-from meetings.forms import LinkForm, MeetingsConnectForm
 from meetings.calendars.consent import CONSENT_PROVIDER
+from meetings.forms import LinkForm, MeetingsConnectForm
 from meetings.models import (
     Booking,
     BookingState,
@@ -155,11 +155,7 @@ def settings_meetings(request: AuthenticatedHttpRequest) -> HttpResponse:
     # The choices shown stay the user's own; the posted one is judged by the service.
     form.fields["mailbox"].choices = [
         *MeetingsConnectForm(mailboxes=mailboxes).fields["mailbox"].choices,
-        *(
-            [(posted, posted)]
-            if posted and not any(str(m.pk) == posted for m in mailboxes)
-            else []
-        ),
+        *([(posted, posted)] if posted and not any(str(m.pk) == posted for m in mailboxes) else []),
     ]
     if not form.is_valid():
         return _page(request, form=form, status=400)
@@ -183,9 +179,9 @@ def settings_meetings(request: AuthenticatedHttpRequest) -> HttpResponse:
         _invalid_to_connect_form(form, exc)
         return _page(request, form=form, status=exc.status)
     except DomainError as exc:
-        form.fields["mailbox"].choices = MeetingsConnectForm(mailboxes=mailboxes).fields[
-            "mailbox"
-        ].choices
+        form.fields["mailbox"].choices = (
+            MeetingsConnectForm(mailboxes=mailboxes).fields["mailbox"].choices
+        )
         return _page(request, form=form, error=exc, status=exc.status)
     messages.success(request, f"The meetings tool books from {data['mailbox_obj'].address}.")
     return redirect("settings-meetings")
@@ -343,6 +339,8 @@ def booking_cancel(request: AuthenticatedHttpRequest, pk: Any) -> HttpResponseBa
         except DomainError as exc:
             report(request, exc)
         else:
-            messages.success(request, f"The meeting with {booking.name} is cancelled; they are told.")
+            messages.success(
+                request, f"The meeting with {booking.name} is cancelled; they are told."
+            )
         return redirect("settings-meetings")
     return render(request, "meetings/booking_cancel_owner.html", context)

@@ -99,7 +99,9 @@ def test_without_a_personal_email_the_page_says_to_connect_one_first(bo):
 def test_connecting_the_meetings_tool_to_my_own_email(bo, connected):
     assert connected.address == "bo@acme.example.com"
     page = text(bo.get("/settings/meetings/"))
-    assert re.search(r'id="connected-as">Invitations go out from <strong>bo@acme.example.com<', page)
+    assert re.search(
+        r'id="connected-as">Invitations go out from <strong>bo@acme.example.com<', page
+    )
     assert "Remove meetings connection" in page
 
 
@@ -196,7 +198,10 @@ def test_editing_a_link_keeps_two_ranges_a_day_and_an_empty_day(bo, link):
 def test_someone_elses_link_is_not_found(client, other_member, link):
     client.force_login(other_member)
     assert client.get(f"/settings/meetings/links/{link.pk}/").status_code == 404
-    assert client.post(f"/settings/meetings/links/{link.pk}/delete/", {"confirm": "yes"}).status_code == 404
+    assert (
+        client.post(f"/settings/meetings/links/{link.pk}/delete/", {"confirm": "yes"}).status_code
+        == 404
+    )
     assert SchedulingLink.objects.filter(pk=link.pk).exists()
 
 
@@ -228,8 +233,16 @@ def pick_first_time(visitor: Client, url: str):
 
 def book(visitor: Client, form_page, **fields):
     html = form_page.content.decode()
-    hidden = dict(re.findall(r'<input type="hidden" name="(start|duration|tz)" value="([^"]+)"', html))
-    data = {**{k: unescape(v) for k, v in hidden.items()}, "name": "Pat Doe", "email": "pat@example.net", "q0": "Globex", **fields}
+    hidden = dict(
+        re.findall(r'<input type="hidden" name="(start|duration|tz)" value="([^"]+)"', html)
+    )
+    data = {
+        **{k: unescape(v) for k, v in hidden.items()},
+        "name": "Pat Doe",
+        "email": "pat@example.net",
+        "q0": "Globex",
+        **fields,
+    }
     action = re.search(r'<form method="post" action="([^"]+)" id="booking-form"', html).group(1)
     return visitor.post(action, data), data
 
@@ -307,7 +320,9 @@ def test_the_cancel_link_shows_the_booking_and_only_the_post_cancels(link):
     assert response.status_code == 302
     booking.refresh_from_db()
     assert booking.state == BookingState.CANCELLED
-    assert "This meeting is cancelled" in text(visitor.get(f"/meet/booking/{booking.token}/cancel/"))
+    assert "This meeting is cancelled" in text(
+        visitor.get(f"/meet/booking/{booking.token}/cancel/")
+    )
     assert "This meeting is cancelled" in text(visitor.get(f"/meet/booking/{booking.token}/"))
 
 
@@ -325,7 +340,9 @@ def test_rescheduling_shows_free_times_and_the_post_moves_the_booking(link):
     chosen = visitor.get(hrefs(day, "slot")[-1])
     html = chosen.content.decode()
     start = unescape(re.search(r'name="start" value="([^"]+)"', html).group(1))
-    response = visitor.post(f"/meet/booking/{booking.token}/reschedule/", {"start": start, "tz": "UTC"})
+    response = visitor.post(
+        f"/meet/booking/{booking.token}/reschedule/", {"start": start, "tz": "UTC"}
+    )
     assert response.status_code == 302, text(response)
     booking.refresh_from_db()
     assert booking.start != old_start and booking.sequence == old_sequence + 1
