@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from zoneinfo import available_timezones
 
 from django import forms
@@ -52,10 +52,19 @@ class MeetingsConnectForm(forms.Form):
         widget=forms.PasswordInput(render_value=False),
     )
 
-    def __init__(self, *args: Any, mailboxes: list[Any], **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, mailboxes: list[Any], also: list[Any] | None = None, **kwargs: Any
+    ) -> None:
+        """``mailboxes``: the user's own, offered in the select. ``also``: a posted
+        mailbox that is not theirs, accepted here so that the service refuses it and
+        says why (R4 for a team email, R1 for someone else's)."""
         super().__init__(*args, **kwargs)
-        self.mailboxes = {str(mailbox.pk): mailbox for mailbox in mailboxes}
-        self.fields["mailbox"].choices = [
+        self.mailboxes = {str(mailbox.pk): mailbox for mailbox in [*mailboxes, *(also or [])]}
+        self.offer(list(self.mailboxes.values()))
+
+    def offer(self, mailboxes: list[Any]) -> None:
+        field = cast(forms.ChoiceField, self.fields["mailbox"])
+        field.choices = [
             (str(mailbox.pk), f"{mailbox.address} ({mailbox.get_provider_display()})")
             for mailbox in mailboxes
         ]
@@ -138,7 +147,7 @@ class LinkForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["timezone"].choices = zone_choices()
+        cast(forms.ChoiceField, self.fields["timezone"]).choices = zone_choices()
         for key, label in DAYS:
             self.fields[f"day_{key}"] = forms.CharField(
                 label=label,

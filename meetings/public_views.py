@@ -225,8 +225,7 @@ def _picker(
                 start=slot.start.isoformat(),
             ),
         }
-        for slot in by_day.get(chosen_day, [])
-        if chosen_day
+        for slot in (by_day.get(chosen_day, []) if chosen_day else [])
     ]
     previous = week - timedelta(days=WEEK)
     return {

@@ -20,7 +20,7 @@ def email_page_section(request: HttpRequest) -> dict[str, Any]:
     connection = (
         MeetingsConnection.objects.filter(user=user).first() if user.is_authenticated else None
     )
-    links = SchedulingLink.objects.filter(owner=user).count() if connection else 0
+    links = SchedulingLink.objects.filter(owner_id=connection.user_id).count() if connection else 0
     return {
         "template": "meetings/settings_email_section.html",
         "connection": connection,

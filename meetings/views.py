@@ -46,17 +46,16 @@ def _own_mailboxes(user: Any) -> list[Mailbox]:
     )
 
 
-def _posted_mailboxes(user: Any, mailboxes: list[Mailbox], posted: str) -> list[Mailbox]:
-    """The choices a posted form is judged against: the user's own mailboxes, plus any
-    other mailbox of the account the post names, so that the service, not the form,
-    refuses it and says why (R4 for a team email, R1 for someone else's)."""
+def _foreign_mailbox(user: Any, mailboxes: list[Mailbox], posted: str) -> list[Mailbox]:
+    """The posted mailbox of the user's account when it is not one of their own (a team
+    email, a colleague's): the service refuses it with the reason (R4, R1)."""
     if any(str(m.pk) == posted for m in mailboxes):
-        return mailboxes
+        return []
     try:
         other = Mailbox.objects.filter(account_id=user.account_id, pk=uuid.UUID(posted)).first()
     except ValueError:  # not an id at all: the form says it is not one of the choices
-        other = None
-    return [*mailboxes, other] if other is not None else mailboxes
+        return []
+    return [other] if other is not None else []
 
 
 def _user_zone(user: Any) -> str:
@@ -80,7 +79,8 @@ def _consent_url(connection: MeetingsConnection | None) -> str | None:
 def _invalid_to_connect_form(form: MeetingsConnectForm, exc: Invalid) -> None:
     """A refusal of the service onto the fields it concerns (CalDAV's are nested)."""
     errors = exc.extra.get("errors") or {}
-    caldav = errors.get("caldav") if isinstance(errors.get("caldav"), dict) else {}
+    nested = errors.get("caldav")
+    caldav: dict[str, Any] = nested if isinstance(nested, dict) else {}
     for name, problems in caldav.items():
         form.add_error(f"caldav_{name}" if f"caldav_{name}" in form.fields else None, problems)
     for name, problems in errors.items():
@@ -148,16 +148,11 @@ def settings_meetings(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method != "POST":
         return _page(request)
     mailboxes = _own_mailboxes(request.user)
-    posted = request.POST.get("mailbox", "")
-    form = MeetingsConnectForm(
-        request.POST, mailboxes=_posted_mailboxes(request.user, mailboxes, posted)
-    )
-    # The choices shown stay the user's own; the posted one is judged by the service.
-    form.fields["mailbox"].choices = [
-        *MeetingsConnectForm(mailboxes=mailboxes).fields["mailbox"].choices,
-        *([(posted, posted)] if posted and not any(str(m.pk) == posted for m in mailboxes) else []),
-    ]
-    if not form.is_valid():
+    also = _foreign_mailbox(request.user, mailboxes, request.POST.get("mailbox", ""))
+    form = MeetingsConnectForm(request.POST, mailboxes=mailboxes, also=also)
+    valid = form.is_valid()
+    form.offer(mailboxes)  # shown again, the select lists only the user's own
+    if not valid:
         return _page(request, form=form, status=400)
     data = form.cleaned_data
     caldav = None
@@ -179,9 +174,6 @@ def settings_meetings(request: AuthenticatedHttpRequest) -> HttpResponse:
         _invalid_to_connect_form(form, exc)
         return _page(request, form=form, status=exc.status)
     except DomainError as exc:
-        form.fields["mailbox"].choices = (
-            MeetingsConnectForm(mailboxes=mailboxes).fields["mailbox"].choices
-        )
         return _page(request, form=form, error=exc, status=exc.status)
     messages.success(request, f"The meetings tool books from {data['mailbox_obj'].address}.")
     return redirect("settings-meetings")
