@@ -414,6 +414,9 @@ GOOGLE_AUTH_URI = env_str("GOOGLE_AUTH_URI", "https://accounts.google.com/o/oaut
 GOOGLE_TOKEN_URI = env_str("GOOGLE_TOKEN_URI", "https://oauth2.googleapis.com/token")
 GMAIL_API_ENDPOINT = env_str("GMAIL_API_ENDPOINT", "https://gmail.googleapis.com/")
 GMAIL_BATCH_URI = env_str("GMAIL_BATCH_URI", "https://gmail.googleapis.com/batch/gmail/v1")
+GOOGLE_CALENDAR_API_ENDPOINT = env_str(
+    "GOOGLE_CALENDAR_API_ENDPOINT", "https://www.googleapis.com/calendar/v3/"
+)
 MICROSOFT_CLIENT_ID = env_str("MICROSOFT_CLIENT_ID")
 MICROSOFT_CLIENT_SECRET = env_str("MICROSOFT_CLIENT_SECRET")
 MICROSOFT_AUTHORITY = env_str("MICROSOFT_AUTHORITY", "https://login.microsoftonline.com/common")

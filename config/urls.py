@@ -11,7 +11,7 @@ from crm.email_api import ContactEmailsView, EmailDetailView, PreferencesView
 from crm.sequence_api import EnrollmentViewSet, SequenceViewSet
 from inboxes.api import MailboxViewSet, UserAddressReleaseView
 from inboxes.raw_views import MessageRawView
-from meetings.api import MeetingsConnectionView
+from meetings.connection_api import MeetingsConnectionView
 from notifications.api import NotificationSettingsView, NotificationViewSet
 
 router = SimpleRouter()

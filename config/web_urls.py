@@ -10,6 +10,7 @@ from conversations import views as conversations_views
 from crm import email_views, tracking_views
 from inboxes import oauth_views, people_views, raw_views
 from inboxes import views as inboxes_views
+from meetings import connection_views as meetings_connection_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="settings-email"), name="home"),
@@ -66,6 +67,11 @@ urlpatterns = [
     ),
     # Settings > Meetings and the public booking pages /meet/...: meetings/web_urls.py.
     path("", include("meetings.web_urls")),
+    path(
+        "settings/meetings/calendar/consent/<str:provider>/",
+        meetings_connection_views.calendar_consent,
+        name="meetings-calendar-consent",
+    ),
     path("settings/inboxes/", conversations_views.settings_inboxes, name="settings-inboxes"),
     path("settings/inboxes/new/", conversations_views.inbox_create, name="settings-inbox-create"),
     path(
