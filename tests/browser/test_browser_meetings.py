@@ -108,6 +108,14 @@ def test_a_rep_sets_up_a_link_and_a_visitor_on_a_phone_books_and_cancels_from_th
     expect(row.get_by_role("button", name="Copy")).to_be_visible()
     no_sideways_scroll(bo)
     pages.screenshot(bo, "meetings-settings-1440")
+    # (and on a phone the settings page and the link form fit too)
+    bo.set_viewport_size(PHONE)
+    no_sideways_scroll(bo)
+    pages.screenshot(bo, "meetings-settings-390")
+    bo.goto(f"/settings/meetings/links/{link.pk}/")
+    expect(bo.locator("#link-form")).to_be_visible()
+    no_sideways_scroll(bo)
+    bo.set_viewport_size(DESKTOP)
 
     # When a visitor in New York opens the link on a phone
     visitor = pages.new(viewport=PHONE, timezone_id="America/New_York")

@@ -105,6 +105,23 @@ def test_connecting_the_meetings_tool_to_my_own_email(bo, connected):
     assert "Remove meetings connection" in page
 
 
+def test_a_calendar_without_consent_shows_the_grant_calendar_access_link(bo, connected):
+    assert "Grant calendar access" not in text(bo.get("/settings/meetings/"))
+    # As h-mcal's service leaves a Gmail connection whose grant lacks the calendar scope:
+    MeetingsConnection.objects.filter(pk=connected.pk).update(
+        calendar="google", calendar_status="needs_consent"
+    )
+    page = text(bo.get("/settings/meetings/"))
+    assert "Grant calendar access" in page
+    assert 'href="/settings/meetings/calendar/consent/gmail/"' in page
+
+
+def test_the_email_page_points_to_settings_meetings(bo, connected):
+    page = text(bo.get("/settings/email/"))
+    assert 'id="meetings-section"' in page and 'href="/settings/meetings/"' in page
+    assert "book from <strong>bo@acme.example.com</strong>" in page
+
+
 def test_a_caldav_calendar_needs_an_imap_address_and_its_fields(bo, bo_mailbox):
     response = bo.post("/settings/meetings/", {"mailbox": str(bo_mailbox.pk), "calendar": "google"})
     assert response.status_code == 400
