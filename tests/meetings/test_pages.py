@@ -399,3 +399,35 @@ def test_public_booking_posts_are_throttled_per_ip_with_a_plain_message(link, se
     assert "Too many requests" in text(response) and "try again" in text(response)
     assert "Retry-After" in response.headers
     assert Booking.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?week=not-a-date&day=2026-13-45&duration=abc&tz=Mars/Olympus_Mons",
+        "?start=yesterday&tz=UTC",
+        "?start=2001-01-01T09:00:00%2B00:00",
+        "?week=1900-01-01",
+        "?week=9999-12-31&duration=99999",
+        "?tz=" + "A" * 5000,
+    ],
+)
+def test_odd_query_parameters_on_the_public_page_never_give_a_500(link, query):
+    response = Client().get(f"/meet/bo-intro/{query}")
+    assert response.status_code in (200, 409), response.status_code
+    assert "Intro call" in text(response)
+
+
+def test_odd_posts_on_the_public_pages_never_give_a_500(link):
+    visitor = Client()
+    for data in (
+        {},
+        {"start": "garbage", "name": "x", "email": "x@example.net"},
+        {"start": "2001-01-01T09:00:00+00:00", "name": "x", "email": "x@example.net", "q0": "y"},
+        {"start": "2999-01-01T09:00:00+00:00", "name": "a\nb", "email": "nope", "duration": "7"},
+    ):
+        response = visitor.post("/meet/bo-intro/", data)
+        assert response.status_code in (302, 400, 409), (data, response.status_code)
+    assert not Booking.objects.exists()
+    response = visitor.post("/meet/booking/nope/reschedule/", {"start": "2999-01-01T09:00:00Z"})
+    assert response.status_code == 404
