@@ -141,6 +141,7 @@ def test_r4_a_team_email_of_a_conversations_inbox_is_refused_with_why_and_what_t
     page = text(response)
     assert "is a team email used by the conversations tool" in page
     assert "Pick one of your own personal emails" in page
+    assert "Someone in your account already uses" not in page
     assert not MeetingsConnection.objects.exists()
 
 
