@@ -210,6 +210,14 @@ MAIL_ALLOWED_PORTS = [int(p) for p in env_list("MAIL_ALLOWED_PORTS", "993,143,46
 MAIL_CONNECT_TIMEOUT = env_int("MAIL_CONNECT_TIMEOUT", 15)
 # An extra CA bundle trusted for mail servers (a private CA; the tests' CA).
 MAIL_TLS_CA_FILE = env_str("MAIL_TLS_CA_FILE")
+# The connect forms may ask an address's domain for its server settings
+# (Thunderbird-style autoconfig, inboxes/autoconfig.py): outbound HTTPS to a
+# domain a user typed, so off unless the operator turns it on.
+MAIL_AUTOCONFIG_LOOKUP = env_bool("MAIL_AUTOCONFIG_LOOKUP", False)
+MAIL_AUTOCONFIG_URLS = [
+    "https://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={address}",
+    "https://{domain}/.well-known/autoconfig/mail/config-v1.1.xml",
+]
 
 # --- REST API -----------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -8,7 +8,7 @@ from audit import views as audit_views
 from conversations import overview_views, settings_views
 from conversations import views as conversations_views
 from crm import email_views, tracking_views
-from inboxes import oauth_views, people_views, raw_views
+from inboxes import oauth_views, people_views, raw_views, server_prefill
 from inboxes import views as inboxes_views
 from meetings import connection_views as meetings_connection_views
 
@@ -21,6 +21,11 @@ urlpatterns = [
     path("settings/email/", inboxes_views.settings_email, name="settings-email"),
     path("settings/email/check/", inboxes_views.email_check, name="settings-email-check"),
     path("settings/email/test/", inboxes_views.email_test, name="settings-email-test"),
+    path(
+        "settings/email/servers/",
+        server_prefill.server_settings,
+        name="settings-email-servers",
+    ),
     path("settings/mailboxes/<uuid:pk>/", inboxes_views.mailbox_detail, name="settings-mailbox"),
     path(
         "settings/mailboxes/<uuid:pk>/row/", inboxes_views.mailbox_row, name="settings-mailbox-row"

@@ -11,6 +11,7 @@ from conversations.forms import InboxCreateForm, InboxSettingsForm
 from core.api import client_ip
 from core.errors import DomainError
 from core.web import admin_required, report
+from inboxes import server_prefill
 from inboxes import services as mailbox_services
 from inboxes.forms import TeamMailboxConnectForm
 from inboxes.history import backfill_select_context
@@ -20,7 +21,9 @@ from inboxes.selectors import inboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
 
 
-def _inboxes_page(request, *, team_form=None, team_inbox=None, error=None, status=200):
+def _inboxes_page(
+    request, *, team_form=None, team_inbox=None, error=None, status=200, prefill_note=""
+):
     inboxes = inboxes_visible_to(request.user).order_by("name")
     page = render(
         request,
@@ -35,6 +38,7 @@ def _inboxes_page(request, *, team_form=None, team_inbox=None, error=None, statu
             **backfill_select_context(),
             "team_inbox": team_inbox,
             "error": error,
+            "prefill_note": prefill_note,
         },
         status=status,
     )
@@ -98,6 +102,9 @@ def inbox_delete(request, pk):
 @require_POST
 def inbox_connect_team_email(request, pk):
     inbox = get_object_or_404(inboxes_visible_to(request.user), pk=pk)
+    if server_prefill.wants_fill(request):
+        filled, note = server_prefill.prefilled_form(TeamMailboxConnectForm, request.POST)
+        return _inboxes_page(request, team_form=filled, team_inbox=inbox, prefill_note=note)
     form = TeamMailboxConnectForm(request.POST)
     if not form.is_valid():
         return _inboxes_page(request, team_form=form, team_inbox=inbox, status=400)
