@@ -246,7 +246,12 @@ def _picker(
             }
             for d in link.durations
         ],
-        "zone_form": {"action": base, "hidden": {k: v for k, v in keep.items() if k != "tz"}},
+        "zone_form": {
+            "action": base,
+            "hidden": {k: v for k, v in keep.items() if k != "tz"},
+            # Only a GET without a zone lets the script switch to the browser's zone.
+            "detect": request.method == "GET" and "tz" not in request.GET,
+        },
     }
 
 

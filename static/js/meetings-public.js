@@ -1,5 +1,5 @@
 // The public booking page, progressively enhanced (everything works without this file).
-// - On a first visit (no tz in the address), show the times in the browser's own zone.
+// - On a first visit (no zone asked for), show the times in the browser's own zone.
 // - Changing the zone select shows the times in that zone straight away.
 (function () {
   "use strict";
@@ -17,8 +17,9 @@
     const form = document.getElementById("zone-form");
     if (!form) return;
     const select = form.querySelector("select[name=tz]");
-    const params = new URLSearchParams(window.location.search);
-    if (!params.has("tz")) {
+    // The server marks a page asked for without a zone (never a form's answer).
+    if (form.dataset.detect === "browser") {
+      const params = new URLSearchParams(window.location.search);
       const zone = browserZone();
       const known = zone && Array.prototype.some.call(select.options, (o) => o.value === zone);
       if (known && zone !== select.value) {

@@ -270,6 +270,9 @@ def test_the_public_page_shows_the_link_owner_durations_and_utc_by_default(link)
     assert "Intro call" in page and "Bo Lee" in page
     assert "30 min" in page and "60 min" in page
     assert '<option value="UTC" selected>' in page
+    assert 'data-detect="browser"' in page  # the script may switch to the browser's zone
+    chosen = text(Client().get("/meet/bo-intro/?tz=Asia/Tokyo"))
+    assert '<option value="Asia/Tokyo" selected>' in chosen and "data-detect" not in chosen
     assert "<script>" not in page and "style=" not in page
 
 
