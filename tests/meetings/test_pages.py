@@ -381,7 +381,9 @@ def test_the_owner_cancels_an_upcoming_booking_after_confirming(bo, link):
     form_page, _ = pick_first_time(visitor, "/meet/bo-intro/")
     book(visitor, form_page)
     booking = Booking.objects.get()
-    assert "Pat Doe" in text(bo.get("/settings/meetings/"))
+    listed = text(bo.get("/settings/meetings/"))
+    assert "Pat Doe" in listed and "Company:</span> Globex" in listed
+    assert f'href="/contacts/{booking.contact_id}/"' in listed
     url = f"/settings/meetings/bookings/{booking.pk}/cancel/"
     assert "Cancel the meeting with Pat Doe?" in text(bo.get(url))
     assert bo.post(url, {}).status_code == 400
