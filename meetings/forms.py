@@ -181,7 +181,11 @@ class LinkForm(forms.Form):
         initial: dict[str, Any] = {"timezone": timezone}
         for key, _label in DAYS[:5]:
             initial[f"day_{key}"] = "09:00-17:00"
-        return cls(initial=initial)
+        form = cls(initial=initial)
+        if timezone == "UTC":
+            # meetings-settings.js picks the browser's zone instead, where it knows one.
+            form.fields["timezone"].widget.attrs["data-detect"] = "browser"
+        return form
 
     def day_fields(self) -> list[forms.BoundField]:
         return [self[f"day_{key}"] for key, _label in DAYS]

@@ -1,5 +1,6 @@
 // Settings > Meetings, progressively enhanced: Copy buttons for the links' public
-// addresses, and the CalDAV fields only while a CalDAV calendar is chosen.
+// addresses, a new link's time zone from the browser, and the CalDAV fields only while
+// a CalDAV calendar is chosen (that one is CSS: meetings.css).
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
@@ -24,6 +25,16 @@
           }
         );
       });
+    }
+    const zone = document.querySelector("select[data-detect=browser]");
+    if (zone) {
+      let browser = "";
+      try {
+        browser = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+      } catch (error) {
+        browser = "";
+      }
+      if (Array.prototype.some.call(zone.options, (o) => o.value === browser)) zone.value = browser;
     }
     for (const field of document.querySelectorAll("input.link-url")) {
       field.addEventListener("focus", function () {

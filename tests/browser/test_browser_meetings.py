@@ -69,7 +69,12 @@ def test_a_rep_sets_up_a_link_and_a_visitor_on_a_phone_books_and_cancels_from_th
     smtp_server.clear()
 
     # Given Bo on Settings > Meetings at 1440x900
-    bo = pages.log_in(member.email, password)
+    bo = pages.new(timezone_id="Europe/Berlin")
+    bo.goto("/login/")
+    bo.get_by_label("Email").fill(member.email)
+    bo.get_by_label("Password").fill(password)
+    bo.get_by_role("button", name="Log in").click()
+    bo.wait_for_url("**/settings/email/")
     bo.set_viewport_size(DESKTOP)
     bo.get_by_role("navigation", name="Settings").get_by_role("link", name="Meetings").click()
     expect(bo.get_by_role("heading", name="Meetings", level=1)).to_be_visible()
@@ -88,6 +93,8 @@ def test_a_rep_sets_up_a_link_and_a_visitor_on_a_phone_books_and_cancels_from_th
     # And creates a link open every day, with a required question
     bo.get_by_role("link", name="New scheduling link").click()
     form = bo.locator("#link-form")
+    # (a first link starts in the browser's zone, here the context's Europe/Berlin)
+    expect(form.get_by_label("Your time zone")).to_have_value("Europe/Berlin")
     form.get_by_label("Name").fill("Intro call")
     form.get_by_label("Link address").fill("bo-intro")
     form.get_by_label("Durations (minutes)").fill("30, 60")
