@@ -29,6 +29,8 @@ from core.middleware import note_retry_after
 from meetings import bookings, slots
 from meetings.errors import SlotUnavailable
 from meetings.forms import BookingForm, zone_choices
+from meetings.ics import REQUEST, ics_text
+from meetings.invitations import invite_of
 from meetings.models import Booking, BookingState, MeetingsConnection, SchedulingLink
 
 WEEK = 7
@@ -412,6 +414,18 @@ def booking_done(request: HttpRequest, token: str) -> HttpResponse:
     if booking is None:
         return _not_found(request)
     return render(request, "meetings/public_booked.html", _booking_context(booking))
+
+
+def booking_ics(request: HttpRequest, token: str) -> HttpResponse:
+    """The booking as an .ics file, for "Add to your calendar" (the email has it too)."""
+    booking = _booking_or_404(token)
+    if booking is None or booking.state != BookingState.CONFIRMED:
+        return _not_found(request)
+    connection = MeetingsConnection.objects.filter(user_id=booking.owner_id).first()
+    body = ics_text(invite_of(booking, connection), method=REQUEST)
+    response = HttpResponse(body, content_type="text/calendar; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="invite.ics"'
+    return response
 
 
 def booking_cancel(request: HttpRequest, token: str) -> HttpResponseBase:

@@ -21,6 +21,7 @@ urlpatterns = [
     ),
     # Public, no login: a booking's own pages (its token in the path), then the link's.
     path("meet/booking/<str:token>/", public_views.booking_done, name="meet-booking"),
+    path("meet/booking/<str:token>/invite.ics", public_views.booking_ics, name="meet-booking-ics"),
     path(
         "meet/booking/<str:token>/cancel/",
         public_views.booking_cancel,

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.test import Client
+from icalendar import Calendar
 
 from inboxes.models import Mailbox
 from meetings.models import Booking, BookingState, MeetingsConnection, SchedulingLink
@@ -293,6 +294,10 @@ def test_booking_without_javascript_picks_a_day_and_a_time_and_confirms_in_my_zo
     assert f"{local:%H:%M}" in done and "America/New York" in done
     assert f"/meet/booking/{booking.token}/cancel/" in done
     assert f"/meet/booking/{booking.token}/reschedule/" in done
+    ics = visitor.get(f"/meet/booking/{booking.token}/invite.ics")
+    assert ics["Content-Type"].startswith("text/calendar")
+    [event] = Calendar.from_ical(ics.content).walk("VEVENT")
+    assert str(event["UID"]) == booking.uid
 
 
 def test_a_required_question_left_empty_says_so_and_books_nothing(link):
