@@ -167,6 +167,12 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "settings-email"
 LOGOUT_REDIRECT_URL = "login"
+# How long the links the product mails stay good: an invitation to choose a first
+# password (accounts/invites.py) and a password reset (Django's own token).
+INVITE_MAX_AGE = env_int("INVITE_MAX_AGE", 7 * 24 * 3600)
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3 * 3600)
+# "Forgot password?" is open to anyone: at most this many reset emails per address an hour.
+RESET_MAILS_PER_HOUR = env_int("RESET_MAILS_PER_HOUR", 3)
 
 # Failed logins (web form and token endpoint together) are counted per address
 # from one IP, per address from any IP and per IP across addresses, each against
@@ -222,7 +228,7 @@ MAIL_AUTOCONFIG_URLS = [
 # --- REST API -----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.tokens.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

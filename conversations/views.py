@@ -17,7 +17,7 @@ from inboxes.forms import TeamMailboxConnectForm
 from inboxes.history import backfill_select_context
 from inboxes.models import MailboxKind
 from inboxes.oauth_connect import allow_sign_in_forms, connect_options
-from inboxes.selectors import inboxes_visible_to
+from inboxes.selectors import inbox_plan_usage, inboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
 
 
@@ -25,6 +25,7 @@ def _inboxes_page(
     request, *, team_form=None, team_inbox=None, error=None, status=200, prefill_note=""
 ):
     inboxes = inboxes_visible_to(request.user).order_by("name")
+    used, limit = inbox_plan_usage(request.user.account)
     page = render(
         request,
         "conversations/settings_inboxes.html",
@@ -39,6 +40,7 @@ def _inboxes_page(
             "team_inbox": team_inbox,
             "error": error,
             "prefill_note": prefill_note,
+            "plan": {"used": used, "limit": limit, "name": request.user.account.get_plan_display()},
         },
         status=status,
     )
@@ -48,23 +50,6 @@ def _inboxes_page(
 @admin_required
 def settings_inboxes(request):
     return _inboxes_page(request)
-
-
-@admin_required
-@require_POST
-def inbox_create(request):
-    form = InboxCreateForm(request.POST)
-    if form.is_valid():
-        try:
-            inbox = services.inbox_create(
-                actor=request.user, name=form.cleaned_data["name"], ip=client_ip(request)
-            )
-            messages.success(
-                request, f"Inbox {inbox.name} is created. Connect its team email below."
-            )
-        except DomainError as exc:
-            report(request, exc)
-    return redirect("settings-inboxes")
 
 
 @admin_required

@@ -21,12 +21,12 @@ from django.db import IntegrityError, transaction
 from accounts.models import User
 from accounts.services import account_lock
 from audit.services import audit_record, audit_refusals
-from core.errors import AddressInUse, Invalid
+from core.errors import AddressInUse, ConnectionFailed, Invalid
 from inboxes import rules
 from inboxes.addresses import canonical_address
 from inboxes.models import Mailbox, MailboxKind, MailboxStatus, Provider
 from meetings.calendars import calendar_forget
-from meetings.calendars.caldav import CaldavAccount, caldav_probe, caldav_seal
+from meetings.calendars.caldav import CaldavAccount, caldav_account, caldav_probe, caldav_seal
 from meetings.calendars.consent import calendar_needs_consent
 from meetings.models import CalendarKind, CalendarStatus, MeetingsConnection
 
@@ -96,6 +96,21 @@ def _check_calendar(*, mailbox: Mailbox, calendar: str, caldav: CaldavInput | No
             )
 
 
+def _keep_password(*, user: User, caldav: CaldavInput) -> CaldavInput:
+    """A blank password keeps the stored one when the URL and user stay the same (a
+    settings form does not show the password again)."""
+    current = MeetingsConnection.objects.filter(
+        user=user, calendar=CalendarKind.CALDAV, caldav_url=caldav.url.strip()
+    ).first()
+    if current is None or current.caldav_username != caldav.username:
+        return caldav
+    try:
+        password = caldav_account(current).password
+    except ConnectionFailed:
+        return caldav
+    return CaldavInput(url=caldav.url, username=caldav.username, password=password)
+
+
 def meetings_connect(
     *,
     user: User,
@@ -108,6 +123,8 @@ def meetings_connect(
     address = (address or "").strip()
     canonical = canonical_address(address)
     calendar = calendar or CalendarKind.NONE
+    if calendar == CalendarKind.CALDAV and caldav is not None and not caldav.password:
+        caldav = _keep_password(user=user, caldav=caldav)
     with audit_refusals(actor=user, action="meetings.connect_refused", target_repr=address, ip=ip):
         # R4 and R1/R6 come first, before anything about the user's own mailboxes.
         rules.check_meetings_connect(user=user, canonical=canonical, address=address)

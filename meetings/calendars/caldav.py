@@ -5,8 +5,11 @@ a time-range search, one event per booking saved under its UID, removed by URL.
 The password is sealed like a mailbox's secrets (AES-GCM, inboxes.credentials),
 bound to the connection's row. The server is a URL the user typed, so the host
 goes through the same SSRF check as a mail server (inboxes.netguard: no loopback
-or private addresses unless ALLOW_PRIVATE_MAIL_HOSTS, as in the tests), redirects
-are not followed.
+or private addresses unless ALLOW_PRIVATE_MAIL_HOSTS, as in the tests) before every
+request the library makes (it also follows hrefs the server answers with);
+redirects are not followed. The check resolves the name itself, so a DNS answer
+that changes between the check and the connection is not covered (unlike the
+mail connections, which connect to the checked address).
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ from caldav.lib import error as dav_error
 from django.conf import settings
 
 from core.errors import ConnectionFailed
-from inboxes.credentials import SecretDecryptionError, decrypt_secrets, encrypt_secrets
+from inboxes.credentials import (
+    SecretDecryptionError,
+    decrypt_secrets,
+    encrypt_secrets,
+    is_current,
+)
 from inboxes.netguard import is_refused_address, normalize_host
 from meetings.models import MeetingsConnection
 
@@ -68,6 +76,30 @@ def caldav_account(connection: MeetingsConnection) -> CaldavAccount:
     )
 
 
+def caldav_secrets_rotate(result: Any) -> None:
+    """``manage.py rotate_encryption_keys``: CalDAV passwords under the first key
+    (``result`` is inboxes.secrets_rotation.RotationResult)."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        rows = MeetingsConnection.objects.select_for_update().filter(caldav_secret__isnull=False)
+        for connection in rows:
+            blob = bytes(connection.caldav_secret or b"")
+            if not blob:
+                continue
+            if is_current(blob):
+                result.current += 1
+                continue
+            try:
+                password = caldav_account(connection).password
+            except ConnectionFailed:
+                result.unreadable.append(str(connection.pk))
+                continue
+            connection.caldav_secret = caldav_seal(connection, password)
+            connection.save(update_fields=["caldav_secret"])
+            result.rotated += 1
+
+
 # --- connecting ----------------------------------------------------------------------------------
 
 
@@ -101,6 +133,20 @@ def _check_url(url: str) -> None:
             raise ConnectionFailed("This calendar server address can't be used.", step="dns")
 
 
+def _guard(session: Any) -> None:
+    """Every request the library makes (it follows hrefs from the server's answers)
+    goes through the host check; no redirects, no proxies from the environment."""
+    session.trust_env = False
+    send = session.request
+
+    def checked(method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_url(str(url))
+        kwargs["allow_redirects"] = False
+        return send(method, url, *args, **kwargs)
+
+    session.request = checked
+
+
 @contextlib.contextmanager
 def _client(account: CaldavAccount) -> Iterator[Any]:
     _check_url(account.url)
@@ -110,6 +156,7 @@ def _client(account: CaldavAccount) -> Iterator[Any]:
         password=account.password,
         timeout=TIMEOUT_SECONDS,
     )
+    _guard(client.session)
     try:
         yield client
     except ConnectionFailed:

@@ -76,7 +76,10 @@ def test_a_rep_sets_up_a_link_and_a_visitor_on_a_phone_books_and_cancels_from_th
     bo.get_by_role("button", name="Log in").click()
     bo.wait_for_url("**/settings/email/")
     bo.set_viewport_size(DESKTOP)
-    bo.get_by_role("navigation", name="Settings").get_by_role("link", name="Meetings").click()
+    bo.get_by_role("navigation", name="Main").get_by_role("link", name="Settings").click()
+    bo.get_by_role("navigation", name="Settings sections").get_by_role(
+        "link", name="Meetings"
+    ).click()
     expect(bo.get_by_role("heading", name="Meetings", level=1)).to_be_visible()
 
     # When he connects the meetings tool to his own email, without a calendar
