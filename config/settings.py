@@ -8,6 +8,7 @@ Production sets ``DATABASE_URL``, ``CELERY_BROKER_URL``, ``SECRET_KEY`` and
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -418,6 +419,11 @@ MEETINGS_SLOTS_RATE = env_str("MEETINGS_SLOTS_RATE", "120/min")
 MEETINGS_BOOKINGS_RATE = env_str("MEETINGS_BOOKINGS_RATE", "10/hour")
 # The most days one request for free slots may cover.
 MEETINGS_SLOTS_MAX_DAYS = env_int("MEETINGS_SLOTS_MAX_DAYS", 62)
+for _name in ("MEETINGS_SLOTS_RATE", "MEETINGS_BOOKINGS_RATE"):
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", globals()[_name]):
+        raise ConfigError(f"{_name}={globals()[_name]!r}: use N/second, N/minute, N/hour or N/day")
+if MEETINGS_SLOTS_MAX_DAYS < 1:
+    raise ConfigError("MEETINGS_SLOTS_MAX_DAYS must be at least 1")
 
 # --- Gmail and Microsoft 365 (OAuth) --------------------------------------------------------------
 # Register the applications as README.md says; without the ids and secrets the

@@ -37,6 +37,7 @@ from crm.models import Contact, TimelineType
 from crm.timeline import timeline_add
 from inboxes.addresses import canonical_address
 from meetings import calendars
+from meetings.calendars import CalendarUnavailable
 from meetings.errors import SlotUnavailable
 from meetings.ics import CANCEL, REQUEST
 from meetings.invitations import calendar_event_of, invitation_send
@@ -99,8 +100,8 @@ def nearby_slots(
     count: int = ALTERNATIVES,
 ) -> list[Slot]:
     """The ``count`` free slots nearest to ``around`` (a few days either side)."""
-    first = (around.astimezone(UTC) - timedelta(days=3)).date()
     try:
+        first = (around.astimezone(UTC) - timedelta(days=3)).date()
         slots = free_slots(
             link,
             start=first,
@@ -110,8 +111,8 @@ def nearby_slots(
             now=now,
             ignore_booking_id=ignore_booking_id,
         )
-    except Invalid:
-        return []
+    except (Invalid, OverflowError, CalendarUnavailable):
+        return []  # no alternatives rather than no answer
     nearest = sorted(slots, key=lambda slot: abs((slot.start - around).total_seconds()))
     return sorted(nearest[:count], key=lambda slot: slot.start)
 
@@ -163,7 +164,12 @@ def _check_start(start: Any) -> datetime:
             "Give the start with its UTC offset, e.g. 2026-03-02T09:00:00+01:00.",
             errors={"start": ["Give a date and time with its UTC offset."]},
         )
-    return start.astimezone(UTC)
+    try:
+        return start.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(
+            "That date is out of range.", errors={"start": ["Pick a date in the coming weeks."]}
+        ) from None
 
 
 def _check_booker(
@@ -257,7 +263,9 @@ def _calendar_write(booking: Booking) -> None:
     if connection is None:
         return
     try:
-        event_id = calendars.event_write(connection, calendar_event_of(booking, connection))
+        event_id = calendars.event_write(
+            connection, calendar_event_of(booking, connection), booking.calendar_event_id
+        )
     except Exception:
         log.exception("booking %s: the calendar event could not be written", booking.pk)
         return

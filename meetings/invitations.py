@@ -99,6 +99,7 @@ def calendar_event_of(booking: Booking, connection: MeetingsConnection) -> Calen
         description=invite.description,
         organizer=invite.organizer_address,
         attendees=[booking.email],
+        sequence=booking.sequence,
     )
 
 
@@ -115,7 +116,7 @@ def invitation_send(
     connection = MeetingsConnection.objects.filter(user_id=booking.owner_id).first()
     mailbox = sending_mailbox(connection) if connection else None
     if connection is None or mailbox is None:
-        log.warning("booking %s: no connected mailbox to send the invitation from", booking.pk)
+        log.info("booking %s: no connected mailbox to send the invitation from", booking.pk)
         return None
     refusal = _refused(booking.account_id, booking.email)
     if refusal:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone as django_timezone
 from django.utils.text import slugify
 
 from accounts.models import User
 from core.errors import Invalid
 from core.text import check_single_line
-from meetings.models import BookingClaim, SchedulingLink
+from meetings.models import BookingClaim, BookingState, SchedulingLink
 from meetings.slots import WEEKDAYS, wall_minutes, zone
 
 UNIT = BookingClaim.CLAIM_MINUTES
@@ -236,6 +238,16 @@ def link_update(*, link: SchedulingLink, data: dict[str, Any]) -> SchedulingLink
     return link
 
 
-def link_delete(*, link: SchedulingLink) -> None:
-    """The link and its bookings go (the bookings cascade); past invitations stay sent."""
+def link_delete(*, link: SchedulingLink, now: datetime | None = None) -> None:
+    """The link and its bookings go. Its upcoming meetings are cancelled first, so the
+    bookers get a cancellation and the calendar events go (the contacts' timelines
+    keep what happened)."""
+    from meetings.bookings import booking_cancel
+
+    now = now or django_timezone.now()
+    upcoming = link.bookings.filter(state=BookingState.CONFIRMED, end__gt=now)
+    for booking in upcoming.select_related("link", "owner", "contact"):
+        booking_cancel(
+            booking=booking, by_owner=True, reason="The booking page was removed.", now=now
+        )
     link.delete()

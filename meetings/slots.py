@@ -26,8 +26,8 @@ How a slot is made:
 * **Visitor's days.** ``start`` and ``days`` are dates in the visitor's zone ``tz``:
   slots starting in ``[start 00:00, start + days 00:00)`` there.
 
-Speed: busy times (claims and calendar) are merged once into sorted disjoint
-intervals of epoch seconds; each candidate is one binary search (bench/meetings.py).
+Speed: busy times (claims, one interval per booking, and calendar) are merged once
+into sorted disjoint UTC intervals; each candidate is one binary search (bench/meetings.py).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
+from django.db.models import Max, Min
 from django.utils import timezone as django_timezone
 
 from core.errors import Invalid
@@ -116,11 +117,12 @@ def _midnight(day: date, tz: tzinfo) -> datetime:
 
 
 class _Busy:
-    """Sorted, merged, disjoint [start, end) intervals in epoch seconds."""
+    """Sorted, merged, disjoint [start, end) intervals (aware datetimes, all in UTC:
+    comparing datetimes that share one tzinfo is a plain field comparison)."""
 
-    def __init__(self, intervals: Iterable[tuple[int, int]]) -> None:
-        starts: list[int] = []
-        ends: list[int] = []
+    def __init__(self, intervals: Iterable[tuple[datetime, datetime]]) -> None:
+        starts: list[datetime] = []
+        ends: list[datetime] = []
         for start, end in sorted(intervals):
             if end <= start:
                 continue
@@ -133,13 +135,13 @@ class _Busy:
         self.starts = starts
         self.ends = ends
 
-    def overlaps(self, start: int, end: int) -> bool:
+    def overlaps(self, start: datetime, end: datetime) -> bool:
         index = bisect_right(self.ends, start)  # first interval ending after ``start``
         return index < len(self.starts) and self.starts[index] < end
 
 
-def _epoch(moment: datetime) -> int:
-    return int(moment.timestamp())
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 def _calendar_busy(link: SchedulingLink, start: datetime, end: datetime) -> list[Interval]:
@@ -186,6 +188,12 @@ def free_slots(
     if not link.is_active:
         return []
     now = now or django_timezone.now()
+    today = now.date()
+    if (
+        start > today + timedelta(days=link.days_ahead + 1)
+        or start + timedelta(days=days + 1) < today
+    ):
+        return []  # wholly past or beyond the horizon (and no date arithmetic near year 9999)
     link_tz = zone(link.timezone) if link.timezone else ZoneInfo("UTC")
     first = max(_midnight(start, tz), now + timedelta(minutes=link.min_notice_minutes))
     last = min(_midnight(start + timedelta(days=days), tz), now + timedelta(days=link.days_ahead))
@@ -196,27 +204,25 @@ def free_slots(
     after = timedelta(minutes=link.buffer_after)
     lo, hi = first - before, last + length + after
 
+    # Each booking's claims are one contiguous run of units: its padded interval.
     claims = BookingClaim.objects.filter(owner_id=link.owner_id, unit__gte=lo - _UNIT, unit__lt=hi)
     ignored: tuple[datetime, datetime] | None = None
     if ignore_booking_id is not None:
         claims = claims.exclude(booking_id=ignore_booking_id)
         ignored = _booking_times(ignore_booking_id)
-    unit_seconds = int(_UNIT.total_seconds())
-    intervals: list[tuple[int, int]] = [
-        (stamp, stamp + unit_seconds)
-        for stamp in (_epoch(unit) for unit in claims.values_list("unit", flat=True))
+    held = claims.values("booking_id").annotate(first=Min("unit"), last=Max("unit"))
+    intervals: list[tuple[datetime, datetime]] = [
+        (_utc(row["first"]), _utc(row["last"]) + _UNIT) for row in held
     ]
     calendar = busy if busy is not None else _calendar_busy(link, lo, hi)
     intervals.extend(
-        (_epoch(item.start), _epoch(item.end))
+        (_utc(item.start), _utc(item.end))
         for item in calendar
         # The rescheduled booking's own event is still in the calendar.
         if ignored is None or (item.start, item.end) != ignored
     )
     taken = _Busy(intervals)
 
-    pad_before, pad_after = int(before.total_seconds()), int(after.total_seconds())
-    seconds = duration * 60
     step = slot_step(duration)
     found: dict[datetime, Slot] = {}
     day = first.astimezone(link_tz).date() - timedelta(days=1)
@@ -226,10 +232,10 @@ def free_slots(
             for slot_start in _starts(day, window_start, window_end, duration, step, link_tz):
                 if not first <= slot_start < last:
                     continue
-                begin = _epoch(slot_start)
-                if taken.overlaps(begin - pad_before, begin + seconds + pad_after):
+                slot_end = slot_start + length
+                if taken.overlaps(slot_start - before, slot_end + after):
                     continue
-                found.setdefault(slot_start, Slot(slot_start, slot_start + length))
+                found.setdefault(slot_start, Slot(slot_start, slot_end))
         day += timedelta(days=1)
     return [found[key] for key in sorted(found)]
 

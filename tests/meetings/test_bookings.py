@@ -18,6 +18,7 @@ from meetings.bookings import (
     booking_reschedule,
     booking_urls,
 )
+from meetings.calendars import CalendarUnavailable
 from meetings.errors import SlotUnavailable
 from meetings.models import Booking, BookingClaim, BookingState
 from meetings.slots import free_slots
@@ -206,3 +207,59 @@ def test_the_token_finds_the_booking_and_names_its_pages(link, settings):
     cancel_url, reschedule_url = booking_urls(booking)
     assert cancel_url == f"{settings.PUBLIC_URL}/meet/booking/{booking.token}/cancel/"
     assert reschedule_url == f"{settings.PUBLIC_URL}/meet/booking/{booking.token}/reschedule/"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_calendar_event_is_written_after_commit_and_removed_on_cancel(
+    member, connection, monkeypatch
+):
+    from django.db import connection as db
+
+    from meetings import calendars
+
+    link = make_link(member, slug="bo-intro")
+    calls = []
+
+    def event_write(conn, event, event_id=""):
+        calls.append(("write", conn, event, db.in_atomic_block, event_id))
+        return "event-42"
+
+    def event_remove(conn, event_id, event):
+        calls.append(("remove", conn, event_id, db.in_atomic_block))
+
+    monkeypatch.setattr(calendars, "event_write", event_write)
+    monkeypatch.setattr(calendars, "event_remove", event_remove)
+
+    booking = book(link)
+
+    [(what, conn, event, in_transaction, event_id)] = calls
+    assert what == "write" and conn == connection and not in_transaction and event_id == ""
+    assert event.uid == booking.uid and (event.start, event.end) == (booking.start, booking.end)
+    assert event.organizer == "bo@acme.example.com"
+    assert event.attendees == ["dana@prospect.example.com"]
+    booking.refresh_from_db()
+    assert booking.calendar_event_id == "event-42"
+
+    booking = booking_reschedule(booking=booking, start=TEN + timedelta(hours=1), now=NOW)
+
+    what, _, event, in_transaction, event_id = calls[1]
+    assert what == "write" and event_id == "event-42" and not in_transaction
+    assert event.start == TEN + timedelta(hours=1) and event.sequence == 1
+
+    booking_cancel(booking=booking, by_owner=True)
+
+    assert calls[2][0] == "remove" and calls[2][2] == "event-42" and not calls[2][3]
+
+
+def test_a_calendar_that_fails_does_not_undo_the_booking(member, connection, monkeypatch):
+    from meetings import calendars
+
+    def broken(conn, event, event_id=""):
+        raise CalendarUnavailable("The calendar could not take the meeting.")
+
+    monkeypatch.setattr(calendars, "event_write", broken)
+
+    booking = book(make_link(member, slug="bo-intro"))
+
+    assert Booking.objects.filter(pk=booking.pk, state="confirmed").exists()
+    assert booking.calendar_event_id == ""
