@@ -442,3 +442,19 @@ def test_odd_posts_on_the_public_pages_never_give_a_500(link):
     assert not Booking.objects.exists()
     response = visitor.post("/meet/booking/nope/reschedule/", {"start": "2999-01-01T09:00:00Z"})
     assert response.status_code == 404
+
+
+def test_settings_meetings_is_a_section_of_the_one_settings_navigation(bo, link):
+    for url in (
+        "/settings/meetings/",
+        f"/settings/meetings/links/{link.pk}/",
+        f"/settings/meetings/links/{link.pk}/delete/",
+        "/settings/meetings/remove/",
+    ):
+        html = bo.get(url).content.decode()
+        nav = html[
+            html.index('id="settings-nav"') : html.index("</nav>", html.index('id="settings-nav"'))
+        ]
+        assert (
+            'href="/settings/meetings/" class="active" aria-current="page">Meetings</a>' in nav
+        ), url
