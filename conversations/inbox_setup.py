@@ -18,6 +18,7 @@ from conversations.models import RoutingMode
 from core.api import client_ip
 from core.errors import DomainError, Invalid
 from core.web import admin_required
+from inboxes import server_prefill
 from inboxes import services as mailbox_services
 from inboxes.forms import TeamMailboxConnectForm
 from inboxes.history import backfill_select_context
@@ -92,7 +93,10 @@ def step_email(request: AuthenticatedHttpRequest, pk: str) -> HttpResponse:
     form = TeamMailboxConnectForm(request.POST or None)
     error: DomainError | None = None
     status = 200
-    if request.method == "POST":
+    prefill_note = ""
+    if request.method == "POST" and server_prefill.wants_fill(request):
+        form, prefill_note = server_prefill.prefilled_form(TeamMailboxConnectForm, request.POST)
+    elif request.method == "POST":
         status = 400
         if form.is_valid():
             imap, smtp = form.servers()
@@ -126,6 +130,7 @@ def step_email(request: AuthenticatedHttpRequest, pk: str) -> HttpResponse:
             "inbox": inbox,
             "team_form": form if request.method == "POST" else TeamMailboxConnectForm(),
             "error": error,
+            "prefill_note": prefill_note,
             "connect_options": connect_options(),
             **backfill_select_context(),
         },

@@ -161,6 +161,29 @@ def test_the_team_form_fills_its_servers_without_javascript_too(client, admin):
     assert not Mailbox.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "path", ["/settings/inboxes/{pk}/connect/", "/settings/inboxes/{pk}/setup/email/"]
+)
+def test_both_team_forms_fill_their_servers_without_javascript(client, admin, path):
+    """The inboxes page and step 2 of creating an inbox behave alike."""
+    inbox = Inbox.objects.create(account=admin.account, name="Support")
+    client.force_login(admin)
+    page = client.post(
+        path.format(pk=inbox.pk),
+        {
+            "address": "support@fastmail.com",
+            "fill_servers": "1",
+            "acknowledge_team_visibility": "on",
+        },
+    )
+    body = page.content.decode()
+    assert page.status_code == 200
+    card = body[body.index(f'id="connect-team-{inbox.pk}"') :]
+    assert _value_of(card, "imap_host") == "imap.fastmail.com"
+    assert re.search(r'name="acknowledge_team_visibility"[^>]*required checked', card)
+    assert not Mailbox.objects.exists()
+
+
 # --- validation before the limiter -----------------------------------------------------
 
 
