@@ -11,7 +11,6 @@ from crm import email_views, tracking_views
 from inboxes import oauth_views, people_views, raw_views, server_prefill
 from inboxes import views as inboxes_views
 from meetings import connection_views as meetings_connection_views
-from meetings import views as meetings_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="settings-email"), name="home"),
@@ -93,16 +92,12 @@ urlpatterns = [
         people_views.mailbox_transfer,
         name="settings-mailbox-transfer",
     ),
-    path("settings/meetings/", meetings_views.meetings_connect, name="settings-meetings-connect"),
+    # Settings > Meetings and the public booking pages /meet/...: meetings/web_urls.py.
+    path("", include("meetings.web_urls")),
     path(
         "settings/meetings/calendar/consent/<str:provider>/",
         meetings_connection_views.calendar_consent,
         name="meetings-calendar-consent",
-    ),
-    path(
-        "settings/meetings/remove/",
-        meetings_views.meetings_disconnect,
-        name="settings-meetings-disconnect",
     ),
     path("settings/inboxes/", conversations_views.settings_inboxes, name="settings-inboxes"),
     # Create an inbox, step by step: its routes are urlpatterns in conversations/inbox_setup.py.

@@ -1,4 +1,5 @@
-"""The meetings tool's card on Settings > Email (registered in ``MeetingsConfig.ready``).
+"""The meetings tool's card on Settings > Email: a summary and a link to Settings >
+Meetings (registered in ``MeetingsConfig.ready``).
 
 Kept apart from the views so that starting a process (a worker imports every app's
 ``ready()``) does not load the web and API stack for it.
@@ -10,7 +11,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from meetings.models import MeetingsConnection
+from meetings.models import MeetingsConnection, SchedulingLink
 
 
 def email_page_section(request: HttpRequest) -> dict[str, Any]:
@@ -19,4 +20,9 @@ def email_page_section(request: HttpRequest) -> dict[str, Any]:
     connection = (
         MeetingsConnection.objects.filter(user=user).first() if user.is_authenticated else None
     )
-    return {"template": "meetings/settings_email_section.html", "connection": connection}
+    links = SchedulingLink.objects.filter(owner_id=connection.user_id).count() if connection else 0
+    return {
+        "template": "meetings/settings_email_section.html",
+        "connection": connection,
+        "links": links,
+    }

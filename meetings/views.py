@@ -1,39 +1,338 @@
-"""The meetings tool's card on Settings > Email: connect, change or remove its address."""
+"""Settings > Meetings: the meetings connection, scheduling links and upcoming bookings.
+
+Thin views: a form turns posted text into the services' input, the services decide
+(R1/R4 refusals, link validation, cancelling). Every destructive action has a page of
+its own that says what will happen (it works without JavaScript) and acts only on a
+POST that carries ``confirm``.
+"""
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponseRedirect
-from django.shortcuts import redirect
-from django.views.decorators.http import require_POST
+from django.http import HttpResponse, HttpResponseBase
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
 
 from accounts.auth import AuthenticatedHttpRequest
 from core.api import client_ip
-from core.errors import DomainError
+from core.errors import DomainError, Invalid
 from core.web import report
-from meetings import services
-from meetings.forms import MeetingsForm
+from inboxes.models import Mailbox, MailboxKind
+from meetings import bookings, links, services
+from meetings.calendars.consent import CONSENT_PROVIDER
+from meetings.forms import LinkForm, MeetingsConnectForm
+from meetings.models import (
+    Booking,
+    BookingState,
+    CalendarKind,
+    CalendarStatus,
+    MeetingsConnection,
+    SchedulingLink,
+)
+
+
+def _own_mailboxes(user: Any) -> list[Mailbox]:
+    """The user's own connected personal mailboxes: what the meetings tool may book from."""
+    return list(
+        Mailbox.objects.filter(account_id=user.account_id, owner=user, kind=MailboxKind.PERSONAL)
+        .exclude(status="disconnected")
+        .order_by("address")
+    )
+
+
+def _foreign_mailbox(user: Any, mailboxes: list[Mailbox], posted: str) -> list[Mailbox]:
+    """The posted mailbox of the user's account when it is not one of their own (a team
+    email, a colleague's): the service refuses it with the reason (R4, R1)."""
+    if any(str(m.pk) == posted for m in mailboxes):
+        return []
+    try:
+        other = Mailbox.objects.filter(account_id=user.account_id, pk=uuid.UUID(posted)).first()
+    except ValueError:  # not an id at all: the form says it is not one of the choices
+        return []
+    return [other] if other is not None else []
+
+
+def _user_zone(user: Any) -> str:
+    """The zone a new link starts in: the user's latest link's, else UTC."""
+    latest = SchedulingLink.objects.filter(owner=user).order_by("-created_at").first()
+    return latest.timezone if latest else "UTC"
+
+
+def public_url(link: SchedulingLink) -> str:
+    return f"{settings.PUBLIC_URL}/meet/{link.slug}/"
+
+
+def _consent_url(connection: MeetingsConnection | None) -> str | None:
+    """h-mcal's incremental consent for the connection's calendar, when it is needed."""
+    if connection is None or connection.calendar_status != CalendarStatus.NEEDS_CONSENT:
+        return None
+    provider = CONSENT_PROVIDER.get(CalendarKind(connection.calendar))
+    return reverse("meetings-calendar-consent", args=[provider]) if provider else None
+
+
+def _invalid_to_connect_form(form: MeetingsConnectForm, exc: Invalid) -> None:
+    """A refusal of the service onto the fields it concerns (CalDAV's are nested)."""
+    errors = exc.extra.get("errors") or {}
+    nested = errors.get("caldav")
+    caldav: dict[str, Any] = nested if isinstance(nested, dict) else {}
+    for name, problems in caldav.items():
+        form.add_error(f"caldav_{name}" if f"caldav_{name}" in form.fields else None, problems)
+    for name, problems in errors.items():
+        if name == "caldav":
+            continue
+        field = {"address": "mailbox"}.get(name, name)
+        form.add_error(field if field in form.fields else None, problems)
+    if not form.errors:
+        form.add_error(None, exc.detail)
+
+
+def _page(
+    request: AuthenticatedHttpRequest,
+    form: MeetingsConnectForm | None = None,
+    error: DomainError | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    user = request.user
+    connection = MeetingsConnection.objects.filter(user=user).first()
+    mailboxes = _own_mailboxes(user)
+    if form is None:
+        initial: dict[str, Any] = {}
+        if connection is not None:
+            match = next(
+                (
+                    m
+                    for m in mailboxes
+                    if m.pk == connection.mailbox_id
+                    or m.canonical_address == connection.canonical_address
+                ),
+                None,
+            )
+            initial = {
+                "mailbox": str(match.pk) if match else "",
+                "calendar": connection.calendar,
+                "caldav_url": connection.caldav_url,
+                "caldav_username": connection.caldav_username,
+            }
+        form = MeetingsConnectForm(initial=initial, mailboxes=mailboxes)
+    user_links = list(SchedulingLink.objects.filter(owner=user).order_by("name", "created_at"))
+    upcoming = (
+        Booking.objects.filter(owner=user, state=BookingState.CONFIRMED, end__gte=timezone.now())
+        .select_related("link")
+        .order_by("start")[:50]
+    )
+    return render(
+        request,
+        "meetings/settings.html",
+        {
+            "section": "meetings",
+            "connection": connection,
+            "form": form,
+            "has_mailboxes": bool(mailboxes),
+            "error": error,
+            "links": [(link, public_url(link)) for link in user_links],
+            "upcoming": upcoming,
+            "consent_url": _consent_url(connection),
+        },
+        status=status,
+    )
 
 
 @login_required
-@require_POST
-def meetings_connect(request: AuthenticatedHttpRequest) -> HttpResponseRedirect:
-    form = MeetingsForm(request.POST)
+def settings_meetings(request: AuthenticatedHttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _page(request)
+    mailboxes = _own_mailboxes(request.user)
+    also = _foreign_mailbox(request.user, mailboxes, request.POST.get("mailbox", ""))
+    form = MeetingsConnectForm(request.POST, mailboxes=mailboxes, also=also)
+    valid = form.is_valid()
+    form.offer(mailboxes)  # shown again, the select lists only the user's own
+    if not valid:
+        return _page(request, form=form, status=400)
+    data = form.cleaned_data
+    caldav = None
+    if data["calendar"] == "caldav":
+        caldav = services.CaldavInput(
+            url=data["caldav_url"],
+            username=data["caldav_username"],
+            password=data["caldav_password"],
+        )
+    try:
+        services.meetings_connect(
+            user=request.user,
+            address=data["mailbox_obj"].address,
+            calendar=data["calendar"],
+            caldav=caldav,
+            ip=client_ip(request),
+        )
+    except Invalid as exc:
+        _invalid_to_connect_form(form, exc)
+        return _page(request, form=form, status=exc.status)
+    except DomainError as exc:
+        return _page(request, form=form, error=exc, status=exc.status)
+    messages.success(request, f"The meetings tool books from {data['mailbox_obj'].address}.")
+    return redirect("settings-meetings")
+
+
+@login_required
+def meetings_remove(request: AuthenticatedHttpRequest) -> HttpResponseBase:
+    """GET: what removing the connection does; POST with ``confirm``: remove it."""
+    connection = MeetingsConnection.objects.filter(user=request.user).first()
+    if connection is None:
+        messages.info(request, "You have no meetings connection.")
+        return redirect("settings-meetings")
+    active_links = SchedulingLink.objects.filter(owner=request.user, is_active=True).count()
+    upcoming = Booking.objects.filter(
+        owner=request.user, state=BookingState.CONFIRMED, end__gte=timezone.now()
+    ).count()
+    if request.method == "POST":
+        if request.POST.get("confirm") != "yes":
+            return render(
+                request,
+                "meetings/remove.html",
+                {
+                    "section": "meetings",
+                    "connection": connection,
+                    "active_links": active_links,
+                    "upcoming": upcoming,
+                    "not_confirmed": True,
+                },
+                status=400,
+            )
+        services.meetings_disconnect(user=request.user, ip=client_ip(request))
+        messages.success(request, "Your meetings connection is removed.")
+        return redirect("settings-meetings")
+    return render(
+        request,
+        "meetings/remove.html",
+        {
+            "section": "meetings",
+            "connection": connection,
+            "active_links": active_links,
+            "upcoming": upcoming,
+        },
+    )
+
+
+def _invalid_to_form(form: LinkForm, exc: Invalid) -> None:
+    errors = exc.extra.get("errors") or {}
+    placed = False
+    for name, problems in errors.items():
+        field = name if name in form.fields else None
+        if name == "availability":
+            field = None
+        for problem in problems if isinstance(problems, list) else [str(problems)]:
+            form.add_error(field, str(problem))
+            placed = True
+    if not placed:
+        form.add_error(None, exc.detail)
+
+
+def _link_form_page(
+    request: AuthenticatedHttpRequest,
+    form: LinkForm,
+    link: SchedulingLink | None,
+    status: int = 200,
+) -> HttpResponse:
+    return render(
+        request,
+        "meetings/link_form.html",
+        {
+            "section": "meetings",
+            "form": form,
+            "link": link,
+            "public_url": public_url(link) if link else None,
+            "public_base": f"{settings.PUBLIC_URL}/meet/",
+        },
+        status=status,
+    )
+
+
+@login_required
+def link_create(request: AuthenticatedHttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _link_form_page(request, LinkForm.blank(timezone=_user_zone(request.user)), None)
+    form = LinkForm(request.POST)
     if form.is_valid():
         try:
-            services.meetings_connect(
-                user=request.user, address=form.cleaned_data["address"], ip=client_ip(request)
-            )
-            messages.success(request, "Your meetings address is saved.")
+            link = links.link_create(owner=request.user, data=form.link_data())
+        except Invalid as exc:
+            _invalid_to_form(form, exc)
         except DomainError as exc:
-            report(request, exc)
-    return redirect("settings-email")
+            form.add_error(None, exc.detail)
+        else:
+            messages.success(request, f"“{link.name}” is ready: share {public_url(link)}")
+            return redirect("settings-meetings")
+    return _link_form_page(request, form, None, status=400)
 
 
 @login_required
-@require_POST
-def meetings_disconnect(request: AuthenticatedHttpRequest) -> HttpResponseRedirect:
-    services.meetings_disconnect(user=request.user, ip=client_ip(request))
-    messages.success(request, "Your meetings connection is removed.")
-    return redirect("settings-email")
+def link_edit(request: AuthenticatedHttpRequest, pk: Any) -> HttpResponse:
+    link = get_object_or_404(SchedulingLink, pk=pk, owner=request.user)
+    if request.method != "POST":
+        return _link_form_page(request, LinkForm.for_link(link), link)
+    form = LinkForm(request.POST)
+    if form.is_valid():
+        try:
+            link = links.link_update(link=link, data=form.link_data())
+        except Invalid as exc:
+            _invalid_to_form(form, exc)
+        except DomainError as exc:
+            form.add_error(None, exc.detail)
+        else:
+            messages.success(request, f"“{link.name}” is saved.")
+            return redirect("settings-meetings")
+    return _link_form_page(request, form, link, status=400)
+
+
+@login_required
+def link_delete(request: AuthenticatedHttpRequest, pk: Any) -> HttpResponseBase:
+    link = get_object_or_404(SchedulingLink, pk=pk, owner=request.user)
+    upcoming = link.bookings.filter(state=BookingState.CONFIRMED, end__gte=timezone.now()).count()
+    context = {"section": "meetings", "link": link, "upcoming": upcoming, "url": public_url(link)}
+    if request.method == "POST":
+        if request.POST.get("confirm") != "yes":
+            return render(
+                request, "meetings/link_delete.html", {**context, "not_confirmed": True}, status=400
+            )
+        name = link.name
+        try:
+            links.link_delete(link=link)
+        except DomainError as exc:
+            report(request, exc)
+        else:
+            messages.success(request, f"“{name}” is deleted; its page no longer takes bookings.")
+        return redirect("settings-meetings")
+    return render(request, "meetings/link_delete.html", context)
+
+
+@login_required
+def booking_cancel(request: AuthenticatedHttpRequest, pk: Any) -> HttpResponseBase:
+    """The owner cancels a booking: GET asks, POST with ``confirm`` cancels."""
+    booking = get_object_or_404(Booking.objects.select_related("link"), pk=pk, owner=request.user)
+    context = {"section": "meetings", "booking": booking}
+    if request.method == "POST" and booking.state == BookingState.CONFIRMED:
+        if request.POST.get("confirm") != "yes":
+            return render(
+                request,
+                "meetings/booking_cancel_owner.html",
+                {**context, "not_confirmed": True},
+                status=400,
+            )
+        try:
+            bookings.booking_cancel(
+                booking=booking, by_owner=True, reason=request.POST.get("reason", "")[:500]
+            )
+        except DomainError as exc:
+            report(request, exc)
+        else:
+            messages.success(
+                request, f"The meeting with {booking.name} is cancelled; they are told."
+            )
+        return redirect("settings-meetings")
+    return render(request, "meetings/booking_cancel_owner.html", context)

@@ -119,10 +119,13 @@ class Pages:
         self.problems = PageProblems()
         self._contexts: list = []
 
-    def new(self):
-        """A page in a new context: its own cookies, so its own logged-in user."""
+    def new(self, **options):
+        """A page in a new context: its own cookies, so its own logged-in user.
+
+        ``options`` go to Playwright's ``new_context`` (e.g. ``viewport``, ``timezone_id``).
+        """
         context = self.browser.new_context(
-            base_url=self.base_url, viewport={"width": 1200, "height": 900}
+            **{"base_url": self.base_url, "viewport": {"width": 1200, "height": 900}, **options}
         )
         context.set_default_timeout(TIMEOUT_MS)
         context.add_init_script(_CSP_REPORTER)
