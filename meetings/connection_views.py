@@ -27,7 +27,7 @@ from meetings.calendars.consent import CONSENT_PROVIDER, SCOPES_BY_CALENDAR
 from meetings.models import CalendarKind, MeetingsConnection
 
 log = logging.getLogger(__name__)
-BACK = "settings-email"  # the meetings card is on Settings > Email (h-mui may move it)
+BACK = "settings-meetings"  # Settings > Meetings, where the consent was asked for
 
 
 @login_required

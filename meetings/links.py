@@ -154,12 +154,18 @@ def _name(value: Any) -> str:
     return check_single_line(value.strip(), field="name", label="name")
 
 
+# /meet/booking/<token>/ are the bookers' cancel and reschedule pages.
+RESERVED_SLUGS = frozenset({"booking"})
+
+
 def _slug(value: Any) -> str:
     if not isinstance(value, str) or not _SLUG.match(value):
         raise Invalid(
             "The link's address part is 3 to 80 lower-case letters, digits and dashes.",
             errors={"slug": ["Use 3-80 lower-case letters, digits and dashes, e.g. bo-intro."]},
         )
+    if value in RESERVED_SLUGS:
+        raise _slug_taken(value)
     return value
 
 
@@ -203,7 +209,7 @@ def _slug_taken(slug: str) -> Invalid:
 
 def _free_slug(name: str) -> str:
     base = (slugify(name)[:60].strip("-") or "meet").ljust(3, "x")
-    if not SchedulingLink.objects.filter(slug=base).exists():
+    if base not in RESERVED_SLUGS and not SchedulingLink.objects.filter(slug=base).exists():
         return base
     return f"{base}-{secrets.token_hex(3)}"
 

@@ -88,6 +88,16 @@ def test_a_taken_slug_is_refused(member, admin_api):
     assert answer.json()["code"] == "invalid" and "slug" in answer.json()["errors"]
 
 
+def test_the_bookers_pages_address_is_no_links_slug(member_api):
+    """/meet/booking/<token>/ are the cancel and reschedule pages."""
+    taken = member_api.post(
+        "/api/v1/meetings/links/", {"name": "Mine", "slug": "booking"}, format="json"
+    )
+    assert taken.status_code == 400 and "slug" in taken.json()["errors"]
+    made = member_api.post("/api/v1/meetings/links/", {"name": "Booking"}, format="json").json()
+    assert made["slug"].startswith("booking-")
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

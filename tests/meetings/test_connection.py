@@ -151,7 +151,7 @@ def test_google_without_the_calendar_grant_is_flagged_and_the_consent_fixes_it(
     assert query["include_granted_scopes"] == ["true"] and query["login_hint"] == [BO]
     callback = fake_google.consent(started["Location"])
     back = client.get(callback.replace("http://testserver", ""))
-    assert back.status_code == 302 and back["Location"] == "/settings/email/"
+    assert back.status_code == 302 and back["Location"] == "/settings/meetings/"
 
     mailbox.refresh_from_db()
     granted = tokens_load(mailbox).scope.split()
@@ -186,7 +186,7 @@ def test_the_consent_link_refuses_a_connection_without_that_calendar(client, mem
 
     response = client.get("/settings/meetings/calendar/consent/gmail/")
 
-    assert response.status_code == 302 and response["Location"] == "/settings/email/"
+    assert response.status_code == 302 and response["Location"] == "/settings/meetings/"
     assert not fake_google.calls_to("/o/oauth2/auth")
 
 
