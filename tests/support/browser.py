@@ -119,10 +119,12 @@ class Pages:
         self.problems = PageProblems()
         self._contexts: list = []
 
-    def new(self):
+    def new(self, *, viewport: dict | None = None, javascript: bool = True):
         """A page in a new context: its own cookies, so its own logged-in user."""
         context = self.browser.new_context(
-            base_url=self.base_url, viewport={"width": 1200, "height": 900}
+            base_url=self.base_url,
+            viewport=viewport or {"width": 1200, "height": 900},
+            java_script_enabled=javascript,
         )
         context.set_default_timeout(TIMEOUT_MS)
         context.add_init_script(_CSP_REPORTER)
