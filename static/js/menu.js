@@ -25,7 +25,6 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    document.documentElement.classList.add("js");
     const menu = document.getElementById("menu");
     if (!menu) return;
     fit(menu);

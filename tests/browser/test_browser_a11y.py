@@ -19,7 +19,9 @@ from django.test import Client
 from playwright.sync_api import Page, expect
 
 from accounts import services as account_services
+from conversations.handling import conversation_assign, conversation_set_status, note_create
 from crm.contacts import contact_create
+from crm.enrollments import enrollment_create
 from crm.sequences import SequenceInput, StepInput, sequence_create
 from inboxes.addresses import canonical_address
 from inboxes.models import Mailbox, MailboxKind
@@ -96,6 +98,12 @@ def seed(admin, member) -> dict[str, list[tuple[str, str]]]:
             steps=[StepInput(subject="Hello", text="Hi there"), StepInput(text="Again?")],
         ),
     )
+    # What a conversation shows besides mail: a note with a mention, an event, a badge
+    note_create(actor=admin, conversation=conversation, text="@bo can you look at this?")
+    conversation_assign(actor=admin, conversation=conversation, assignee=member)
+    closed = make_conversation(inbox, subject="Old question", text="Solved, thanks")
+    conversation_set_status(actor=admin, conversation=closed, status="closed")
+    enrollment_create(actor=member, sequence=sequence, contact=contact)
     account_services.team_save(actor=admin, name="Tier 1", members=[admin, member])
     for user in (admin, member):
         notify(
@@ -225,6 +233,7 @@ def test_every_page_fits_a_phone(pages, admin, member, role):
         if name == "login":
             page.context.clear_cookies()
         visit(page, path)
+        pages.screenshot(page, f"phone-{role}-{name.replace(' ', '-')}")
         if found := overflow(page):
             too_wide[f"{name} ({path})"] = found
     assert not too_wide, "Wider than a 390 px phone:\n" + "\n".join(
@@ -253,6 +262,8 @@ def test_on_a_phone_the_top_links_fold_behind_a_menu_button(pages, admin, member
     # Opened: every link, the current one marked, over the page (which does not widen)
     menu_button(page).click()
     expect(menu_button(page)).to_have_attribute("aria-expanded", "true")
+    pages.screenshot(page, "phone-menu-open")
+    assert axe_report(page) == []
     links = site_nav(page).get_by_role("link")
     expect(links).to_have_text(
         [
@@ -325,6 +336,7 @@ def test_on_a_phone_the_inbox_shows_the_list_then_the_conversation_then_the_list
     back = page.get_by_role("link", name="Back to list")
     expect(back).to_be_visible()
     assert overflow(page) == []
+    assert axe_report(page) == []
 
     # Back to list shows the same list again, and no conversation
     back.click()
@@ -364,8 +376,7 @@ _FOCUS_STYLE = """
 
 
 def unseen_focus(page: Page, presses: int) -> list[str]:
-    """The controls, among the first ``presses`` Tab stops, that look the same focused."""
-    page.locator("body").focus()
+    """The controls, among the next ``presses`` Tab stops, that look the same focused."""
     missing = []
     for _ in range(presses):
         page.keyboard.press("Tab")
@@ -379,6 +390,17 @@ def unseen_focus(page: Page, presses: int) -> list[str]:
     return missing
 
 
+def tab_through(page: Page) -> list[str]:
+    """The first few Tab stops of the page (the skip link and the top bar), then,
+    after following the skip link, those of the page's own content."""
+    missing = unseen_focus(page, 4)
+    skip = page.get_by_role("link", name="Skip to content")
+    skip.focus()
+    expect(skip).to_be_visible()
+    page.keyboard.press("Enter")
+    return missing + unseen_focus(page, 12)
+
+
 @pytest.mark.parametrize("width", ["desktop", "phone"])
 def test_the_keyboard_focus_is_visible_on_the_key_pages(pages, admin, member, width):
     paths = dict(seed(admin, member)["admin"])
@@ -386,6 +408,6 @@ def test_the_keyboard_focus_is_visible_on_the_key_pages(pages, admin, member, wi
     unseen = {}
     for name in ("inbox", "conversation", "email settings", "inboxes", "contacts", "compose"):
         visit(page, paths[name])
-        if missing := unseen_focus(page, 14):
+        if missing := tab_through(page):
             unseen[name] = missing
     assert not unseen, f"Focused controls that do not look focused: {unseen}"
