@@ -133,7 +133,7 @@ def test_the_page_has_the_three_panes_the_nav_link_and_a_strict_csp(as_member, s
     body = response.content.decode()
     assert 'id="inbox-nav"' in body and 'id="conv-list"' in body
     assert 'id="conversation-pane"' in body
-    assert '<a href="/inbox/" class="active">Inbox</a>' in body
+    assert '<a href="/inbox/" class="active" aria-current="page">Inbox</a>' in body
     assert "Available for new conversations" in body
     policy = response["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "img-src 'self' data:" in policy

@@ -26,7 +26,7 @@ def web(client, member):
 def test_the_top_navigation_has_contacts(web):
     page = web.get("/contacts/").content.decode()
 
-    assert '<a href="/contacts/" class="active">Contacts</a>' in page
+    assert '<a href="/contacts/" class="active" aria-current="page">Contacts</a>' in page
 
 
 def test_the_list_shows_the_accounts_contacts_and_searches_them(web, account, outsider):

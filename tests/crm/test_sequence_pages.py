@@ -44,7 +44,7 @@ def test_nav_and_empty_list(member):
     page = client_for(member).get("/sequences/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert 'href="/sequences/" class="active">Sequences</a>' in html
+    assert 'href="/sequences/" class="active" aria-current="page">Sequences</a>' in html
     assert 'id="no-sequences"' in html
 
 

@@ -119,13 +119,19 @@ class Pages:
         self.problems = PageProblems()
         self._contexts: list = []
 
-    def new(self, **options):
+    def new(self, *, javascript: bool = True, **options):
         """A page in a new context: its own cookies, so its own logged-in user.
 
-        ``options`` go to Playwright's ``new_context`` (e.g. ``viewport``, ``timezone_id``).
+        ``options`` go to Playwright's ``new_context`` (e.g. ``viewport``, ``timezone_id``);
+        ``javascript=False`` tries a page as a browser without JavaScript does.
         """
         context = self.browser.new_context(
-            **{"base_url": self.base_url, "viewport": {"width": 1200, "height": 900}, **options}
+            **{
+                "base_url": self.base_url,
+                "viewport": {"width": 1200, "height": 900},
+                "java_script_enabled": javascript,
+                **options,
+            }
         )
         context.set_default_timeout(TIMEOUT_MS)
         context.add_init_script(_CSP_REPORTER)
