@@ -147,7 +147,6 @@ def seed(admin, member) -> dict[str, list[tuple[str, str]]]:
         ("inbox routing", f"/settings/inboxes/{inbox.pk}/routing/"),
         ("inbox overview", f"/inbox/overview/{inbox.pk}/"),
         ("users", "/settings/users/"),
-        ("invite a user", "/settings/users/invite/"),
         ("edit a user", f"/settings/users/{member.pk}/edit/"),
         ("teams", "/settings/teams/"),
         ("audit log", "/settings/audit/"),
