@@ -391,6 +391,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "inboxes.tasks.sweep_outbox", "schedule": OUTBOX_SWEEP_SECONDS},
     "notification-emails": {"task": "notifications.tasks.send_digests", "schedule": 60},
     "mailbox-health": {"task": "notifications.tasks.check_mailbox_health", "schedule": 300},
+    "wake-snoozed-conversations": {"task": "conversations.tasks.wake_snoozed", "schedule": 60},
     "send-due-sequence-steps": {
         "task": "crm.tasks.send_due_steps",
         "schedule": SEQUENCE_STEPS_SECONDS,

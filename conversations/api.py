@@ -51,6 +51,7 @@ class InboxOutput(serializers.ModelSerializer):
             "signature",
             "restricted",
             "reopen_on_auto_reply",
+            "assign_on_reply",
             "teams",
             "created_at",
         ]
@@ -67,6 +68,7 @@ class InboxPatchInput(serializers.Serializer):
     signature = serializers.CharField(max_length=5000, required=False, allow_blank=True)
     restricted = serializers.BooleanField(required=False)
     reopen_on_auto_reply = serializers.BooleanField(required=False)
+    assign_on_reply = serializers.BooleanField(required=False)
     teams = serializers.ListField(child=serializers.UUIDField(), required=False)
     mailbox = serializers.UUIDField(required=False, allow_null=True)
 
@@ -335,6 +337,7 @@ class ConversationOutput(serializers.ModelSerializer):
             "message_count",
             "unread",
             "is_bounce",
+            "snoozed_until",
             "created_at",
         ]
 
@@ -365,6 +368,12 @@ class ReplyInput(serializers.Serializer):
     text = serializers.CharField(max_length=200_000)
     html = serializers.CharField(max_length=1_000_000, required=False, allow_blank=True, default="")
     reply_all = serializers.BooleanField(default=False)
+    cc = serializers.ListField(
+        child=serializers.CharField(max_length=320), required=False, default=list, max_length=50
+    )
+    bcc = serializers.ListField(
+        child=serializers.CharField(max_length=320), required=False, default=list, max_length=50
+    )
 
 
 class ConversationStartInput(serializers.Serializer):
