@@ -28,3 +28,102 @@ class MeetingsConnection(BaseModel):
 
     def __str__(self) -> str:
         return self.address
+
+
+def _no_durations() -> list[int]:
+    return [30]
+
+
+def _weekdays_nine_to_five() -> dict[str, list[list[str]]]:
+    return {day: [["09:00", "17:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
+
+
+class SchedulingLink(BaseModel):
+    """A page where people book time with ``owner`` (public at /meet/{slug}/).
+
+    ``availability`` is weekly, in ``timezone``: {"mon": [["09:00", "17:00"]], ...};
+    buffers and notice in minutes. ``questions``: [{"label": str, "required": bool}].
+    """
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="+")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="scheduling_links"
+    )
+    name = models.CharField(max_length=200)
+    # Public URLs have no account in them: slugs are unique across the installation.
+    slug = models.SlugField(max_length=80, unique=True)
+    durations = models.JSONField(default=_no_durations)
+    timezone = models.CharField(max_length=64, default="UTC")
+    availability = models.JSONField(default=_weekdays_nine_to_five)
+    buffer_before = models.PositiveIntegerField(default=0)
+    buffer_after = models.PositiveIntegerField(default=0)
+    min_notice_minutes = models.PositiveIntegerField(default=240)
+    days_ahead = models.PositiveIntegerField(default=60)
+    questions = models.JSONField(default=list, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name", "created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BookingState(models.TextChoices):
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+
+
+class Booking(BaseModel):
+    """A meeting booked through a scheduling link.
+
+    ``uid`` is the iCalendar UID, stable for the booking's life (a reschedule keeps it
+    and raises ``sequence``); ``token`` opens the booker's cancel and reschedule pages.
+    """
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="+")
+    link = models.ForeignKey(SchedulingLink, on_delete=models.CASCADE, related_name="bookings")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bookings"
+    )
+    contact = models.ForeignKey(
+        "crm.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="bookings"
+    )
+    start = models.DateTimeField(db_index=True)
+    end = models.DateTimeField()
+    name = models.CharField(max_length=200)
+    email = models.CharField(max_length=320)
+    answers = models.JSONField(default=dict, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")  # the booker's
+    state = models.CharField(
+        max_length=16, choices=BookingState.choices, default=BookingState.CONFIRMED
+    )
+    uid = models.CharField(max_length=255, unique=True)
+    sequence = models.PositiveIntegerField(default=0)
+    token = models.CharField(max_length=64, unique=True)
+    calendar_event_id = models.CharField(max_length=500, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["start"]
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.start:%Y-%m-%d %H:%M}"
+
+
+class BookingClaim(BaseModel):
+    """One CLAIM_MINUTES unit of an owner's time held by a confirmed booking (its
+    buffers included). The unique constraint is what lets exactly one of two visitors
+    racing for overlapping times win, on every database: no check-then-act."""
+
+    CLAIM_MINUTES = 5
+
+    booking = models.ForeignKey(Booking, on_delete=models.CASCADE, related_name="claims")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    unit = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "unit"], name="one_booking_per_owner_unit")
+        ]

@@ -57,7 +57,7 @@ Composing a message is ``compose.py``; queueing it and asking for runs
 """
 
 from inboxes.outbox.claims import Claimed, claim_due, release
-from inboxes.outbox.compose import Composed, Recipient, build_mime
+from inboxes.outbox.compose import Attachment, CalendarPart, Composed, Recipient, build_mime
 from inboxes.outbox.enqueue import (
     Draft,
     enqueue_send_run,
@@ -81,6 +81,8 @@ from inboxes.outbox.sent_copies import append_sent_copies, outbox_store_sent_cop
 from inboxes.outbox.sweep import outbox_sweep
 
 __all__ = [
+    "Attachment",
+    "CalendarPart",
     "ClaimLost",
     "Composed",
     "Claimed",

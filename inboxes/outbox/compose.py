@@ -17,6 +17,13 @@ What goes out is a small, fixed subset of MIME, simple to get exactly right:
   characters, else quoted-printable or base64, whichever is shorter (the stdlib's
   choice, without its 8bit, which needs 8BITMIME of every server on the way).
 
+A message with attachments or a calendar invitation (rarer, and larger) is
+multipart/mixed around that, with each attachment in base64 and its file name in RFC
+2231 form where it is not ASCII; a calendar part joins the alternatives as
+``text/calendar; method=...`` (RFC 6047) and is attached again as ``invite.ics`` for
+clients that only look at attachments. Those rows are read back with
+``parse_message`` (the portable path; their size, not the parse, is what costs).
+
 The composer knows every field it wrote, so the row's fields come from
 ``inboxes.mime.parsed_as_composed`` (the parser's own decoders on those values,
 without its MIME parser); tests/inboxes/test_compose.py holds both to
@@ -29,12 +36,13 @@ import base64
 import binascii
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from email.utils import format_datetime, make_msgid
+from email.utils import encode_rfc2231, format_datetime, make_msgid
 
 from django.utils import timezone
 
-from inboxes.mime import ParsedMessage, parsed_as_composed
+from inboxes.mime import ParsedMessage, parse_message, parsed_as_composed
 
 LINE_LENGTH = 76  # RFC 2047 2: a line with an encoded-word is at most 76 characters
 BODY_LINE_LENGTH = 78  # beyond it a text part is encoded (RFC 5322 2.1.1)
@@ -50,12 +58,32 @@ _ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_
 # follows (a continuation line of only whitespace is not allowed).
 _FOLD_POINT = re.compile(r"[ \t](?=[^ \t])")
 _MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")  # printable ASCII, no "<" or ">"
+_MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")
+_CALENDAR_METHODS = frozenset({"REQUEST", "CANCEL", "PUBLISH", "REPLY"})
 
 
 @dataclass(frozen=True)
 class Recipient:
     address: str
     name: str = ""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with an email (``data`` is the whole file)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class CalendarPart:
+    """An iCalendar object (RFC 5545 text) sent as an invitation (RFC 6047): ``method``
+    is the VCALENDAR's METHOD, REQUEST or CANCEL for a booking."""
+
+    ics: str
+    method: str
 
 
 @dataclass(frozen=True)
@@ -78,12 +106,15 @@ def compose(
     in_reply_to: str = "",
     references: list[str] | None = None,
     automatic: bool = False,
+    attachments: Sequence[Attachment] = (),
+    calendar: CalendarPart | None = None,
 ) -> Composed:
     """The message as it will go out, its Message-ID, and what its row holds.
 
     ``automatic``: no person pressed Send (a booking invitation, a notification):
     marked ``Auto-Submitted: auto-generated`` (RFC 3834) so that responders stay quiet;
-    check the recipients with inboxes/automail.py first."""
+    check the recipients with inboxes/automail.py first. ``attachments`` and
+    ``calendar``: see the module's docstring."""
     message_id = make_msgid(domain=_domain(from_address.rsplit("@", 1)[-1]))
     fields = [
         ("From", _mailbox(from_address, from_name)),
@@ -109,23 +140,20 @@ def compose(
     parts = [("plain", _Part(text))]
     if html:
         parts.append(("html", _Part(html)))
+    if attachments or calendar:
+        part_fields, body = _with_files(parts, attachments, calendar)
+        fields += part_fields
+        lines = [_folded(name, value) for name, value in fields]
+        raw = "\r\n".join(lines).encode("ascii") + b"\r\n\r\n" + body
+        return Composed(raw=raw, message_id=message_id, parsed=parse_message(raw))
     if len(parts) == 1:
         fields += parts[0][1].fields("plain")
         body = parts[0][1].written
     else:
-        boundary = _boundary(parts)
-        fields.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
-        body = (
-            b"".join(
-                f"--{boundary}\r\n".encode()
-                + _header_block(part.fields(subtype))
-                + b"\r\n\r\n"
-                + part.written
-                + b"\r\n"
-                for subtype, part in parts
-            )
-            + f"--{boundary}--\r\n".encode()
+        part_fields, body = _multipart(
+            "alternative", [(part.fields(subtype), part.written) for subtype, part in parts]
         )
+        fields += part_fields
 
     lines = [_folded(name, value) for name, value in fields]
     header_block = "\r\n".join(lines).encode("ascii")
@@ -154,9 +182,11 @@ def build_mime(
     in_reply_to: str = "",
     references: list[str] | None = None,
     automatic: bool = False,
+    attachments: Sequence[Attachment] = (),
+    calendar: CalendarPart | None = None,
 ) -> tuple[bytes, str]:
     """The message as it will go out, and its Message-ID (``compose`` without the row;
-    ``automatic`` as there)."""
+    the other arguments as there)."""
     composed = compose(
         from_address=from_address,
         from_name=from_name,
@@ -168,6 +198,8 @@ def build_mime(
         in_reply_to=in_reply_to,
         references=references,
         automatic=automatic,
+        attachments=attachments,
+        calendar=calendar,
     )
     return composed.raw, composed.message_id
 
@@ -300,9 +332,90 @@ class _Part:
         ]
 
 
-def _boundary(parts: list[tuple[str, _Part]]) -> str:
+def _boundary(bodies: list[bytes]) -> str:
     """A boundary that no part's body contains (RFC 2046 5.1.1), in the stdlib's form."""
     while True:
         boundary = f"==============={random.randrange(10**19):019d}=="
-        if not any(boundary.encode() in part.written for _, part in parts):
+        if not any(boundary.encode() in body for body in bodies):
             return boundary
+
+
+_Written = tuple[list[tuple[str, str]], bytes]  # a part's header fields and its body
+
+
+def _multipart(subtype: str, children: list[_Written]) -> _Written:
+    boundary = _boundary([body for _, body in children])
+    body = (
+        b"".join(
+            f"--{boundary}\r\n".encode() + _header_block(fields) + b"\r\n\r\n" + written + b"\r\n"
+            for fields, written in children
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    return [("Content-Type", f'multipart/{subtype}; boundary="{boundary}"')], body
+
+
+def _with_files(
+    texts: list[tuple[str, _Part]], attachments: Sequence[Attachment], calendar: CalendarPart | None
+) -> _Written:
+    """multipart/mixed: the alternatives (text, html, the invitation), then the files."""
+    alternatives = [(part.fields(subtype), part.written) for subtype, part in texts]
+    files = list(attachments)
+    if calendar is not None:
+        method = calendar.method.upper()
+        if method not in _CALENDAR_METHODS:
+            raise ValueError(f"Not an iCalendar method: {calendar.method!r}.")
+        invite = _Part(calendar.ics)
+        alternatives.append(
+            (
+                [
+                    ("Content-Type", f'text/calendar; charset="utf-8"; method={method}'),
+                    ("Content-Transfer-Encoding", invite.encoding),
+                ],
+                invite.written,
+            )
+        )
+        files.append(Attachment("invite.ics", "application/ics", invite.decoded))
+    content = _multipart("alternative", alternatives)
+    if not files:
+        return content
+    return _multipart("mixed", [content, *(_file(attachment) for attachment in files)])
+
+
+def _file(attachment: Attachment) -> _Written:
+    content_type = attachment.content_type.strip().lower()
+    if not _MIME_TYPE.fullmatch(content_type) or content_type.startswith("multipart/"):
+        content_type = "application/octet-stream"
+    name = _refuse_line_breaks(attachment.filename).replace("\\", "_").replace("/", "_")
+    name = name.strip() or "attachment"
+    return (
+        [
+            ("Content-Type", f"{content_type}; {_file_name_param('name', name)}"),
+            ("Content-Transfer-Encoding", "base64"),
+            ("Content-Disposition", f"attachment; {_file_name_param('filename', name)}"),
+        ],
+        base64.encodebytes(attachment.data).replace(b"\n", b"\r\n"),
+    )
+
+
+_PARAM_PIECE = 60  # characters of an encoded file name per RFC 2231 continuation
+
+
+def _file_name_param(param: str, name: str) -> str:
+    """``name="..."`` when plain and short; else RFC 2231 encoded (``name*0*=utf-8''...;
+    name*1*=...``) in pieces that fold, so no header line outgrows its limit."""
+    if name.isascii() and name.isprintable() and len(name) <= _PARAM_PIECE:
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{param}="{quoted}"'
+    encoded = encode_rfc2231(name, "utf-8")  # utf-8''%C3%A9t%C3%A9.pdf
+    pieces = []
+    start = 0
+    while start < len(encoded):
+        end = min(start + _PARAM_PIECE, len(encoded))
+        # Never split a %XX escape between two pieces.
+        percent = encoded.rfind("%", max(start, end - 2), end)
+        if percent != -1 and end < len(encoded):
+            end = percent
+        pieces.append(encoded[start:end])
+        start = end
+    return "; ".join(f"{param}*{index}*={piece}" for index, piece in enumerate(pieces))

@@ -9,7 +9,7 @@ back and a crash before commit sends nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from core.bulk import bulk_insert
 from inboxes.models import Direction, Mailbox, Message, OutboxItem, OutboxState
-from inboxes.outbox.compose import Recipient, compose
-from inboxes.sync.ingest import message_from_parsed, messages_from_parsed
+from inboxes.outbox.compose import Attachment, CalendarPart, Recipient, compose
+from inboxes.sync.ingest import attachments_store, message_from_parsed, messages_from_parsed
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,16 @@ def outbox_create(
     in_reply_to: str = "",
     references: list[str] | None = None,
     automatic: bool = False,
+    bcc: list[Recipient] | None = None,
+    attachments: Sequence[Attachment] = (),
+    calendar: CalendarPart | None = None,
 ) -> OutboxItem:
     """Queue an email; call it inside the transaction of the user's action.
 
-    ``automatic``: sent without a person's Send (see ``build_mime``)."""
+    ``automatic``, ``attachments`` and ``calendar`` as for ``compose``. ``bcc`` get the
+    email too and are in no header (only the envelope names them)."""
     cc = cc or []
+    bcc = bcc or []
     composed = compose(
         from_address=mailbox.address,
         from_name=from_name,
@@ -54,6 +59,8 @@ def outbox_create(
         in_reply_to=in_reply_to,
         references=references,
         automatic=automatic,
+        attachments=attachments,
+        calendar=calendar,
     )
     message = message_from_parsed(
         account_id=mailbox.account_id,
@@ -62,12 +69,13 @@ def outbox_create(
         direction=Direction.OUTBOUND,
     )
     message.save()
+    attachments_store(message, composed.parsed)
     item = OutboxItem.objects.create(
         account_id=mailbox.account_id,
         mailbox=mailbox,
         message=message,
         envelope_from=mailbox.address,
-        recipients=list(dict.fromkeys(r.address for r in [*to, *cc])),
+        recipients=list(dict.fromkeys(r.address for r in [*to, *cc, *bcc])),
     )
     transaction.on_commit(lambda: enqueue_send_run(mailbox.pk))
     return item

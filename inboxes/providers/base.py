@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from email import policy
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from typing import Protocol
 
 
@@ -121,3 +124,22 @@ class MailTransport(Protocol):
         recipients: list[str],
         before_data: Callable[[], None],
     ) -> SendResult: ...
+
+
+def with_bcc_header(raw: bytes, recipients: list[str]) -> bytes:
+    """``raw`` with a Bcc field naming the envelope recipients its To and Cc leave out.
+
+    SMTP has an envelope, so the message itself never names Bcc recipients. The Gmail
+    and Graph send APIs have none: they deliver to the message's To, Cc and Bcc (and
+    strip Bcc from what the recipients get), so Bcc must be in the bytes they take."""
+    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+    named = {
+        address.lower()
+        for _, address in getaddresses(
+            [str(value) for field in ("To", "Cc") for value in headers.get_all(field) or []]
+        )
+    }
+    hidden = [r for r in dict.fromkeys(recipients) if r.lower() not in named]
+    if not hidden:
+        return raw
+    return b"Bcc: " + ",\r\n ".join(hidden).encode("ascii") + b"\r\n" + raw

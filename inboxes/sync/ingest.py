@@ -136,6 +136,14 @@ def message_from_parsed(
     return message
 
 
+def attachments_store(message: Message, parsed: ParsedMessage) -> list[Attachment]:
+    """The saved ``message``'s attachment rows, their files written now."""
+    if not parsed.attachments:
+        return []
+    names = _write_attachments(message.account_id, parsed)
+    return Attachment.objects.bulk_create(_attachment_rows(message, parsed, names))
+
+
 def messages_from_parsed(
     *, account_id: UUID, items: list[tuple[ParsedMessage, bytes]], direction: str
 ) -> list[Message]:
@@ -184,15 +192,32 @@ class _Stored:
 
 def _write_files(account_id: UUID, parsed: ParsedMessage, raw: bytes) -> tuple[str, list[str]]:
     """Raw MIME (unless already there) and attachments of one message: their names."""
-    raw_name = _save_raw(account_id, parsed.dedupe_key, raw)
-    names = [
+    return _save_raw(account_id, parsed.dedupe_key, raw), _write_attachments(account_id, parsed)
+
+
+def _write_attachments(account_id: UUID, parsed: ParsedMessage) -> list[str]:
+    return [
         default_storage.save(
             _attachment_name(account_id, parsed.dedupe_key, index, part.filename),
             ContentFile(part.payload),
         )
         for index, part in enumerate(parsed.attachments)
     ]
-    return raw_name, names
+
+
+def _attachment_rows(message: Message, parsed: ParsedMessage, names: list[str]) -> list[Attachment]:
+    return [
+        Attachment(
+            message=message,
+            filename=part.filename[:255],
+            content_type=part.content_type[:255],
+            size=len(part.payload),
+            content_id=(part.content_id or "")[:255],
+            inline=part.inline,
+            file=name,
+        )
+        for part, name in zip(parsed.attachments, names, strict=True)
+    ]
 
 
 def _store_files(account_id: UUID, new: list[tuple[ParsedMessage, bytes]]) -> list[_Stored]:
@@ -204,18 +229,7 @@ def _store_files(account_id: UUID, new: list[tuple[ParsedMessage, bytes]]) -> li
         raw_name, names = future.result()
         message = message_row(account_id=account_id, parsed=p, raw_size=len(raw))
         message.raw.name = raw_name
-        attachments = [
-            Attachment(
-                message=message,
-                filename=part.filename[:255],
-                content_type=part.content_type[:255],
-                size=len(part.payload),
-                content_id=(part.content_id or "")[:255],
-                inline=part.inline,
-                file=name,
-            )
-            for part, name in zip(p.attachments, names, strict=True)
-        ]
+        attachments = _attachment_rows(message, p, names)
         p.attachments.clear()  # the payloads are on disk: don't keep them for the rest of the batch
         stored.append(_Stored(message, p, attachments))
     return stored

@@ -94,3 +94,27 @@ def test_a_rate_limit_puts_the_rest_of_the_run_back_for_later(gmail_support, adm
     OutboxItem.objects.filter(pk__in=[i.pk for i in items]).update(next_attempt_at=None)
     assert outbox_send_run(mailbox.pk).sent == 3
     assert len(fake_google.sent) == 3
+
+
+def test_bcc_recipients_reach_the_gmail_api_in_a_bcc_field(gmail_support, admin, fake_google):
+    """Gmail's send API has no envelope: it delivers to To, Cc and Bcc of the bytes."""
+    from inboxes.outbox import Recipient, outbox_create
+
+    mailbox, _ = gmail_support
+    with transaction.atomic():
+        item = outbox_create(
+            mailbox=mailbox,
+            from_name="Support",
+            to=[Recipient("pat@customer.example.com")],
+            bcc=[Recipient("boss@acme.example.com")],
+            subject="Quote",
+            text="Hi\n",
+        )
+    with item.message.raw.open("rb") as file:
+        assert b"boss@" not in file.read()  # the stored copy keeps Bcc private
+
+    assert outbox_send_run(mailbox.pk).sent == 1
+    (sent,) = fake_google.sent
+    headers = email.message_from_bytes(sent.raw, policy=policy.default)
+    assert [a.addr_spec for a in headers["Bcc"].addresses] == ["boss@acme.example.com"]
+    assert [a.addr_spec for a in headers["To"].addresses] == ["pat@customer.example.com"]

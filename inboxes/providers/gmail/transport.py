@@ -12,7 +12,7 @@ from email.parser import BytesHeaderParser
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaInMemoryUpload
 
-from inboxes.providers.base import ProviderError, SendResult
+from inboxes.providers.base import ProviderError, SendResult, with_bcc_header
 from inboxes.providers.gmail.api import GmailApi, bare_message_id
 from inboxes.providers.gmail.http import NETWORK_ERRORS, gmail_errors
 from inboxes.providers.gmail.mailbox import GmailMailbox
@@ -34,6 +34,7 @@ class GmailTransport(GmailMailbox):
         recipients: list[str],
         before_data: Callable[[], None],
     ) -> SendResult:
+        raw = with_bcc_header(raw, recipients)
         api = self.api
         headers = BytesHeaderParser(policy=policy.default).parsebytes(raw)
         # Looked up before anything is sent: a failure here is safe to retry.

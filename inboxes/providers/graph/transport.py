@@ -9,7 +9,12 @@ from email.parser import BytesHeaderParser
 
 import requests
 
-from inboxes.providers.base import ProviderError, SendOutcomeUnknown, SendResult
+from inboxes.providers.base import (
+    ProviderError,
+    SendOutcomeUnknown,
+    SendResult,
+    with_bcc_header,
+)
 from inboxes.providers.graph.client import GraphMailbox
 from inboxes.providers.graph.http import failure, json_of, network_failure, never_left
 
@@ -36,9 +41,10 @@ class GraphTransport(GraphMailbox):
     ) -> SendResult:
         """Draft from our MIME, then send the draft.
 
-        Graph delivers to the MIME's To/Cc/Bcc (there is no separate envelope);
-        the outbox builds ``recipients`` from the same lists.
+        Graph delivers to the MIME's To/Cc/Bcc (there is no separate envelope):
+        ``recipients`` that To and Cc leave out go in a Bcc field first.
         """
+        raw = with_bcc_header(raw, recipients)
         draft_id, graph_message_id = self._create_draft(raw)
         before_data()
         try:
