@@ -375,6 +375,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
     "visibility_timeout": max(CELERY_TASK_TIME_LIMIT * 2, 7200),
 }
+# The files attached to one reply from the inbox, together (conversations/composer.py).
+ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 20 * 1024 * 1024)
 # How often due sequence steps are sent (crm/steps.py).
 SEQUENCE_STEPS_SECONDS = env_int("SEQUENCE_STEPS_SECONDS", 60)
 # Steps sent per transaction: a worker killed mid-run loses (and resends) at most one chunk.

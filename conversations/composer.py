@@ -11,10 +11,12 @@ import re
 from collections.abc import Sequence
 
 import nh3
+from django.conf import settings
 
 from core.errors import Invalid
 from crm.compose import html_to_text_part
 from inboxes.addresses import canonical_address
+from inboxes.outbox import Attachment
 
 MAX_EXTRA_RECIPIENTS = 50
 
@@ -81,3 +83,34 @@ def extra_recipients(
             errors={field: [f"At most {MAX_EXTRA_RECIPIENTS} addresses."]},
         )
     return list(found.values())
+
+
+MAX_ATTACHMENTS = 20
+_MB = 1024 * 1024
+
+
+def _megabytes(size: int, *, beside: int) -> str:
+    """Whole megabytes, with a decimal where whole ones would read as the limit."""
+    whole = f"{size / _MB:.0f}"
+    return whole if whole != f"{beside / _MB:.0f}" or size == beside else f"{size / _MB:.1f}"
+
+
+def check_attachments(attachments: Sequence[Attachment]) -> None:
+    """At most MAX_ATTACHMENTS files of at most ATTACHMENT_MAX_BYTES together."""
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise Invalid(
+            f"Attach at most {MAX_ATTACHMENTS} files, or share a link instead.",
+            errors={"attachments": [f"At most {MAX_ATTACHMENTS} files."]},
+        )
+    total = sum(len(a.data) for a in attachments)
+    check_attachment_size(total)
+
+
+def check_attachment_size(total: int) -> None:
+    limit: int = settings.ATTACHMENT_MAX_BYTES
+    if total > limit:
+        detail = (
+            f"The attachments are {_megabytes(total, beside=limit)} MB; the limit is "
+            f"{_megabytes(limit, beside=limit)} MB. Remove some or share a link instead."
+        )
+        raise Invalid(detail, errors={"attachments": [detail]})

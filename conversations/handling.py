@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from audit.services import audit_record
-from conversations.composer import extra_recipients, formatted_body
+from conversations.composer import check_attachments, extra_recipients, formatted_body
 from conversations.contact_links import timeline_for_filed
 from conversations.mentions import check_can_be_mentioned, mentions_in
 from conversations.models import (
@@ -34,7 +34,7 @@ from core.errors import Invalid
 from core.text import one_line
 from inboxes import rules
 from inboxes.models import Direction, Tombstone
-from inboxes.outbox import Recipient, outbox_create
+from inboxes.outbox import Attachment, Recipient, outbox_create
 
 # --- Replies -------------------------------------------------------------------------------------
 
@@ -86,6 +86,7 @@ def conversation_reply(
     reply_all: bool = False,
     cc: str | Sequence[str] = (),
     bcc: str | Sequence[str] = (),
+    attachments: Sequence[Attachment] = (),
 ):
     """Reply from the inbox's team address with its from-name (R9).
 
@@ -93,7 +94,8 @@ def conversation_reply(
     outbox row are written in one transaction; the send happens after commit.
     ``html`` (the composer's formatting) is sanitised, and the text part made from
     it when ``text`` is empty; ``cc`` and ``bcc`` add recipients (Bcc only on the
-    envelope, never in a header). An unassigned conversation becomes the replier's
+    envelope, never in a header); ``attachments`` go with it, refused before anything
+    is queued when they pass ATTACHMENT_MAX_BYTES together. An unassigned conversation becomes the replier's
     when its inbox says so (``assign_on_reply``). Returns the outbound Message,
     which is in the thread at once.
     """
@@ -104,6 +106,7 @@ def conversation_reply(
     if mailbox is None or not mailbox.is_connected:
         raise Invalid("This inbox has no connected team email to reply from.")
     text, html = formatted_body(text, html)
+    check_attachments(attachments)
     if not (text or "").strip():
         raise Invalid("The reply is empty.", errors={"text": ["This field is required."]})
     last = conversation.messages.order_by("-sent_at", "-created_at").first()
@@ -163,11 +166,9 @@ def conversation_reply(
             html=html,
             in_reply_to=last.message_id,
             references=[*last.references, last.message_id],
+            bcc=[Recipient(address, "") for address in blind],
+            attachments=attachments,
         )
-        if blind:
-            # Bcc: on the envelope only (the message's headers were written without it).
-            item.recipients = list(dict.fromkeys([*item.recipients, *blind]))
-            item.save(update_fields=["recipients"])
         link = ConversationMessage.objects.create(
             inbox=inbox, conversation=conversation, message=item.message
         )

@@ -41,6 +41,7 @@ from accounts.auth import AuthenticatedHttpRequest
 from accounts.models import User
 from accounts.selectors import users_visible_to
 from conversations import contact_links, handling
+from conversations.composer import check_attachment_size
 from conversations.downloads import attachment_download, frame_css
 from conversations.inbox_state import (
     VIEWS,
@@ -64,6 +65,7 @@ from conversations.saved_replies import saved_reply_render
 from conversations.selectors import conversation_rows, conversations_to_show
 from core.errors import DomainError, Invalid
 from core.web import back_to, report
+from inboxes.outbox import Attachment
 
 PAGE_SIZE = 50
 MAX_ROWS = 500
@@ -370,6 +372,17 @@ def _failed(
 def conversation_reply(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
     conversation = _visible_conversation(request, pk)
     try:
+        files = request.FILES.getlist("attachments")
+        # The size is known before a file is read: a too-large set is refused unread.
+        check_attachment_size(sum(f.size or 0 for f in files))
+        attachments = [
+            Attachment(
+                filename=f.name or "attachment",
+                content_type=f.content_type or "application/octet-stream",
+                data=f.read(),
+            )
+            for f in files
+        ]
         with transaction.atomic():
             handling.conversation_reply(
                 actor=request.user,
@@ -379,6 +392,7 @@ def conversation_reply(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
                 reply_all=request.POST.get("reply_all") == "1",
                 cc=request.POST.get("cc", ""),
                 bcc=request.POST.get("bcc", ""),
+                attachments=attachments,
             )
     except DomainError as exc:
         return _failed(request, conversation, exc, slot="reply-error")

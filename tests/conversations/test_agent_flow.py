@@ -14,6 +14,7 @@ from datetime import timedelta
 from email import policy
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from accounts.models import Team
@@ -22,6 +23,7 @@ from conversations.models import Conversation, ConversationEvent, Note, SavedRep
 from conversations.snooze import conversation_snooze, conversations_wake
 from core.errors import Invalid
 from inboxes.models import Inbox, Mailbox, OutboxItem
+from inboxes.outbox import Attachment
 from notifications.models import Kind, Notification
 from tests.support.conversations_factory import make_conversation
 from tests.support.factories import UserFactory
@@ -29,6 +31,7 @@ from tests.support.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 SUPPORT = "support@acme.example.com"
+MB = 1024 * 1024
 
 
 @pytest.fixture
@@ -478,3 +481,50 @@ def test_formatting_is_sanitised_html_with_a_text_part(member, support):
     assert "one" in message.text and "two" in message.text
     raw = message.raw.read()
     assert b"multipart/alternative" in raw
+
+
+# --- Attachments --------------------------------------------------------------------------------
+
+
+def test_attachments_over_the_limit_are_refused_before_anything_is_queued(member, support):
+    conversation = make_conversation(support)
+    big = Attachment(filename="video.mp4", content_type="video/mp4", data=b"\0" * (27 * MB))
+    with pytest.raises(Invalid) as refused:
+        conversation_reply(
+            actor=member, conversation=conversation, text="See attached", attachments=[big]
+        )
+    assert refused.value.detail == (
+        "The attachments are 27 MB; the limit is 20 MB. Remove some or share a link instead."
+    )
+    assert OutboxItem.objects.count() == 0
+    assert Conversation.objects.get(pk=conversation.pk).message_count == 1
+
+
+def test_the_composer_says_the_attachments_are_too_large(as_member, support, settings):
+    settings.ATTACHMENT_MAX_BYTES = 2 * MB
+    conversation = make_conversation(support)
+    files = [
+        SimpleUploadedFile("a.bin", b"a" * (2 * MB), "application/octet-stream"),
+        SimpleUploadedFile("b.bin", b"b" * (MB // 2), "application/octet-stream"),
+    ]
+    response = as_member.post(
+        f"/inbox/c/{conversation.pk}/reply/",
+        {"text": "Two files", "attachments": files},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response["HX-Retarget"] == "#reply-error"
+    assert (
+        "The attachments are 2.5 MB; the limit is 2 MB. Remove some or share a link instead."
+        in response.content.decode()
+    )
+    assert OutboxItem.objects.count() == 0
+    # Within the limit they go with the reply
+    ok = as_member.post(
+        f"/inbox/c/{conversation.pk}/reply/",
+        {"text": "One file", "attachments": [SimpleUploadedFile("c.txt", b"hello", "text/plain")]},
+    )
+    assert ok.status_code == 302
+    item = OutboxItem.objects.get()
+    assert [(a.filename, a.content_type) for a in item.message.attachments.all()] == [
+        ("c.txt", "text/plain")
+    ]
