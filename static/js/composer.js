@@ -164,14 +164,16 @@
 
   // --- The reply's formatting ------------------------------------------------------------
 
+  // Formatted: the HTML goes, and the server makes the text part from it (links keep
+  // their address). Plain: only the text goes, as a plain-text email.
   function syncEditor(form) {
     const editor = $("#reply-editor", form);
     const html = $("#reply-html", form);
     const area = $("#reply-text", form);
-    const empty = !editor.textContent.trim() && !$("li, a", editor);
-    // The text part is made from the HTML by the server (links keep their address).
-    html.value = empty ? "" : editor.innerHTML;
-    area.value = "";
+    const formatted = $("b, strong, i, em, a, ul, ol", editor) !== null;
+    const text = editor.innerText.replace(/\u00a0/g, " ");
+    html.value = formatted && text.trim() ? editor.innerHTML : "";
+    area.value = formatted ? "" : text;
   }
 
   function setUpEditor(form) {
