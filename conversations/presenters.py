@@ -263,7 +263,7 @@ def event_text(event: ConversationEvent) -> tuple[str, str]:
         text = (
             f"{_name(event.actor)} ended the snooze"
             if event.actor_id
-            else "The snooze ended: back in the open list"
+            else f"Back in the open list: {detail.get('reason') or 'the snooze ended'}"
         )
         why = ""
     else:

@@ -21,11 +21,12 @@ from accounts.models import Team
 from conversations.handling import conversation_reply, conversation_set_status, note_create
 from conversations.models import Conversation, ConversationEvent, Note, SavedReply
 from conversations.snooze import conversation_snooze, conversations_wake
+from conversations.threading import thread_into_inbox
 from core.errors import Invalid
 from inboxes.models import Inbox, Mailbox, OutboxItem
 from inboxes.outbox import Attachment
 from notifications.models import Kind, Notification
-from tests.support.conversations_factory import make_conversation
+from tests.support.conversations_factory import make_conversation, make_message
 from tests.support.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -382,8 +383,32 @@ def test_a_snoozed_conversation_leaves_the_open_list_and_comes_back_at_its_time(
     conversation.refresh_from_db()
     assert conversation.snoozed_until is None and conversation.status == "open"
     assert _row_ids(_page(as_member, "/inbox/", view="open")) == [str(conversation.pk)]
-    assert "The snooze ended" in _page(as_member, f"/inbox/c/{conversation.pk}/")
+    assert "Back in the open list: the snooze ended" in _page(
+        as_member, f"/inbox/c/{conversation.pk}/"
+    )
     assert conversations_wake(now=until + timedelta(minutes=1)) == 0
+
+
+def test_the_customer_writing_again_wakes_a_snoozed_conversation(as_member, member, support):
+    conversation = make_conversation(support)
+    first = conversation.messages.get()
+    now = timezone.now()
+    conversation_snooze(
+        actor=member, conversation=conversation, until=now + timedelta(days=2), now=now
+    )
+    answer = make_message(
+        support,
+        subject=f"Re: {first.subject}",
+        in_reply_to=first.message_id,
+        references=[first.message_id],
+    )
+    thread_into_inbox(support, [answer], backfill=False)
+    conversation.refresh_from_db()
+    assert conversation.snoozed_until is None and conversation.message_count == 2
+    assert _row_ids(_page(as_member, "/inbox/", view="open")) == [str(conversation.pk)]
+    assert "Back in the open list: the customer wrote again" in _page(
+        as_member, f"/inbox/c/{conversation.pk}/"
+    )
 
 
 def test_snooze_refuses_the_past_and_a_closed_conversation(member, support):
