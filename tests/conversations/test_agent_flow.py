@@ -553,3 +553,33 @@ def test_the_composer_says_the_attachments_are_too_large(as_member, support, set
     assert [(a.filename, a.content_type) for a in item.message.attachments.all()] == [
         ("c.txt", "text/plain")
     ]
+
+
+def test_the_api_reply_takes_cc_and_bcc(member_api, member, support):
+    conversation = make_conversation(support)
+    response = member_api.post(
+        f"/api/v1/conversations/{conversation.pk}/replies/",
+        {
+            "text": "Copying finance.",
+            "cc": ["fin@acme-finance.example.com"],
+            "bcc": ["x@y.example"],
+        },
+        format="json",
+    )
+    assert response.status_code == 201
+    assert [c["address"] for c in response.json()["cc"]] == ["fin@acme-finance.example.com"]
+    assert OutboxItem.objects.get().recipients[-1] == "x@y.example"
+    bad = member_api.post(
+        f"/api/v1/conversations/{conversation.pk}/replies/",
+        {"text": "Hi", "bcc": ["nope"]},
+        format="json",
+    )
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid"
+    assert "bcc" in bad.json()["errors"]
+
+
+def test_every_page_links_the_favicon(as_member, support):
+    from django.contrib.staticfiles import finders
+
+    assert 'rel="icon" href="/static/favicon.svg"' in _page(as_member, "/inbox/")
+    assert finders.find("favicon.svg")
