@@ -177,3 +177,22 @@ def test_a_formatted_reply_with_a_saved_reply_then_close_moves_on(pages, member,
     assert Conversation.objects.get(pk=older.pk).snoozed_until is not None
     page.goto("/inbox/?view=open")
     expect(page.locator("#conv-list .row")).to_have_count(0)
+
+
+def test_an_admin_keeps_saved_replies_on_a_phone(pages, admin, support):
+    page = open_page(pages, admin, f"/settings/inboxes/{support.pk}/agent-replies/", (390, 844))
+    page.get_by_label("Name").fill("Refund")
+    page.locator("#new-body").fill("Hi {{customer.first_name}}, the refund is on its way.")
+    page.get_by_role("button", name="Add saved reply").click()
+    expect(page.locator("#messages")).to_contain_text("Saved reply “Refund” saved.")
+    expect(page.locator("details.saved-reply > summary")).to_contain_text("Refund")
+    no_sideways_scroll(page)
+    # A wrong variable is refused (400) with the ones that exist
+    pages.problems.expect_console_error(r"status of 400 .*/saved-replies/")
+    page.get_by_label("Name").last.fill("Bad")
+    page.locator("#new-body").fill("Hi {{customer.nick}}")
+    page.get_by_role("button", name="Add saved reply").click()
+    expect(page.locator("#saved-reply-error")).to_contain_text("Unknown variable {{customer.nick}}")
+    no_sideways_scroll(page)
+    pages.screenshot(page, "agent-saved-replies-390")
+    assert [r.name for r in SavedReply.objects.all()] == ["Refund"]
