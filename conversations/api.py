@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from accounts.models import Team
 from accounts.selectors import teams_by_ids, teams_visible_to, users_by_ids, users_visible_to
-from conversations import handling, outbound, services
+from conversations import handling, outbound, services, snooze
 from conversations.metrics import agent_metrics, conversation_metrics
 from conversations.models import (
     Conversation,
@@ -362,6 +362,8 @@ class ConversationDetailOutput(ConversationOutput):
 class ConversationPatchInput(serializers.Serializer):
     assignee = serializers.UUIDField(required=False, allow_null=True)
     status = serializers.ChoiceField(choices=ConversationStatus.choices, required=False)
+    # A moment: snoozed until then (conversations/snooze.py); null: back in the open lists.
+    snoozed_until = serializers.DateTimeField(required=False, allow_null=True)
 
 
 class ReplyInput(serializers.Serializer):
@@ -484,6 +486,13 @@ class ConversationViewSet(
             handling.conversation_set_status(
                 actor=request.user, conversation=conversation, status=values["status"]
             )
+        if "snoozed_until" in values:
+            if values["snoozed_until"] is None:
+                snooze.conversation_unsnooze(actor=request.user, conversation=conversation)
+            else:
+                snooze.conversation_snooze(
+                    actor=request.user, conversation=conversation, until=values["snoozed_until"]
+                )
         return Response(ConversationDetailOutput(conversation_detail(self.get_object())).data)
 
     @extend_schema(request=ReplyInput, responses={201: MessageOutput})

@@ -583,3 +583,18 @@ def test_every_page_links_the_favicon(as_member, support):
 
     assert 'rel="icon" href="/static/favicon.svg"' in _page(as_member, "/inbox/")
     assert finders.find("favicon.svg")
+
+
+def test_the_api_snoozes_and_wakes_a_conversation(member_api, support):
+    conversation = make_conversation(support)
+    until = timezone.now() + timedelta(days=1)
+    url = f"/api/v1/conversations/{conversation.pk}/"
+    response = member_api.patch(url, {"snoozed_until": until.isoformat()}, format="json")
+    assert response.status_code == 200
+    assert response.json()["snoozed_until"] is not None
+    listed = member_api.get("/api/v1/conversations/").json()["results"]
+    assert listed[0]["snoozed_until"] is not None
+    past = member_api.patch(url, {"snoozed_until": "2001-01-01T09:00:00Z"}, format="json")
+    assert past.status_code == 400 and past.json()["code"] == "invalid"
+    woken = member_api.patch(url, {"snoozed_until": None}, format="json")
+    assert woken.status_code == 200 and woken.json()["snoozed_until"] is None
