@@ -106,3 +106,29 @@ class Team(BaseModel):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ApiToken(BaseModel):
+    """A named API token a user made on Settings > API tokens.
+
+    Only a hash of the key is kept: the key itself is shown once, when it is made.
+    A revoked token stays listed (and in the audit log) but no longer signs anyone in.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    # The first characters of the key, so a user can tell their tokens apart.
+    prefix = models.CharField(max_length=12)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

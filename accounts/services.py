@@ -74,10 +74,12 @@ def user_create(
     email: str,
     full_name: str,
     role: str,
-    password: str,
+    password: str | None,
     ip: str | None = None,
 ) -> User:
-    """``actor`` None means the system (createaccount); otherwise an admin."""
+    """``actor`` None means the system (createaccount); otherwise an admin. No
+    password (an invitation, accounts/invites.py) leaves it unusable until the user
+    chooses one."""
     if actor is not None and not actor.is_admin:
         raise PermissionDeniedError("Only an account admin can create users.")
     if role not in Role.values:
@@ -86,7 +88,8 @@ def user_create(
     check_single_line(full_name, field="full_name", label="name")
     email = normalize_login_email(email)
     candidate = User(account=account, email=email, full_name=full_name, role=role)
-    _check_password(password, candidate)
+    if password is not None:
+        _check_password(password, candidate)
     try:
         with transaction.atomic():
             user = User.objects.create_user(
@@ -110,6 +113,69 @@ def user_create(
         ip=ip,
         data={"role": role},
     )
+    return user
+
+
+def user_update(
+    *,
+    actor: User,
+    user: User,
+    full_name: str | None = None,
+    role: str | None = None,
+    ip: str | None = None,
+) -> User:
+    """Rename a user or change their role; the audit line says what it was before."""
+    if not actor.is_admin or actor.account_id != user.account_id:
+        raise PermissionDeniedError("Only an account admin can change users.")
+    changes: dict[str, dict[str, str]] = {}
+    if full_name is not None:
+        full_name = full_name.strip()
+        if len(full_name) > 200:
+            raise Invalid(
+                "The name is too long: use at most 200 characters.",
+                errors={"full_name": ["At most 200 characters."]},
+            )
+        check_single_line(full_name, field="full_name", label="name")
+        if full_name != user.full_name:
+            changes["full_name"] = {"before": user.full_name, "after": full_name}
+    if role is not None and role != user.role:
+        if role not in Role.values:
+            raise Invalid(f"Unknown role {role!r}.", errors={"role": ['Use "admin" or "member".']})
+        if user.pk == actor.pk:
+            # An admin who demotes themselves could leave the account without one.
+            raise Invalid(
+                "You cannot change your own role. Ask another admin to do it.",
+                errors={"role": ["You cannot change your own role."]},
+            )
+        changes["role"] = {"before": user.role, "after": role}
+    if not changes:
+        return user
+    with transaction.atomic():
+        if "full_name" in changes:
+            user.full_name = changes["full_name"]["after"]
+        if "role" in changes:
+            user.role = changes["role"]["after"]
+        user.save(update_fields=["full_name", "role", "updated_at"])
+        if "full_name" in changes:
+            audit_record(
+                account=user.account,
+                actor=actor,
+                action="user.renamed",
+                target=user,
+                target_repr=user.email,
+                ip=ip,
+                data={"changes": {"full_name": changes["full_name"]}},
+            )
+        if "role" in changes:
+            audit_record(
+                account=user.account,
+                actor=actor,
+                action="user.role_changed",
+                target=user,
+                target_repr=user.email,
+                ip=ip,
+                data={"changes": {"role": changes["role"]}},
+            )
     return user
 
 
@@ -231,21 +297,31 @@ def team_save(
         raise Invalid("Unknown user.", errors={"members": ["Unknown user."]})
     try:
         with transaction.atomic():
+            changes: dict[str, dict[str, object]] = {}
+            after_members = sorted(m.email for m in members)
             if team is None:
                 team = Team.objects.create(account_id=actor.account_id, name=name)
                 action = "team.created"
             else:
+                before_members = sorted(team.members.values_list("email", flat=True))
+                if team.name != name:
+                    changes["name"] = {"before": team.name, "after": name}
+                if before_members != after_members:
+                    changes["members"] = {"before": before_members, "after": after_members}
                 team.name = name
                 team.save(update_fields=["name", "updated_at"])
                 action = "team.updated"
             team.members.set(members)
+            data: dict[str, object] = {"members": after_members}
+            if changes:
+                data["changes"] = changes
             audit_record(
                 account=actor.account,
                 actor=actor,
                 action=action,
                 target=team,
                 ip=ip,
-                data={"members": sorted(m.email for m in members)},
+                data=data,
             )
     except IntegrityError as exc:
         raise Invalid(

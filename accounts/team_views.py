@@ -66,7 +66,7 @@ def _teams_page(
         request,
         "accounts/teams.html",
         {
-            "section": "users",
+            "section": "teams",
             "rows": rows,
             "people": people,
             "create": create or {"name": "", "members": set()},

@@ -8,6 +8,7 @@ Production sets ``DATABASE_URL``, ``CELERY_BROKER_URL``, ``SECRET_KEY`` and
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -167,6 +168,12 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "settings-email"
 LOGOUT_REDIRECT_URL = "login"
+# How long the links the product mails stay good: an invitation to choose a first
+# password (accounts/invites.py) and a password reset (Django's own token).
+INVITE_MAX_AGE = env_int("INVITE_MAX_AGE", 7 * 24 * 3600)
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3 * 3600)
+# "Forgot password?" is open to anyone: at most this many reset emails per address an hour.
+RESET_MAILS_PER_HOUR = env_int("RESET_MAILS_PER_HOUR", 3)
 
 # Failed logins (web form and token endpoint together) are counted per address
 # from one IP, per address from any IP and per IP across addresses, each against
@@ -210,11 +217,19 @@ MAIL_ALLOWED_PORTS = [int(p) for p in env_list("MAIL_ALLOWED_PORTS", "993,143,46
 MAIL_CONNECT_TIMEOUT = env_int("MAIL_CONNECT_TIMEOUT", 15)
 # An extra CA bundle trusted for mail servers (a private CA; the tests' CA).
 MAIL_TLS_CA_FILE = env_str("MAIL_TLS_CA_FILE")
+# The connect forms may ask an address's domain for its server settings
+# (Thunderbird-style autoconfig, inboxes/autoconfig.py): outbound HTTPS to a
+# domain a user typed, so off unless the operator turns it on.
+MAIL_AUTOCONFIG_LOOKUP = env_bool("MAIL_AUTOCONFIG_LOOKUP", False)
+MAIL_AUTOCONFIG_URLS = [
+    "https://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={address}",
+    "https://{domain}/.well-known/autoconfig/mail/config-v1.1.xml",
+]
 
 # --- REST API -----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.tokens.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -400,6 +415,19 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Meetings ------------------------------------------------------------------------------
+# The public booking API is throttled per IP (DRF rate strings: N/second|minute|hour|day):
+# listing free slots, and booking (against slot-scraping and spam bookings).
+MEETINGS_SLOTS_RATE = env_str("MEETINGS_SLOTS_RATE", "120/min")
+MEETINGS_BOOKINGS_RATE = env_str("MEETINGS_BOOKINGS_RATE", "10/hour")
+# The most days one request for free slots may cover.
+MEETINGS_SLOTS_MAX_DAYS = env_int("MEETINGS_SLOTS_MAX_DAYS", 62)
+for _name in ("MEETINGS_SLOTS_RATE", "MEETINGS_BOOKINGS_RATE"):
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", globals()[_name]):
+        raise ConfigError(f"{_name}={globals()[_name]!r}: use N/second, N/minute, N/hour or N/day")
+if MEETINGS_SLOTS_MAX_DAYS < 1:
+    raise ConfigError("MEETINGS_SLOTS_MAX_DAYS must be at least 1")
+
 # --- Gmail and Microsoft 365 (OAuth) --------------------------------------------------------------
 # Register the applications as README.md says; without the ids and secrets the
 # Connect buttons explain what is missing.
@@ -409,6 +437,9 @@ GOOGLE_AUTH_URI = env_str("GOOGLE_AUTH_URI", "https://accounts.google.com/o/oaut
 GOOGLE_TOKEN_URI = env_str("GOOGLE_TOKEN_URI", "https://oauth2.googleapis.com/token")
 GMAIL_API_ENDPOINT = env_str("GMAIL_API_ENDPOINT", "https://gmail.googleapis.com/")
 GMAIL_BATCH_URI = env_str("GMAIL_BATCH_URI", "https://gmail.googleapis.com/batch/gmail/v1")
+GOOGLE_CALENDAR_API_ENDPOINT = env_str(
+    "GOOGLE_CALENDAR_API_ENDPOINT", "https://www.googleapis.com/calendar/v3/"
+)
 MICROSOFT_CLIENT_ID = env_str("MICROSOFT_CLIENT_ID")
 MICROSOFT_CLIENT_SECRET = env_str("MICROSOFT_CLIENT_SECRET")
 MICROSOFT_AUTHORITY = env_str("MICROSOFT_AUTHORITY", "https://login.microsoftonline.com/common")

@@ -11,7 +11,13 @@ from crm.email_api import ContactEmailsView, EmailDetailView, PreferencesView
 from crm.sequence_api import EnrollmentViewSet, SequenceViewSet
 from inboxes.api import MailboxViewSet, UserAddressReleaseView
 from inboxes.raw_views import MessageRawView
-from meetings.api import MeetingsConnectionView
+from meetings.api import (
+    BookingViewSet,
+    LinkViewSet,
+    PublicBookingsView,
+    PublicSlotsView,
+)
+from meetings.connection_api import MeetingsConnectionView
 from notifications.api import NotificationSettingsView, NotificationViewSet
 
 router = SimpleRouter()
@@ -25,6 +31,8 @@ router.register("notifications", NotificationViewSet, basename="notification")
 router.register("contacts", ContactViewSet, basename="contact")
 router.register("sequences", SequenceViewSet, basename="sequence")
 router.register("enrollments", EnrollmentViewSet, basename="enrollment")
+router.register("meetings/links", LinkViewSet, basename="meetings-link")
+router.register("meetings/bookings", BookingViewSet, basename="meetings-booking")
 
 api_v1 = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
@@ -45,6 +53,12 @@ api_v1 = [
         name="api-user-address-release",
     ),
     path("meetings/connection/", MeetingsConnectionView.as_view(), name="api-meetings-connection"),
+    path("public/links/<slug:slug>/slots/", PublicSlotsView.as_view(), name="api-public-slots"),
+    path(
+        "public/links/<slug:slug>/bookings/",
+        PublicBookingsView.as_view(),
+        name="api-public-bookings",
+    ),
     path("messages/<uuid:pk>/raw/", MessageRawView.as_view(), name="api-message-raw"),
     *router.urls,
 ]

@@ -2,14 +2,15 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from accounts import team_views
+from accounts import team_views, token_views, user_views
 from accounts import views as accounts_views
 from audit import views as audit_views
 from conversations import overview_views, settings_views
 from conversations import views as conversations_views
 from crm import email_views, tracking_views
-from inboxes import oauth_views, people_views, raw_views
+from inboxes import oauth_views, people_views, raw_views, server_prefill
 from inboxes import views as inboxes_views
+from meetings import connection_views as meetings_connection_views
 from meetings import views as meetings_views
 
 urlpatterns = [
@@ -18,9 +19,31 @@ urlpatterns = [
     path("connect/<str:provider>/", oauth_views.connect_start, name="connect-start"),
     path("connect/<str:provider>/callback/", oauth_views.connect_callback, name="connect-callback"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password-reset/", user_views.PasswordResetView.as_view(), name="password-reset"),
+    path(
+        "password-reset/sent/",
+        user_views.PasswordResetSentView.as_view(),
+        name="password-reset-sent",
+    ),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        user_views.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
+    path(
+        "password-reset/done/",
+        user_views.PasswordResetCompleteView.as_view(),
+        name="password-reset-complete",
+    ),
+    path("invite/<uidb64>/<token>/", user_views.invite_accept, name="invite-accept"),
     path("settings/email/", inboxes_views.settings_email, name="settings-email"),
     path("settings/email/check/", inboxes_views.email_check, name="settings-email-check"),
     path("settings/email/test/", inboxes_views.email_test, name="settings-email-test"),
+    path(
+        "settings/email/servers/",
+        server_prefill.server_settings,
+        name="settings-email-servers",
+    ),
     path("settings/mailboxes/<uuid:pk>/", inboxes_views.mailbox_detail, name="settings-mailbox"),
     path(
         "settings/mailboxes/<uuid:pk>/row/", inboxes_views.mailbox_row, name="settings-mailbox-row"
@@ -67,12 +90,18 @@ urlpatterns = [
     ),
     path("settings/meetings/", meetings_views.meetings_connect, name="settings-meetings-connect"),
     path(
+        "settings/meetings/calendar/consent/<str:provider>/",
+        meetings_connection_views.calendar_consent,
+        name="meetings-calendar-consent",
+    ),
+    path(
         "settings/meetings/remove/",
         meetings_views.meetings_disconnect,
         name="settings-meetings-disconnect",
     ),
     path("settings/inboxes/", conversations_views.settings_inboxes, name="settings-inboxes"),
-    path("settings/inboxes/new/", conversations_views.inbox_create, name="settings-inbox-create"),
+    # Create an inbox, step by step: its routes are urlpatterns in conversations/inbox_setup.py.
+    path("", include("conversations.inbox_setup")),
     path(
         "settings/inboxes/<uuid:pk>/settings/",
         conversations_views.inbox_settings,
@@ -108,6 +137,34 @@ urlpatterns = [
         name="settings-user-address-release",
     ),
     path("settings/audit/", audit_views.settings_audit, name="settings-audit"),
+    path(
+        "settings/audit/export.csv",
+        audit_views.settings_audit_export,
+        name="settings-audit-export",
+    ),
+    path("settings/users/invite/", user_views.user_invite, name="settings-user-invite"),
+    path("settings/users/<uuid:pk>/edit/", user_views.user_edit, name="settings-user-edit"),
+    path(
+        "settings/users/<uuid:pk>/password-reset/",
+        user_views.user_password_reset,
+        name="settings-user-password-reset",
+    ),
+    path(
+        "settings/users/<uuid:pk>/invitation/",
+        user_views.user_invite_resend,
+        name="settings-user-invite-resend",
+    ),
+    path("settings/tokens/", token_views.settings_tokens, name="settings-tokens"),
+    path(
+        "settings/tokens/login-token/revoke/",
+        token_views.login_token_revoke,
+        name="settings-login-token-revoke",
+    ),
+    path(
+        "settings/tokens/<uuid:pk>/revoke/",
+        token_views.token_revoke,
+        name="settings-token-revoke",
+    ),
     # "Show original" of a message, wherever it shows (conversation, contact timeline).
     path("messages/<uuid:pk>/raw/", raw_views.message_raw, name="message-raw"),
     # The support inbox, /inbox/: its routes are urlpatterns in conversations/inbox_views.py.

@@ -100,6 +100,13 @@ def inbox_update(
         with transaction.atomic():
             account_lock(actor.account_id)
             inbox = Inbox.objects.select_related("mailbox").get(pk=inbox.pk)
+            before = {
+                "name": inbox.name,
+                "from_name": inbox.from_name,
+                "restricted": inbox.restricted,
+                "reopen_on_auto_reply": inbox.reopen_on_auto_reply,
+                "mailbox": inbox.mailbox.address if inbox.mailbox else None,
+            }
             if name is not UNSET:
                 inbox.name = _check_name(name)
                 changes["name"] = inbox.name
@@ -137,6 +144,13 @@ def inbox_update(
                 if mailbox is not None:
                     schedule_sync(mailbox.pk)
             inbox.save()
+            # Before -> after for the audit log, of the fields that hold a short value
+            # and did change (the signature only says "changed").
+            changed = {
+                field: {"before": before[field], "after": changes[field]}
+                for field in before
+                if field in changes and before[field] != changes[field]
+            }
             if changes:
                 audit_record(
                     account=inbox.account,
@@ -144,7 +158,7 @@ def inbox_update(
                     action="inbox.updated",
                     target=inbox,
                     ip=ip,
-                    data=changes,
+                    data={**changes, "changes": changed} if changed else changes,
                 )
     except IntegrityError as exc:
         if "mailbox" in changes:

@@ -11,17 +11,21 @@ from conversations.forms import InboxCreateForm, InboxSettingsForm
 from core.api import client_ip
 from core.errors import DomainError
 from core.web import admin_required, report
+from inboxes import server_prefill
 from inboxes import services as mailbox_services
 from inboxes.forms import TeamMailboxConnectForm
 from inboxes.history import backfill_select_context
 from inboxes.models import MailboxKind
 from inboxes.oauth_connect import allow_sign_in_forms, connect_options
-from inboxes.selectors import inboxes_visible_to
+from inboxes.selectors import inbox_plan_usage, inboxes_visible_to
 from inboxes.throttling import failed_connection_tests_limited
 
 
-def _inboxes_page(request, *, team_form=None, team_inbox=None, error=None, status=200):
+def _inboxes_page(
+    request, *, team_form=None, team_inbox=None, error=None, status=200, prefill_note=""
+):
     inboxes = inboxes_visible_to(request.user).order_by("name")
+    used, limit = inbox_plan_usage(request.user.account)
     page = render(
         request,
         "conversations/settings_inboxes.html",
@@ -35,6 +39,8 @@ def _inboxes_page(request, *, team_form=None, team_inbox=None, error=None, statu
             **backfill_select_context(),
             "team_inbox": team_inbox,
             "error": error,
+            "prefill_note": prefill_note,
+            "plan": {"used": used, "limit": limit, "name": request.user.account.get_plan_display()},
         },
         status=status,
     )
@@ -44,23 +50,6 @@ def _inboxes_page(request, *, team_form=None, team_inbox=None, error=None, statu
 @admin_required
 def settings_inboxes(request):
     return _inboxes_page(request)
-
-
-@admin_required
-@require_POST
-def inbox_create(request):
-    form = InboxCreateForm(request.POST)
-    if form.is_valid():
-        try:
-            inbox = services.inbox_create(
-                actor=request.user, name=form.cleaned_data["name"], ip=client_ip(request)
-            )
-            messages.success(
-                request, f"Inbox {inbox.name} is created. Connect its team email below."
-            )
-        except DomainError as exc:
-            report(request, exc)
-    return redirect("settings-inboxes")
 
 
 @admin_required
@@ -98,6 +87,9 @@ def inbox_delete(request, pk):
 @require_POST
 def inbox_connect_team_email(request, pk):
     inbox = get_object_or_404(inboxes_visible_to(request.user), pk=pk)
+    if server_prefill.wants_fill(request):
+        filled, note = server_prefill.prefilled_form(TeamMailboxConnectForm, request.POST)
+        return _inboxes_page(request, team_form=filled, team_inbox=inbox, prefill_note=note)
     form = TeamMailboxConnectForm(request.POST)
     if not form.is_valid():
         return _inboxes_page(request, team_form=form, team_inbox=inbox, status=400)

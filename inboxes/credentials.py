@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -170,8 +171,12 @@ class OAuthClient(TokenRefresher, Protocol):
 
     def missing_settings(self) -> list[str]: ...
 
-    def begin(self, *, redirect_uri: str, login_hint: str = "") -> tuple[str, dict]:
-        """The consent page URL and the flow data to keep (must include "state")."""
+    def begin(
+        self, *, redirect_uri: str, login_hint: str = "", extra_scopes: Sequence[str] = ()
+    ) -> tuple[str, dict]:
+        """The consent page URL and the flow data to keep (must include "state").
+        ``extra_scopes``: asked for on top of the mail scopes (an incremental consent,
+        e.g. the meetings tool's calendar); the grant then covers both."""
         ...
 
     def complete(self, *, flow: dict, params: dict[str, str], redirect_uri: str) -> OAuthGrant:

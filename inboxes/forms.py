@@ -1,6 +1,7 @@
 from django import forms
 
 from core.errors import Invalid
+from inboxes.addresses import canonical_address
 from inboxes.history import DEFAULT_BACKFILL_DAYS, backfill_choices, backfill_from_form
 from inboxes.models import MailboxKind, Security
 from inboxes.services import ServerInput
@@ -36,6 +37,16 @@ class MailboxConnectForm(forms.Form):
         required=False,  # left out: the default window
         label="Import",
     )
+
+    def clean_address(self) -> str:
+        """A malformed address is a field error here, before any connection test
+        (so it never counts as a failed test)."""
+        address = self.cleaned_data["address"].strip()
+        try:
+            canonical_address(address)
+        except Invalid as exc:
+            raise forms.ValidationError(exc.extra["errors"].get("address") or exc.detail) from exc
+        return address
 
     def clean_backfill_days(self) -> int | None:
         """Days of history to import (None: all mail)."""

@@ -62,10 +62,12 @@ def normalize_host(host: str) -> str:
     return host
 
 
-def _check_port(port: int) -> None:
+def _check_port(port: int, *, mail: bool = True) -> None:
     # bool is an int subclass; "True" as a port is a bug, not port 1.
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise HostNotAllowed()
+    if not mail:
+        return
     allowed = settings.MAIL_ALLOWED_PORTS
     if allowed and port not in allowed:
         raise HostNotAllowed()
@@ -112,13 +114,15 @@ def is_refused_address(ip: IPAddress, *, allow_private: bool | None = None) -> b
     return _ipv6_refused(ip, allow_private=allow_private)
 
 
-def resolve_checked(host: str, port: int) -> list[tuple[int, str]]:
+def resolve_checked(host: str, port: int, *, mail: bool = True) -> list[tuple[int, str]]:
     """Resolve ``host`` and return its ``(family, ip)`` pairs, all of them allowed.
 
     Raises HostNotAllowed (generic message) for a refused port or if any one
     address is refused, and HostNotFound if the name does not resolve.
+    ``mail=False``: not a mail server (the autoconfig lookup's web server), so
+    MAIL_ALLOWED_PORTS does not apply; the addresses are judged the same way.
     """
-    _check_port(port)
+    _check_port(port, mail=mail)
     name = normalize_host(host)
     # An empty name makes getaddrinfo answer with loopback; NUL and whitespace
     # inside a name are never a real host.

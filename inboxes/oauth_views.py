@@ -150,6 +150,11 @@ def connect_callback(request, provider: str):
         return _result(
             request, title=f"{grant.address} was not connected", error=exc, status=exc.status
         )
+    after = str(flow_data.get("next") or "")
+    if after.startswith("/") and not after.startswith("//"):
+        # A consent started elsewhere (the meetings tool's calendar) goes back there.
+        messages.success(request, str(flow_data.get("done") or f"{mailbox.address} is updated."))
+        return redirect(after)
     verb = "reconnected" if reconnect else "connected"
     messages.success(request, f"{mailbox.address} is {verb}; its mail is being synced.")
     return redirect(_back(kind))

@@ -8,10 +8,10 @@ from typing import Any
 
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import services
-from accounts.forms import UserCreateForm
+from accounts.forms import UserCreateForm, UserInviteForm
 from accounts.models import User
 from accounts.selectors import users_visible_to
 from core.api import client_ip
@@ -44,6 +44,7 @@ def settings_users(request, form=None, status=200):
             "active_users": [u for u in users if u.is_active],
             "empty_inboxes": inboxes_visible_to(request.user).filter(mailbox__isnull=True),
             "form": form or UserCreateForm(),
+            "invite_form": UserInviteForm(),
         },
         status=status,
     )
@@ -104,9 +105,26 @@ def user_create(request):
 
 
 @admin_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def user_set_active(request, pk, active: bool):
     user = get_object_or_404(users_visible_to(request.user), pk=pk)
+    if request.method == "GET":
+        if active:
+            return redirect("settings-users")
+        # Deactivating asks first (a plain confirmation page).
+        return render(
+            request,
+            "accounts/confirm.html",
+            {
+                "section": "users",
+                "title": f"Deactivate {user.display_name}?",
+                "body": f"{user.display_name} can no longer log in or use the API. Their "
+                "mailboxes stay connected and their history stays until you release or "
+                "transfer them. You can reactivate them later.",
+                "button": "Deactivate",
+                "cancel": "settings-users",
+            },
+        )
     try:
         if active:
             services.user_reactivate(actor=request.user, user=user, ip=client_ip(request))

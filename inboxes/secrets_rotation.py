@@ -1,7 +1,12 @@
-"""Key rotation for mailbox secrets (``manage.py rotate_encryption_keys``)."""
+"""Key rotation for mailbox secrets (``manage.py rotate_encryption_keys``).
+
+Other secrets sealed with the same keys (the meetings tool's CalDAV passwords) are
+rotated by the function their app registers here (``register_secret_rotator``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -22,8 +27,20 @@ class RotationResult:
     unreadable: list[str] = field(default_factory=list)
 
 
+_rotators: list[Callable[[RotationResult], None]] = []
+
+
+def register_secret_rotator(rotator: Callable[[RotationResult], None]) -> None:
+    """``rotator(result)`` re-encrypts its own secrets under the first key and counts
+    them in ``result`` (rotated, current, unreadable ids)."""
+    if rotator not in _rotators:
+        _rotators.append(rotator)
+
+
 def secrets_rotate(batch_size: int = 500) -> RotationResult:
     result = RotationResult()
+    for rotator in _rotators:
+        rotator(result)
     ids = list(
         Mailbox.objects.filter(secrets_ciphertext__isnull=False).values_list("pk", flat=True)
     )

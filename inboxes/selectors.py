@@ -1,6 +1,7 @@
+from django.conf import settings
 from django.db.models import Q, QuerySet
 
-from accounts.models import User
+from accounts.models import Account, User
 from inboxes.models import Inbox, Mailbox
 
 
@@ -26,3 +27,10 @@ def inboxes_visible_to(user: User) -> QuerySet[Inbox]:
     if user.is_admin:
         return inboxes
     return inboxes.filter(Q(restricted=False) | Q(visible_to_teams__members=user)).distinct()
+
+
+def inbox_plan_usage(account: Account) -> tuple[int, int]:
+    """(inboxes the account has, inboxes its plan allows): "2 of 2 inboxes on Starter".
+    The same count and limit ``rules.check_inbox_create`` refuses on (R5)."""
+    limit = settings.PLAN_INBOX_LIMITS.get(account.plan, 0)
+    return Inbox.objects.filter(account=account).count(), limit

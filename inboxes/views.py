@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from core.api import client_ip
 from core.errors import ConnectionFailed, DomainError, Invalid
 from core.web import back_to, report
-from inboxes import history, send_limits, services, sync
+from inboxes import history, send_limits, server_prefill, services, sync
 from inboxes.forms import AddressCheckForm, MailboxConnectForm
 from inboxes.history import (
     backfill_choices,
@@ -30,7 +30,7 @@ from inboxes.sync.folders import ALL_MAIL_FROM
 from inboxes.throttling import failed_connection_tests_limited
 
 
-def _email_page(request, form=None, error=None, status=200):
+def _email_page(request, form=None, error=None, status=200, prefill_note=""):
     mailboxes = (
         mailboxes_visible_to(request.user)
         .filter(owner=request.user)
@@ -45,6 +45,7 @@ def _email_page(request, form=None, error=None, status=200):
             "mailboxes": mailboxes,
             "form": form or MailboxConnectForm(),
             "error": error,
+            "prefill_note": prefill_note,
             "sections": email_page_sections(request),
             "connect_options": connect_options(),
             **backfill_select_context(),
@@ -58,6 +59,9 @@ def _email_page(request, form=None, error=None, status=200):
 def settings_email(request):
     if request.method != "POST":
         return _email_page(request)
+    if server_prefill.wants_fill(request):
+        filled, note = server_prefill.prefilled_form(MailboxConnectForm, request.POST)
+        return _email_page(request, form=filled, prefill_note=note)
     form = MailboxConnectForm(request.POST)
     if not form.is_valid():
         return _email_page(request, form=form, status=400)

@@ -8,6 +8,8 @@ class MeetingsConfig(AppConfig):
         # The engine calls up only through these hooks (DESIGN.md section 3).
         from inboxes.holds import HELD_AS_MEETINGS, AddressTool, register_address_tool
         from inboxes.page_sections import register_email_page_section
+        from inboxes.secrets_rotation import register_secret_rotator
+        from meetings.calendars.caldav import caldav_secrets_rotate
         from meetings.sections import email_page_section
         from meetings.selectors import meetings_address_holder, meetings_holds
         from meetings.services import meetings_release
@@ -21,3 +23,4 @@ class MeetingsConfig(AppConfig):
             )
         )
         register_email_page_section(email_page_section)
+        register_secret_rotator(caldav_secrets_rotate)

@@ -4,11 +4,27 @@ from django.db import models
 from core.models import BaseModel
 
 
+class CalendarKind(models.TextChoices):
+    NONE = "none", "No calendar"
+    GOOGLE = "google", "Google Calendar"
+    MICROSOFT = "microsoft", "Microsoft 365 calendar"
+    CALDAV = "caldav", "CalDAV calendar"
+
+
+class CalendarStatus(models.TextChoices):
+    OK = "ok"
+    NEEDS_CONSENT = "needs_consent"  # the mailbox's grant lacks the calendar scope
+    ERROR = "error"  # the last read or write failed (see calendar_error)
+
+
 class MeetingsConnection(BaseModel):
     """The address a user's meetings tool books from (one per user).
 
-    Minimal for now: it exists so that R4 (a team address in the conversations
-    tool cannot be used by the meetings tool) is enforced.
+    ``mailbox`` is the user's own connected personal mailbox with that address: the
+    invitations go out through it, and its sign-in (Gmail, Microsoft 365) also reads
+    and writes the calendar. A CalDAV calendar (IMAP/SMTP mailboxes) has its own
+    URL, user and password; the password is sealed like a mailbox's secrets
+    (``caldav_secret``, see meetings/calendars/caldav.py).
     """
 
     account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="+")
@@ -17,6 +33,21 @@ class MeetingsConnection(BaseModel):
     )
     address = models.CharField(max_length=320)
     canonical_address = models.CharField(max_length=320)
+    mailbox = models.ForeignKey(
+        "inboxes.Mailbox", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    calendar = models.CharField(
+        max_length=16, choices=CalendarKind.choices, default=CalendarKind.NONE
+    )
+    calendar_status = models.CharField(
+        max_length=16, choices=CalendarStatus.choices, default=CalendarStatus.OK
+    )
+    calendar_error = models.CharField(max_length=1000, blank=True)
+    # Google: "primary"; Microsoft: the default calendar (blank); CalDAV: the calendar's URL.
+    calendar_id = models.CharField(max_length=1000, blank=True)
+    caldav_url = models.CharField(max_length=1000, blank=True)
+    caldav_username = models.CharField(max_length=320, blank=True)
+    caldav_secret = models.BinaryField(null=True, blank=True)  # {"password": ...}, encrypted
 
     class Meta:
         ordering = ["-created_at"]

@@ -73,7 +73,7 @@ def open_inbox(pages, user, query: str = "") -> Page:
         [{"name": name, "value": client.cookies[name].value, "url": pages.base_url}]
     )
     page.goto("/inbox/" + query)
-    nav = page.get_by_role("navigation", name="Settings")
+    nav = page.get_by_role("navigation", name="Main")
     expect(nav.get_by_role("link", name="Inbox", exact=True)).to_have_class("active")
     return page
 

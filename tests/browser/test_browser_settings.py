@@ -17,10 +17,12 @@ from accounts.models import Team
 from audit.models import AuditEvent
 from conversations.handling import conversation_set_status
 from conversations.models import Conversation, RoutingRule
+from inboxes import services as mailbox_services
 from inboxes.models import Inbox
 from meetings import services as meetings_services
 from meetings.models import MeetingsConnection
 from tests.support.conversations_factory import make_conversation
+from tests.support.mail import connect_imap_mailbox
 
 pytest_plugins = ["tests.support.browser"]  # the browser and pages fixtures
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -136,10 +138,20 @@ def test_the_overview_draws_its_charts(pages, admin, member, password):
 
 
 def test_an_admin_releases_a_deactivated_users_meetings_address_on_settings_users(
-    pages, admin, member, password
+    pages, admin, member, password, dovecot, smtp_server, mail_user
 ):
-    # Given Bo booked meetings from bo@ (no mailbox), and was deactivated since
+    # Given Bo booked meetings from bo@ (his email, removed since: the meetings tool
+    # keeps the address), and was deactivated since
+    mailbox = connect_imap_mailbox(
+        actor=member,
+        dovecot=dovecot,
+        smtp_server=smtp_server,
+        user=mail_user,
+        address="bo@acme.example.com",
+        kind="personal",
+    )
     meetings_services.meetings_connect(user=member, address="bo@acme.example.com")
+    mailbox_services.mailbox_disconnect(actor=member, mailbox=mailbox)
     account_services.user_deactivate(actor=admin, user=member)
 
     # When Ann opens Settings > Users

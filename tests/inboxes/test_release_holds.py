@@ -38,9 +38,12 @@ def orphan(member_api, member, admin_api, connect_payload):
 
 
 @pytest.fixture
-def meetings_only(member_api, member, admin_api):
-    """Bo used bo@ for the meetings tool only (no mailbox), then left."""
+def meetings_only(member_api, member, admin_api, connect_payload):
+    """Bo used bo@ for the meetings tool, removed it as his email (the meetings tool
+    keeps it), then left."""
+    mailbox = connect(member_api, connect_payload(BO)).json()
     use_for_meetings(member_api)
+    assert member_api.delete(f"/api/v1/mailboxes/{mailbox['id']}/").status_code == 200
     deactivate(admin_api, member)
 
 
@@ -159,7 +162,10 @@ def test_the_users_api_releases_a_mailbox_and_its_meetings_hold_in_one_step(
     assert AuditEvent.objects.filter(action="meetings.released").count() == 1
 
 
-def test_an_active_users_meetings_hold_cannot_be_released(admin_api, member_api, member):
+def test_an_active_users_meetings_hold_cannot_be_released(
+    admin_api, member_api, member, connect_payload
+):
+    connect(member_api, connect_payload(BO))
     use_for_meetings(member_api)
     response = admin_api.post(f"/api/v1/users/{member.pk}/release/", {"address": BO}, format="json")
     assert response.status_code == 400
@@ -260,4 +266,4 @@ def test_the_conflict_on_settings_email_offers_to_release_a_meetings_only_hold(
     )
     assert released["Location"] == "/settings/email/"
     assert client.post("/settings/email/", form).status_code == 302
-    assert Mailbox.objects.get().owner == admin
+    assert Mailbox.objects.exclude(status="disconnected").get().owner == admin

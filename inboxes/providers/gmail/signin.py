@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -54,7 +55,7 @@ class GoogleOAuthClient:
     def missing_settings(self) -> list[str]:
         return missing_settings(Provider.GMAIL)
 
-    def _flow(self, redirect_uri: str, **kwargs: Any) -> Flow:
+    def _flow(self, redirect_uri: str, scopes: Sequence[str] = SCOPES, **kwargs: Any) -> Flow:
         client_config = {
             "web": {
                 "client_id": settings.GOOGLE_CLIENT_ID,
@@ -64,19 +65,26 @@ class GoogleOAuthClient:
             }
         }
         flow = Flow.from_client_config(
-            client_config, scopes=list(SCOPES), redirect_uri=redirect_uri, **kwargs
+            client_config, scopes=list(scopes), redirect_uri=redirect_uri, **kwargs
         )
         # See requests_session: the environment must not pick the CA bundle or a proxy.
         flow.oauth2session.trust_env = False
         return flow
 
-    def begin(self, *, redirect_uri: str, login_hint: str = "") -> tuple[str, dict]:
-        flow = self._flow(redirect_uri)
+    def begin(
+        self, *, redirect_uri: str, login_hint: str = "", extra_scopes: Sequence[str] = ()
+    ) -> tuple[str, dict]:
+        scopes = [*SCOPES, *(s for s in extra_scopes if s not in SCOPES)]
+        flow = self._flow(redirect_uri, scopes)
         extra = {"login_hint": login_hint} if login_hint else {}
         # prompt=consent: Google issues a refresh token only on a consent, and a
-        # reconnect must get a new one.
-        url, state = flow.authorization_url(access_type="offline", prompt="consent", **extra)
-        return url, {"state": state, "code_verifier": flow.code_verifier}
+        # reconnect must get a new one. include_granted_scopes: the new grant keeps
+        # what was allowed before (a reconnect keeps the calendar, a calendar
+        # consent keeps the mail).
+        url, state = flow.authorization_url(
+            access_type="offline", prompt="consent", include_granted_scopes="true", **extra
+        )
+        return url, {"state": state, "code_verifier": flow.code_verifier, "scopes": scopes}
 
     def complete(self, *, flow: dict, params: dict[str, str], redirect_uri: str) -> OAuthGrant:
         if params.get("error"):
@@ -85,7 +93,10 @@ class GoogleOAuthClient:
         if not code:
             raise ProviderError("Google sent no authorization code.", permanent=True)
         oauth_flow = self._flow(
-            redirect_uri, state=flow["state"], code_verifier=flow["code_verifier"]
+            redirect_uri,
+            flow.get("scopes") or SCOPES,
+            state=flow["state"],
+            code_verifier=flow["code_verifier"],
         )
         try:
             token = dict(

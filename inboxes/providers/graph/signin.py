@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 
 import msal
 import requests
@@ -124,10 +125,13 @@ class MicrosoftOAuthClient:
     def missing_settings(self) -> list[str]:
         return missing_settings(Provider.MICROSOFT)
 
-    def begin(self, *, redirect_uri: str, login_hint: str = "") -> tuple[str, dict]:
+    def begin(
+        self, *, redirect_uri: str, login_hint: str = "", extra_scopes: Sequence[str] = ()
+    ) -> tuple[str, dict]:
+        scopes = [*SCOPES, *(s for s in extra_scopes if s not in SCOPES)]
         with HttpSession() as http:
             flow = _msal_app(http).initiate_auth_code_flow(
-                SCOPES,
+                scopes,
                 redirect_uri=redirect_uri,
                 login_hint=login_hint or None,
                 # Connecting a mailbox is not "sign in as whoever the browser is":

@@ -23,7 +23,9 @@ Unknown or expired bearer tokens get 401. Tests reach the state directly:
 ``deliver``, ``expire_history``, ``revoke``, ``fail_next`` (a failure queue),
 ``send_delay``/``send_drop`` (a send that is stored but never answered),
 ``rotate_refresh_tokens``, ``replace_message_id``, ``unticked_scopes`` (granular
-consent) and the ``sent`` list.
+consent) and the ``sent`` list. Google Calendar (freeBusy, events) is in
+``google_calendar.py`` (``add_busy``, ``calendar_events``); access tokens carry
+their grant's scopes, and ``include_granted_scopes=true`` adds the earlier grant's.
 
 ``consent`` opens the consent page and follows its link, as a browser would.
 
@@ -202,6 +204,8 @@ class FakeGoogle:
             self.gzip_level = 9
             # Google's consent page lets the user untick scopes; these are unticked.
             self.unticked_scopes: set[str] = set()
+            # Google Calendar (tests/support/fakes/google_calendar.py): address -> id -> event.
+            self.calendar_events: dict[str, dict[str, dict]] = {}
 
     def account(self, address: str) -> FakeAccount:
         with self._lock:
@@ -286,7 +290,7 @@ class FakeGoogle:
             self.account(address)
             refresh = "1//fake-rt-" + secrets.token_urlsafe(24)
             self.refresh_tokens[refresh] = {"address": address, "scope": scope, "valid": True}
-            return self._access_token(address), refresh
+            return self._access_token(address, scope), refresh
 
     def fail_next(
         self,
@@ -343,11 +347,12 @@ class FakeGoogle:
     def _next_id(self) -> str:
         return f"{next(self._ids):016x}"
 
-    def _access_token(self, address: str) -> str:
+    def _access_token(self, address: str, scope: str = "") -> str:
         token = "ya29.fake-" + secrets.token_urlsafe(24)
         self.access_tokens[token] = {
             "address": address,
             "expires": time.time() + self.access_token_lifetime,
+            "scope": scope,
         }
         return token
 
@@ -430,6 +435,11 @@ class FakeGoogle:
             return self._token(headers, body)
         if path == "/batch/gmail/v1" and method == "POST":
             return self._batch(headers, body)
+        if path.startswith("/calendar/v3/"):
+            from tests.support.fakes.google_calendar import calendar_dispatch
+
+            rest = path[len("/calendar/v3/") :] + (f"?{url.query}" if url.query else "")
+            return calendar_dispatch(self, method, rest, headers, body)
         upload = re.fullmatch(r"/upload/gmail/v1/users/([^/]+)/messages/send", path)
         api = re.fullmatch(r"/gmail/v1/users/([^/]+)/(.+)", path)
         if not (upload or api):
@@ -487,11 +497,17 @@ class FakeGoogle:
         code = "4/fake-code-" + secrets.token_urlsafe(24)
         with self._lock:
             self.account(address)
+            scopes = [s for s in arg("scope").split() if s not in self.unticked_scopes]
+            if arg("include_granted_scopes") == "true":
+                # Incremental authorization: the new grant keeps what was granted before.
+                for record in self.refresh_tokens.values():
+                    if record["valid"] and record["address"].lower() == address.lower():
+                        scopes += [s for s in record["scope"].split() if s not in scopes]
             self.codes[code] = {
                 "address": address,
                 "redirect_uri": arg("redirect_uri"),
                 "challenge": arg("code_challenge"),
-                "scope": " ".join(s for s in arg("scope").split() if s not in self.unticked_scopes),
+                "scope": " ".join(scopes),
                 "used": False,
             }
         redirect = arg("redirect_uri")
@@ -550,7 +566,7 @@ class FakeGoogle:
         return _json(
             200,
             {
-                "access_token": self._access_token(record["address"]),
+                "access_token": self._access_token(record["address"], record["scope"]),
                 "expires_in": self.access_token_lifetime,
                 "refresh_token": refresh,
                 "scope": record["scope"],
@@ -563,7 +579,7 @@ class FakeGoogle:
         if record is None or not record["valid"]:
             return _oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
         answer = {
-            "access_token": self._access_token(record["address"]),
+            "access_token": self._access_token(record["address"], record["scope"]),
             "expires_in": self.access_token_lifetime,
             "scope": record["scope"],
             "token_type": "Bearer",
@@ -952,6 +968,7 @@ def fake_google(fake_google_server: FakeGoogle, settings, mail_ca) -> Iterator[F
     settings.GOOGLE_TOKEN_URI = f"{base}/token"
     settings.GMAIL_API_ENDPOINT = f"{base}/"
     settings.GMAIL_BATCH_URI = f"{base}/batch/gmail/v1"
+    settings.GOOGLE_CALENDAR_API_ENDPOINT = f"{base}/calendar/v3/"
     settings.OAUTH_CA_FILE = str(mail_ca.path)
     settings.PROVIDER_HTTP_TIMEOUT = 5
     with loopback_only():

@@ -16,7 +16,8 @@ keeps to the documented shapes of what Postkamer uses:
   ``@odata.nextLink`` then ``@odata.deltaLink``, ``@removed`` entries, 410
   ``SyncStateNotFound`` for unknown state), ``messages`` (POST: a draft from
   base64 MIME), ``messages/{id}`` (GET, DELETE), ``messages/{id}/$value`` and
-  ``messages/{id}/send`` (202; the mail moves to Sent Items).
+  ``messages/{id}/send`` (202; the mail moves to Sent Items); the calendar
+(``calendarView``, ``events``) in ``microsoft_calendar.py``.
 
 Test code drives it directly: ``deliver`` mail, queue failures (``fail_next``),
 expire delta state or tokens, ``revoke`` a grant, slow requests down
@@ -275,6 +276,8 @@ class FakeMicrosoft:
         self.authorize_requests: list[dict[str, str]] = []
         self.token_requests: list[dict[str, str]] = []
         self.sent: list[SentMail] = []
+        # The Graph calendar (tests/support/fakes/microsoft_calendar.py): address -> id -> event.
+        self.calendar_events: dict[str, dict[str, dict]] = {}
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
         self.errors: list[str] = []  # exceptions inside the fake: a test should see none
@@ -842,6 +845,10 @@ class FakeMicrosoft:
         try:
             if self.graph_delay:
                 time.sleep(self.graph_delay)
+            if rest[:1] in (["calendarView"], ["events"]):
+                from tests.support.fakes.microsoft_calendar import calendar_route
+
+                return calendar_route(self, method, owner, grant, rest, query, body)
             return self._mail(method, path, owner, grant, rest, query, headers, body)
         finally:
             with self.lock:
