@@ -390,6 +390,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
     "visibility_timeout": max(CELERY_TASK_TIME_LIMIT * 2, 7200),
 }
+# The files attached to one reply from the inbox, together (conversations/composer.py).
+ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 20 * 1024 * 1024)
 # How often due sequence steps are sent (crm/steps.py).
 SEQUENCE_STEPS_SECONDS = env_int("SEQUENCE_STEPS_SECONDS", 60)
 # Steps sent per transaction: a worker killed mid-run loses (and resends) at most one chunk.
@@ -406,6 +408,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "inboxes.tasks.sweep_outbox", "schedule": OUTBOX_SWEEP_SECONDS},
     "notification-emails": {"task": "notifications.tasks.send_digests", "schedule": 60},
     "mailbox-health": {"task": "notifications.tasks.check_mailbox_health", "schedule": 300},
+    "wake-snoozed-conversations": {"task": "conversations.tasks.wake_snoozed", "schedule": 60},
     "send-due-sequence-steps": {
         "task": "crm.tasks.send_due_steps",
         "schedule": SEQUENCE_STEPS_SECONDS,

@@ -169,6 +169,8 @@ urlpatterns = [
     path("messages/<uuid:pk>/raw/", raw_views.message_raw, name="message-raw"),
     # The support inbox, /inbox/: its routes are urlpatterns in conversations/inbox_views.py.
     path("inbox/", include("conversations.inbox_views")),
+    # The agent's helpers: mention suggestions, snooze, saved replies (agent_views.py).
+    path("inbox/", include("conversations.agent_views")),
     path("", include("notifications.views")),
     path("contacts/", include("crm.urls")),
     # Sequences: its routes are urlpatterns in crm/sequence_views.py.
@@ -197,6 +199,8 @@ urlpatterns += [
         settings_views.inbox_auto_replies,
         name="settings-inbox-auto-replies",
     ),
+    # Saved replies and replying's own settings (conversations/agent_settings_views.py).
+    path("settings/inboxes/<uuid:pk>/", include("conversations.agent_settings_views")),
     path("settings/teams/", team_views.settings_teams, name="settings-teams"),
     path("settings/teams/new/", team_views.team_create, name="settings-team-create"),
     path("settings/teams/<uuid:pk>/", team_views.team_update, name="settings-team-update"),

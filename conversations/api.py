@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from accounts.models import Team
 from accounts.selectors import teams_by_ids, teams_visible_to, users_by_ids, users_visible_to
-from conversations import handling, outbound, services
+from conversations import handling, outbound, services, snooze
 from conversations.metrics import agent_metrics, conversation_metrics
 from conversations.models import (
     Conversation,
@@ -51,6 +51,7 @@ class InboxOutput(serializers.ModelSerializer):
             "signature",
             "restricted",
             "reopen_on_auto_reply",
+            "assign_on_reply",
             "teams",
             "created_at",
         ]
@@ -67,6 +68,7 @@ class InboxPatchInput(serializers.Serializer):
     signature = serializers.CharField(max_length=5000, required=False, allow_blank=True)
     restricted = serializers.BooleanField(required=False)
     reopen_on_auto_reply = serializers.BooleanField(required=False)
+    assign_on_reply = serializers.BooleanField(required=False)
     teams = serializers.ListField(child=serializers.UUIDField(), required=False)
     mailbox = serializers.UUIDField(required=False, allow_null=True)
 
@@ -335,6 +337,7 @@ class ConversationOutput(serializers.ModelSerializer):
             "message_count",
             "unread",
             "is_bounce",
+            "snoozed_until",
             "created_at",
         ]
 
@@ -359,12 +362,20 @@ class ConversationDetailOutput(ConversationOutput):
 class ConversationPatchInput(serializers.Serializer):
     assignee = serializers.UUIDField(required=False, allow_null=True)
     status = serializers.ChoiceField(choices=ConversationStatus.choices, required=False)
+    # A moment: snoozed until then (conversations/snooze.py); null: back in the open lists.
+    snoozed_until = serializers.DateTimeField(required=False, allow_null=True)
 
 
 class ReplyInput(serializers.Serializer):
     text = serializers.CharField(max_length=200_000)
     html = serializers.CharField(max_length=1_000_000, required=False, allow_blank=True, default="")
     reply_all = serializers.BooleanField(default=False)
+    cc = serializers.ListField(
+        child=serializers.CharField(max_length=320), required=False, default=list, max_length=50
+    )
+    bcc = serializers.ListField(
+        child=serializers.CharField(max_length=320), required=False, default=list, max_length=50
+    )
 
 
 class ConversationStartInput(serializers.Serializer):
@@ -475,6 +486,13 @@ class ConversationViewSet(
             handling.conversation_set_status(
                 actor=request.user, conversation=conversation, status=values["status"]
             )
+        if "snoozed_until" in values:
+            if values["snoozed_until"] is None:
+                snooze.conversation_unsnooze(actor=request.user, conversation=conversation)
+            else:
+                snooze.conversation_snooze(
+                    actor=request.user, conversation=conversation, until=values["snoozed_until"]
+                )
         return Response(ConversationDetailOutput(conversation_detail(self.get_object())).data)
 
     @extend_schema(request=ReplyInput, responses={201: MessageOutput})

@@ -6,7 +6,7 @@ visibility), writes in one transaction and records what happened.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 
 from django.core.files.storage import default_storage
 from django.db import models, transaction
@@ -14,7 +14,9 @@ from django.utils import timezone
 
 from accounts.models import User
 from audit.services import audit_record
+from conversations.composer import check_attachments, extra_recipients, formatted_body
 from conversations.contact_links import timeline_for_filed
+from conversations.mentions import check_can_be_mentioned, mentions_in
 from conversations.models import (
     Conversation,
     ConversationEvent,
@@ -32,7 +34,7 @@ from core.errors import Invalid
 from core.text import one_line
 from inboxes import rules
 from inboxes.models import Direction, Tombstone
-from inboxes.outbox import Recipient, outbox_create
+from inboxes.outbox import Attachment, Recipient, outbox_create
 
 # --- Replies -------------------------------------------------------------------------------------
 
@@ -82,12 +84,20 @@ def conversation_reply(
     text: str,
     html: str = "",
     reply_all: bool = False,
+    cc: str | Sequence[str] = (),
+    bcc: str | Sequence[str] = (),
+    attachments: Sequence[Attachment] = (),
 ):
     """Reply from the inbox's team address with its from-name (R9).
 
     The reply (with In-Reply-To and References of the last message) and its
     outbox row are written in one transaction; the send happens after commit.
-    Returns the outbound Message, which is in the thread at once.
+    ``html`` (the composer's formatting) is sanitised, and the text part made from
+    it when ``text`` is empty; ``cc`` and ``bcc`` add recipients (Bcc only on the
+    envelope, never in a header); ``attachments`` go with it, refused before anything
+    is queued when they pass ATTACHMENT_MAX_BYTES together. An unassigned conversation becomes the replier's
+    when its inbox says so (``assign_on_reply``). Returns the outbound Message,
+    which is in the thread at once.
     """
 
     _check_can_work(actor, conversation)
@@ -95,6 +105,8 @@ def conversation_reply(
     mailbox = inbox.mailbox
     if mailbox is None or not mailbox.is_connected:
         raise Invalid("This inbox has no connected team email to reply from.")
+    text, html = formatted_body(text, html)
+    check_attachments(attachments)
     if not (text or "").strip():
         raise Invalid("The reply is empty.", errors={"text": ["This field is required."]})
     last = conversation.messages.order_by("-sent_at", "-created_at").first()
@@ -118,15 +130,26 @@ def conversation_reply(
         to = [Recipient(last_inbound.from_address, last_inbound.from_name)]
     else:
         to = others(last_inbound.to)
-    cc = []
+    cc_typed = cc
+    copies: list[Recipient] = []
     if reply_all:
         seen = {r.address.lower() for r in to}
         for recipient in others(last_inbound.to) + others(last_inbound.cc):
             if recipient.address.lower() not in seen:
                 seen.add(recipient.address.lower())
-                cc.append(recipient)
+                copies.append(recipient)
     if not to:
         raise Invalid("There is nobody to reply to in this conversation.")
+    seen = {r.address.lower() for r in [*to, *copies]}
+    for address in extra_recipients(cc_typed, field="cc", label="Cc", team_address=team):
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            copies.append(Recipient(address, ""))
+    blind = [
+        address
+        for address in extra_recipients(bcc, field="bcc", label="Bcc", team_address=team)
+        if address.lower() not in seen
+    ]
     subject = last.subject or conversation.subject
     if subject and not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
@@ -137,16 +160,20 @@ def conversation_reply(
             # One line even if stored before inbox_update refused line breaks.
             from_name=one_line(inbox.from_name),
             to=to,
-            cc=cc,
+            cc=copies,
             subject=subject,
             text=text,
             html=html,
             in_reply_to=last.message_id,
             references=[*last.references, last.message_id],
+            bcc=[Recipient(address, "") for address in blind],
+            attachments=attachments,
         )
         link = ConversationMessage.objects.create(
             inbox=inbox, conversation=conversation, message=item.message
         )
+        if inbox.assign_on_reply and conversation.assignee_id is None:
+            _assign_on_reply(actor, conversation)
         # As stored now: the conversation may have been linked since it was read.
         conversation.contact_id = (
             Conversation.objects.filter(pk=conversation.pk)
@@ -167,9 +194,26 @@ def conversation_reply(
             actor=actor,
             action="conversation.replied",
             target=conversation,
-            data={"outbox": str(item.pk)},
+            data={"outbox": str(item.pk), **({"bcc": blind} if blind else {})},
         )
     return item.message
+
+
+def _assign_on_reply(actor: User, conversation) -> None:
+    """The replier takes an unassigned conversation; a conditional UPDATE, so an
+    assignment made since the conversation was read is kept."""
+    taken = Conversation.objects.filter(pk=conversation.pk, assignee__isnull=True).update(
+        assignee=actor, updated_at=timezone.now()
+    )
+    if taken:
+        ConversationEvent.objects.create(
+            conversation=conversation,
+            kind=EventKind.ASSIGNED,
+            actor=actor,
+            assignee=actor,
+            detail={"by": actor.display_name, "reason": "replied"},
+        )
+        conversation.assignee = actor
 
 
 def message_delete(*, actor: User, message) -> None:
@@ -262,8 +306,10 @@ def conversation_set_status(*, actor: User, conversation, status: str) -> None:
     closing = status == ConversationStatus.CLOSED
     now = timezone.now()
     with transaction.atomic():
+        # Closing ends a snooze: the conversation is not waiting for anything any more.
+        ended = {"snoozed_until": None} if closing else {}
         Conversation.objects.filter(pk=conversation.pk).update(
-            status=status, closed_at=now if closing else None, updated_at=now
+            status=status, closed_at=now if closing else None, updated_at=now, **ended
         )
         ConversationEvent.objects.create(
             conversation=conversation,
@@ -273,35 +319,24 @@ def conversation_set_status(*, actor: User, conversation, status: str) -> None:
     conversation.status = status
 
 
-_MENTION = re.compile(r"(?<![\w.])@([\w.+-]+(?:@[\w-]+(?:\.[\w-]+)+)?)")
-
-
-def mentioned_users(text: str, account_id) -> list[User]:
-    """``@ann`` (first name or the part before @), or ``@ann@acme.com``; unambiguous only."""
-    people = list(User.objects.filter(account_id=account_id, is_active=True))
-    found = []
-    for token in {m.group(1).lower().rstrip(".") for m in _MENTION.finditer(text or "")}:
-        matches = [
-            u
-            for u in people
-            if token == u.email
-            or token == u.email.split("@")[0]
-            or (u.full_name and token == u.full_name.split()[0].lower())
-        ]
-        if len(matches) == 1 and matches[0] not in found:
-            found.append(matches[0])
-    return found
-
-
 def note_create(*, actor: User, conversation, text: str):
-    """An internal note; the teammates it @mentions are recorded (and can be notified)."""
+    """An internal note; the teammates it @mentions are recorded and notified. A
+    mention of someone who cannot see the inbox refuses the note
+    (conversations/mentions.py)."""
 
     _check_can_work(actor, conversation)
     if not (text or "").strip():
         raise Invalid("The note is empty.", errors={"text": ["This field is required."]})
+    named = mentions_in(text, account_id=actor.account_id)
+    check_can_be_mentioned(named.values(), conversation.inbox)
     with transaction.atomic():
-        note = Note.objects.create(conversation=conversation, author=actor, text=text.strip())
-        note.mentions.set(mentioned_users(text, actor.account_id))
+        note = Note.objects.create(
+            conversation=conversation,
+            author=actor,
+            text=text.strip(),
+            mention_handles={handle: str(user.pk) for handle, user in named.items()},
+        )
+        note.mentions.set({user.pk: user for user in named.values()}.values())
         notify_mentions(note, actor)
     return note
 

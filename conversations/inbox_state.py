@@ -26,6 +26,8 @@ VIEWS = [
     ("unassigned", "Unassigned"),
     ("mine", "Mine"),
     ("open", "All open"),
+    ("mentions", "Mentions"),
+    ("snoozed", "Snoozed"),
     ("closed", "Closed"),
     ("bounces", "Bounces"),
 ]

@@ -28,7 +28,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
@@ -41,6 +41,7 @@ from accounts.auth import AuthenticatedHttpRequest
 from accounts.models import User
 from accounts.selectors import users_visible_to
 from conversations import contact_links, handling
+from conversations.composer import check_attachment_size
 from conversations.downloads import attachment_download, frame_css
 from conversations.inbox_state import (
     VIEWS,
@@ -51,7 +52,7 @@ from conversations.inbox_state import (
     list_state_from_post,
 )
 from conversations.mail_banner import inbox_banners
-from conversations.models import Conversation
+from conversations.models import Conversation, SavedReply
 from conversations.new_email_views import new_email
 from conversations.presenters import (
     POLL,
@@ -61,9 +62,11 @@ from conversations.presenters import (
     row_data,
     thread_version,
 )
+from conversations.saved_replies import saved_reply_render
 from conversations.selectors import conversation_rows, conversations_to_show
 from core.errors import DomainError, Invalid
 from core.web import back_to, report
+from inboxes.outbox import Attachment
 
 PAGE_SIZE = 50
 MAX_ROWS = 500
@@ -198,7 +201,10 @@ def _login_required(view: _View) -> _View:
 
 
 def _page(
-    request: InboxRequest, state: ListState, conversation: Conversation | None = None
+    request: InboxRequest,
+    state: ListState,
+    conversation: Conversation | None = None,
+    **extra: Any,
 ) -> HttpResponse:
     list_html, nav_html = _render_list(request, _list_context(request, state))
     context = {
@@ -213,6 +219,7 @@ def _page(
     }
     if conversation is not None:
         context.update(conversation_context(conversation, state, viewer=request.user))
+    context.update(extra)
     response = render(request, "inbox/page.html", context)
     patch_vary_headers(response, ["HX-Request", "HX-Target"])
     return response
@@ -278,12 +285,25 @@ def conversation_page(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
         )
         patch_vary_headers(response, ["HX-Request", "HX-Target"])
     else:
-        response = _page(request, state, conversation)
+        response = _page(
+            request, state, conversation, reply_prefill=_saved_reply_prefill(request, conversation)
+        )
     if state.images:
         # django-csp 4's per-response update (what @csp_update sets), read by its
         # middleware: an attribute HttpResponse's stubs do not know.
         response._csp_update = {"img-src": ["https:", "http:"]}  # type: ignore[attr-defined]
     return response
+
+
+def _saved_reply_prefill(request: InboxRequest, conversation: Conversation) -> str:
+    """``?saved_reply=<id>`` (the composer's saved replies without JavaScript): its text
+    for this conversation, in the reply box."""
+    wanted = request.GET.get("saved_reply", "")
+    try:
+        reply = SavedReply.objects.get(pk=uuid.UUID(wanted), inbox_id=conversation.inbox_id)
+    except (ValueError, SavedReply.DoesNotExist):
+        return ""
+    return saved_reply_render(reply, conversation=conversation, agent=request.user)
 
 
 @_login_required
@@ -354,12 +374,27 @@ def _failed(
 def conversation_reply(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
     conversation = _visible_conversation(request, pk)
     try:
+        files = request.FILES.getlist("attachments")
+        # The size is known before a file is read: a too-large set is refused unread.
+        check_attachment_size(sum(f.size or 0 for f in files))
+        attachments = [
+            Attachment(
+                filename=f.name or "attachment",
+                content_type=f.content_type or "application/octet-stream",
+                data=f.read(),
+            )
+            for f in files
+        ]
         with transaction.atomic():
             handling.conversation_reply(
                 actor=request.user,
                 conversation=conversation,
                 text=request.POST.get("text", ""),
+                html=request.POST.get("html", ""),
                 reply_all=request.POST.get("reply_all") == "1",
+                cc=request.POST.get("cc", ""),
+                bcc=request.POST.get("bcc", ""),
+                attachments=attachments,
             )
     except DomainError as exc:
         return _failed(request, conversation, exc, slot="reply-error")
@@ -414,8 +449,41 @@ def conversation_status(request: InboxRequest, pk: uuid.UUID) -> HttpResponse:
         )
     except DomainError as exc:
         return _failed(request, conversation, exc, slot="action-error")
-    done = "Conversation closed." if status == "closed" else "Conversation reopened."
-    return _acted(request, conversation, slot="action-error", done=done)
+    if status == "closed":
+        return _to_next(request, conversation)
+    return _acted(request, conversation, slot="action-error", done="Conversation reopened.")
+
+
+def next_conversation_url(user: User, conversation: Conversation, state: ListState) -> str:
+    """Where closing a conversation leads: the row below it in the list the agent was
+    working (its view, inbox and search), else the top row, else the list itself."""
+    query = state.query(after="")
+    suffix = "?" + query if query else ""
+    view = "" if state.q else state.view
+    place = (conversation.last_message_at, conversation.pk)
+    rows = conversation_rows(
+        user, view=view, inbox=state.inbox, search=state.q, after=place, limit=1
+    )
+    if not rows:
+        top = conversation_rows(user, view=view, inbox=state.inbox, search=state.q, limit=2)
+        rows = [row for row in top if row["id"] != conversation.pk]
+    if rows:
+        return reverse("inbox-conversation", args=[rows[0]["id"]]) + suffix
+    return reverse("inbox") + suffix
+
+
+def _to_next(request: InboxRequest, conversation: Conversation) -> HttpResponse:
+    """Closed: on to the next conversation of the list (htmx swaps the whole screen,
+    as a view's link does, and pushes its URL)."""
+    url = next_conversation_url(request.user, conversation, list_state_from_post(request))
+    if not request.htmx:
+        messages.success(request, "Conversation closed.")
+        return redirect(url)
+    response = HttpResponse(status=204)
+    response["HX-Location"] = json.dumps(
+        {"path": url, "target": "#inbox-app", "select": "#inbox-app", "swap": "outerHTML"}
+    )
+    return response
 
 
 @_login_required

@@ -45,6 +45,8 @@ class Conversation(BaseModel):
     # Opened by a delivery report that names no email of this inbox: never routed,
     # never answered automatically, listed under "Bounces" (conversations/threading.py).
     is_bounce = models.BooleanField(default=False)
+    # Snoozed: out of the open lists until then, when conversations/snooze.py wakes it.
+    snoozed_until = models.DateTimeField(null=True, blank=True)
     messages = models.ManyToManyField(
         Message, through="ConversationMessage", related_name="conversations"
     )
@@ -140,6 +142,8 @@ class EventKind(models.TextChoices):
     UNASSIGNED = "unassigned"
     CLOSED = "closed"
     REOPENED = "reopened"
+    SNOOZED = "snoozed"
+    WOKE = "woke"
 
 
 class ConversationEvent(models.Model):
@@ -171,6 +175,9 @@ class Note(BaseModel):
     author = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="+")
     text = models.TextField()
     mentions = models.ManyToManyField("accounts.User", blank=True, related_name="mentioned_in")
+    # Each @handle of the text that named someone: {"ann": "<user id>"}; the note is
+    # highlighted from this, so an ambiguous or unknown name never is.
+    mention_handles = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["created_at"]
@@ -194,3 +201,21 @@ class ReadState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} read {self.conversation_id}"
+
+
+class SavedReply(BaseModel):
+    """A reply an inbox's agents insert from the composer; admins keep them on the
+    inbox's settings. ``body`` may hold variables (conversations/saved_replies.py)."""
+
+    inbox = models.ForeignKey(Inbox, on_delete=models.CASCADE, related_name="saved_replies")
+    name = models.CharField(max_length=100)
+    body = models.TextField()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["inbox", "name"], name="unique_saved_reply_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -18,13 +18,16 @@ from typing import Any
 
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.safestring import SafeString, mark_safe
 
 from accounts.models import User
 from conversations.email_frame import email_frame, linkify, token_window
 from conversations.inbox_state import DEFAULT_VIEW, VIEWS, ListState
 from conversations.mail_banner import mail_banner
+from conversations.mentions import MENTION, handle_key, person_named
 from conversations.models import Conversation, ConversationEvent, EventKind, Note
+from conversations.saved_replies import saved_replies_of
 from conversations.selectors import (
     VERSION_ROW,
     assignable_people,
@@ -33,6 +36,7 @@ from conversations.selectors import (
     open_counts_per_inbox,
     thread_state,
 )
+from conversations.snooze import snooze_presets
 from inboxes.delivery import delivery_of
 from inboxes.models import Attachment, Direction, Message, MessageKind, OutboxItem, OutboxState
 
@@ -59,6 +63,14 @@ def local_label(moment: datetime, today: date) -> str:
     return f"{moment.day} {moment:%b %Y}"
 
 
+def snooze_label(moment: datetime, today: date | None = None) -> str:
+    """ "14:05" today, "Tue 8 Dec, 09:00" another day (local time)."""
+    local = timezone.localtime(moment)
+    if local.date() == (today or timezone.localdate()):
+        return f"{local:%H:%M}"
+    return f"{local:%a} {local.day} {local:%b}, {local:%H:%M}"
+
+
 def full_time(moment: datetime | None) -> str:
     if moment is None:
         return ""
@@ -81,7 +93,7 @@ def nav_panel(user: User, state: ListState) -> dict[str, Any]:
     counts: dict[str, int | None] = {
         key: sum(row[key] for row in per_inbox.values()) for key in ("unassigned", "mine", "open")
     }
-    counts["closed"] = counts["bounces"] = None
+    counts["closed"] = counts["bounces"] = counts["mentions"] = counts["snoozed"] = None
     views = [
         {
             "key": key,
@@ -130,6 +142,8 @@ def present_rows(rows: list[dict[str, Any]]) -> None:
         row["assignee_name"] = (
             (row["assignee_full_name"] or row["assignee_email"]) if row["assignee_id"] else ""
         )
+        snoozed = row.get("snoozed_until")
+        row["snoozed_label"] = snooze_label(snoozed, today) if snoozed else ""
 
 
 def _conversation_url_parts() -> tuple[str, str]:
@@ -156,6 +170,7 @@ def row_data(row: dict[str, Any]) -> tuple[Any, ...]:
             "inbox_name",
             "assignee_id",
             "assignee_name",
+            "snoozed_label",
         )
     )
 
@@ -181,24 +196,18 @@ def split_quote(text: str) -> tuple[str, str]:
     return body, "\n".join(lines[start:])
 
 
-_MENTION = re.compile(r"(?<![\w.])@([\w.+-]+(?:@[\w-]+(?:\.[\w-]+)+)?)")
-
-
 def note_html(note: Note, viewer: User) -> SafeString:
-    """The note's text, escaped, with the @mentions that named someone highlighted."""
-    people = list(note.mentions.all())
-
-    def named(token: str) -> User | None:
-        token = token.lower().rstrip(".")
-        for person in people:
-            first = person.full_name.split()[0].lower() if person.full_name else ""
-            if token in (person.email, person.email.split("@")[0], first):
-                return person
-        return None
+    """The note's text, escaped, with the @mentions that named someone highlighted
+    (the handles recorded when it was written: an ambiguous or unknown name is not)."""
+    people = {str(person.pk): person for person in note.mentions.all()}
+    handles = note.mention_handles or {}
 
     parts, last = [], 0
-    for match in _MENTION.finditer(note.text):
-        person = named(match.group(1))
+    for match in MENTION.finditer(note.text):
+        if handles:
+            person = people.get(handles.get(handle_key(match.group(1)), ""))
+        else:  # written before the handles were recorded
+            person = person_named(match.group(1), list(people.values()))
         if person is None:
             continue
         parts.append(escape(note.text[last : match.start()]))
@@ -247,6 +256,17 @@ def event_text(event: ConversationEvent) -> tuple[str, str]:
             text = "Not assigned by routing" if detail.get("rule") else "Unassigned"
     elif event.kind == EventKind.CLOSED:
         text = f"{_name(event.actor)} closed this"
+    elif event.kind == EventKind.SNOOZED:
+        until = parse_datetime(str(detail.get("until") or ""))
+        label = snooze_label(until) if until else "later"
+        text = f"{_name(event.actor)} snoozed this until {label}"
+    elif event.kind == EventKind.WOKE:
+        text = (
+            f"{_name(event.actor)} ended the snooze"
+            if event.actor_id
+            else f"Back in the open list: {detail.get('reason') or 'the snooze ended'}"
+        )
+        why = ""
     else:
         if event.actor_id:
             text = f"{_name(event.actor)} reopened this"
@@ -460,6 +480,9 @@ def conversation_context(
         ),
         "can_reply": bool(mailbox and mailbox.is_connected),
         "reply_banner": [banner] if (banner := mail_banner(mailbox, viewer=viewer)) else [],
+        "saved_replies": saved_replies_of(detail.inbox),
+        "snooze_presets": snooze_presets() if not detail.snoozed_until else [],
+        "snoozed_label": snooze_label(detail.snoozed_until) if detail.snoozed_until else "",
         "poll": POLL,
     }
 

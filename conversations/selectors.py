@@ -50,16 +50,26 @@ def conversation_list(
 ) -> QuerySet[Conversation]:
     """The conversation list with the unread flag, newest activity first.
 
-    ``view``: "unassigned", "mine", "open" (all open), "closed", "bounces" (opened by
-    a delivery report tied to no email, any status).
+    ``view``: "unassigned", "mine", "open" (all open; a snoozed conversation is in
+    none of these three until it wakes), "mentions" (a note mentions the user, any
+    status), "snoozed", "closed", "bounces" (opened by a delivery report tied to no
+    email, any status).
     """
     conversations = conversations_visible_to(user).select_related("inbox", "assignee")
+    awake = Q(status="open", snoozed_until__isnull=True)
     if view == "unassigned":
-        conversations = conversations.filter(status="open", assignee__isnull=True)
+        conversations = conversations.filter(awake, assignee__isnull=True)
     elif view == "mine":
-        conversations = conversations.filter(status="open", assignee=user)
+        conversations = conversations.filter(awake, assignee=user)
     elif view == "open":
-        conversations = conversations.filter(status="open")
+        conversations = conversations.filter(awake)
+    elif view == "mentions":
+        mentioned = Note.mentions.through.objects.filter(
+            note__conversation=OuterRef("pk"), user=user
+        )
+        conversations = conversations.filter(Exists(mentioned))
+    elif view == "snoozed":
+        conversations = conversations.filter(status="open", snoozed_until__isnull=False)
     elif view == "closed":
         conversations = conversations.filter(status="closed")
     elif view == "bounces":
@@ -201,7 +211,12 @@ def open_counts_per_inbox(user: User, inbox_ids: list[Any]) -> dict[Any, Mapping
     """Per inbox: its open conversations, the unassigned ones and the user's own, in
     one query (an index-only scan of conv_nav_counts)."""
     rows = (
-        Conversation.objects.filter(account_id=user.account_id, status="open", inbox__in=inbox_ids)
+        Conversation.objects.filter(
+            account_id=user.account_id,
+            status="open",
+            snoozed_until__isnull=True,
+            inbox__in=inbox_ids,
+        )
         .order_by()
         .values("inbox")
         .annotate(
@@ -226,6 +241,7 @@ ROW_VALUES = (
     "assignee_id",
     "is_read",
     "is_bounce",
+    "snoozed_until",
 )
 
 
@@ -265,6 +281,7 @@ VERSION_ROW = (
     "updated_at",
     "subject",
     "contact_id",
+    "snoozed_until",
 )
 
 

@@ -83,6 +83,7 @@ def inbox_update(
     signature: str | _Unset = UNSET,
     restricted: bool | _Unset = UNSET,
     reopen_on_auto_reply: bool | _Unset = UNSET,
+    assign_on_reply: bool | _Unset = UNSET,
     teams: Iterable[Team] | _Unset = UNSET,
     ip: str | None = None,
 ) -> Inbox:
@@ -121,6 +122,9 @@ def inbox_update(
             if reopen_on_auto_reply is not UNSET:
                 inbox.reopen_on_auto_reply = bool(reopen_on_auto_reply)
                 changes["reopen_on_auto_reply"] = inbox.reopen_on_auto_reply
+            if assign_on_reply is not UNSET:
+                inbox.assign_on_reply = bool(assign_on_reply)
+                changes["assign_on_reply"] = inbox.assign_on_reply
             chosen: list[Team] | None = None
             if teams is not UNSET:
                 chosen = list(teams)

@@ -124,6 +124,8 @@ class _Batch:
         self.links: list[ConversationMessage] = []
         self.grown: dict = {}
         self.reopened: list = []
+        # Snoozed conversations the customer wrote to again: back in the open lists.
+        self.woken: list = []
         self.reopened_by_auto_reply: set = set()
         # A tied bounce (Message.bounce_of) joins the conversation of the email it reports on.
         self.conversation_of_original: dict = {}
@@ -309,6 +311,14 @@ class _Batch:
             self.reopened.append(conversation.pk)
             if message.kind == MessageKind.AUTO_REPLY:
                 self.reopened_by_auto_reply.add(conversation.pk)
+        if (
+            conversation.snoozed_until is not None
+            and not backfill
+            and not conversation._state.adding
+            and self._reopens(message)
+        ):
+            conversation.snoozed_until = None
+            self.woken.append(conversation.pk)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -349,6 +359,16 @@ class _Batch:
             )
             for pk in self.reopened
         )
+        if self.woken:
+            Conversation.objects.filter(pk__in=self.woken).update(snoozed_until=None)
+            ConversationEvent.objects.bulk_create(
+                ConversationEvent(
+                    conversation_id=pk,
+                    kind=EventKind.WOKE,
+                    detail={"reason": "the customer wrote again"},
+                )
+                for pk in self.woken
+            )
         conversation_summaries_refresh([*(c.pk for c in self.opened), *self.grown])
 
     def _save_grown(self) -> None:

@@ -189,6 +189,11 @@ class Inbox(BaseModel):
     reopen_on_auto_reply = models.BooleanField(
         default=False, help_text="An automatic reply reopens a closed conversation."
     )
+    # Replying to an unassigned conversation assigns it to whoever replied
+    # (conversations/handling.py conversation_reply).
+    assign_on_reply = models.BooleanField(
+        default=True, help_text="Replying to an unassigned conversation assigns it to you."
+    )
 
     class Meta:
         db_table = "conversations_inbox"

@@ -71,7 +71,10 @@
 
   function compose(mode) {
     const radio = $(mode === "note" ? "#mode-note" : "#mode-reply");
-    const area = $(mode === "note" ? "#note-text" : "#reply-text");
+    const editor = $("#reply-editor");
+    const area = mode === "note"
+      ? $("#note-text")
+      : (editor && !editor.hidden ? editor : $("#reply-text"));
     if (radio) radio.checked = true;
     if (area) area.focus();
   }

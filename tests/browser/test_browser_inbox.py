@@ -153,7 +153,7 @@ def test_customer_mail_is_routed_answered_closed_and_reopened_without_a_reload(
     held = []
     bo.route("**/thread/**", lambda route: held.append(route))
     bo.locator("body").press("r")
-    expect(bo.locator("#reply-text")).to_be_focused()
+    expect(bo.get_by_role("textbox", name="Reply")).to_be_focused()
     bo.keyboard.type("Sorry about that, the refund is on its way.")
     bo.get_by_role("button", name="Send reply").click()
 
@@ -162,7 +162,7 @@ def test_customer_mail_is_routed_answered_closed_and_reopened_without_a_reload(
     expect(reply).to_contain_text("the refund is on its way")
     # (the worker may have claimed it already, but cannot have finished talking SMTP)
     expect(reply.locator(".delivery")).to_have_text(re.compile(r"^(Queued|Sending)$"))
-    expect(bo.locator("#reply-text")).to_have_value("")
+    expect(bo.get_by_role("textbox", name="Reply")).to_have_text("")
     bo.unroute("**/thread/**")
     for route in held:
         route.abort()
@@ -176,11 +176,14 @@ def test_customer_mail_is_routed_answered_closed_and_reopened_without_a_reload(
     expect(reply.locator(".delivery")).to_have_text("Sent", timeout=LIVE_MS + 5_000)
     reply_message = OutboxItem.objects.get().message
 
-    # When Bo closes it with e
+    # When Bo closes it with e, he moves on: nothing else is his, so back to his list
     bo.locator("body").press("e")
-    expect(pane.locator("#conv-header .badge")).to_have_text("Closed")
-    expect(thread.locator(".item.event").last).to_contain_text("Bo Lee closed this")
+    expect(bo).to_have_url(f"{pages.base_url}/inbox/?view=mine")
     expect(rows(bo)).to_have_count(0, timeout=LIVE_MS)  # Mine lists open conversations
+    expect(bo.locator("#conversation-pane.empty")).to_be_attached()
+    assert ConversationEvent.objects.filter(
+        conversation=conversation, kind="closed", actor=member
+    ).exists()
     pages.screenshot(bo, "inbox-closed")
 
     # When the customer answers the reply, it reopens and comes back without a reload
@@ -196,6 +199,7 @@ def test_customer_mail_is_routed_answered_closed_and_reopened_without_a_reload(
     conversation.refresh_from_db()
     assert conversation.status == "open" and conversation.message_count == 3
     expect(rows(bo)).to_have_count(1, timeout=LIVE_MS)
+    rows(bo).first.click()
     expect(pane.locator("#conv-header .badge")).to_have_text("Open", timeout=LIVE_MS)
     expect(thread).to_contain_text("Thanks, received!")
     expect(thread.locator(".item.event").last).to_contain_text("Reopened by the customer's reply")

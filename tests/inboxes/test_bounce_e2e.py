@@ -68,7 +68,8 @@ def test_a_reply_refused_by_the_recipients_server_ends_bounced_in_its_conversati
     )
     assert [b["status"] for b in delivery["bounces"]] == ["5.1.1"]
     conversation.refresh_from_db()
-    assert conversation.assignee_id is None and not conversation.is_bounce
+    # Replying took it (assign_on_reply); the report re-routed nothing.
+    assert conversation.assignee_id == admin.pk and not conversation.is_bounce
     # The API's conversation says the same: the reply bounced, the report points at it.
     data = api_client_for(admin).get(f"/api/v1/conversations/{conversation.pk}/").json()
     shown = {m["id"]: m for m in data["messages"]}
