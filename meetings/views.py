@@ -1,9 +1,9 @@
 """Settings > Meetings: the meetings connection, scheduling links and upcoming bookings.
 
 Thin views: a form turns posted text into the services' input, the services decide
-(R1/R4 refusals, link validation, cancelling). Every destructive action has a page of
-its own that says what will happen (it works without JavaScript) and acts only on a
-POST that carries ``confirm``.
+(R1/R4 refusals, link validation, cancelling). Every destructive action asks first
+the one way (core/confirm.py, meetings/confirmations.py): a dialog with JavaScript, a
+page without, and it acts only on a POST that carries ``confirm=yes``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from django.utils import timezone
 
 from accounts.auth import AuthenticatedHttpRequest
 from core.api import client_ip
+from core.confirm import ask_first
 from core.errors import DomainError, Invalid
 from core.web import report
 from inboxes.models import Mailbox, MailboxKind
-from meetings import bookings, links, services
+from meetings import bookings, confirmations, links, services
 from meetings.calendars.consent import CONSENT_PROVIDER
 from meetings.forms import LinkForm, MeetingsConnectForm
 from meetings.models import (
@@ -181,42 +182,17 @@ def settings_meetings(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 @login_required
 def meetings_remove(request: AuthenticatedHttpRequest) -> HttpResponseBase:
-    """GET: what removing the connection does; POST with ``confirm``: remove it."""
+    """Asks first (core/confirm.py); a POST with ``confirm`` removes the connection."""
     connection = MeetingsConnection.objects.filter(user=request.user).first()
     if connection is None:
         messages.info(request, "You have no meetings connection.")
         return redirect("settings-meetings")
-    active_links = SchedulingLink.objects.filter(owner=request.user, is_active=True).count()
-    upcoming = Booking.objects.filter(
-        owner=request.user, state=BookingState.CONFIRMED, end__gte=timezone.now()
-    ).count()
-    if request.method == "POST":
-        if request.POST.get("confirm") != "yes":
-            return render(
-                request,
-                "meetings/remove.html",
-                {
-                    "section": "meetings",
-                    "connection": connection,
-                    "active_links": active_links,
-                    "upcoming": upcoming,
-                    "not_confirmed": True,
-                },
-                status=400,
-            )
-        services.meetings_disconnect(user=request.user, ip=client_ip(request))
-        messages.success(request, "Your meetings connection is removed.")
-        return redirect("settings-meetings")
-    return render(
-        request,
-        "meetings/remove.html",
-        {
-            "section": "meetings",
-            "connection": connection,
-            "active_links": active_links,
-            "upcoming": upcoming,
-        },
-    )
+    asked = ask_first(request, confirmations.remove_question(connection))
+    if asked is not None:
+        return asked
+    services.meetings_disconnect(user=request.user, ip=client_ip(request))
+    messages.success(request, "Your meetings connection is removed.")
+    return redirect("settings-meetings")
 
 
 def _invalid_to_form(form: LinkForm, exc: Invalid) -> None:
@@ -293,46 +269,36 @@ def link_edit(request: AuthenticatedHttpRequest, pk: Any) -> HttpResponse:
 @login_required
 def link_delete(request: AuthenticatedHttpRequest, pk: Any) -> HttpResponseBase:
     link = get_object_or_404(SchedulingLink, pk=pk, owner=request.user)
-    upcoming = link.bookings.filter(state=BookingState.CONFIRMED, end__gte=timezone.now()).count()
-    context = {"section": "meetings", "link": link, "upcoming": upcoming, "url": public_url(link)}
-    if request.method == "POST":
-        if request.POST.get("confirm") != "yes":
-            return render(
-                request, "meetings/link_delete.html", {**context, "not_confirmed": True}, status=400
-            )
-        name = link.name
-        try:
-            links.link_delete(link=link)
-        except DomainError as exc:
-            report(request, exc)
-        else:
-            messages.success(request, f"“{name}” is deleted; its page no longer takes bookings.")
-        return redirect("settings-meetings")
-    return render(request, "meetings/link_delete.html", context)
+    asked = ask_first(request, confirmations.link_delete_question(link))
+    if asked is not None:
+        return asked
+    name = link.name
+    try:
+        links.link_delete(link=link)
+    except DomainError as exc:
+        report(request, exc)
+    else:
+        messages.success(request, f"“{name}” is deleted; its page no longer takes bookings.")
+    return redirect("settings-meetings")
 
 
 @login_required
 def booking_cancel(request: AuthenticatedHttpRequest, pk: Any) -> HttpResponseBase:
-    """The owner cancels a booking: GET asks, POST with ``confirm`` cancels."""
+    """The owner cancels a booking: asks first (core/confirm.py), a POST with
+    ``confirm`` cancels it and the booker is told."""
     booking = get_object_or_404(Booking.objects.select_related("link"), pk=pk, owner=request.user)
-    context = {"section": "meetings", "booking": booking}
-    if request.method == "POST" and booking.state == BookingState.CONFIRMED:
-        if request.POST.get("confirm") != "yes":
-            return render(
-                request,
-                "meetings/booking_cancel_owner.html",
-                {**context, "not_confirmed": True},
-                status=400,
-            )
-        try:
-            bookings.booking_cancel(
-                booking=booking, by_owner=True, reason=request.POST.get("reason", "")[:500]
-            )
-        except DomainError as exc:
-            report(request, exc)
-        else:
-            messages.success(
-                request, f"The meeting with {booking.name} is cancelled; they are told."
-            )
+    if booking.state != BookingState.CONFIRMED:
+        messages.info(request, f"The meeting with {booking.name} is already cancelled.")
         return redirect("settings-meetings")
-    return render(request, "meetings/booking_cancel_owner.html", context)
+    asked = ask_first(request, confirmations.booking_cancel_question(booking))
+    if asked is not None:
+        return asked
+    try:
+        bookings.booking_cancel(
+            booking=booking, by_owner=True, reason=request.POST.get("reason", "")[:500]
+        )
+    except DomainError as exc:
+        report(request, exc)
+    else:
+        messages.success(request, f"The meeting with {booking.name} is cancelled; they are told.")
+    return redirect("settings-meetings")

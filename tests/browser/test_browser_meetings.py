@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import email
 import re
+from datetime import timedelta
 from email.message import Message
 from email.policy import default as default_policy
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.utils import timezone
 from icalendar import Calendar
 from playwright.sync_api import Page, expect
 
 from inboxes.outbox import outbox_send_run
+from meetings import links
 from meetings.models import Booking, BookingState, MeetingsConnection, SchedulingLink
+from meetings.services import meetings_connect
 from tests.support.mail import connect_imap_mailbox
 
 pytest_plugins = ["tests.support.browser"]  # the browser and pages fixtures
@@ -203,3 +207,76 @@ def test_a_rep_sets_up_a_link_and_a_visitor_on_a_phone_books_and_cancels_from_th
     # And Bo's page no longer lists it as upcoming
     bo.goto("/settings/meetings/")
     expect(bo.locator("#no-bookings")).to_be_visible()
+
+
+def test_the_owner_cancels_a_booking_deletes_a_link_and_removes_the_connection_in_the_dialog(
+    pages, member, password, bo_mailbox, account
+):
+    # Given Bo's meetings connection, two links and an upcoming booking on one of them
+    meetings_connect(user=member, address="bo@acme.example.com")
+    intro = links.link_create(
+        owner=member,
+        data={"name": "Intro call", "slug": "bo-intro", "durations": [30], "availability": {}},
+    )
+    links.link_create(
+        owner=member,
+        data={"name": "Demo", "slug": "bo-demo", "durations": [30], "availability": {}},
+    )
+    start = timezone.now() + timedelta(days=2)
+    booking = Booking.objects.create(
+        account=account,
+        link=intro,
+        owner=member,
+        start=start,
+        end=start + timedelta(minutes=30),
+        name="Pat Doe",
+        email="pat@example.net",
+        uid="owner-dialog@postkamer",
+        token="o" * 32,
+    )
+    bo = pages.log_in(member.email, password)
+    bo.set_viewport_size(DESKTOP)
+    bo.goto("/settings/meetings/")
+    dialog = bo.locator("dialog#confirm-dialog")
+
+    # When he presses Cancel on the booking, a dialog says who is told; Escape changes nothing
+    cancel = bo.get_by_role("button", name="Cancel the meeting with Pat Doe")
+    cancel.click()
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("heading", name="Cancel the meeting with Pat Doe?")).to_be_visible()
+    expect(dialog).to_contain_text("Pat Doe <pat@example.net> gets a cancellation email")
+    pages.screenshot(bo, "meetings-confirm-cancel-1440")
+    bo.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(cancel).to_be_focused()
+    booking.refresh_from_db()
+    assert booking.state == BookingState.CONFIRMED
+
+    # And the dialog's button cancels it
+    cancel.click()
+    dialog.get_by_role("button", name="Cancel meeting").click()
+    expect(bo.locator("#messages")).to_contain_text("The meeting with Pat Doe is cancelled")
+    booking.refresh_from_db()
+    assert booking.state == BookingState.CANCELLED
+    expect(bo.locator("#no-bookings")).to_be_visible()
+
+    # When he deletes the Demo link, the dialog says its address stops taking bookings
+    bo.locator("#link-bo-demo").get_by_role("button", name="Delete Demo").click()
+    expect(dialog).to_contain_text("/meet/bo-demo/ stops taking bookings")
+    expect(dialog).to_contain_text("It has no upcoming meetings.")
+    dialog.get_by_role("button", name="Delete link").click()
+    expect(bo.locator("#messages")).to_contain_text("“Demo” is deleted")
+    assert list(SchedulingLink.objects.values_list("slug", flat=True)) == ["bo-intro"]
+
+    # When, on a phone, he removes the connection, the dialog fits and says what stops
+    bo.set_viewport_size(PHONE)
+    bo.get_by_role("button", name="Remove meetings connection").click()
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("Your 1 scheduling link stops taking bookings")
+    no_sideways_scroll(bo)
+    box = dialog.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    pages.screenshot(bo, "meetings-confirm-remove-390")
+    dialog.get_by_role("button", name="Remove meetings connection").click()
+    expect(bo.locator("#messages")).to_contain_text("Your meetings connection is removed.")
+    assert not MeetingsConnection.objects.exists()

@@ -179,20 +179,47 @@ class _DangerButtons(HTMLParser):
 def test_every_danger_button_on_the_settings_pages_asks_first(
     client, admin, member, other_member, inbox, connect_payload, admin_api, account
 ):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
     from accounts.services import user_deactivate
+    from meetings import links
+    from meetings.models import Booking
+    from meetings.services import meetings_connect
 
     admin_api.post("/api/v1/mailboxes/", connect_payload("ann@acme.example.com"), format="json")
     Team.objects.create(account=account, name="Tier 1")
     user_deactivate(actor=admin, user=member)
+    # Settings > Meetings with a connection, a link and an upcoming booking
+    meetings_connect(user=admin, address="ann@acme.example.com")
+    link = links.link_create(
+        owner=admin, data={"name": "Intro", "durations": [30], "availability": {}}
+    )
+    start = timezone.now() + timedelta(days=2)
+    Booking.objects.create(
+        account=account,
+        link=link,
+        owner=admin,
+        start=start,
+        end=start + timedelta(minutes=30),
+        name="Pat Doe",
+        email="pat@example.net",
+        uid="confirm-test@postkamer",
+        token="t" * 32,
+    )
     client.force_login(admin)
     seen = 0
-    for url in ("/settings/email/", "/settings/inboxes/", "/settings/users/", "/settings/teams/"):
+    pages = ("/settings/email/", "/settings/inboxes/", "/settings/users/", "/settings/teams/")
+    for url in (*pages, "/settings/meetings/"):
         parser = _DangerButtons()
         parser.feed(client.get(url).text)
         for form in parser.found:
             seen += 1
             assert form.get("method") == "get" and "data-confirm" in form, (url, form)
             assert re.search(
-                r"/(delete|disconnect|deactivate|release|transfer)/$", form["action"] or ""
+                r"/(delete|disconnect|deactivate|release|transfer|remove|cancel)/$",
+                form["action"] or "",
             )
-    assert seen >= 4  # disconnect, delete inbox, deactivate, delete team
+    # disconnect, delete inbox, deactivate, delete team; remove meetings, delete link, cancel
+    assert seen >= 7

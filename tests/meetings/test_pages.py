@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 from icalendar import Calendar
 
-from inboxes.models import Mailbox
+from inboxes.models import Mailbox, OutboxItem
 from meetings.models import Booking, BookingState, MeetingsConnection, SchedulingLink
 from tests.support.api import api_client_for
 
@@ -164,15 +164,23 @@ def test_r1_someone_elses_email_is_refused_with_why_and_what_to_do(
 def test_removing_the_connection_asks_first_and_says_what_stops(bo, connected, link):
     bo.post("/settings/meetings/links/new/", link_form(slug="bo-demo", name="Demo"))
     bo.post("/settings/meetings/links/new/", link_form(slug="bo-deep", name="Deep dive"))
+    settings_page = text(bo.get("/settings/meetings/"))
+    assert re.search(
+        r'<form method="get" action="/settings/meetings/remove/"[^>]*data-confirm>', settings_page
+    )
     page = text(bo.get("/settings/meetings/remove/"))
+    assert "Remove the meetings connection?" in page
+    assert "stops sending invitations from bo@acme.example.com" in page
     assert "Your 3 scheduling links stop taking bookings" in page
+    assert "You have no upcoming bookings." in page
+    assert 'name="confirm" value="yes"' in page
     assert MeetingsConnection.objects.exists()
 
 
-def test_removing_the_connection_without_the_confirm_field_is_refused(bo, connected):
+def test_removing_the_connection_acts_only_on_a_post_with_confirm(bo, connected):
     response = bo.post("/settings/meetings/remove/", {})
-    assert response.status_code == 400
-    assert "Nothing was removed" in text(response)
+    assert response.status_code == 200
+    assert "Remove the meetings connection?" in text(response)  # only asks again
     assert MeetingsConnection.objects.exists()
     response = bo.post("/settings/meetings/remove/", {"confirm": "yes"})
     assert response.status_code == 302
@@ -224,15 +232,27 @@ def test_someone_elses_link_is_not_found(client, other_member, link):
     assert SchedulingLink.objects.filter(pk=link.pk).exists()
 
 
-def test_deleting_a_link_asks_first_and_refuses_a_post_without_confirm(bo, link):
-    page = text(bo.get(f"/settings/meetings/links/{link.pk}/delete/"))
-    assert "stops taking bookings" in page
-    response = bo.post(f"/settings/meetings/links/{link.pk}/delete/", {})
-    assert response.status_code == 400
+def test_deleting_a_link_asks_first_and_acts_only_on_a_post_with_confirm(bo, link):
+    url = f"/settings/meetings/links/{link.pk}/delete/"
+    for page_url in ("/settings/meetings/", f"/settings/meetings/links/{link.pk}/"):
+        assert re.search(rf'(action|href)="{url}"[^>]*data-confirm', text(bo.get(page_url)))
+    visitor = Client()
+    form_page, _ = pick_first_time(visitor, "/meet/bo-intro/")
+    book(visitor, form_page)
+    page = text(bo.get(url))
+    assert "Delete “Intro call”?" in page
+    assert "/meet/bo-intro/ stops taking bookings" in page
+    assert "Its 1 upcoming meeting is cancelled: each guest gets a cancellation" in page
+    response = bo.post(url, {})
+    assert response.status_code == 200 and "Delete “Intro call”?" in text(response)
     assert SchedulingLink.objects.filter(pk=link.pk).exists()
-    response = bo.post(f"/settings/meetings/links/{link.pk}/delete/", {"confirm": "yes"})
+    assert Booking.objects.get().state == BookingState.CONFIRMED
+    queued = OutboxItem.objects.count()
+    response = bo.post(url, {"confirm": "yes"})
     assert response.status_code == 302
     assert not SchedulingLink.objects.filter(pk=link.pk).exists()
+    assert not Booking.objects.exists()
+    assert OutboxItem.objects.count() == queued + 1  # the booker's cancellation
 
 
 # --- The public page without JavaScript ------------------------------------------------
@@ -390,13 +410,20 @@ def test_the_owner_cancels_an_upcoming_booking_after_confirming(bo, link):
     assert "Pat Doe" in listed and "Company:</span> Globex" in listed
     assert f'href="/contacts/{booking.contact_id}/"' in listed
     url = f"/settings/meetings/bookings/{booking.pk}/cancel/"
-    assert "Cancel the meeting with Pat Doe?" in text(bo.get(url))
-    assert bo.post(url, {}).status_code == 400
+    assert re.search(rf'<form method="get" action="{url}"[^>]*data-confirm>', listed)
+    asked = text(bo.get(url, {"reason": "Ill"}))
+    assert "Cancel the meeting with Pat Doe?" in asked
+    assert "Pat Doe <pat@example.net> gets a cancellation email" in asked
+    assert 'name="reason" value="Ill"' in asked  # a note sent along is carried to the POST
+    response = bo.post(url, {"reason": "Ill"})
+    assert response.status_code == 200 and "Cancel the meeting with Pat Doe?" in text(response)
     booking.refresh_from_db()
     assert booking.state == BookingState.CONFIRMED
-    assert bo.post(url, {"confirm": "yes"}).status_code == 302
+    assert bo.post(url, {"confirm": "yes", "reason": "Ill"}).status_code == 302
     booking.refresh_from_db()
-    assert booking.state == BookingState.CANCELLED
+    assert booking.state == BookingState.CANCELLED and booking.cancel_reason == "Ill"
+    again = bo.get(url, follow=True)
+    assert "already cancelled" in text(again)
 
 
 def test_public_booking_posts_are_throttled_per_ip_with_a_plain_message(link, settings):
@@ -448,8 +475,6 @@ def test_settings_meetings_is_a_section_of_the_one_settings_navigation(bo, link)
     for url in (
         "/settings/meetings/",
         f"/settings/meetings/links/{link.pk}/",
-        f"/settings/meetings/links/{link.pk}/delete/",
-        "/settings/meetings/remove/",
     ):
         html = bo.get(url).content.decode()
         nav = html[
