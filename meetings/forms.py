@@ -43,7 +43,9 @@ def zone_choices() -> list[tuple[str, str]]:
 class MeetingsConnectForm(forms.Form):
     mailbox = forms.ChoiceField(label="Book from", choices=())
     calendar = forms.ChoiceField(label="Calendar", choices=CALENDARS, initial="none")
-    caldav_url = forms.URLField(label="CalDAV URL", required=False, max_length=500)
+    caldav_url = forms.URLField(
+        label="CalDAV URL", required=False, max_length=500, assume_scheme="https"
+    )
     caldav_username = forms.CharField(label="CalDAV user", required=False, max_length=200)
     caldav_password = forms.CharField(
         label="CalDAV password",

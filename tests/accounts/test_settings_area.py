@@ -77,7 +77,7 @@ def test_the_inbox_view_links_to_the_inbox_metrics(client, admin):
 
 def test_the_main_menu_marks_settings_on_settings_pages_only(client, admin):
     client.force_login(admin)
-    marked = '<a href="/settings/email/" class="active">Settings</a>'
+    marked = '<a href="/settings/email/" class="active" aria-current="page">Settings</a>'
     for url in ["/settings/tokens/", "/settings/audit/", "/settings/inboxes/new/"]:
         assert marked in client.get(url).content.decode(), url
     for url in ["/notifications/", "/contacts/"]:

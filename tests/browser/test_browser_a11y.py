@@ -11,11 +11,13 @@ personal mailboxes, a contact enrolled in a sequence, a team, notifications.
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from accounts import services as account_services
@@ -25,6 +27,10 @@ from crm.enrollments import enrollment_create
 from crm.sequences import SequenceInput, StepInput, sequence_create
 from inboxes.addresses import canonical_address
 from inboxes.models import Mailbox, MailboxKind
+from meetings.bookings import booking_create
+from meetings.links import link_create
+from meetings.services import meetings_connect
+from meetings.slots import free_slots
 from notifications.services import notify
 from tests.support.conversations_factory import make_conversation
 from tests.support.mail import team_inbox
@@ -77,6 +83,9 @@ def personal_mailbox(owner, address: str) -> Mailbox:
     )
 
 
+UTC_ZONE = ZoneInfo("UTC")
+
+
 def seed(admin, member) -> dict[str, list[tuple[str, str]]]:
     """The account's data, and for each person the pages to visit (name, path)."""
     account = admin.account
@@ -109,6 +118,24 @@ def seed(admin, member) -> dict[str, list[tuple[str, str]]]:
     conversation_set_status(actor=admin, conversation=closed, status="closed")
     enrollment_create(actor=member, sequence=sequence, contact=contact)
     account_services.team_save(actor=admin, name="Tier 1", members=[admin, member])
+    # Bo's meetings tool with a link and an upcoming booking (its Delete and Cancel).
+    meetings_connect(user=member, address="bo@acme.example.com")
+    link = link_create(
+        owner=member,
+        data={"name": "Intro call", "durations": [30], "timezone": "UTC", "min_notice_minutes": 0},
+    )
+    first = free_slots(
+        link, start=timezone.now().date() + timedelta(days=1), days=14, tz=UTC_ZONE, duration=30
+    )[0]
+    booking_create(
+        link=link,
+        start=first.start,
+        duration=30,
+        name="Dana Prospect",
+        email="dana@prospect.example.com",
+        answers={},
+        timezone="UTC",
+    )
     for user in (admin, member):
         notify(
             account_id=account.pk,
@@ -139,6 +166,7 @@ def seed(admin, member) -> dict[str, list[tuple[str, str]]]:
         ("notification settings", "/settings/notifications/"),
         ("preferences", "/settings/preferences/"),
         ("meetings settings", "/settings/meetings/"),
+        ("booking page", f"/meet/{link.slug}/"),
         ("api tokens", "/settings/tokens/"),
     ]
     admin_only = [

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_create_enrol_pause_unenroll(pages, member, member_mailbox, contacts, password, width):
     page = pages.log_in(member.email, password)
     page.set_viewport_size({"width": width, "height": 900})
+    if width < 640:  # on a phone the main links fold behind the Menu button
+        page.locator("#menu > summary").click()
     page.get_by_role("link", name="Sequences").click()
     page.get_by_role("link", name="New sequence").click()
     page.get_by_label("Name").fill("Trial follow-up")
@@ -46,6 +48,8 @@ def test_create_enrol_pause_unenroll(pages, member, member_mailbox, contacts, pa
     states = sorted(sequence.enrollments.values_list("state", flat=True))
     assert states == [EnrollmentState.ACTIVE, EnrollmentState.ACTIVE, EnrollmentState.STOPPED]
 
+    if width < 640:
+        page.locator("#menu > summary").click()
     page.get_by_role("link", name="Sequences", exact=True).first.click()
     pages.screenshot(page, f"sequences-{width}")
     assert page.locator("#sequences").get_by_text("Trial follow-up").is_visible()
