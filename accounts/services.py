@@ -156,27 +156,20 @@ def user_update(
         if "role" in changes:
             user.role = changes["role"]["after"]
         user.save(update_fields=["full_name", "role", "updated_at"])
-        if "full_name" in changes:
+        for field, change in changes.items():
             audit_record(
                 account=user.account,
                 actor=actor,
-                action="user.renamed",
+                action=_UPDATE_ACTIONS[field],
                 target=user,
                 target_repr=user.email,
                 ip=ip,
-                data={"changes": {"full_name": changes["full_name"]}},
-            )
-        if "role" in changes:
-            audit_record(
-                account=user.account,
-                actor=actor,
-                action="user.role_changed",
-                target=user,
-                target_repr=user.email,
-                ip=ip,
-                data={"changes": {"role": changes["role"]}},
+                data={"changes": {field: change}},
             )
     return user
+
+
+_UPDATE_ACTIONS = {"full_name": "user.renamed", "role": "user.role_changed"}
 
 
 def user_deactivate(*, actor: User, user: User, ip: str | None = None) -> User:

@@ -7,7 +7,8 @@ from django.db.models import Q, QuerySet
 
 from accounts.models import User
 from crm.models import Contact, Email
-from inboxes.models import Mailbox, MailboxKind, MailboxStatus
+from inboxes.models import Mailbox
+from inboxes.selectors import own_connected_mailboxes
 
 
 def contacts_of_account(user: User) -> QuerySet[Contact]:
@@ -27,8 +28,4 @@ def emails_visible_to(user: User) -> QuerySet[Email]:
 
 def send_mailboxes_of(user: User) -> QuerySet[Mailbox]:
     """The user's own connected personal mailboxes: what a one-to-one email goes from."""
-    return (
-        Mailbox.objects.filter(account_id=user.account_id, owner=user, kind=MailboxKind.PERSONAL)
-        .exclude(status=MailboxStatus.DISCONNECTED)
-        .order_by("address")
-    )
+    return own_connected_mailboxes(user)

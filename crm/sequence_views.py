@@ -41,7 +41,8 @@ from crm.sequences import (
 )
 from crm.variables import VARIABLE_NAMES
 from crm.windows import timezone_choices
-from inboxes.models import Mailbox, MailboxKind, MailboxStatus
+from inboxes.models import Mailbox
+from inboxes.selectors import own_connected_mailboxes
 
 
 def _user(request: HttpRequest) -> User:
@@ -67,11 +68,7 @@ def sequence_list(request: HttpRequest) -> HttpResponse:
 
 
 def _own_mailboxes(user: User) -> list[Mailbox]:
-    return list(
-        Mailbox.objects.filter(
-            account_id=user.account_id, owner=user, kind=MailboxKind.PERSONAL
-        ).exclude(status=MailboxStatus.DISCONNECTED)
-    )
+    return list(own_connected_mailboxes(user))
 
 
 def _form_page(

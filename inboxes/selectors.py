@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 
 from accounts.models import Account, User
-from inboxes.models import Inbox, Mailbox
+from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus
 
 
 def mailboxes_visible_to(user: User) -> QuerySet[Mailbox]:
@@ -15,6 +15,16 @@ def mailboxes_visible_to(user: User) -> QuerySet[Mailbox]:
     if user.is_admin:
         return mailboxes
     return mailboxes.filter(owner=user)
+
+
+def own_connected_mailboxes(user: User) -> QuerySet[Mailbox]:
+    """The user's own personal mailboxes that are not disconnected: what one-to-one
+    email, sequences and the meetings tool may send from."""
+    return (
+        Mailbox.objects.filter(account_id=user.account_id, owner=user, kind=MailboxKind.PERSONAL)
+        .exclude(status=MailboxStatus.DISCONNECTED)
+        .order_by("address")
+    )
 
 
 def inboxes_visible_to(user: User) -> QuerySet[Inbox]:

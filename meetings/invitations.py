@@ -21,9 +21,10 @@ from django.template.loader import render_to_string
 
 from inboxes.addresses import InvalidAddress, canonical_address
 from inboxes.automail import automatic_send_refusal
-from inboxes.models import Mailbox, MailboxKind, MailboxStatus, OutboxItem
+from inboxes.models import Mailbox, OutboxItem
 from inboxes.outbox.compose import CalendarPart, Recipient
 from inboxes.outbox.enqueue import outbox_create
+from inboxes.selectors import own_connected_mailboxes
 from meetings.calendars import CalendarEvent
 from meetings.ics import CANCEL, Invite, ics_text
 from meetings.models import Booking, BookingState, MeetingsConnection
@@ -33,16 +34,11 @@ log = logging.getLogger(__name__)
 
 def sending_mailbox(connection: MeetingsConnection) -> Mailbox | None:
     """The owner's personal mailbox of the connected address, if still connected."""
-    mailboxes = Mailbox.objects.exclude(status=MailboxStatus.DISCONNECTED)
-    mailbox_id = getattr(connection, "mailbox_id", None)
-    if mailbox_id is not None:
-        return mailboxes.filter(pk=mailbox_id).first()
-    return mailboxes.filter(
-        account_id=connection.account_id,
-        owner_id=connection.user_id,
-        kind=MailboxKind.PERSONAL,
-        canonical_address=connection.canonical_address,
-    ).first()
+    mailboxes = own_connected_mailboxes(connection.user)
+    if connection.mailbox_id is not None:
+        return mailboxes.filter(pk=connection.mailbox_id).first()
+    # Connected before connections named their mailbox: found by its address.
+    return mailboxes.filter(canonical_address=connection.canonical_address).first()
 
 
 def _zone(booking: Booking) -> ZoneInfo:

@@ -24,7 +24,8 @@ from audit.services import audit_record, audit_refusals
 from core.errors import AddressInUse, ConnectionFailed, Invalid
 from inboxes import rules
 from inboxes.addresses import canonical_address
-from inboxes.models import Mailbox, MailboxKind, MailboxStatus, Provider
+from inboxes.models import Mailbox, Provider
+from inboxes.selectors import own_connected_mailboxes
 from meetings.calendars import calendar_forget
 from meetings.calendars.caldav import CaldavAccount, caldav_account, caldav_probe, caldav_seal
 from meetings.calendars.consent import calendar_needs_consent
@@ -54,16 +55,7 @@ class CaldavInput:
 
 def own_mailbox(*, user: User, canonical: str) -> Mailbox | None:
     """The user's own connected personal mailbox with this address, if any."""
-    return (
-        Mailbox.objects.filter(
-            account_id=user.account_id,
-            owner=user,
-            kind=MailboxKind.PERSONAL,
-            canonical_address=canonical,
-        )
-        .exclude(status=MailboxStatus.DISCONNECTED)
-        .first()
-    )
+    return own_connected_mailboxes(user).filter(canonical_address=canonical).first()
 
 
 def _check_calendar(*, mailbox: Mailbox, calendar: str, caldav: CaldavInput | None) -> None:

@@ -24,7 +24,8 @@ from core.api import client_ip
 from core.confirm import ask_first
 from core.errors import DomainError, Invalid
 from core.web import report
-from inboxes.models import Mailbox, MailboxKind
+from inboxes.models import Mailbox
+from inboxes.selectors import own_connected_mailboxes
 from meetings import bookings, confirmations, links, services
 from meetings.calendars.consent import CONSENT_PROVIDER
 from meetings.forms import LinkForm, MeetingsConnectForm
@@ -40,11 +41,7 @@ from meetings.models import (
 
 def _own_mailboxes(user: Any) -> list[Mailbox]:
     """The user's own connected personal mailboxes: what the meetings tool may book from."""
-    return list(
-        Mailbox.objects.filter(account_id=user.account_id, owner=user, kind=MailboxKind.PERSONAL)
-        .exclude(status="disconnected")
-        .order_by("address")
-    )
+    return list(own_connected_mailboxes(user))
 
 
 def _foreign_mailbox(user: Any, mailboxes: list[Mailbox], posted: str) -> list[Mailbox]:
