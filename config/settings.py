@@ -340,6 +340,11 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+# --- Links in emails ------------------------------------------------------------------
+# The product's own external base URL: tracking pixels and links, booking and
+# notification links and the push endpoints start with it (DESIGN.md section 6).
+PUBLIC_URL = env_str("PUBLIC_URL", f"http://127.0.0.1:{env_str('PORT', '8000')}").rstrip("/")
+
 # --- Mail engine --------------------------------------------------------------------------------------
 SYNC_POLL_SECONDS = env_int("SYNC_POLL_SECONDS", 60)
 SYNC_LEASE_SECONDS = env_int("SYNC_LEASE_SECONDS", 120)
@@ -348,6 +353,32 @@ RECONCILE_SECONDS = env_int("RECONCILE_SECONDS", 3600)
 # (inboxes/sync/parse_helper.py); off: parse in the syncing process itself.
 SYNC_PARSE_HELPER = env_bool("SYNC_PARSE_HELPER", True)
 IDLE_RENEW_SECONDS = env_int("IDLE_RENEW_SECONDS", 25 * 60)
+# Push (inboxes/push/, inboxes/sync/watch*.py): while a mailbox's push holds (IMAP IDLE,
+# a Gmail watch, Graph subscriptions) the poll only checks it this often, as a safety
+# net; a mailbox without push is polled every SYNC_POLL_SECONDS.
+PUSH_SAFETY_POLL_SECONDS = env_int("PUSH_SAFETY_POLL_SECONDS", 15 * 60)
+# How often the push channels (Gmail watches, Graph subscriptions) are looked at and
+# renewed when due; Gmail's are renewed daily (they lapse after 7 days), Graph's
+# before they expire.
+PUSH_RENEW_SECONDS = env_int("PUSH_RENEW_SECONDS", 3600)
+# IMAP watchers (manage.py watch_mailboxes, any number, on any machines) hold their
+# mailboxes with leases in the database: renewed every third of this; a watcher that
+# dies lets its leases run out and the others take its mailboxes over.
+WATCH_LEASE_SECONDS = env_int("WATCH_LEASE_SECONDS", 60)
+# Gmail push: the operator's Pub/Sub topic (projects/<project>/topics/<topic>) that
+# Gmail publishes to, and the push subscription's OIDC token: its audience (by default
+# PUBLIC_URL + "/hooks/gmail/") and the service account that signs it. Unset topic:
+# Gmail mailboxes are polled.
+GMAIL_PUBSUB_TOPIC = env_str("GMAIL_PUBSUB_TOPIC", "")
+GMAIL_PUSH_AUDIENCE = env_str("GMAIL_PUSH_AUDIENCE", "")
+GMAIL_PUSH_SERVICE_ACCOUNT = env_str("GMAIL_PUSH_SERVICE_ACCOUNT", "")
+# Where Google's OIDC signing keys are read (cached); the tests point it at a fake.
+GOOGLE_OIDC_CERTS_URL = env_str(
+    "GOOGLE_OIDC_CERTS_URL", "https://www.googleapis.com/oauth2/v1/certs"
+)
+# Microsoft Graph push: on unless turned off; Graph must reach PUBLIC_URL + "/hooks/microsoft/"
+# over HTTPS, so it is off by default when PUBLIC_URL is not https.
+GRAPH_PUSH = env_bool("GRAPH_PUSH", PUBLIC_URL.startswith("https://"))
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 8)
 OUTBOX_RETRY_BASE_SECONDS = env_int("OUTBOX_RETRY_BASE_SECONDS", 30)
 # Longer than the task time limit, so a live (slow) send is never taken for a dead one.
@@ -370,6 +401,8 @@ CELERY_TASK_ROUTES = {
     "inboxes.tasks.reconcile_mailbox": {"queue": "sync"},
     "inboxes.tasks.sync_due_mailboxes": {"queue": "sync"},
     "inboxes.tasks.reconcile_all_mailboxes": {"queue": "sync"},
+    "inboxes.tasks.keep_push_channel": {"queue": "sync"},
+    "inboxes.tasks.keep_all_push_channels": {"queue": "sync"},
     "inboxes.tasks.send_outbox": {"queue": "send"},
     "inboxes.tasks.sweep_outbox": {"queue": "send"},
 }
@@ -404,6 +437,10 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-mailboxes": {
         "task": "inboxes.tasks.reconcile_all_mailboxes",
         "schedule": RECONCILE_SECONDS,
+    },
+    "keep-push-channels": {
+        "task": "inboxes.tasks.keep_all_push_channels",
+        "schedule": PUSH_RENEW_SECONDS,
     },
     "sweep-outbox": {"task": "inboxes.tasks.sweep_outbox", "schedule": OUTBOX_SWEEP_SECONDS},
     "notification-emails": {"task": "notifications.tasks.send_digests", "schedule": 60},
@@ -449,10 +486,6 @@ GRAPH_API_ENDPOINT = env_str("GRAPH_API_ENDPOINT", "https://graph.microsoft.com/
 OAUTH_CA_FILE = env_str("OAUTH_CA_FILE")
 PROVIDER_HTTP_TIMEOUT = env_int("PROVIDER_HTTP_TIMEOUT", 30)
 
-# --- Links in emails ------------------------------------------------------------------
-# The product's own external base URL: tracking pixels and links, booking and
-# notification links start with it (DESIGN.md section 6).
-PUBLIC_URL = env_str("PUBLIC_URL", f"http://127.0.0.1:{env_str('PORT', '8000')}").rstrip("/")
 
 # --- The product's own mail (notifications) ---------------------------------------------
 # EMAIL_URL (dj-email-url: submission://user:pass@host:587 for STARTTLS,

@@ -124,6 +124,17 @@ class Mailbox(BaseModel):
     # default (inboxes/outbox/limits.py). Admins change them.
     send_limit_per_day = models.PositiveIntegerField(null=True, blank=True)
     send_limit_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    # Push (inboxes/push/): until when something promises to tell us of new mail
+    # (an IMAP IDLE held by a watcher, a Gmail watch, Graph subscriptions). While it
+    # holds, the poll only runs every PUSH_SAFETY_POLL_SECONDS; when it lapses or
+    # fails the mailbox is polled every SYNC_POLL_SECONDS and ``push_error`` says why.
+    pushed_until = models.DateTimeField(null=True, blank=True)
+    push_error = models.TextField(blank=True)
+    # The IMAP watcher holding this mailbox's IDLE (inboxes/sync/watch_leases.py):
+    # a lease, renewed by the watcher; one that dies lets it run out and another
+    # watcher process, on any machine, takes the mailbox over.
+    watch_owner = models.CharField(max_length=100, blank=True, db_index=True)
+    watch_lease_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -435,3 +446,60 @@ class OutboxItem(BaseModel):
     @property
     def message_id_header(self) -> str:
         return self.message.message_id
+
+
+class PushStatus(models.TextChoices):
+    ACTIVE = "active"
+    FAILED = "failed"  # could not be made or renewed: polled meanwhile, retried
+    STOPPED = "stopped"  # the provider removed it; made again by the renewal
+
+
+class PushChannel(BaseModel):
+    """A provider's promise to tell us when a mailbox changes: a Gmail ``users.watch``
+    (one per mailbox, INBOX and SENT) or a Graph subscription (one per folder).
+
+    A push only says "look": it starts the mailbox's sync, which stays the source of
+    truth, so a duplicate, late or forged push changes nothing (inboxes/push/).
+    """
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="push_channels")
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    # Graph: the folder's role ("inbox", "sent"); Gmail: "" (one watch for both labels).
+    folder_role = models.CharField(max_length=20, blank=True)
+    # Graph: the subscription's id; Gmail: "" (a watch has none).
+    external_id = models.CharField(max_length=255, blank=True, db_index=True)
+    # Graph: SHA-256 (hex) of the per-subscription clientState secret; only the hash
+    # is kept, the notification's clientState is hashed and compared.
+    client_state_hash = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=10, choices=PushStatus.choices, default=PushStatus.ACTIVE)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    renewed_at = models.DateTimeField(null=True, blank=True)
+    last_push_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mailbox", "provider", "folder_role"], name="one_push_channel_per_folder"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} push for {self.mailbox_id} {self.folder_role}".strip()
+
+
+class WatcherProcess(BaseModel):
+    """A running IMAP watcher (``manage.py watch_mailboxes``), on any machine. Its
+    heartbeat tells the others how many are alive, so each takes its fair share of
+    the mailboxes (inboxes/sync/watch_leases.py); admins see them on the mailboxes page."""
+
+    name = models.CharField(max_length=100, unique=True)  # host:pid:random
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    capacity = models.PositiveIntegerField(default=5000)
+    heartbeat_at = models.DateTimeField()
+    watching = models.PositiveIntegerField(default=0)
+    rss_bytes = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.name

@@ -70,3 +70,18 @@ def send_outbox(self, mailbox_id: str) -> dict:
 @shared_task
 def sweep_outbox() -> dict:
     return outbox_sweep()
+
+
+@shared_task
+def keep_push_channel(mailbox_id: str) -> None:
+    """Make or renew one mailbox's push channel (on connect, after a lifecycle event)."""
+    from inboxes.push.renewal import keep_push_channel as keep
+
+    keep(mailbox_id)
+
+
+@shared_task
+def keep_all_push_channels() -> int:
+    from inboxes.push.renewal import keep_all_push_channels as keep_all
+
+    return keep_all()

@@ -27,7 +27,12 @@ if TYPE_CHECKING:
     from inboxes.sync.lease import LeaseLost, lease_acquire, lease_release, lease_renew
     from inboxes.sync.reconcile import ReconcileResult, mailbox_reconcile, mailbox_resync
     from inboxes.sync.run import SyncResult, mailbox_sync
-    from inboxes.sync.schedule import mailbox_syncable, mailboxes_due, schedule_sync
+    from inboxes.sync.schedule import (
+        mailbox_syncable,
+        mailboxes_due,
+        mailboxes_syncable,
+        schedule_sync,
+    )
 
 _EXPORTS = {
     "LeaseLost": "inboxes.sync.lease",
@@ -41,6 +46,7 @@ _EXPORTS = {
     "mailbox_sync": "inboxes.sync.run",
     "mailbox_syncable": "inboxes.sync.schedule",
     "mailboxes_due": "inboxes.sync.schedule",
+    "mailboxes_syncable": "inboxes.sync.schedule",
     "schedule_sync": "inboxes.sync.schedule",
 }
 
@@ -56,6 +62,7 @@ __all__ = [
     "mailbox_sync",
     "mailbox_syncable",
     "mailboxes_due",
+    "mailboxes_syncable",
     "schedule_sync",
 ]
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from uuid import UUID
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
 
 from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus, SyncState
 
@@ -20,14 +25,35 @@ def mailbox_syncable(mailbox: Mailbox) -> str:
     return ""
 
 
-def mailboxes_due() -> list[UUID]:
-    """Ids of the mailboxes a poll should sync (the lease keeps doubles harmless)."""
+def mailboxes_syncable() -> list[UUID]:
+    """Ids of every mailbox that syncs now."""
     return [
         m.pk
         for m in Mailbox.objects.exclude(
             status__in=[MailboxStatus.DISCONNECTED, MailboxStatus.NEEDS_REAUTH]
         )
         .exclude(sync_state=SyncState.STOPPED)
+        .select_related("owner")
+        if not mailbox_syncable(m)
+    ]
+
+
+def mailboxes_due(now: datetime | None = None) -> list[UUID]:
+    """Ids of the mailboxes a poll should sync (the lease keeps doubles harmless).
+
+    A mailbox whose push holds (``Mailbox.pushed_until``: an IMAP IDLE, a Gmail watch,
+    Graph subscriptions) tells us of new mail itself; the poll only looks at it when
+    its last sync is older than PUSH_SAFETY_POLL_SECONDS, in case a push went missing.
+    """
+    now = now or timezone.now()
+    safety = now - timedelta(seconds=settings.PUSH_SAFETY_POLL_SECONDS)
+    return [
+        m.pk
+        for m in Mailbox.objects.exclude(
+            status__in=[MailboxStatus.DISCONNECTED, MailboxStatus.NEEDS_REAUTH]
+        )
+        .exclude(sync_state=SyncState.STOPPED)
+        .exclude(Q(pushed_until__gt=now) & Q(last_synced_at__gt=safety))
         .select_related("owner")
         if not mailbox_syncable(m)
     ]

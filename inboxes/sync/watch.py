@@ -21,7 +21,7 @@ from django.db import close_old_connections, connections
 from inboxes.models import FolderRole, Mailbox, Provider
 from inboxes.providers.base import FolderSpec, ProviderError
 from inboxes.providers.imap.session import ImapSession, lent_to_syncs
-from inboxes.sync.schedule import mailbox_syncable, mailboxes_due
+from inboxes.sync.schedule import mailbox_syncable, mailboxes_syncable
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Watcher:
         close_old_connections()
         wanted = {
             str(pk)
-            for pk in mailboxes_due()
+            for pk in mailboxes_syncable()
             if Mailbox.objects.filter(pk=pk, provider=Provider.IMAP).exists()
         }
         for mailbox_id in wanted:
