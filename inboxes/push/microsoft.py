@@ -34,7 +34,15 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from inboxes.models import FolderRole, Mailbox, MailboxKind, Provider, PushChannel, PushStatus
+from inboxes.models import (
+    FolderRole,
+    Mailbox,
+    MailboxKind,
+    MailboxStatus,
+    Provider,
+    PushChannel,
+    PushStatus,
+)
 from inboxes.providers.base import ProviderError
 from inboxes.providers.graph.subscriptions import GraphSubscriptions, SubscriptionGone
 from inboxes.push.state import push_holds, push_received
@@ -277,7 +285,9 @@ def graph_notifications_receive(payload: Any, now: datetime | None = None) -> Re
     ids = {str(item.get("subscriptionId") or "") for item in items} - {""}
     channels = {
         c.external_id: c
-        for c in PushChannel.objects.filter(provider=Provider.MICROSOFT, external_id__in=ids)
+        for c in PushChannel.objects.filter(
+            provider=Provider.MICROSOFT, external_id__in=ids
+        ).exclude(mailbox__status=MailboxStatus.DISCONNECTED)  # left to expire at Microsoft
     }
     to_sync: set[UUID] = set()
     to_keep: set[UUID] = set()

@@ -30,7 +30,9 @@ from inboxes.models import (
 )
 from inboxes.oauth_connect import oauth_mailbox_connect
 from inboxes.providers.graph.subscriptions import SUBSCRIPTION_MINUTES
+from inboxes.push.microsoft import graph_subscriptions_end
 from inboxes.push.renewal import keep_push_channel
+from inboxes.services import mailbox_disconnect
 from inboxes.sync import mailbox_sync, mailboxes_due
 from tests.support.mail import make_email, team_inbox
 from tests.support.mailservers import free_port
@@ -462,3 +464,24 @@ def test_end_to_end_a_new_mailbox_is_subscribed_within_seconds_and_pushed_mail_i
     wait_until(lambda: stored(mailbox) == 1, 30, "the pushed message to be stored")
     assert [(p.kind, p.status) for p in fake.push.wait()] == [("created", 202)]
     assert worker.alive()
+
+
+def test_ending_a_mailboxs_subscriptions_deletes_them_at_graph_and_forgets_them(fake, support):
+    assert fake.push.of(SUPPORT) is not None
+
+    ended = graph_subscriptions_end(support)
+
+    assert ended == 1
+    assert fake.push.of(SUPPORT) is None
+    assert not PushChannel.objects.filter(mailbox=support).exists()
+
+
+def test_a_disconnected_mailboxs_notifications_are_ignored(fake, support, queued, admin):
+    mailbox_disconnect(actor=admin, mailbox=support)
+    queued.take()
+
+    fake.deliver(SUPPORT, question(9))  # its subscription lives on at Microsoft
+    (push,) = fake.push.wait()
+
+    assert push.status == 202
+    assert queued.take() == []

@@ -17,7 +17,9 @@ keeps to the documented shapes of what Postkamer uses:
   ``SyncStateNotFound`` for unknown state), ``messages`` (POST: a draft from
   base64 MIME), ``messages/{id}`` (GET, DELETE), ``messages/{id}/$value`` and
   ``messages/{id}/send`` (202; the mail moves to Sent Items); the calendar
-(``calendarView``, ``events``) in ``microsoft_calendar.py``.
+(``calendarView``, ``events``) in ``microsoft_calendar.py``; ``/subscriptions`` with
+the validation handshake, and the change and lifecycle notifications it pushes
+(``fake.push``), in ``microsoft_push.py``.
 
 Test code drives it directly: ``deliver`` mail, queue failures (``fail_next``),
 expire delta state or tokens, ``revoke`` a grant, slow requests down
