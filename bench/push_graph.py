@@ -57,6 +57,17 @@ def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         )
 
 
+def flush_broker() -> None:
+    """The broker's database is this bench's own (7): leave it empty."""
+    import redis
+
+    client = redis.Redis.from_url(BROKER)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
 def hook_answers(public_url: str) -> bool:
     import requests
 
@@ -157,6 +168,7 @@ def main() -> None:
         stop(worker)
         stop(web)
         fake.stop()
+        flush_broker()
         harness.cleanup(work, keep=args.keep, snapshot=args.in_snapshot)
 
 
