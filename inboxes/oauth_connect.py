@@ -24,6 +24,7 @@ from inboxes.credentials import OAuthGrant, missing_settings, tokens_encrypted
 from inboxes.history import DEFAULT_BACKFILL_DAYS
 from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus, Provider, SyncState
 from inboxes.outbox import outbox_resume
+from inboxes.push.microsoft import graph_push_keep_soon
 from inboxes.services import mailbox_create
 from inboxes.sync import schedule_sync
 
@@ -85,7 +86,7 @@ def oauth_mailbox_connect(
         mailbox.provider_user_id = grant.provider_user_id[:255]
         mailbox.secrets_ciphertext = tokens_encrypted(mailbox, grant.tokens)
 
-    return mailbox_create(
+    mailbox = mailbox_create(
         actor=actor,
         address=address,
         canonical=canonical,
@@ -97,6 +98,8 @@ def oauth_mailbox_connect(
         backfill_days=backfill_days,
         fill=fill,
     )
+    graph_push_keep_soon(mailbox)  # subscribed within seconds, not at the next round
+    return mailbox
 
 
 def _reconnect(
@@ -122,6 +125,7 @@ def _reconnect(
         )
         schedule_sync(mailbox.pk)
         outbox_resume(mailbox.pk)
+        graph_push_keep_soon(mailbox)
         audit_record(
             account=mailbox.account,
             actor=actor,

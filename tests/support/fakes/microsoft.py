@@ -17,7 +17,9 @@ keeps to the documented shapes of what Postkamer uses:
   ``SyncStateNotFound`` for unknown state), ``messages`` (POST: a draft from
   base64 MIME), ``messages/{id}`` (GET, DELETE), ``messages/{id}/$value`` and
   ``messages/{id}/send`` (202; the mail moves to Sent Items); the calendar
-(``calendarView``, ``events``) in ``microsoft_calendar.py``.
+(``calendarView``, ``events``) in ``microsoft_calendar.py``; ``/subscriptions`` with
+the validation handshake, and the change and lifecycle notifications it pushes
+(``fake.push``), in ``microsoft_push.py``.
 
 Test code drives it directly: ``deliver`` mail, queue failures (``fail_next``),
 expire delta state or tokens, ``revoke`` a grant, slow requests down
@@ -55,6 +57,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 import pytest
 import requests
 
+from tests.support.fakes.microsoft_push import GraphPush
 from tests.support.mailservers import MailCA
 
 HOST = "127.0.0.1"
@@ -290,6 +293,8 @@ class FakeMicrosoft:
         self._send_gate: threading.Event | None = None
         self.assign_message_ids = False
         self.reject_all_tokens = False
+        # Change notifications: /subscriptions and the pushes (microsoft_push.py).
+        self.push = GraphPush(self)
         self._server = _Server(self, ca.server_context(HOST, "localhost"))
         self.port = self._server.server_address[1]
         self.url = f"https://{HOST}:{self.port}"
@@ -307,9 +312,11 @@ class FakeMicrosoft:
 
     def start(self) -> FakeMicrosoft:
         self._thread.start()
+        self.push.start()
         return self
 
     def stop(self) -> None:
+        self.push.stop()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -360,6 +367,7 @@ class FakeMicrosoft:
                 seq=self._next_seq(),
             )
             user.messages[message.id] = message
+            self.push.changed(user, message, "created")
             return message.id
 
     def deliver_many(
@@ -385,13 +393,16 @@ class FakeMicrosoft:
                     seq=self._next_seq(),
                 )
                 user.messages[message.id] = message
+                self.push.changed(user, message, "created")
                 ids.append(message.id)
         return ids
 
     def touch(self, address: str, graph_id: str) -> None:
         """A change that is not new mail (e.g. marked read): delta lists it again."""
         with self.lock:
-            self.user(address).messages[graph_id].seq = self._next_seq()
+            user = self.user(address)
+            user.messages[graph_id].seq = self._next_seq()
+            self.push.changed(user, user.messages[graph_id], "updated")
 
     def delete(self, address: str, graph_id: str) -> None:
         with self.lock:
@@ -819,7 +830,9 @@ class FakeMicrosoft:
                     **{"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'},
                 )
             caller = self.user(grant.address)
-            if parts[:1] == ["me"]:
+            if parts[:1] == ["subscriptions"]:  # change notifications: microsoft_push.py
+                owner, rest = caller, parts
+            elif parts[:1] == ["me"]:
                 owner, rest = caller, parts[1:]
             elif parts[:1] == ["users"] and len(parts) >= 2:
                 owner = self.users.get(parts[1].lower())
@@ -845,6 +858,8 @@ class FakeMicrosoft:
         try:
             if self.graph_delay:
                 time.sleep(self.graph_delay)
+            if rest[:1] == ["subscriptions"] and parts[:1] == ["subscriptions"]:
+                return self.push.route(method, caller, grant, rest, body)
             if rest[:1] in (["calendarView"], ["events"]):
                 from tests.support.fakes.microsoft_calendar import calendar_route
 
@@ -1147,6 +1162,7 @@ class FakeMicrosoft:
                 seq=self._next_seq(),
             )
             owner.messages[sent.id] = sent
+            self.push.changed(owner, sent, "created")
             self.sent.append(
                 SentMail(owner.address, draft.raw, draft.internet_message_id, recipients)
             )
