@@ -10,6 +10,7 @@ stored encrypted by ``inboxes.credentials``, which also refreshes them later.
 from __future__ import annotations
 
 from urllib.parse import urlsplit
+from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
@@ -84,6 +85,7 @@ def oauth_mailbox_connect(
     def fill(mailbox: Mailbox) -> None:
         mailbox.provider_user_id = grant.provider_user_id[:255]
         mailbox.secrets_ciphertext = tokens_encrypted(mailbox, grant.tokens)
+        _keep_push_channel_soon(mailbox.pk)
 
     return mailbox_create(
         actor=actor,
@@ -97,6 +99,15 @@ def oauth_mailbox_connect(
         backfill_days=backfill_days,
         fill=fill,
     )
+
+
+def _keep_push_channel_soon(mailbox_id: UUID) -> None:
+    """Push (a Gmail watch, Graph subscriptions) starts within seconds of connecting,
+    once the row is committed (inside ``mailbox_create``'s transaction: a refused
+    connect rolls back and queues nothing)."""
+    from inboxes.tasks import keep_push_channel
+
+    transaction.on_commit(lambda: keep_push_channel.delay(str(mailbox_id)))
 
 
 def _reconnect(
@@ -121,6 +132,7 @@ def _reconnect(
             sync_last_error="",
         )
         schedule_sync(mailbox.pk)
+        _keep_push_channel_soon(mailbox.pk)
         outbox_resume(mailbox.pk)
         audit_record(
             account=mailbox.account,

@@ -10,6 +10,7 @@ with the reason, to be tried again on the next round.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from uuid import UUID
 
 from inboxes.models import Mailbox, Provider
@@ -24,6 +25,24 @@ KEEPERS = {
     Provider.GMAIL: gmail.gmail_watch_keep,
     Provider.MICROSOFT: microsoft.graph_subscriptions_keep,
 }
+
+
+# Ending a mailbox's channels before it is disconnected (its tokens are forgotten then).
+ENDERS: dict[str, Callable[[Mailbox], None]] = {
+    Provider.GMAIL: gmail.gmail_watch_end,
+}
+
+
+def push_channels_end(mailbox: Mailbox) -> None:
+    """Best effort, before the mailbox's tokens go: a channel left behind runs out by
+    itself, and pushes for a disconnected mailbox change nothing."""
+    ender = ENDERS.get(mailbox.provider)
+    if ender is None:
+        return
+    try:
+        ender(mailbox)
+    except ProviderError as exc:
+        log.warning("mailbox %s: push channels not ended (%s)", mailbox.pk, exc)
 
 
 def keep_push_channel(mailbox_id: UUID | str) -> None:
