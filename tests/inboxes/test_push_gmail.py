@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 from django.utils import timezone
 
+from conversations.models import Conversation
 from inboxes import tasks
 from inboxes.credentials import OAuthGrant, OAuthTokens
 from inboxes.models import Mailbox, MailboxMessage, Message, Provider, PushChannel, PushStatus
@@ -33,10 +34,17 @@ from tests.support.mail import make_email, team_inbox
 
 # The fakes are plugins (fixtures) and helper modules: have pytest rewrite their asserts
 # although this module imports them before pytest_plugins is read.
-pytest.register_assert_rewrite("tests.support.fakes.google", "tests.support.fakes.pubsub")
+pytest.register_assert_rewrite(
+    "tests.support.fakes.google", "tests.support.fakes.pubsub", "tests.support.workers"
+)
 from tests.support.fakes.pubsub import CERTS_PATH, client_sender  # noqa: E402
+from tests.support.workers import wait_until  # noqa: E402
 
-pytest_plugins = ["tests.support.fakes.google", "tests.support.fakes.pubsub"]
+pytest_plugins = [
+    "tests.support.fakes.google",
+    "tests.support.fakes.pubsub",
+    "tests.support.workers",
+]
 
 SUPPORT = "support@acme.example.com"
 HOOK = "/hooks/gmail/"
@@ -408,3 +416,68 @@ def test_a_key_google_rotated_in_is_fetched_once(
 
     assert len(fake_google.calls_to(CERTS_PATH)) == 2
     assert len(queued) == 3
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+def google_env(fake_google, settings) -> dict[str, str]:
+    """The worker's settings: Google is the fake, push goes to the fake's topic."""
+    names = (
+        "GOOGLE_CLIENT_ID",
+        "GOOGLE_CLIENT_SECRET",
+        "GOOGLE_AUTH_URI",
+        "GOOGLE_TOKEN_URI",
+        "GMAIL_API_ENDPOINT",
+        "GMAIL_BATCH_URI",
+        "OAUTH_CA_FILE",
+        "PROVIDER_HTTP_TIMEOUT",
+        "GMAIL_PUBSUB_TOPIC",
+    )
+    return {name: str(getattr(settings, name)) for name in names}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_mail_gmail_pushes_is_in_the_inbox_within_seconds_end_to_end(
+    engine, live_server, admin, fake_google, fake_pubsub, settings
+):
+    # Pub/Sub pushes over HTTP to the live server; a real worker watches and syncs.
+    fake_pubsub.endpoint = live_server.url + HOOK
+    settings.GMAIL_PUSH_AUDIENCE = fake_pubsub.endpoint
+    worker = engine.worker(env=google_env(fake_google, settings))
+    inbox = team_inbox(admin.account)
+    mailbox = oauth_mailbox_connect(
+        actor=admin,
+        provider=Provider.GMAIL,
+        grant=grant_for(fake_google, SUPPORT),
+        kind="team",
+        inbox=inbox,
+        acknowledge_team_visibility=True,
+    )
+    wait_until(
+        lambda: (
+            PushChannel.objects.filter(mailbox=mailbox, status=PushStatus.ACTIVE).exists()
+            and Mailbox.objects.filter(pk=mailbox.pk, sync_state="idle").exists()
+        ),
+        30,
+        "the watch and the first sync",
+    )
+    assert fake_google.watches[SUPPORT]["topic"] == fake_pubsub.topic
+    syncs = worker.count(r"Task inboxes.tasks.sync_mailbox\[[^\]]+\] succeeded")
+
+    # No beat runs: only the push can bring this in.
+    fake_google.deliver(SUPPORT, make_email(subject="Pushed end to end"))
+
+    assert [p.status for p in fake_pubsub.pushes] == [204]
+    wait_until(
+        lambda: Conversation.objects.filter(inbox=inbox, subject="Pushed end to end").exists(),
+        15,
+        "the pushed message in the inbox",
+    )
+    wait_until(
+        lambda: worker.count(r"Task inboxes.tasks.sync_mailbox\[[^\]]+\] succeeded") > syncs,
+        10,
+        "the pushed sync in the worker's log",
+    )
+    assert messages_titled(mailbox, "Pushed end to end") == 1
+    assert PushChannel.objects.get(mailbox=mailbox).last_push_at is not None
