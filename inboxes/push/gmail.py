@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 RENEW_AFTER = timedelta(days=1)
 # A watch that ends sooner than this is made again whatever its age.
 EXPIRY_MARGIN = timedelta(days=1)
-NOT_SET_UP = "Gmail push is not set up on this server (GMAIL_PUBSUB_TOPIC)"
+NOT_SET_UP = "Gmail push is not set up on this server; GMAIL_PUBSUB_TOPIC is unset"
 
 
 def _channel(mailbox: Mailbox) -> PushChannel:

@@ -165,7 +165,10 @@ def test_without_a_topic_the_mailbox_is_polled_and_its_page_says_push_is_not_set
     assert fake_google.calls_to("/watch") == [] and fake_google.watches == {}
     assert mailbox.pushed_until is None and mailbox.push_error == NOT_SET_UP
     view = mailbox_push_view(mailbox)
-    assert not view.on and "push is off (Gmail push is not set up on this server" in view.text
+    assert not view.on
+    assert view.text.endswith(
+        "push is off (Gmail push is not set up on this server; GMAIL_PUBSUB_TOPIC is unset)"
+    )
     mailbox_sync(mailbox.pk)
     assert mailbox.pk in mailboxes_due()
 
@@ -194,6 +197,15 @@ def test_a_watch_older_than_a_day_is_made_again_and_its_expiry_moves(
     assert channel.expires_at > first_expiry
     assert channel.renewed_at > timezone.now() - timedelta(minutes=1)
     assert watched.pushed_until == channel.expires_at
+
+
+def test_a_changed_topic_is_watched_at_once(watched, fake_google, fake_pubsub, settings):
+    settings.GMAIL_PUBSUB_TOPIC = fake_pubsub.topic = "projects/postkamer-test/topics/moved"
+
+    keep_push_channel(watched.pk)
+
+    assert fake_google.watches[SUPPORT]["topic"] == "projects/postkamer-test/topics/moved"
+    assert channel_of(watched).external_id == "projects/postkamer-test/topics/moved"
 
 
 def test_a_watch_that_fails_leaves_the_mailbox_polled_with_the_reason(
@@ -402,6 +414,11 @@ def test_googles_keys_are_fetched_once_for_many_pushes(
 
     assert len(fake_google.calls_to(CERTS_PATH)) == 1
     assert len(queued) == 5
+
+
+def test_when_googles_keys_cannot_be_read_the_push_is_answered_503_for_a_retry(refuse, fake_google):
+    fake_google.fail_next(500, CERTS_PATH)
+    refuse(503, "unavailable")
 
 
 def test_a_key_google_rotated_in_is_fetched_once(
