@@ -235,6 +235,29 @@ def test_a_watch_that_fails_leaves_the_mailbox_polled_with_the_reason(
     assert watched.pushed_until is not None
 
 
+def test_a_reconnected_mailbox_is_watched_again_at_once(
+    watched, admin, fake_google, django_capture_on_commit_callbacks
+):
+    fake_google.revoke(SUPPORT)
+    fake_google.watches.clear()
+    PushChannel.objects.filter(mailbox=watched).update(status=PushStatus.FAILED)
+    Mailbox.objects.filter(pk=watched.pk).update(pushed_until=None, push_error="revoked")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        oauth_mailbox_connect(
+            actor=admin,
+            provider=Provider.GMAIL,
+            grant=grant_for(fake_google, SUPPORT),
+            kind="team",
+            reconnect=watched,
+        )
+
+    watched.refresh_from_db()
+    assert SUPPORT in fake_google.watches
+    assert channel_of(watched).status == PushStatus.ACTIVE
+    assert watched.pushed_until is not None and watched.push_error == ""
+
+
 def test_disconnecting_stops_the_watch(watched, admin, fake_google):
     mailbox_disconnect(actor=admin, mailbox=watched)
 

@@ -837,7 +837,8 @@ class FakeGoogle:
                 200, {"id": message.id, "threadId": message.thread_id, "labelIds": ["SENT"]}
             )
             reply.delay, reply.drop = self.send_delay, self.send_drop
-        self.publish(account.address, ["SENT"])
+        # Gmail publishes on its own time, not before it answers the send.
+        threading.Thread(target=self.publish, args=(account.address, ["SENT"]), daemon=True).start()
         return reply
 
     def _send_upload(self, account: FakeAccount, headers: dict[str, str], body: bytes) -> Reply:

@@ -206,7 +206,10 @@ class FakePubSub:
 
 
 def client_sender(client: Any) -> Sender:
-    """Pushes through Django's test client (same process, same transaction)."""
+    """Pushes through Django's test client (same process, same transaction): for
+    pushes of mail the test delivers itself (``deliver`` pushes in the caller's
+    thread; a send's SENT copy is published from a thread of its own, which wants
+    a live server)."""
 
     def send(url: str, body: bytes, headers: dict[str, str]) -> int:
         response = client.post(
