@@ -52,7 +52,7 @@ HOOK = "/hooks/gmail/"
 
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
-    """Backoffs recorded, not slept; Google's keys fetched afresh in every test."""
+    """Backoffs not slept; Google's keys fetched afresh in every test."""
     monkeypatch.setattr(gmail_api, "_sleep", lambda seconds: None)
     oidc.forget_certs()
     yield
