@@ -10,6 +10,7 @@ from crm.api import ContactViewSet
 from crm.email_api import ContactEmailsView, EmailDetailView, PreferencesView
 from crm.sequence_api import EnrollmentViewSet, SequenceViewSet
 from inboxes.api import MailboxViewSet, UserAddressReleaseView
+from inboxes.push.gmail_hook import gmail_push_hook
 from inboxes.push.microsoft_hook import microsoft_hook
 from inboxes.raw_views import MessageRawView
 from meetings.api import (
@@ -70,6 +71,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("django-admin/", admin.site.urls),
     path("hooks/microsoft/", microsoft_hook, name="hook-microsoft"),
+    path("hooks/gmail/", gmail_push_hook, name="hook-gmail"),
     path("", include("config.web_urls")),
 ]
 

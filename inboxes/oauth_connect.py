@@ -24,7 +24,6 @@ from inboxes.credentials import OAuthGrant, missing_settings, tokens_encrypted
 from inboxes.history import DEFAULT_BACKFILL_DAYS
 from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus, Provider, SyncState
 from inboxes.outbox import outbox_resume
-from inboxes.push.microsoft import graph_push_keep_soon
 from inboxes.services import mailbox_create
 from inboxes.sync import schedule_sync
 
@@ -85,6 +84,7 @@ def oauth_mailbox_connect(
     def fill(mailbox: Mailbox) -> None:
         mailbox.provider_user_id = grant.provider_user_id[:255]
         mailbox.secrets_ciphertext = tokens_encrypted(mailbox, grant.tokens)
+        _keep_push_channel_soon(mailbox)
 
     mailbox = mailbox_create(
         actor=actor,
@@ -98,8 +98,19 @@ def oauth_mailbox_connect(
         backfill_days=backfill_days,
         fill=fill,
     )
-    graph_push_keep_soon(mailbox)  # subscribed within seconds, not at the next round
     return mailbox
+
+
+def _keep_push_channel_soon(mailbox: Mailbox) -> None:
+    """Push (a Gmail watch, Graph subscriptions) starts within seconds of connecting,
+    once the row is committed (inside ``mailbox_create``'s transaction: a refused
+    connect rolls back and queues nothing)."""
+    from inboxes.push.renewal import push_configured
+    from inboxes.tasks import keep_push_channel
+
+    if push_configured(mailbox.provider):
+        mailbox_id = str(mailbox.pk)
+        transaction.on_commit(lambda: keep_push_channel.delay(mailbox_id))
 
 
 def _reconnect(
@@ -124,8 +135,8 @@ def _reconnect(
             sync_last_error="",
         )
         schedule_sync(mailbox.pk)
+        _keep_push_channel_soon(mailbox)
         outbox_resume(mailbox.pk)
-        graph_push_keep_soon(mailbox)
         audit_record(
             account=mailbox.account,
             actor=actor,

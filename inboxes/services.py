@@ -47,6 +47,7 @@ from inboxes.outbox import outbox_resume
 from inboxes.providers.base import ProviderError
 from inboxes.providers.imap.auth import stored_token_source
 from inboxes.providers.imap.connection import ServerSettings
+from inboxes.push.renewal import push_channels_end
 from inboxes.sync import schedule_sync
 from inboxes.throttling import connection_test_allowed
 
@@ -456,6 +457,7 @@ def _disconnect(mailbox: Mailbox) -> None:
 def mailbox_disconnect(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> Mailbox:
     rules.check_may_manage(actor, mailbox, "disconnect")
     if mailbox.is_connected:
+        push_channels_end(mailbox)  # network, so before the transaction; best effort
         with transaction.atomic():
             _disconnect(mailbox)
             audit_record(
@@ -476,6 +478,7 @@ def mailbox_release(*, actor: User, mailbox: Mailbox, ip: str | None = None) -> 
     ):
         rules.check_release(actor=actor, mailbox=mailbox)
     owner = rules.personal_owner(mailbox)
+    push_channels_end(mailbox)  # network, so before the transaction; best effort
     with transaction.atomic():
         _disconnect(mailbox)
         # Every other hold the owner has on the address goes in the same step (the

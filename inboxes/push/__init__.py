@@ -5,8 +5,8 @@
   page shows it;
 - ``renewal``: making and renewing the channels of every Gmail and Microsoft mailbox
   (beat, PUSH_RENEW_SECONDS), falling back to polling when that fails;
-- ``gmail`` / ``gmail_hook``: ``users.watch`` with the operator's Pub/Sub topic; the
-  ``/hooks/gmail/`` endpoint and its OIDC token check;
+- ``gmail`` / ``gmail_hook`` / ``oidc``: ``users.watch`` with the operator's Pub/Sub
+  topic; the ``/hooks/gmail/`` endpoint and its OIDC token check (Google's keys cached);
 - ``microsoft`` / ``microsoft_hook``: Graph subscriptions per folder, ``/hooks/microsoft/``
   (validation handshake, clientState, lifecycle notifications).
 

@@ -344,10 +344,3 @@ def _queue_keep(mailbox_id: UUID | str) -> None:
     from inboxes.tasks import keep_push_channel
 
     transaction.on_commit(lambda: keep_push_channel.delay(str(mailbox_id)))
-
-
-def graph_push_keep_soon(mailbox: Mailbox) -> None:
-    """A Microsoft mailbox was connected: subscribe it within seconds, not at the
-    next renewal round (queued once the transaction commits)."""
-    if mailbox.provider == Provider.MICROSOFT and settings.GRAPH_PUSH:
-        _queue_keep(mailbox.pk)

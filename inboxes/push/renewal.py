@@ -10,7 +10,11 @@ with the reason, to be tried again on the next round.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from uuid import UUID
+
+from django.conf import settings
+from django.utils import timezone
 
 from inboxes.models import Mailbox, Provider
 from inboxes.providers.base import ProviderError
@@ -24,6 +28,25 @@ KEEPERS = {
     Provider.GMAIL: gmail.gmail_watch_keep,
     Provider.MICROSOFT: microsoft.graph_subscriptions_keep,
 }
+
+
+# Ending a mailbox's channels before it is disconnected (its tokens are forgotten then).
+ENDERS: dict[str, Callable[[Mailbox], object]] = {
+    Provider.GMAIL: gmail.gmail_watch_end,
+    Provider.MICROSOFT: microsoft.graph_subscriptions_end,
+}
+
+
+def push_channels_end(mailbox: Mailbox) -> None:
+    """Best effort, before the mailbox's tokens go: a channel left behind runs out by
+    itself, and pushes for a disconnected mailbox change nothing."""
+    ender = ENDERS.get(mailbox.provider)
+    if ender is None:
+        return
+    try:
+        ender(mailbox)
+    except ProviderError as exc:
+        log.warning("mailbox %s: push channels not ended (%s)", mailbox.pk, exc)
 
 
 def keep_push_channel(mailbox_id: UUID | str) -> None:
@@ -50,3 +73,21 @@ def keep_all_push_channels() -> int:
         keep_push_channel(mailbox_id)
         count += 1
     return count
+
+
+def push_configured(provider: str) -> bool:
+    """Whether this server has push set up for the provider's mailboxes."""
+    if provider == Provider.GMAIL:
+        return bool(settings.GMAIL_PUBSUB_TOPIC)
+    if provider == Provider.MICROSOFT:
+        return bool(settings.GRAPH_PUSH)
+    return False  # IMAP: IDLE is the watchers' job
+
+
+def push_missing(mailbox: Mailbox) -> bool:
+    """A Gmail or Microsoft mailbox whose push is set up on this server but does not
+    hold (never made: say a team mailbox attached to its inbox after connecting; or run
+    out). A failed one is left to the next round (PUSH_RENEW_SECONDS), not retried hot."""
+    if not push_configured(mailbox.provider) or mailbox.push_error:
+        return False
+    return mailbox.pushed_until is None or mailbox.pushed_until <= timezone.now()

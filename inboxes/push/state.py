@@ -30,6 +30,13 @@ def push_received(mailbox_id: UUID | str) -> None:
     schedule_sync(mailbox_id)
 
 
+GMAIL_NOT_SET_UP = "Gmail push is not set up on this server; GMAIL_PUBSUB_TOPIC is unset"
+GRAPH_NOT_SET_UP = (
+    "Microsoft Graph notifications are off on this server: GRAPH_PUSH is off "
+    "(it needs an https PUBLIC_URL that Microsoft can reach)"
+)
+
+
 @dataclass(frozen=True)
 class PushView:
     """How the mailbox page shows the way new mail is noticed."""
@@ -50,6 +57,10 @@ def mailbox_push_view(mailbox: Mailbox, now: datetime | None = None) -> PushView
     if mailbox.pushed_until and mailbox.pushed_until > now:
         return PushView(True, f"New mail arrives by {_PUSH_NAMES[Provider(mailbox.provider)]}")
     poll = f"New mail is checked every {settings.SYNC_POLL_SECONDS} s"
+    if mailbox.provider == Provider.GMAIL and not settings.GMAIL_PUBSUB_TOPIC:
+        return PushView(False, f"{poll}: push is off ({GMAIL_NOT_SET_UP})")
+    if mailbox.provider == Provider.MICROSOFT and not settings.GRAPH_PUSH:
+        return PushView(False, f"{poll}: push is off ({GRAPH_NOT_SET_UP})")
     if mailbox.push_error:
         return PushView(False, f"{poll}: push is off ({mailbox.push_error})")
     return PushView(False, poll)

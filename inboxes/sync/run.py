@@ -20,6 +20,7 @@ from inboxes import events
 from inboxes.models import Mailbox, MailboxStatus, Provider, SyncState
 from inboxes.providers import open_session
 from inboxes.providers.base import MailSession, ProviderError
+from inboxes.push.renewal import push_missing
 from inboxes.sync.folders import sync_folder
 from inboxes.sync.history import import_older_mail
 from inboxes.sync.lease import lease_acquire, lease_release
@@ -96,6 +97,10 @@ def record_success(mailbox: Mailbox) -> None:
     )
     if mailbox.status != MailboxStatus.CONNECTED:
         events.report_mailbox_health(mailbox.pk)
+    if push_missing(mailbox):
+        from inboxes.tasks import keep_push_channel
+
+        keep_push_channel.delay(str(mailbox.pk))
 
 
 def record_failure(mailbox: Mailbox, exc: ProviderError) -> None:

@@ -476,7 +476,15 @@ def test_ending_a_mailboxs_subscriptions_deletes_them_at_graph_and_forgets_them(
     assert not PushChannel.objects.filter(mailbox=support).exists()
 
 
+def test_disconnecting_ends_the_subscriptions_at_graph(fake, support, admin):
+    assert fake.push.of(SUPPORT) is not None
+    mailbox_disconnect(actor=admin, mailbox=support)
+    assert fake.push.of(SUPPORT) is None
+    assert not PushChannel.objects.filter(mailbox=support).exists()
+
+
 def test_a_disconnected_mailboxs_notifications_are_ignored(fake, support, queued, admin):
+    fake.fail_next(503, match="/subscriptions/", times=5)  # the delete does not get through
     mailbox_disconnect(actor=admin, mailbox=support)
     queued.take()
 

@@ -64,3 +64,24 @@ def test_the_mailbox_page_says_how_new_mail_is_noticed(client, admin, support, s
     assert "New mail is checked every 60 s: push is off (the server does not offer IDLE)" in body
     view = mailbox_push_view(Mailbox.objects.get(pk=mailbox.pk))
     assert not view.on
+
+
+def test_a_sync_asks_for_push_only_where_it_is_set_up_and_does_not_hold(settings):
+    from inboxes.models import Provider
+    from inboxes.push.renewal import push_missing
+
+    settings.GRAPH_PUSH = True
+    settings.GMAIL_PUBSUB_TOPIC = ""
+    now = timezone.now()
+    graph = Mailbox(provider=Provider.MICROSOFT)
+    assert push_missing(graph)  # never made (a team mailbox attached after connecting)
+    graph.pushed_until = now + timedelta(hours=1)
+    assert not push_missing(graph)
+    graph.pushed_until = now - timedelta(seconds=1)
+    assert push_missing(graph)  # ran out
+    graph.push_error = "Graph refused the subscription"
+    assert not push_missing(graph)  # failed: the next renewal round, not a hot retry
+    assert not push_missing(Mailbox(provider=Provider.GMAIL))  # no topic: polled
+    settings.GMAIL_PUBSUB_TOPIC = "projects/p/topics/t"
+    assert push_missing(Mailbox(provider=Provider.GMAIL))
+    assert not push_missing(Mailbox(provider=Provider.IMAP))  # IDLE is the watchers' job

@@ -18,6 +18,12 @@ response shapes, so the provider code runs unchanged against it:
 - ``POST /batch/gmail/v1``: multipart/mixed in and out, ``application/http``
   parts answered with ``Content-ID: <response-...>``; each part is dispatched
   like a request of its own (auth, failures).
+- ``POST /gmail/v1/users/me/watch`` and ``.../stop`` (push): the watch is kept in
+  ``watches`` (topic, labels, expiration); while one holds, mail stored in a
+  watched label is published to the fake Pub/Sub (``pubsub``,
+  tests/support/fakes/pubsub.py), which pushes it to the app with an OIDC token.
+  ``GET /oauth2/v1/certs`` serves that token's signing certificates, as Google's
+  ``https://www.googleapis.com/oauth2/v1/certs`` does (``certs_max_age``).
 
 Unknown or expired bearer tokens get 401. Tests reach the state directly:
 ``deliver``, ``expire_history``, ``revoke``, ``fail_next`` (a failure queue),
@@ -206,6 +212,13 @@ class FakeGoogle:
             self.unticked_scopes: set[str] = set()
             # Google Calendar (tests/support/fakes/google_calendar.py): address -> id -> event.
             self.calendar_events: dict[str, dict[str, dict]] = {}
+            # Push: address (lower case) -> the watch; the Pub/Sub that Gmail publishes
+            # to (tests/support/fakes/pubsub.py); topics Gmail may publish to (None: any).
+            self.watches: dict[str, dict] = {}
+            self.watch_lifetime = 7 * 86400
+            self.pubsub: Any = None
+            self.topics_granted: set[str] | None = None
+            self.certs_max_age = 21600
 
     def account(self, address: str) -> FakeAccount:
         with self._lock:
@@ -230,7 +243,9 @@ class FakeGoogle:
             except (TypeError, ValueError):
                 internal_date = time.time()
         with self._lock:
-            return self._store(self.account(address), raw, list(labels), internal_date, None).id
+            message = self._store(self.account(address), raw, list(labels), internal_date, None)
+        self.publish(address, message.labels)
+        return message.id
 
     def deliver_many(
         self,
@@ -265,6 +280,7 @@ class FakeGoogle:
                     message.message_id, (len(account.messages) - 1, message.thread_id)
                 )
                 ids.append(message.id)
+        self.publish(address, list(labels))
         return ids
 
     def expire_history(self, address: str) -> None:
@@ -316,6 +332,20 @@ class FakeGoogle:
                     remaining=times,
                 )
             )
+
+    def publish(self, address: str, labels: Iterable[str]) -> None:
+        """Gmail publishes a change of a watched label to the watch's topic; the fake
+        Pub/Sub pushes it (outside the lock: the app calls back into the fake)."""
+        with self._lock:
+            watch = self.watches.get(address.lower())
+            if watch is None or watch["expiration"] < time.time() * 1000:
+                return
+            if watch["labels"] and not set(watch["labels"]) & set(labels):
+                return
+            history_id = self.account(address).history_id
+            pubsub, topic = self.pubsub, watch["topic"]
+        if pubsub is not None:
+            pubsub.publish(topic, {"emailAddress": address, "historyId": history_id})
 
     def messages_of(self, address: str, label: str | None = None) -> list[FakeMessage]:
         with self._lock:
@@ -435,6 +465,9 @@ class FakeGoogle:
             return self._token(headers, body)
         if path == "/batch/gmail/v1" and method == "POST":
             return self._batch(headers, body)
+        if path == "/oauth2/v1/certs" and method == "GET":
+            certs = self.pubsub.certs() if self.pubsub is not None else {}
+            return _json(200, certs, {"Cache-Control": f"public, max-age={self.certs_max_age}"})
         if path.startswith("/calendar/v3/"):
             from tests.support.fakes.google_calendar import calendar_dispatch
 
@@ -634,6 +667,12 @@ class FakeGoogle:
                 return self._message(message, arg("format", "full"), query)
             if method == "GET" and rest == "history":
                 return self._history(account, query)
+        if method == "POST" and rest == "watch":
+            return self._watch(account, body)
+        if method == "POST" and rest == "stop":
+            with self._lock:
+                self.watches.pop(account.address.lower(), None)
+            return Reply(204)
         if method == "POST" and rest == "messages/send":
             try:
                 data = json.loads(body or b"{}")
@@ -742,6 +781,37 @@ class FakeGoogle:
             answer["nextPageToken"] = str(offset + size)
         return _json(200, answer)
 
+    def _watch(self, account: FakeAccount, body: bytes) -> Reply:
+        """``users.watch``: as Gmail, a malformed topic is 400 and one that Gmail may not
+        publish to is 403; a second watch replaces the first."""
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return api_error(400, "Invalid JSON payload received.", "invalidArgument")
+        topic = str(data.get("topicName") or "")
+        if not re.fullmatch(r"projects/[^/]+/topics/[^/]+", topic):
+            return api_error(400, "Invalid topicName does not match projects/*/topics/*", "invalid")
+        if self.topics_granted is not None and topic not in self.topics_granted:
+            return api_error(
+                403,
+                f"Error sending test message to Cloud PubSub {topic} : "
+                "User not authorized to perform this action.",
+                "forbidden",
+            )
+        behavior = str(data.get("labelFilterBehavior") or data.get("labelFilterAction") or "")
+        if behavior.lower() not in ("", "include"):
+            return api_error(400, "Only include is supported by the fake.", "invalidArgument")
+        with self._lock:
+            expiration = int((time.time() + self.watch_lifetime) * 1000)
+            self.watches[account.address.lower()] = {
+                "topic": topic,
+                "labels": list(data.get("labelIds") or []),
+                "behavior": behavior,
+                "expiration": expiration,
+            }
+            history_id = account.history_id
+        return _json(200, {"historyId": str(history_id), "expiration": str(expiration)})
+
     def _send(self, account: FakeAccount, raw: bytes, thread_id: str | None, via: str) -> Reply:
         headers = BytesHeaderParser(policy=policy.default).parsebytes(raw)
         if not any(headers.get(name) for name in ("To", "Cc", "Bcc")):
@@ -767,6 +837,8 @@ class FakeGoogle:
                 200, {"id": message.id, "threadId": message.thread_id, "labelIds": ["SENT"]}
             )
             reply.delay, reply.drop = self.send_delay, self.send_drop
+        # Gmail publishes on its own time, not before it answers the send.
+        threading.Thread(target=self.publish, args=(account.address, ["SENT"]), daemon=True).start()
         return reply
 
     def _send_upload(self, account: FakeAccount, headers: dict[str, str], body: bytes) -> Reply:
