@@ -7,8 +7,8 @@ Redis, PostgreSQL. Each round delivers one message to the fake's inbox, which po
 its change notification to the hook; the round ends when the message is stored
 (``MailboxMessage``). Target (issue 18): new mail visible < 5 s after the push.
 
-    .venv/bin/python bench/push_graph.py              # 30 rounds
-    .venv/bin/python bench/push_graph.py --rounds 10
+    .venv/bin/python bench/graph_push.py              # 30 rounds
+    .venv/bin/python bench/graph_push.py --rounds 10
 """
 
 from __future__ import annotations
