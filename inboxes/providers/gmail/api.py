@@ -205,6 +205,9 @@ class GmailApi:
         self._sizes_seen += 1
         self._bytes_seen += size
 
+    def sizes_known(self) -> bool:
+        return self._sizes_seen > 0
+
     def size_guess(self) -> int:
         """What a message not fetched yet is expected to weigh (the mean so far)."""
         if not self._sizes_seen:
@@ -282,7 +285,10 @@ class _BatchFetch:
     def run(self, ids: Sequence[str]) -> Iterator[FetchedRaw]:
         pending = deque(ids)
         while pending or self._inflight:
-            while pending and len(self._inflight) < FETCH_AHEAD:
+            # Until an answer has told what this mailbox's messages weigh, one at a
+            # time: the next batch is sized by what the first one brought.
+            ahead = FETCH_AHEAD if self.api.sizes_known() else 1
+            while pending and len(self._inflight) < ahead:
                 self._send(self._next_ids(pending))
             request = self._inflight.popleft()
             again = yield from self._receive(request)
@@ -332,6 +338,7 @@ class _BatchFetch:
     def _receive(self, request: _Request) -> Generator[FetchedRaw, None, list[str]]:
         received: set[str] = set()
         again: list[str] = []
+        self._retry_error = None
         try:
             if request.error is not None:
                 raise request.error
@@ -444,6 +451,7 @@ class _BatchFetch:
             again.append(key)
         elif retryable(error):
             again.append(key)
-            self._retry_error = error
+            if self._retry_error is None or error.resp.get("retry-after"):
+                self._retry_error = error  # the wait a part asked for counts
         else:
             raise error

@@ -206,6 +206,8 @@ class FakeGoogle:
             self.unticked_scopes: set[str] = set()
             # Google Calendar (tests/support/fakes/google_calendar.py): address -> id -> event.
             self.calendar_events: dict[str, dict[str, dict]] = {}
+            # Batch answers broken off: the next ones are cut after this many bytes each.
+            self.batch_cuts: list[int] = []
 
     def account(self, address: str) -> FakeAccount:
         with self._lock:
@@ -804,10 +806,11 @@ class FakeGoogle:
                 f"HTTP/1.1 {reply.status} {reason}\r\n{response_head}"
                 f"Content-Length: {len(reply.body)}\r\n\r\n{reply.body.decode()}\r\n"
             )
-        payload = "".join(chunks) + f"--{boundary}--\r\n"
-        return Reply(
-            200, payload.encode(), {"Content-Type": f"multipart/mixed; boundary={boundary}"}
-        )
+        payload = ("".join(chunks) + f"--{boundary}--\r\n").encode()
+        with self._lock:
+            if self.batch_cuts:
+                payload = payload[: self.batch_cuts.pop(0)]
+        return Reply(200, payload, {"Content-Type": f"multipart/mixed; boundary={boundary}"})
 
     # --- serving --------------------------------------------------------------------------
 
