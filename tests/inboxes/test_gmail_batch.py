@@ -245,3 +245,25 @@ def test_huge_messages_are_not_asked_for_in_one_batch(support, fake_google, monk
     assert len(asked[0]) == 250_000 // gmail_api.FETCH_SIZE_GUESS
     assert asked[1:] and all(len(batch) <= 2 for batch in asked[1:])
     assert sum(len(batch) for batch in asked) == 12
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{"id": "1", "raw": "%s", "internalDate": "1700000000000"}',
+        '{"internalDate":"1700000000000","raw" :\n "%s"}',
+        # The key's name inside a string value, escaped as JSON must: not the key.
+        '{"snippet": "say \\"raw\\": \\"AAAA\\"", "raw": "%s", "internalDate": "1700000000000"}',
+        '{"snippet": "\\"raw", "raw": "%s", "internalDate": "1700000000000"}',
+    ],
+)
+def test_the_raw_value_is_decoded_wherever_it_stands(template):
+    message = bytes(range(256)) * 40 + b"\xfb\xff"  # - and _ in its base64url
+    encoded = base64.urlsafe_b64encode(message).decode()
+
+    for text in (encoded, encoded.rstrip("="), encoded.replace("_", "\\u005f")):
+        assert raw_message((template % text).encode()) == (message, 1_700_000_000_000)
+
+
+def test_an_answer_without_raw_gives_nothing():
+    assert raw_message(b'{"id": "1", "snippet": "\\"raw\\"", "internalDate": "5"}') is None

@@ -15,7 +15,7 @@ the client library does: ``Content-ID: <N>``, answered as ``<response-N>``.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import http.client
 import json
 import re
@@ -236,13 +236,54 @@ def response_chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:
 
 def raw_message(body: bytes) -> tuple[bytes, int | None] | None:
     """The message bytes and internalDate (ms) of a ``messages.get(format=raw)``
-    answer, or None when it carries no ``raw``."""
-    data = json.loads(body)
-    del body
-    encoded = data.pop("raw", None) if isinstance(data, dict) else None
-    if not isinstance(encoded, str):
-        return None
+    answer, or None when it carries no ``raw``.
+
+    The ``raw`` value (base64url: no character that JSON escapes) is decoded
+    straight from the answer's bytes and the rest goes to ``json`` without it,
+    so a big message is not also held as the JSON decoder's text and string."""
+    start, end = _raw_value(body)
+    if start < 0:
+        data = json.loads(body)
+        encoded = data.pop("raw", None) if isinstance(data, dict) else None
+        if not isinstance(encoded, str):
+            return None
+        padded = bytearray(encoded.encode("ascii"))
+        del encoded
+    else:
+        data = json.loads(body[:start] + body[end:])  # the rest, with "raw": ""
+        with memoryview(body) as view:
+            padded = bytearray(view[start:end])
+    if not isinstance(data, dict):
+        raise ValueError("the answer is not a JSON object")
+    padded += b"=" * (-len(padded) % 4)
+    raw = binascii.a2b_base64(padded.translate(_URLSAFE))
     internal = data.get("internalDate")
-    raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-    del encoded
     return raw, int(internal) if internal else None
+
+
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def _raw_value(body: bytes) -> tuple[int, int]:
+    """Where the text of the top-level ``"raw"`` string starts and ends, or (-1, -1).
+
+    ``"raw"`` followed by a colon can only be a key: inside a JSON string every
+    quote is escaped. A value with an escape in it goes the slow way."""
+    position = 0
+    while (at := body.find(b'"raw"', position)) >= 0:
+        position = at + 5
+        colon = position
+        while body[colon : colon + 1] in (b" ", b"\t", b"\r", b"\n"):
+            colon += 1
+        if body[colon : colon + 1] != b":":
+            continue
+        quote = colon + 1
+        while body[quote : quote + 1] in (b" ", b"\t", b"\r", b"\n"):
+            quote += 1
+        if body[quote : quote + 1] != b'"':
+            return -1, -1
+        end = body.find(b'"', quote + 1)
+        if end < 0 or body.find(b"\\", quote + 1, end) >= 0:
+            return -1, -1
+        return quote + 1, end
+    return -1, -1
