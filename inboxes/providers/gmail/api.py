@@ -111,6 +111,7 @@ class GmailApi:
         )
         self.users = self.service.users()
         self._sizes_seen = 0
+        self._tls_context: ssl.SSLContext | None = None
         self._bytes_seen = 0
 
     def close(self) -> None:
@@ -119,6 +120,13 @@ class GmailApi:
 
     def bearer(self) -> str:
         return f"Bearer {self._credentials.token}"
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The batch connections' TLS context: made once per session (loading the CA
+        store takes time and memory), not per fetch."""
+        if self._tls_context is None:
+            self._tls_context = ssl.create_default_context(cafile=ca_file())
+        return self._tls_context
 
     # --- tokens ---
 
@@ -265,7 +273,7 @@ class _BatchFetch:
         self._target = uri.path + (f"?{uri.query}" if uri.query else "")
         base = urlsplit(settings.GMAIL_API_ENDPOINT).path.rstrip("/")
         self._part_path = f"{base}/gmail/v1/users/me/messages/"
-        self._context = ssl.create_default_context(cafile=ca_file()) if self._https else None
+        self._context = api.tls_context() if self._https else None
         self._idle: list[http.client.HTTPConnection] = []
         self._inflight: deque[_Request] = deque()
         self.attempt = 0  # backoffs for rate limits and 5xx
