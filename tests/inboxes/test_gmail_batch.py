@@ -267,3 +267,29 @@ def test_the_raw_value_is_decoded_wherever_it_stands(template):
 
 def test_an_answer_without_raw_gives_nothing():
     assert raw_message(b'{"id": "1", "snippet": "\\"raw\\"", "internalDate": "5"}') is None
+
+
+@pytest.mark.django_db
+def test_a_part_refused_for_its_token_renews_once_and_is_fetched_again(support, fake_google, waits):  # noqa: F811
+    inbox, mailbox = support
+    ids = deliver(fake_google, 3)
+    fake_google.fail_next(401, f"/messages/{ids[1]}", reason="authError")
+
+    assert mailbox_sync(mailbox.pk).imported == 3
+
+    assert stored_keys() == sorted(ids)
+    assert len(fake_google.calls_to("POST /token")) == 1
+    assert waits == []  # no backoff: a new token, at once
+
+
+@pytest.mark.django_db
+def test_parts_refused_for_a_renewed_token_again_need_a_new_sign_in(support, fake_google):  # noqa: F811
+    inbox, mailbox = support
+    ids = deliver(fake_google, 2)
+    fake_google.fail_next(401, f"/messages/{ids[0]}", times=2, reason="authError")
+
+    with pytest.raises(ProviderError) as failure:
+        mailbox_sync(mailbox.pk)
+
+    assert failure.value.reauth
+    assert len(fake_google.calls_to("POST /token")) == 1

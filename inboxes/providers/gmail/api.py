@@ -390,15 +390,14 @@ class _BatchFetch:
             _sleep(backoff_delay(self.network_attempt, None))
             self.network_attempt += 1
             return again + missing
-        if again:
-            assert self._retry_error is not None
+        if self._retry_error is not None:  # rate-limited or 5xx parts: wait, then again
             if self.attempt >= READ_RETRIES:
                 raise self._retry_error
             _sleep(backoff_delay(self.attempt, self._retry_error))
             self.attempt += 1
-        else:
+        elif not again:
             self.attempt = self.network_attempt = 0  # a clean answer: the budget is per problem
-        return again
+        return again  # (parts refused for an old token go again at once)
 
     def _keep(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
         if response.will_close:
