@@ -30,12 +30,19 @@ up by the next round. Later rounds read ``history.list`` from that id
 ``reset=True`` and the sync service skips what it has. Keys are Gmail message ids,
 oldest first. The cursor only moves once a round is done (there is no partial
 cursor): a round cut short is read again from the old history id, and the keys
-already stored are skipped. Messages are fetched as ``format=raw`` in batches of at
-most 50 (``GMAIL_BATCH_URI``: the client library would send batches to Google's host
-whatever ``api_endpoint`` says); one that was deleted in between (404) is skipped.
-Rate limits (429, 403 ``rateLimitExceeded`` / ``userRateLimitExceeded``) and 5xx are
-retried with exponential backoff and ``Retry-After``, bounded; beyond that the error
-is transient and the task retries later.
+already stored are skipped. Messages are fetched as ``format=raw`` in batch requests
+(``GMAIL_BATCH_URI``: the client library would send batches to Google's host
+whatever ``api_endpoint`` says) of at most 50 and about ``FETCH_BATCH_BYTES`` by the
+sizes seen so far (the lists give none). The batches are written and read by hand
+(batch.py), not by the client library's ``BatchHttpRequest``, whose
+``email.FeedParser`` held several copies of every answer: each answer is cut into
+its parts as it streams in, each message handed on as soon as its part is whole,
+and the next request is already with Google while this one is read and stored (at
+most one ahead). One that was deleted in between (404) is skipped. Rate limits
+(429, 403 ``rateLimitExceeded`` / ``userRateLimitExceeded``) and 5xx are retried
+with exponential backoff and ``Retry-After``, bounded, and so is the rest of an
+answer that breaks off (what came whole is kept); beyond that the error is
+transient and the task retries later.
 
 Sending (``GmailTransport``, transport.py): ``users.messages.send`` with the raw
 MIME (base64url JSON; a multipart media upload above ``JSON_SEND_MAX_BYTES``), in

@@ -219,6 +219,8 @@ class FakeGoogle:
             self.pubsub: Any = None
             self.topics_granted: set[str] | None = None
             self.certs_max_age = 21600
+            # Batch answers broken off: the next ones are cut after this many bytes each.
+            self.batch_cuts: list[int] = []
 
     def account(self, address: str) -> FakeAccount:
         with self._lock:
@@ -876,10 +878,11 @@ class FakeGoogle:
                 f"HTTP/1.1 {reply.status} {reason}\r\n{response_head}"
                 f"Content-Length: {len(reply.body)}\r\n\r\n{reply.body.decode()}\r\n"
             )
-        payload = "".join(chunks) + f"--{boundary}--\r\n"
-        return Reply(
-            200, payload.encode(), {"Content-Type": f"multipart/mixed; boundary={boundary}"}
-        )
+        payload = ("".join(chunks) + f"--{boundary}--\r\n").encode()
+        with self._lock:
+            if self.batch_cuts:
+                payload = payload[: self.batch_cuts.pop(0)]
+        return Reply(200, payload, {"Content-Type": f"multipart/mixed; boundary={boundary}"})
 
     # --- serving --------------------------------------------------------------------------
 
