@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from uuid import UUID
 
 from django.conf import settings
@@ -143,6 +144,8 @@ class Watcher:
         self._renewed = 0.0
         self._recorded_lapses: dict[str, str] = {}
         self._pushed: set[str] = set()
+        self._orphans: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="orphan-sync")
 
     def on_change(self, mailbox_id: str) -> None:
         with self._syncs:  # bounded: 1,000 pushes at once do not start 1,000 syncs
@@ -161,6 +164,8 @@ class Watcher:
                 self._start(mailbox_id)
         if claimed:
             log.info("watcher %s: claimed %d mailboxes", self.name, len(claimed))
+        for mailbox_id in watch_leases.orphaned_requests(self.name):
+            self._sync_orphan(mailbox_id)
         self._record_lapses()
         idling = {mailbox_id for mailbox_id, h in self.handles.items() if h.idling}
         due = time.monotonic() - self._renewed >= watch_leases.lease_seconds() / 3
@@ -172,6 +177,22 @@ class Watcher:
         watch_leases.renew(self.name, self.capacity, idling=idling, rss_bytes=_rss_bytes())
         self._renewed = time.monotonic()
         self._pushed = idling
+
+    def _sync_orphan(self, mailbox_id: str) -> None:
+        """A sync was asked for while a process that died held the sync lease (a
+        watcher killed mid-sync): run it here, over a fresh login."""
+        if mailbox_id in self._orphans:
+            return
+        self._orphans.add(mailbox_id)
+
+        def run() -> None:
+            try:
+                self.on_change(mailbox_id)
+            finally:
+                self._orphans.discard(mailbox_id)
+                connections.close_all()
+
+        self._pool.submit(run)
 
     def _record_lapses(self) -> None:
         for mailbox_id, handle in self.handles.items():
@@ -224,10 +245,15 @@ class Watcher:
     def shutdown(self) -> None:
         for handle in self.handles.values():
             handle.halt()
-        for handle in self.handles.values():
+        started = time.monotonic()
+        for mailbox_id, handle in self.handles.items():
             if handle.thread is not None:
                 handle.thread.join(timeout=5)
+                if handle.thread.is_alive():
+                    log.warning("watcher %s: mailbox %s did not stop", self.name, mailbox_id)
+        log.info("watcher %s: stopped in %.1f s", self.name, time.monotonic() - started)
         self.handles.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
         close_old_connections()
         watch_leases.retire(self.name)
         connections.close_all()

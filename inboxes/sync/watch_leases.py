@@ -168,6 +168,19 @@ def retire(name: str) -> None:
     WatcherProcess.objects.filter(name=name).delete()
 
 
+def orphaned_requests(name: str, now: datetime | None = None) -> list[str]:
+    """Mailboxes of this watcher whose requested sync nobody runs: it was asked for
+    while another process held the sync lease, and that process died with it (the
+    lease has run out since). One query."""
+    now = now or timezone.now()
+    return [
+        str(pk)
+        for pk in Mailbox.objects.filter(watch_owner=name, sync_requested=True)
+        .filter(Q(sync_lease_until__isnull=True) | Q(sync_lease_until__lt=now))
+        .values_list("pk", flat=True)
+    ]
+
+
 def forget_dead_watchers(now: datetime | None = None) -> int:
     """Rows of watchers silent for ten lease times (killed ones): gone."""
     now = now or timezone.now()
