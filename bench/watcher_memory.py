@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +98,9 @@ def start_dovecot(root: Path, users: int):
 # --- Child: threads with imapclient --------------------------------------------------------
 
 
-def run_threads(host: str, port: int, ca: str, count: int, events: list) -> tuple[int, callable]:
+def run_threads(
+    host: str, port: int, ca: str, count: int, events: list
+) -> tuple[int, Callable[[], object]]:
     import imapclient
 
     threading.stack_size(THREAD_STACK)
@@ -192,7 +195,9 @@ class AsyncIdle:
         self.writer.close()
 
 
-def run_asyncio(host: str, port: int, ca: str, count: int, events: list) -> tuple[int, callable]:
+def run_asyncio(
+    host: str, port: int, ca: str, count: int, events: list
+) -> tuple[int, Callable[[], object]]:
     context = ssl.create_default_context(cafile=ca)
     loop = asyncio.new_event_loop()
     opened = threading.Event()

@@ -118,9 +118,7 @@ def test_another_provider_or_a_deactivated_owner_is_not_watchable(admin, member)
     Mailbox.objects.filter(pk=gmail.pk).update(provider=Provider.GMAIL)
     member.is_active = False
     member.save()
-    assert [m.address for m in watch_leases.watchable_mailboxes()] == [
-        "watched1@acme.example.com"
-    ]
+    assert [m.address for m in watch_leases.watchable_mailboxes()] == ["watched1@acme.example.com"]
 
 
 def test_a_clean_shutdown_gives_everything_back_and_removes_the_row(mailboxes):

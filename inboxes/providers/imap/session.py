@@ -355,6 +355,9 @@ class ImapSession:
                     responses = self.client.idle_check(timeout=left)
                     if any(_new_mail(item) for item in responses):
                         return True
+                    if not responses and deadline - time.monotonic() > 0.05:
+                        # imapclient answers a closed connection with nothing, at once
+                        raise imaplib.IMAP4.abort("the server closed the connection")
             finally:
                 _, responses = self.client.idle_done()
             return any(_new_mail(item) for item in responses)
