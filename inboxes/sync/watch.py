@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 # pushed sync runs on it too; half a MiB of address space, pages touched only).
 THREAD_STACK_BYTES = 512 * 1024
 RETRY_SECONDS = 30
+# Threads reading their mailbox and logging in at the same time (each holds a database
+# connection only meanwhile): bounded, so that starting with thousands of mailboxes
+# needs neither thousands of database connections nor a storm of logins.
+_OPENING = threading.BoundedSemaphore(16)
 
 
 def _still_watched(mailbox_id: UUID | str) -> bool:
@@ -87,11 +91,17 @@ def watch_mailbox(
     handle = handle or WatchHandle(stop)
     inbox = FolderSpec(FolderRole.INBOX, "INBOX")
     try:
-        while not stop.is_set() and _still_watched(mailbox_id):
+        while not stop.is_set():
             try:
-                mailbox = Mailbox.objects.get(pk=mailbox_id)
-                with ImapSession(mailbox, timeout=settings.IDLE_RENEW_SECONDS + 60) as session:
-                    handle.session = session
+                with contextlib.ExitStack() as stack:
+                    with _OPENING:  # a thousand threads starting: a few logins at a time
+                        if not _still_watched(mailbox_id):
+                            return
+                        mailbox = Mailbox.objects.get(pk=mailbox_id)
+                        connections.close_all()
+                        session = ImapSession(mailbox, timeout=settings.IDLE_RENEW_SECONDS + 60)
+                        handle.session = session
+                        stack.enter_context(session)
                     if not session.supports_idle():
                         log.info("mailbox %s: no IDLE, the poll covers it", mailbox_id)
                         handle.lapsed = "the IMAP server does not offer IDLE"
@@ -110,6 +120,7 @@ def watch_mailbox(
                             connections.close_all()
             except ProviderError as exc:
                 handle.idling = False
+                connections.close_all()
                 if stop.is_set():
                     return
                 log.warning(
