@@ -65,6 +65,7 @@ class WatchHandle:
         self.session: ImapSession | None = None
         self.idling = False  # IDLE is live (the lease round sets pushed_until)
         self.lapsed: str | None = None  # why push is off, for the lease round to record
+        self.no_idle = False  # the server has no IDLE: the thread ended, the poll covers it
         self.thread: threading.Thread | None = None
 
     def halt(self) -> None:
@@ -105,6 +106,7 @@ def watch_mailbox(
                     if not session.supports_idle():
                         log.info("mailbox %s: no IDLE, the poll covers it", mailbox_id)
                         handle.lapsed = "the IMAP server does not offer IDLE"
+                        handle.no_idle = True
                         return
                     with lent_to_syncs(session):
                         on_change(str(mailbox_id))  # catch up on what came while not watching
@@ -186,6 +188,7 @@ class Watcher:
     def renew(self, idling: set[str]) -> None:
         """Heartbeat, leases and pushed_until, all at once (a few UPDATEs)."""
         watch_leases.renew(self.name, self.capacity, idling=idling, rss_bytes=_rss_bytes())
+        watch_leases.forget_dead_watchers()
         self._renewed = time.monotonic()
         self._pushed = idling
 
@@ -216,8 +219,8 @@ class Watcher:
 
     def _start(self, mailbox_id: str) -> None:
         old = self.handles.get(mailbox_id)
-        if old is not None and old.lapsed and old.thread is not None:
-            return  # it ended as the server has no IDLE: the poll covers the mailbox
+        if old is not None and old.no_idle:
+            return  # the server has no IDLE: the poll covers the mailbox
         handle = WatchHandle()
         previous = threading.stack_size(THREAD_STACK_BYTES)
         try:
