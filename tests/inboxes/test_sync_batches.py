@@ -257,10 +257,12 @@ def test_a_sync_the_watcher_triggers_runs_over_its_logged_in_session(
     import threading
     import time
 
+    from django.conf import settings
+
     from inboxes.sync import watch
 
     inbox, mailbox = support
-    monkeypatch.setattr(watch, "IDLE_SLICE_SECONDS", 1)
+    monkeypatch.setattr(settings, "IDLE_RENEW_SECONDS", 1)
     logins: list[str] = []
     original = imap_session.ImapSession._login
     monkeypatch.setattr(

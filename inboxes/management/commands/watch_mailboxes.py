@@ -25,14 +25,38 @@ def sync_in_watcher(mailbox_id: str) -> None:
 
 
 class Command(BaseCommand):
-    help = "Hold an IMAP IDLE connection per mailbox and start a sync as soon as mail arrives."
+    help = (
+        "Hold an IMAP IDLE connection per mailbox and start a sync as soon as mail arrives. "
+        "Run as many as wanted, on any machines: they share the mailboxes by leases in "
+        "the database (inboxes/sync/watch_leases.py)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--refresh",
             type=float,
-            default=15,
-            help="Seconds between looks for new or removed mailboxes.",
+            default=2,
+            help="Seconds between lease rounds (claim new or freed mailboxes, give back "
+            "extras, renew every WATCH_LEASE_SECONDS / 3).",
+        )
+        parser.add_argument(
+            "--capacity",
+            type=int,
+            default=5000,
+            help="Most mailboxes this process watches (it takes at most its fair share: "
+            "the watchable mailboxes divided by the live watchers).",
+        )
+        parser.add_argument(
+            "--name",
+            default="",
+            help="This watcher's name in the database (default host:pid:random); "
+            "must be unique among running watchers.",
+        )
+        parser.add_argument(
+            "--sync-concurrency",
+            type=int,
+            default=4,
+            help="Most pushed syncs running (or queued) at once from this process.",
         )
         parser.add_argument(
             "--sync-here",
@@ -42,13 +66,29 @@ class Command(BaseCommand):
             "for the workers. Polls and retries still run on the workers.",
         )
 
-    def handle(self, *args, refresh, sync_here: bool = False, **options):
+    def handle(
+        self,
+        *args,
+        refresh: float,
+        capacity: int,
+        name: str,
+        sync_concurrency: int,
+        sync_here: bool = False,
+        **options,
+    ):
+        on_change = (
+            sync_in_watcher if sync_here else (lambda mailbox_id: sync_mailbox.delay(mailbox_id))
+        )
         if sync_here:
             malloc_tune()  # this process runs syncs too (core/memory.py)
-            watcher = Watcher(on_change=sync_in_watcher)
-        else:
-            watcher = Watcher(on_change=lambda mailbox_id: sync_mailbox.delay(mailbox_id))
+        watcher = Watcher(
+            on_change=on_change,
+            name=name or None,
+            capacity=capacity,
+            sync_concurrency=sync_concurrency,
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: watcher.stop.set())
-        self.stdout.write("watching mailboxes (IMAP IDLE); Ctrl-C to stop")
-        watcher.run(refresh_seconds=refresh)
+        self.stdout.write(f"watching mailboxes (IMAP IDLE) as {watcher.name}; Ctrl-C to stop")
+        self.stdout.flush()
+        watcher.run(claim_seconds=refresh)

@@ -13,6 +13,7 @@ import imaplib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -346,17 +347,31 @@ class ImapSession:
             previous, self._watched_uidnext = self._watched_uidnext, uidnext
             if previous is None or uidnext != previous:
                 return True
+            deadline = time.monotonic() + seconds
             self.client.idle()
             try:
-                responses = self.client.idle_check(timeout=seconds)
+                # Wait out the whole IDLE: "* OK Still here" and flag changes are no news.
+                # imapclient answers a closed connection with nothing, at once, and so
+                # it does once for TLS records without data (a TLS 1.3 session ticket):
+                # nothing three times running before the time is up means closed.
+                empty = 0
+                while (left := deadline - time.monotonic()) > 0:
+                    responses = self.client.idle_check(timeout=left)
+                    if any(_new_mail(item) for item in responses):
+                        return True
+                    early = not responses and deadline - time.monotonic() > 0.05
+                    empty = empty + 1 if early else 0
+                    if empty >= 3:
+                        raise imaplib.IMAP4.abort("the server closed the connection")
             finally:
-                self.client.idle_done()
-            return any(
-                isinstance(item, tuple) and len(item) > 1 and item[1] in (b"EXISTS", b"RECENT")
-                for item in responses
-            )
+                _, responses = self.client.idle_done()
+            return any(_new_mail(item) for item in responses)
         except BaseException as exc:
             raise imap_error(exc) from exc
+
+
+def _new_mail(item: object) -> bool:
+    return isinstance(item, tuple) and len(item) > 1 and item[1] in (b"EXISTS", b"RECENT")
 
 
 # --- The watcher's session, lent to the syncs it triggers ------------------------------------------
