@@ -3,7 +3,7 @@ each mailbox watched by exactly one, a killed watcher's mailboxes taken over wit
 the lease time (and mail that came meanwhile synced), a new mailbox watched within
 seconds, everything given back on a clean stop.
 
-The watchers run the pushed syncs themselves (``--sync-here``), so no worker is needed.
+The watchers run the pushed syncs themselves (their default), so no worker is needed.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ PUSH_SECONDS = 40
 
 
 def start_watcher(engine, name: str, *extra: str) -> Process:
-    argv = [PYTHON, "manage.py", "watch_mailboxes", "--sync-here", "--refresh", "0.3", "--name"]
+    argv = [PYTHON, "manage.py", "watch_mailboxes", "--refresh", "0.3", "--name"]
     env = engine.env(
         {"WATCH_LEASE_SECONDS": str(LEASE_SECONDS), "SYNC_LEASE_SECONDS": "5", "LOG_LEVEL": "INFO"}
     )

@@ -444,9 +444,19 @@ class Engine:
             beat.wait_for_log(r"beat: Starting", timeout=START_TIMEOUT)
         return beat
 
-    def watcher(self, env: dict[str, str] | None = None, refresh: float = 0.5) -> Process:
-        """``manage.py watch_mailboxes``; its log shows the IMAP commands (LOG_LEVEL=DEBUG)."""
+    def watcher(
+        self,
+        env: dict[str, str] | None = None,
+        refresh: float = 0.5,
+        *,
+        sync_on_workers: bool = True,
+    ) -> Process:
+        """``manage.py watch_mailboxes``; its log shows the IMAP commands (LOG_LEVEL=DEBUG).
+        These tests follow each sync through the worker (``--sync-on-workers``); the
+        watcher's own syncs (its default) are tested in test_watcher_processes.py."""
         argv = [PYTHON, "manage.py", "watch_mailboxes", "--refresh", str(refresh)]
+        if sync_on_workers:
+            argv.append("--sync-on-workers")
         extra = {"LOG_LEVEL": "DEBUG", **(env or {})}
         watcher = Process("watcher", argv, self.env(extra), self._log("watcher"))
         self.processes.append(watcher)

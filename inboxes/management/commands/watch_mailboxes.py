@@ -59,11 +59,16 @@ class Command(BaseCommand):
             help="Most pushed syncs running (or queued) at once from this process.",
         )
         parser.add_argument(
+            "--sync-on-workers",
+            action="store_true",
+            help="Queue the syncs that pushes trigger for the workers, instead of running "
+            "them here over the watcher's logged-in IMAP connections (the default: no "
+            "login per push). Polls and retries run on the workers either way.",
+        )
+        parser.add_argument(
             "--sync-here",
             action="store_true",
-            help="Run the syncs that pushes trigger in this process, over the watcher's "
-            "logged-in IMAP connections (no login per push), instead of queueing them "
-            "for the workers. Polls and retries still run on the workers.",
+            help="The default; kept so that older command lines still work.",
         )
 
     def handle(
@@ -73,9 +78,10 @@ class Command(BaseCommand):
         capacity: int,
         name: str,
         sync_concurrency: int,
-        sync_here: bool = False,
+        sync_on_workers: bool = False,
         **options,
     ):
+        sync_here = not sync_on_workers
         on_change = (
             sync_in_watcher if sync_here else (lambda mailbox_id: sync_mailbox.delay(mailbox_id))
         )
