@@ -24,6 +24,7 @@ words, names, numbers and senders' addresses both give the same messages
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import connections
@@ -46,7 +47,7 @@ _WORD = re.compile(r"\w")
 
 def search_terms(text: str) -> list[str]:
     """The terms of a search as the user typed it (see the module's docstring)."""
-    terms = []
+    terms: list[str] = []
     for raw in text.split():
         term = _EDGE.sub("", raw[:MAX_TERM_CHARS])
         if term and _WORD.search(term) and term.lower() not in (t.lower() for t in terms):
@@ -65,17 +66,18 @@ class _WordsMatch(Expression):
     def __init__(self, term: str, pk: Any = None) -> None:
         super().__init__()
         self.term = term
-        self.pk = pk if pk is not None else F("pk")
+        # F("pk") until resolved, then the Col whose alias the subquery gave the table.
+        self.pk: Any = pk if pk is not None else F("pk")
 
     def get_source_expressions(self) -> list[Any]:
         return [self.pk]
 
-    def set_source_expressions(self, exprs: list[Any]) -> None:
+    def set_source_expressions(self, exprs: Sequence[Any]) -> None:
         (self.pk,) = exprs
 
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+    def as_sql(self, compiler: Any, connection: Any) -> Any:
         alias = compiler.quote_name_unless_alias(self.pk.alias)
-        return f"({alias}.search_vector @@ message_search_query(%s))", [self.term]
+        return f"({alias}.search_vector @@ message_search_query(%s))", (self.term,)
 
 
 def _words_start_with(term: str) -> Q:
