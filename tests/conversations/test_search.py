@@ -269,3 +269,15 @@ def test_postgresql_finds_other_forms_of_a_word_in_the_messages_language(member,
     assert pks("runs") == {english.pk}
     assert pks("Haus") == {german.pk}  # german: Häuser -> haus
     assert pks("Häusern") == {german.pk}
+
+
+def test_a_huge_message_of_distinct_words_is_stored_and_found_by_its_start(member, support):
+    # A tsvector must stay under 1 MB: the column takes the first 100,000 characters
+    # of the text, so even 130,000 characters of distinct non-ASCII words insert
+    # (on PostgreSQL an error there would fail the sync's whole batch).
+    words = " ".join(f"жз{n:05x}" for n in range(16_000))  # 128,000 characters
+    conversation = make_conversation(support, subject="Log dump", text=f"firstword {words}")
+
+    assert conversation_list(member, search="firstword").get() == conversation
+    assert conversation_list(member, search="жз00a1f").get() == conversation
+    assert conversation_list(member, search="жз03e7f").count() == 0  # past 100,000 characters
