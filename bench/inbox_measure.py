@@ -9,6 +9,7 @@ import os
 import statistics
 import time
 from html import unescape
+from urllib.parse import urlencode
 
 from bench.harness import log
 from bench.inbox_experiments import experiments, run_profiles
@@ -17,6 +18,33 @@ LIST_TARGET_MS = 100.0
 PAGE = 50  # rows per page of the inbox list
 SHOW_MORE_DEPTH = 10  # the deep page measured: the 10th "Show more"
 DETAIL_TARGET_MS = 150.0
+SEARCH_TARGET_MS = 150.0
+
+
+def search_terms(meta) -> dict[str, str]:
+    """The loaded search terms (a common word, a customer's mail domain, an order
+    number in one old message) and more shapes of a search, read from the data:
+    a word's start, two words, a customer's name and full address, nothing."""
+    from conversations.models import Conversation
+
+    terms = dict(meta["search"])
+    n = meta["rows"]["conversations"]
+    # A customer of an old conversation: deterministic, and not at the list's top.
+    name, address = (
+        Conversation.objects.order_by("id")
+        .exclude(customer_name="")
+        .values_list("customer_name", "customer_address")[n // 3]
+    )
+    terms.update(
+        {
+            "word start": terms["common word"][:4],
+            "two words": f"{terms['common word']} damaged",
+            "customer name": name,
+            "customer address": address,
+            "nothing matches": "xylophonic",
+        }
+    )
+    return terms
 
 
 class Case:
@@ -199,14 +227,14 @@ def build_page_cases(web, meta, args) -> tuple[list[Case], list[str]]:
             )
         except (IndexError, ValueError):
             notes.append("no data-version in the list fragment: poll not measured")
-        for label, term in meta["search"].items():
+        for label, term in search_terms(meta).items():
             cases.append(
                 Case(
                     "search",
                     f"fragment ?q= {label}",
                     web,
-                    f"{base}?q={term}",
-                    target=None,
+                    f"{base}?{urlencode({'q': term})}",
+                    target=SEARCH_TARGET_MS,
                     headers=HX,
                 )
             )
@@ -391,9 +419,15 @@ def measure(meta: dict, args) -> dict:
         ),
         Case("api-list", "API first page (admin)", api_admin, base, target=LIST_TARGET_MS),
     ]
-    for label, term in meta["search"].items():
+    for label, term in search_terms(meta).items():
         cases.append(
-            Case("search", f"API ?search= {label}", api, f"{base}?search={term}", target=None)
+            Case(
+                "search",
+                f"API ?search= {label}",
+                api,
+                f"{base}?{urlencode({'search': term})}",
+                target=SEARCH_TARGET_MS,
+            )
         )
     detail = Case(
         "api-detail", "API open 50-message conversation", api, "", target=DETAIL_TARGET_MS
@@ -431,7 +465,7 @@ def measure(meta: dict, args) -> dict:
         log("  page: " + note)
     for case in cases:
         count = args.search_requests if case.group == "search" else args.requests
-        warmup = min(args.warmup, 1) if case.group == "search" else args.warmup
+        warmup = min(args.warmup, 2) if case.group == "search" else args.warmup
         detail_case = case.template is not None
         load_before = os.getloadavg()[0]
         for i in range(warmup + count):

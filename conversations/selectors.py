@@ -20,6 +20,7 @@ from conversations.models import (
     ReadState,
     RoutingRule,
 )
+from conversations.search import search_conversations as conversation_search
 from inboxes.models import Attachment, Inbox, Message, OutboxItem
 from inboxes.selectors import inboxes_visible_to
 
@@ -135,19 +136,8 @@ def _nulls_first() -> bool:
 def search_conversations(
     conversations: QuerySet[Conversation], text: str
 ) -> QuerySet[Conversation]:
-    """Subject, participants and body. The body match runs as a subquery so the
-    list keeps one row per conversation without DISTINCT over the whole list."""
-    text = text.strip()
-    if not text:
-        return conversations
-    in_body = ConversationMessage.objects.filter(conversation=OuterRef("pk")).filter(
-        Q(message__text__icontains=text)
-        | Q(message__from_address__icontains=text)
-        | Q(message__from_name__icontains=text)
-    )
-    return conversations.filter(
-        Q(subject__icontains=text) | Q(customer_address__icontains=text) | Exists(in_body)
-    )
+    """The conversations a search finds (conversations/search.py)."""
+    return conversation_search(conversations, text)
 
 
 def conversation_detail(conversation: Conversation) -> Conversation:

@@ -43,6 +43,8 @@ EXTRA_HEADERS = (
     "x-autoreply",
     "x-autorespond",
     "return-path",
+    # The language the search stems a message's words in (inboxes/0013_message_search).
+    "content-language",
 )
 
 
