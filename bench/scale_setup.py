@@ -1,0 +1,297 @@
+"""The scale benchmark's setup: Dovecot with N users and the limits N IDLE
+connections need, N team mailboxes in PostgreSQL (bulk, secrets encrypted as the
+product stores them), and the product's processes (watchers, workers, beat).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import harness
+
+ADDRESS_DOMAIN = "scale.example.com"
+BROKER_DB = 11
+
+
+def user_name(index: int) -> str:
+    return f"u{index:05d}"
+
+
+# --- Dovecot ------------------------------------------------------------------------------
+
+
+def dovecot_limits(connections: int) -> str:
+    """Settings appended to the test Dovecot's config so that ``connections`` IMAP
+    sessions (the watchers' IDLEs plus the syncs' own logins) fit: one imap process
+    per session (Dovecot's default), the login processes in "high-performance mode"
+    (each proxies many TLS sessions instead of one process per session), and the
+    per-user+IP cap (default 10) above what a watcher takeover briefly holds."""
+    processes = max(200, connections)
+    clients = max(2000, 3 * connections)
+    return f"""
+# --- bench/scale_setup.py: room for {connections} IMAP sessions
+default_process_limit = {processes}
+default_client_limit = {clients}
+default_vsz_limit = 512M
+mail_max_userip_connections = 100
+service imap {{
+  process_limit = {processes}
+}}
+service imap-login {{
+  service_count = 0
+  process_min_avail = 2
+  process_limit = 8
+  client_limit = {clients}
+}}
+service anvil {{
+  client_limit = {clients + processes + 100}
+}}
+service auth {{
+  client_limit = {clients + processes + 100}
+}}
+"""
+
+
+def start_dovecot(work: harness.Workdir, connections: int):
+    from tests.support.mailservers import DovecotServer
+
+    class ScaleDovecot(DovecotServer):
+        def _config(self, cert_path: Path, key_path: Path) -> str:
+            return super()._config(cert_path, key_path) + dovecot_limits(connections)
+
+    root = work.root / "dovecot"
+    root.mkdir()
+    server = ScaleDovecot(root, harness.mail_ca(work))
+    server.start()
+    return server
+
+
+def add_users(dovecot, count: int) -> dict[str, str]:
+    """``count`` Dovecot users with empty Maildirs; returns user -> password."""
+    passwords = {}
+    for index in range(count):
+        name = user_name(index)
+        password = secrets.token_urlsafe(12)
+        dovecot.add_user(name, password)
+        harness.prepare_maildir(dovecot, name)
+        passwords[name] = password
+    return passwords
+
+
+# --- the product's rows --------------------------------------------------------------------
+
+
+def create_mailboxes(dovecot, passwords: dict[str, str]) -> dict[str, str]:
+    """One account and, per Dovecot user, a team mailbox with its own inbox, in bulk
+    (the rows ``mailbox_connect`` writes: servers, secrets encrypted and bound to the
+    row, the inbox link). Returns mailbox id -> user name."""
+    import uuid
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from inboxes.credentials import encrypt_secrets
+    from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus, Provider
+
+    account, admin, first_inbox = harness._account_with_inbox()
+    now = timezone.now()
+    mailboxes, inboxes, owners = [], [], {}
+    for index, (name, password) in enumerate(passwords.items()):
+        mailbox_id = uuid.uuid4()
+        address = f"{name}@{ADDRESS_DOMAIN}"
+        mailboxes.append(
+            Mailbox(
+                id=mailbox_id,
+                account_id=account.pk,
+                address=address,
+                canonical_address=address,
+                kind=MailboxKind.TEAM,
+                connected_by=admin,
+                provider=Provider.IMAP,
+                imap_host=dovecot.host,
+                imap_port=dovecot.imaps_port,
+                imap_security="ssl",
+                imap_username=name,
+                # No SMTP server runs: nothing is sent in this benchmark.
+                smtp_host="127.0.0.1",
+                smtp_port=9,
+                smtp_security="starttls",
+                smtp_username=name,
+                secrets_ciphertext=encrypt_secrets(
+                    {"imap_password": password, "smtp_password": password},
+                    account_id=account.pk,
+                    mailbox_id=mailbox_id,
+                ),
+                status=MailboxStatus.CONNECTED,
+                backfill_days=None,
+                team_visibility_acknowledged_at=now,
+            )
+        )
+        if index == 0:
+            first_inbox.mailbox_id = mailbox_id
+        else:
+            inboxes.append(Inbox(account=account, name=f"Scale {index:05d}", mailbox_id=mailbox_id))
+        owners[str(mailbox_id)] = name
+    with transaction.atomic():
+        Mailbox.objects.bulk_create(mailboxes, batch_size=500)
+        first_inbox.save(update_fields=["mailbox"])
+        Inbox.objects.bulk_create(inboxes, batch_size=500)
+    return owners
+
+
+def synced_count() -> int:
+    from inboxes.models import Mailbox
+
+    return Mailbox.objects.filter(last_synced_at__isnull=False).count()
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def broker_url() -> str:
+    return f"redis://127.0.0.1:6379/{BROKER_DB}"
+
+
+def flush_broker() -> None:
+    import redis
+
+    redis.Redis(host="127.0.0.1", port=6379, db=BROKER_DB).flushdb()
+
+
+def queue_length(names: tuple[str, ...] = ("sync", "default")) -> int:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=BROKER_DB)
+    return sum(client.llen(name) for name in names)
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+    started: float = field(default_factory=time.time)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, chars: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")[-chars:]
+        return ""
+
+
+class Processes:
+    """The product's processes, started here in sessions of their own and stopped
+    here by their ids (TERM, then KILL of the session)."""
+
+    def __init__(self, work: harness.Workdir, env_extra: dict[str, str]) -> None:
+        self.work = work
+        self.env = {
+            **os.environ,
+            **work.env(),
+            "CELERY_BROKER_URL": broker_url(),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **env_extra,
+        }
+        self.procs: list[Proc] = []
+        self.logs = work.root / "logs"
+        self.logs.mkdir(exist_ok=True)
+
+    def start(self, name: str, argv: list[str]) -> Proc:
+        log = self.logs / f"{name}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                argv,
+                cwd=harness.ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, index: int, concurrency: int) -> Proc:
+        celery = str(Path(sys.executable).parent / "celery")
+        return self.start(
+            f"worker{index}",
+            [
+                celery,
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "default,sync,send",
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "WARNING",
+                "-n",
+                f"scale{index}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+        )
+
+    def beat(self) -> Proc:
+        celery = str(Path(sys.executable).parent / "celery")
+        return self.start(
+            "beat",
+            [
+                celery,
+                "-A",
+                "config",
+                "beat",
+                "--loglevel",
+                "WARNING",
+                "-s",
+                str(self.work.root / "beat-schedule"),
+                "--pidfile",
+                str(self.work.root / "beat.pid"),
+            ],
+        )
+
+    def watcher(self, index: int, extra: list[str]) -> Proc:
+        return self.start(
+            f"watcher{index}", [sys.executable, "manage.py", "watch_mailboxes", *extra]
+        )
+
+    def kill(self, proc: Proc) -> None:
+        """kill -9 of one process (the benchmark's mid-run failure)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.popen.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            # The session: prefork children, parse helpers.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=5)
