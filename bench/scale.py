@@ -116,8 +116,9 @@ def run(args: argparse.Namespace, work: harness.Workdir, running: dict) -> dict:
     env = dict(item.split("=", 1) for item in args.env)
     procs = scale_setup.Processes(work, env)
     running["procs"] = procs
+    result["first_sync"] = scale_setup.mark_synced(list(owners))
+    harness.log(f"synced once: {result['first_sync']}")
     workers = [procs.worker(i, args.concurrency) for i in range(args.workers)]
-    result["first_sync_seconds"] = first_syncs(list(owners), procs)
     beat = None if args.no_beat else procs.beat()
     result["watcher_base_rss_kib"] = watcher_base_rss(procs)
 
@@ -193,33 +194,12 @@ def code_version() -> str:
     return f"{head}{' (+ uncommitted changes)' if dirty else ''} in {source}"
 
 
-def first_syncs(mailbox_ids: list[str], procs: scale_setup.Processes) -> float:
-    """Every mailbox synced once by the workers (the state after connecting)."""
-    from inboxes.tasks import sync_mailbox
-
-    started = time.monotonic()
-    for mailbox_id in mailbox_ids:
-        sync_mailbox.delay(mailbox_id)
-    done = 0
-    while done < len(mailbox_ids):
-        for proc in procs.procs:
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-        time.sleep(1)
-        done = scale_setup.synced_count()
-        if time.monotonic() - started > 60 + len(mailbox_ids):
-            raise RuntimeError(f"only {done} of {len(mailbox_ids)} mailboxes synced")
-    seconds = time.monotonic() - started
-    harness.log(f"first syncs of {len(mailbox_ids)} mailboxes: {seconds:.1f} s")
-    return round(seconds, 1)
-
-
 def watcher_base_rss(procs: scale_setup.Processes) -> int:
     """The RSS of a process with Django and the watcher command loaded, watching
     nothing: what every watcher costs before its first mailbox."""
     code = (
-        "import resource, inboxes.management.commands.watch_mailboxes;"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import os, inboxes.management.commands.watch_mailboxes;"
+        "print(int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') // 1024)"
     )
     done = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],

@@ -154,7 +154,7 @@ class Deliverer(threading.Thread):
         self.errors: list[str] = []
 
     def run(self) -> None:
-        count = int(self.rate * self.seconds)
+        count = round(self.rate * self.seconds)
         self.started_at = time.time()
         start = time.monotonic()
         for number in range(count):

@@ -42,7 +42,7 @@ def figures(result, args, deliverer, poll, samples, kill, cpu_before, cpu_after)
     deliveries = deliverer.deliveries
     span = max(1e-9, deliverer.ended_at - deliverer.started_at)
     result["delivery"] = {
-        "planned": int(args.rate * args.minutes * 60),
+        "planned": round(args.rate * args.minutes * 60),
         "delivered": len(deliveries),
         "achieved_rate": round(len(deliveries) / span, 2),
         "late": deliverer.late,
@@ -212,7 +212,7 @@ def report(result: dict) -> None:
         f"PostgreSQL {machine['postgresql']}, {machine['dovecot'][:20]}"
     )
     print(f"watcher flags: {args['watcher_args'] or '(none)'}")
-    print(f"setup {result['setup_seconds']} s, first syncs {result['first_sync_seconds']} s")
+    print(f"setup {result['setup_seconds']} s; synced once: {result['first_sync']}")
     warm = result["warmup"]
     print(
         f"warm-up: {warm['watched']}/{args['n']} watched by {warm['mode']}, all after "

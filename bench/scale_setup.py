@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from bench import harness
 
 ADDRESS_DOMAIN = "scale.example.com"
 BROKER_DB = 11
+# Every user's INBOX gets this UIDVALIDITY (written into its dovecot-uidlist before
+# Dovecot first opens it), so one synced mailbox's folder cursor fits them all.
+UIDVALIDITY = 1765000000
 
 
 def user_name(index: int) -> str:
@@ -81,7 +85,11 @@ def add_users(dovecot, count: int) -> dict[str, str]:
         name = user_name(index)
         password = secrets.token_urlsafe(12)
         dovecot.add_user(name, password)
-        harness.prepare_maildir(dovecot, name)
+        maildir = harness.prepare_maildir(dovecot, name)
+        uidlist = maildir / "dovecot-uidlist"
+        uidlist.write_text(f"3 V{UIDVALIDITY} N1 G{uuid.uuid4().hex}\n")
+        if os.geteuid() == 0:
+            os.chown(uidlist, dovecot.mail_uid, dovecot.mail_gid)
         passwords[name] = password
     return passwords
 
@@ -93,8 +101,6 @@ def create_mailboxes(dovecot, passwords: dict[str, str]) -> dict[str, str]:
     """One account and, per Dovecot user, a team mailbox with its own inbox, in bulk
     (the rows ``mailbox_connect`` writes: servers, secrets encrypted and bound to the
     row, the inbox link). Returns mailbox id -> user name."""
-    import uuid
-
     from django.db import transaction
     from django.utils import timezone
 
@@ -147,10 +153,69 @@ def create_mailboxes(dovecot, passwords: dict[str, str]) -> dict[str, str]:
     return owners
 
 
-def synced_count() -> int:
-    from inboxes.models import Mailbox
+MAILBOX_SYNC_FIELDS = (
+    "status",
+    "sync_state",
+    "sync_done",
+    "sync_total",
+    "last_synced_at",
+    "sync_last_error",
+    "last_error",
+)
+FOLDER_FIELDS = (
+    "role",
+    "name",
+    "cursor",
+    "backfill_from",
+    "server_count",
+    "imported_count",
+    "resync_count",
+    "last_synced_at",
+    "last_reconciled_at",
+    "missing_count",
+    "unparsed_count",
+    "alert",
+)
 
-    return Mailbox.objects.filter(last_synced_at__isnull=False).count()
+
+def mark_synced(mailbox_ids: list[str]) -> dict:
+    """The state after each mailbox's first sync, without N syncs: the first mailbox
+    is synced by the product (``mailbox_sync``, in this process), its folders and
+    sync fields copied onto the others (their INBOXes share its UIDVALIDITY, and
+    are empty too); then a second mailbox is synced for real to check that the copy
+    is what a sync leaves (nothing imported, no folder reset)."""
+    from django.db import transaction
+
+    from inboxes.models import Mailbox, MailboxFolder
+    from inboxes.sync import mailbox_sync
+
+    first, rest = mailbox_ids[0], mailbox_ids[1:]
+    started = time.monotonic()
+    mailbox_sync(first)
+    template = Mailbox.objects.get(pk=first)
+    folders = list(MailboxFolder.objects.filter(mailbox_id=first))
+    values = {name: getattr(template, name) for name in MAILBOX_SYNC_FIELDS}
+    with transaction.atomic():
+        Mailbox.objects.filter(pk__in=rest).update(**values)
+        MailboxFolder.objects.bulk_create(
+            [
+                MailboxFolder(
+                    mailbox_id=mailbox_id, **{f: getattr(folder, f) for f in FOLDER_FIELDS}
+                )
+                for mailbox_id in rest
+                for folder in folders
+            ],
+            batch_size=1000,
+        )
+    check = {"folders": [f"{f.role}:{f.name} {f.cursor}" for f in folders]}
+    if rest:
+        outcome = mailbox_sync(rest[0])
+        resets = MailboxFolder.objects.filter(mailbox_id=rest[0], resync_count__gt=0).count()
+        check.update(imported=outcome.imported, resets=resets, ran=outcome.ran)
+        if outcome.imported or resets or not outcome.ran:
+            raise RuntimeError(f"the copied sync state is not steady: {check}")
+    check["seconds"] = round(time.monotonic() - started, 2)
+    return check
 
 
 # --- processes ----------------------------------------------------------------------------
