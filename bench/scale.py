@@ -69,6 +69,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", help="also write every figure to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the database and temp dir")
     parser.add_argument("--no-snapshot", action="store_true", help="run the live tree")
+    parser.add_argument("--code", help="measure this commit (e.g. a branch) instead")
+    parser.add_argument("--code-dir", help="measure a copy of this working tree instead")
     parser.add_argument("--in-snapshot", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.n = args.n or (100 if args.quick else 1000)
@@ -77,8 +79,58 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+BENCH_FILES = (
+    "__init__.py",
+    "harness.py",
+    "scale.py",
+    "scale_probe.py",
+    "scale_report.py",
+    "scale_setup.py",
+)
+
+
+def snapshot_other_code(argv: list[str]) -> None:
+    """--code REV / --code-dir DIR: measure another version of the product (a commit,
+    e.g. a branch not merged yet, or a working tree, copied, never touched) with
+    this tree's benchmark files laid over it; then run from that copy."""
+    import shutil
+    import tempfile
+
+    known = {a.split("=")[0] for a in argv}
+    rev = argv[argv.index("--code") + 1] if "--code" in known else None
+    directory = argv[argv.index("--code-dir") + 1] if "--code-dir" in known else None
+    if not (rev or directory) or {"--in-snapshot", "-h", "--help"} & set(argv):
+        return
+    snap = Path(tempfile.mkdtemp(prefix=harness.SNAPSHOT_PREFIX))
+    src = snap / "src"
+    if rev:
+        src.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(harness.ROOT), "archive", rev], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+        described = subprocess.run(
+            ["git", "-C", str(harness.ROOT), "log", "-1", "--format=%h %s", rev],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        os.environ["SCALE_CODE"] = f"{rev} = {described[:90]}"
+    else:
+        ignore = shutil.ignore_patterns(*harness.SNAPSHOT_IGNORE)
+        shutil.copytree(directory, src, ignore=ignore)
+        os.environ["SCALE_SOURCE_TREE"] = str(Path(directory).resolve())
+    (src / "bench").mkdir(exist_ok=True)
+    for name in BENCH_FILES:
+        shutil.copy2(harness.ROOT / "bench" / name, src / "bench" / name)
+    print(f"code: {rev or directory} copied to {src}, with this tree's bench/scale*.py")
+    sys.stdout.flush()
+    target = src / "bench" / "scale.py"
+    os.execv(sys.executable, [sys.executable, str(target), *argv, "--in-snapshot", str(snap)])
+
+
 def main() -> int:
     os.environ.setdefault("SCALE_SOURCE_TREE", str(harness.ROOT))
+    snapshot_other_code(sys.argv[1:])
     harness.snapshot_and_reexec(SCRIPT, sys.argv[1:])
     args = parse(sys.argv[1:])
     os.environ["CELERY_BROKER_URL"] = scale_setup.broker_url()
@@ -101,6 +153,7 @@ def main() -> int:
 def run(args: argparse.Namespace, work: harness.Workdir, running: dict) -> dict:
     result: dict = {"args": vars(args), "machine": harness.machine(("max_connections",))}
     result["code"] = code_version()
+    result["inotify_max_user_instances"] = scale_setup.inotify_instances()
     harness.log(f"code: {result['code']}")
     harness.migrate()
     scale_setup.flush_broker()
@@ -178,6 +231,8 @@ def run(args: argparse.Namespace, work: harness.Workdir, running: dict) -> dict:
 
 def code_version() -> str:
     """The commit of the tree the snapshot was taken from, and whether it had changes."""
+    if os.environ.get("SCALE_CODE"):
+        return os.environ["SCALE_CODE"]
     source = os.environ.get("SCALE_SOURCE_TREE", str(harness.ROOT))
 
     def git(*argv: str) -> str:
