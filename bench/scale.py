@@ -56,6 +56,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lda", action="store_true", help="deliver with dovecot-lda")
     parser.add_argument("--warmup-max", type=float, help="most seconds to wait for watching")
     parser.add_argument("--drain", type=float, default=60, help="seconds after the end (60)")
+    parser.add_argument(
+        "--late-wait",
+        type=float,
+        default=120,
+        help="then how long to wait for what was lost, to tell late from missed (120)",
+    )
     parser.add_argument("--sample", type=float, default=2, help="seconds between readings")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for processes")
     parser.add_argument(
@@ -215,8 +221,12 @@ def run(args: argparse.Namespace, work: harness.Workdir, running: dict) -> dict:
     while poll.waiting() and time.monotonic() < deadline:
         time.sleep(0.2)
     result["drain_left"] = poll.waiting()
-    poll.stop.set()
     cpu_after = cpu_readings(dovecot, watchers, workers, beat)
+    late_until = time.monotonic() + args.late_wait
+    while poll.waiting() and time.monotonic() < late_until:
+        time.sleep(0.5)
+    result["never_visible"] = poll.waiting()  # also not in the --late-wait after the drain
+    poll.stop.set()
     if kill is not None:
         kill.join(timeout=max(0.0, kill.deadline - time.monotonic()) + 1)
     sampler.stop.set()
@@ -326,14 +336,14 @@ def cpu_readings(dovecot, watchers, workers, beat) -> dict:
         readings["beat"] = probe.tree_cpu(beat.pid, tree)
     readings["dovecot"] = probe.tree_cpu(dovecot.process.pid, tree)
     readings["bench"] = harness.cpu_seconds(os.getpid())
-    postgres = 0.0
+    postgres = {}
     for pid in tree:
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
-                postgres += harness.cpu_seconds(pid)
+                postgres[pid] = harness.cpu_seconds(pid)
         except OSError:
             continue
-    readings["postgres (all databases)"] = postgres
+    readings["_postgres"] = postgres
     busy, total = probe.machine_busy()
     readings["_machine_busy"], readings["_machine_total"] = busy, total
     readings["_at"] = time.time()

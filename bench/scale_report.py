@@ -54,12 +54,13 @@ def figures(result, args, deliverer, poll, samples, kill, cpu_before, cpu_after)
     result["latency_row_created_s"] = spread(
         [d.created_at - d.delivered_at for d in visible if d.created_at is not None]
     )
-    result["lost"] = len(deliveries) - len(visible)
+    drained_by = deliverer.ended_at + args.drain
+    result["lost"] = sum(1 for d in deliveries if d.visible_at is None or d.visible_at > drained_by)
     result["lost_examples"] = [
         {"message_id": d.message_id, "user": d.user} for d in deliveries if d.visible_at is None
     ][:10]
     result["timeline"] = timeline(deliveries, deliverer.started_at)
-    result["kill"] = kill_figures(kill, deliveries, deliverer.started_at)
+    result["kill"] = kill_figures(kill, deliveries, deliverer.started_at, drained_by)
     result["memory"] = memory_figures(result, samples)
     result["cpu"] = cpu_figures(cpu_before, cpu_after)
     result["verdict"] = verdict(result)
@@ -88,7 +89,7 @@ def timeline(deliveries, started_at: float, bucket: float = 30.0) -> list[dict]:
     return rows
 
 
-def kill_figures(kill, deliveries, started_at: float) -> dict | None:
+def kill_figures(kill, deliveries, started_at: float, drained_by: float) -> dict | None:
     if kill is None or not kill.killed_at:
         return None
     figures: dict = {
@@ -113,7 +114,11 @@ def kill_figures(kill, deliveries, started_at: float) -> dict | None:
             and d.delivered_at >= kill.killed_at
             and (end is None or d.delivered_at <= end)
         ]
-    seen = [d.visible_at - d.delivered_at for d in after if d.visible_at is not None]
+    seen = [
+        d.visible_at - d.delivered_at
+        for d in after
+        if d.visible_at is not None and d.visible_at <= drained_by
+    ]
     figures["delivered_meanwhile"] = len(after)
     figures["lost_meanwhile"] = len(after) - len(seen)
     figures["latency_meanwhile_s"] = spread(seen)
@@ -170,6 +175,10 @@ def cpu_figures(before: dict, after: dict) -> dict:
     for name in before:  # a process killed during the run (its CPU is gone with it)
         if not name.startswith("_") and name not in figures:
             figures[name] = None
+    pg_before, pg_after = before["_postgres"], after["_postgres"]
+    figures["postgres (backends alive at the end)"] = round(
+        sum(cpu - pg_before.get(pid, 0.0) for pid, cpu in pg_after.items()) / seconds * 100, 1
+    )
     busy = after["_machine_busy"] - before["_machine_busy"]
     total = after["_machine_total"] - before["_machine_total"]
     figures["_machine_busy_percent"] = round(busy / max(1e-9, total) * 100, 1)
