@@ -70,6 +70,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=70,
         help="stop when the run's processes hold more PostgreSQL connections (70)",
     )
+    parser.add_argument(
+        "--private-pg",
+        action="store_true",
+        help="a PostgreSQL of the run's own (max_connections 2N + 200) instead of the shared one",
+    )
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--db", default=DEFAULT_DB)
     parser.add_argument("--json", help="also write every figure to this JSON file")
@@ -140,6 +145,12 @@ def main() -> int:
     harness.snapshot_and_reexec(SCRIPT, sys.argv[1:])
     args = parse(sys.argv[1:])
     os.environ["CELERY_BROKER_URL"] = scale_setup.broker_url()
+    private_pg = None
+    if args.private_pg:
+        private_pg = scale_setup.PrivatePostgres(max_connections=args.n * 2 + 200)
+        private_pg.start()
+        args.max_db_connections = private_pg.max_connections - 20
+        harness.log(f"PostgreSQL of this run's own on port {private_pg.port}")
     work = harness.make_workdir(args.db)
     harness.create_database(args.db)
     harness.django_setup()
@@ -154,6 +165,8 @@ def main() -> int:
         if "procs" in running:
             running["procs"].stop_all()
         harness.cleanup(work, running.get("dovecot"), keep=args.keep, snapshot=args.in_snapshot)
+        if private_pg is not None and not args.keep:
+            private_pg.stop()
 
 
 def run(args: argparse.Namespace, work: harness.Workdir, running: dict) -> dict:

@@ -374,3 +374,64 @@ class Processes:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(timeout=5)
+
+
+# --- a PostgreSQL of the run's own -----------------------------------------------------------
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster for this run only, on a free port, with room for the
+    connections N mailboxes' watchers may open at once: the machine's shared server
+    (max_connections 100) must not run out because of a benchmark. Its settings
+    are the shared server's defaults otherwise (fsync and synchronous_commit on)."""
+
+    def __init__(self, max_connections: int) -> None:
+        import glob
+        import socket
+        import tempfile
+
+        versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not versions:
+            raise RuntimeError("no /usr/lib/postgresql/*/bin/initdb for --private-pg")
+        self.bin = Path(versions[-1]).parent
+        self.root = Path(tempfile.mkdtemp(prefix="postkamer-bench-pg-"))
+        self.root.chmod(0o755)
+        self.data = self.root / "data"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.max_connections = max_connections
+
+    def _as_postgres(self, *argv: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *argv], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        import pwd
+
+        self.data.mkdir()
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam("postgres")
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+            os.chown(self.data, entry.pw_uid, entry.pw_gid)
+        self._as_postgres(
+            str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+            "-E", "UTF8", "--no-sync",
+        )  # fmt: skip
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+            f" -c max_connections={self.max_connections} -c shared_buffers=128MB"
+        )
+        self._as_postgres(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
+            "-l", str(self.root / "postgres.log"), "-w", "start",
+        )  # fmt: skip
+        harness.PG_PORT = self.port
+        harness.PG_ADMIN_URL = f"postgresql://postgres@{harness.PG_HOST}:{self.port}/postgres"
+
+    def stop(self) -> None:
+        import shutil
+
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
