@@ -246,7 +246,8 @@ def report(result: dict) -> None:
     print(f"  (to the row's created_at: p50 {row['p50']}, p95 {row['p95']}, p99 {row['p99']})")
     print(
         f"lost (not visible {args['drain']:g} s after the end): {result['lost']} "
-        f"(target 0: {yes(result['verdict']['lost'])})"
+        f"(target 0: {yes(result['verdict']['lost'])}); never visible (not even "
+        f"{args['late_wait']:g} s later): {result.get('never_visible')}"
     )
     print(
         "per 30 s: "
