@@ -291,7 +291,8 @@ def report(result: dict) -> None:
     )
     print(
         f"load average {mem['load_min']}-{mem['load_max']} (mean {mem['load_mean']}); "
-        f"queue up to {mem['queue_max']}"
+        f"queue up to {mem['queue_max']}; up to {mem['db_connections_max']} database "
+        f"connections (warm-up: {result['warmup'].get('db_connections_max')})"
     )
     cpu = result["cpu"]
     print(
