@@ -329,9 +329,11 @@ def warm_up(args, dovecot, watchers) -> dict:
             )
         if watched >= args.n and all_watched_after is None:
             all_watched_after = round(time.monotonic() - started, 1)
-        steady = steady + 1 if watched >= args.n and queue == 0 else 0
+        syncing = scale_setup.recently_synced(seconds=4)  # catch-ups run in the watcher too
+        steady = steady + 1 if watched >= args.n and queue == 0 and not syncing else 0
         harness.log(
-            f"warm-up: {watched}/{args.n} watched ({mode}), {queue} queued, "
+            f"warm-up: {watched}/{args.n} watched ({mode}), {queue} queued, {syncing} synced"
+            " in the last 4 s, "
             f"{connections} database connections"
         )
         if steady >= 3:

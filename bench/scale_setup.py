@@ -167,6 +167,20 @@ def create_mailboxes(dovecot, passwords: dict[str, str]) -> dict[str, str]:
     return owners
 
 
+def recently_synced(seconds: float) -> int:
+    """Mailboxes whose last sync ended in the last ``seconds``."""
+    from datetime import timedelta
+
+    from django.db import close_old_connections
+    from django.utils import timezone
+
+    from inboxes.models import Mailbox
+
+    close_old_connections()
+    since = timezone.now() - timedelta(seconds=seconds)
+    return Mailbox.objects.filter(last_synced_at__gt=since).count()
+
+
 MAILBOX_SYNC_FIELDS = (
     "status",
     "sync_state",
