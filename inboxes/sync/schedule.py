@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus, SyncState
+from inboxes.models import Inbox, Mailbox, MailboxKind, MailboxStatus, Provider, SyncState
 
 
 def mailbox_syncable(mailbox: Mailbox) -> str:
@@ -38,6 +38,12 @@ def mailboxes_syncable() -> list[UUID]:
     ]
 
 
+# IMAP IDLE watches the INBOX only: a personal IMAP mailbox's Sent folder (mail sent
+# from a phone or another app, logged in the CRM) still needs the poll. Gmail's watch
+# and Graph's subscriptions cover every folder the sync reads.
+_push_covers_all = ~(Q(provider=Provider.IMAP) & Q(kind=MailboxKind.PERSONAL))
+
+
 def mailboxes_due(now: datetime | None = None) -> list[UUID]:
     """Ids of the mailboxes a poll should sync (the lease keeps doubles harmless).
 
@@ -53,7 +59,7 @@ def mailboxes_due(now: datetime | None = None) -> list[UUID]:
             status__in=[MailboxStatus.DISCONNECTED, MailboxStatus.NEEDS_REAUTH]
         )
         .exclude(sync_state=SyncState.STOPPED)
-        .exclude(Q(pushed_until__gt=now) & Q(last_synced_at__gt=safety))
+        .exclude(Q(pushed_until__gt=now) & Q(last_synced_at__gt=safety) & _push_covers_all)
         .select_related("owner")
         if not mailbox_syncable(m)
     ]

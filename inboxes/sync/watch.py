@@ -30,7 +30,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db import close_old_connections, connections
 
-from inboxes.models import FolderRole, Mailbox, Provider
+from inboxes.models import FolderRole, Mailbox, MailboxFolder, Provider
 from inboxes.providers.base import FolderSpec, ProviderError
 from inboxes.providers.imap.session import ImapSession, lent_to_syncs
 from inboxes.push.state import push_lapsed
@@ -78,6 +78,15 @@ class WatchHandle:
                 client._imap.sock.shutdown(socket.SHUT_RDWR)
 
 
+def _inbox_cursor(mailbox_id: UUID | str) -> dict:
+    cursor = (
+        MailboxFolder.objects.filter(mailbox_id=mailbox_id, role=FolderRole.INBOX)
+        .values_list("cursor", flat=True)
+        .first()
+    )
+    return cursor if isinstance(cursor, dict) else {}
+
+
 def watch_mailbox(
     mailbox_id: UUID | str,
     on_change: Callable[[str], None],
@@ -108,8 +117,9 @@ def watch_mailbox(
                         handle.lapsed = "the IMAP server does not offer IDLE"
                         handle.no_idle = True
                         return
-                    with lent_to_syncs(session):
-                        on_change(str(mailbox_id))  # catch up on what came while not watching
+                    if not session.caught_up(inbox, _inbox_cursor(mailbox_id)):
+                        with lent_to_syncs(session):
+                            on_change(str(mailbox_id))  # what came while nobody watched
                     connections.close_all()  # no database connection held while idle
                     handle.lapsed = None
                     while not stop.is_set() and session.client is not None:

@@ -85,3 +85,12 @@ def test_a_sync_asks_for_push_only_where_it_is_set_up_and_does_not_hold(settings
     settings.GMAIL_PUBSUB_TOPIC = "projects/p/topics/t"
     assert push_missing(Mailbox(provider=Provider.GMAIL))
     assert not push_missing(Mailbox(provider=Provider.IMAP))  # IDLE is the watchers' job
+
+
+def test_a_personal_imap_mailbox_is_polled_for_its_sent_folder_while_idle_holds(support, admin):
+    """IDLE watches the INBOX only; mail sent from another app lands in Sent."""
+    _, mailbox = support
+    Mailbox.objects.filter(pk=mailbox.pk).update(kind="personal", owner=admin)
+    _synced(mailbox, timedelta(seconds=30))
+    push_holds(mailbox.pk, timezone.now() + timedelta(minutes=5))
+    assert mailbox.pk in mailboxes_due()

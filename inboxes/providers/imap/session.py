@@ -331,14 +331,35 @@ class ImapSession:
     def supports_idle(self) -> bool:
         return bool(self.client and self.client.has_capability("IDLE"))
 
+    def caught_up(self, folder: FolderSpec, cursor: dict) -> bool:
+        """Whether the stored cursor already covers the folder (same UIDVALIDITY,
+        UIDNEXT and, with CONDSTORE, HIGHESTMODSEQ), so a watcher taking the mailbox
+        over needs no catch-up sync. Remembers the UIDNEXT it saw, so that mail
+        arriving from now on counts as a change at the first ``wait_for_change``."""
+        assert self.client is not None
+        try:
+            info = self._select(folder.name)
+        except BaseException as exc:
+            raise imap_error(exc) from exc
+        uidnext = int(info.get(b"UIDNEXT", 0) or 0)
+        modseq = int(info[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in info else None
+        self._watched_uidnext = uidnext
+        return bool(
+            cursor
+            and uidnext
+            and cursor.get("uidvalidity") == int(info[b"UIDVALIDITY"])
+            and cursor.get("uidnext") == uidnext
+            and (modseq is None or cursor.get("modseq") == modseq)
+        )
+
     def wait_for_change(self, folder: FolderSpec, seconds: float) -> bool:
         """IDLE on the folder until the server reports something or time runs out.
 
         Mail that arrives after a sync listed the folder but before we are back in
         IDLE is already counted in our SELECT, so IDLE would never report it: the
-        UIDNEXT of the last SELECT is remembered, and a move (or the first call,
-        which covers mail that came during the start-up catch-up) counts as a
-        change at once, at the price of one extra, usually empty, sync per burst.
+        UIDNEXT of the last SELECT (or of ``caught_up``, before the start-up catch-up)
+        is remembered, and a move counts as a change at once, at the price of one
+        extra, usually empty, sync per burst.
         """
         assert self.client is not None
         try:
