@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from conversations.models import Conversation, ConversationMessage
 from inboxes.models import Message
@@ -50,8 +50,14 @@ def search_conversations(
     search, none for one without a word."""
     if not text.strip():
         return conversations
-    if not search_terms(text):
+    terms = search_terms(text)
+    if not terms:
         return conversations.none()
+    # A conversation an agent started has the customer only as the recipient of its
+    # messages (not searched): an address, or a part of one with "@" or "." in it (a
+    # domain), also finds it by its customer's address.
+    address_like = len(terms) == 1 and ("@" in terms[0] or "." in terms[0])
+    by_customer = Q(customer_address__icontains=terms[0]) if address_like else Q(pk__in=[])
     matching = messages_matching(text)
     using = conversations.db
     if (
@@ -60,9 +66,9 @@ def search_conversations(
     ):
         few = _conversations_of_few(matching, using)
         if few is not None:
-            return conversations.filter(pk__in=few)
+            return conversations.filter(Q(pk__in=few) | by_customer)
     links = ConversationMessage.objects.filter(message__in=matching).values("conversation_id")
-    return conversations.filter(pk__in=links)
+    return conversations.filter(Q(pk__in=links) | by_customer)
 
 
 def _conversations_of_few(matching: QuerySet[Message], using: str) -> list[Any] | None:

@@ -249,6 +249,22 @@ def test_an_outbound_reply_is_found(member, support):
     ) == [conversation.pk]
 
 
+def test_a_conversation_an_agent_started_is_found_by_its_customers_address(member, support):
+    from conversations.outbound import conversation_start
+
+    started = conversation_start(
+        actor=member,
+        inbox=support,
+        to=["olga.wojcik@client.example.org"],
+        subject="Your quote",
+        text="Here is the quote we talked about.",
+    )
+    for query in ("olga.wojcik@client.example.org", "OLGA.WOJCIK@client", "client.example.org"):
+        assert list(conversation_list(member, search=query).values_list("pk", flat=True)) == [
+            started.pk
+        ], query
+
+
 @pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="stemming is PostgreSQL's (to_tsvector per language); SQLite matches the start "
