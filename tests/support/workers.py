@@ -284,10 +284,18 @@ def _reset_app_connections(app) -> None:
     pools.reset()
 
 
+def broker_key_prefix() -> str:
+    """What this test process's broker keys start with (config/settings_test.py): the
+    processes it starts inherit it, so pytest-xdist workers sharing a Redis database
+    never take each other's tasks."""
+    return str(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("global_keyprefix", ""))
+
+
 def purge_queues(url: str) -> None:
     from kombu import Connection
 
-    with Connection(url, connect_timeout=2) as conn:
+    options = {"global_keyprefix": broker_key_prefix()}
+    with Connection(url, connect_timeout=2, transport_options=options) as conn:
         channel = conn.default_channel
         for queue in QUEUES:
             channel.queue_purge(queue)
@@ -299,7 +307,7 @@ def queued_count(url: str, queue: str) -> int:
 
     client = redis.Redis.from_url(url)
     try:
-        return int(client.llen(queue))
+        return int(client.llen(broker_key_prefix() + queue))
     finally:
         client.close()
 
