@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import random
 import re
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -668,12 +667,9 @@ def test_header_changes_outside_the_ingredients_keep_the_dedupe_key():
 # --- Size ------------------------------------------------------------------------------
 
 
-def test_a_25_mb_attachment_parses_with_the_right_size_in_reasonable_time():
-    raw = generator.huge_attachment_message()
-
-    started = time.perf_counter()
-    parsed = parse_message(raw)
-    elapsed = time.perf_counter() - started
+def test_a_25_mb_attachment_parses_with_the_right_size():
+    # (How fast is bench/'s: a wall-clock bound here fails on a busy machine.)
+    parsed = parse_message(generator.huge_attachment_message())
 
     (attachment,) = parsed.attachments
     assert attachment.filename == "big.bin"
@@ -681,7 +677,6 @@ def test_a_25_mb_attachment_parses_with_the_right_size_in_reasonable_time():
     assert attachment.payload == generator.huge_attachment_payload()
     assert parsed.text == "See attachment."
     assert parsed.error == ""
-    assert elapsed < 10, f"took {elapsed:.1f} s"
 
 
 def test_a_message_with_1000_attachments_yields_1000_attachments():
