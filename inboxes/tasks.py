@@ -7,10 +7,12 @@ from celery import shared_task
 from inboxes.outbox import outbox_send_run, outbox_sweep
 from inboxes.providers.base import ProviderError
 from inboxes.sync import LeaseLost, mailbox_reconcile, mailbox_sync, mailboxes_due
+from inboxes.sync.schedule import poll_claim, poll_started
 
 
 @shared_task(bind=True, max_retries=None)
 def sync_mailbox(self, mailbox_id: str) -> dict:
+    poll_started(mailbox_id)
     try:
         result = mailbox_sync(mailbox_id)
     except ProviderError as exc:
@@ -25,10 +27,12 @@ def sync_mailbox(self, mailbox_id: str) -> dict:
 
 @shared_task
 def sync_due_mailboxes() -> int:
-    ids = mailboxes_due()
-    for mailbox_id in ids:
-        sync_mailbox.delay(str(mailbox_id))
-    return len(ids)
+    queued = 0
+    for mailbox_id in mailboxes_due():
+        if poll_claim(mailbox_id):  # not while an earlier poll of it still waits
+            sync_mailbox.delay(str(mailbox_id))
+            queued += 1
+    return queued
 
 
 @shared_task(bind=True, max_retries=3)

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
@@ -72,3 +73,24 @@ def schedule_sync(mailbox_id: UUID | str) -> None:
     from inboxes.tasks import sync_mailbox
 
     transaction.on_commit(lambda: sync_mailbox.delay(str(mailbox_id)))
+
+
+# A poll queues at most one sync per mailbox: if the workers fall behind (a thousand
+# mailboxes polled every minute by two worker processes), the next poll finds the
+# mark and skips the mailbox instead of queueing it again, so the queue never grows
+# past one poll per mailbox and pushes are not stuck behind piles of polls. The mark
+# goes when the sync starts; its timeout covers a task the broker lost.
+POLL_MARK_SECONDS = 15 * 60
+
+
+def _poll_mark(mailbox_id: UUID | str) -> str:
+    return f"sync-poll-queued:{mailbox_id}"
+
+
+def poll_claim(mailbox_id: UUID | str) -> bool:
+    """True (and the mailbox marked) when no poll of it is waiting in the queue."""
+    return bool(cache.add(_poll_mark(mailbox_id), 1, timeout=POLL_MARK_SECONDS))
+
+
+def poll_started(mailbox_id: UUID | str) -> None:
+    cache.delete(_poll_mark(mailbox_id))

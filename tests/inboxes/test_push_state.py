@@ -94,3 +94,25 @@ def test_a_personal_imap_mailbox_is_polled_for_its_sent_folder_while_idle_holds(
     _synced(mailbox, timedelta(seconds=30))
     push_holds(mailbox.pk, timezone.now() + timedelta(minutes=5))
     assert mailbox.pk in mailboxes_due()
+
+
+def test_a_poll_queues_a_mailbox_once_until_its_sync_starts(support, monkeypatch):
+    """Workers that fall behind never see the same mailbox queued poll after poll."""
+    from django.core.cache import cache
+
+    from inboxes import tasks
+
+    _, mailbox = support
+    cache.clear()
+    queued: list[str] = []
+    monkeypatch.setattr(tasks.sync_mailbox, "delay", lambda mailbox_id: queued.append(mailbox_id))
+    _synced(mailbox, timedelta(minutes=5))
+
+    assert tasks.sync_due_mailboxes() == 1
+    assert tasks.sync_due_mailboxes() == 0  # its sync has not started: not queued again
+    assert queued == [str(mailbox.pk)]
+
+    tasks.sync_mailbox.apply(args=[str(mailbox.pk)])  # the sync starts (and runs)
+    _synced(mailbox, timedelta(minutes=5))
+    assert tasks.sync_due_mailboxes() == 1
+    assert queued == [str(mailbox.pk)] * 2
