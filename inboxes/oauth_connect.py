@@ -105,7 +105,7 @@ def _keep_push_channel_soon(mailbox: Mailbox) -> None:
     """Push (a Gmail watch, Graph subscriptions) starts within seconds of connecting,
     once the row is committed (inside ``mailbox_create``'s transaction: a refused
     connect rolls back and queues nothing)."""
-    from inboxes.push.renewal import push_configured
+    from inboxes.push.state import push_configured
     from inboxes.tasks import keep_push_channel
 
     if push_configured(mailbox.provider):

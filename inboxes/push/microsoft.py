@@ -45,7 +45,7 @@ from inboxes.models import (
 )
 from inboxes.providers.base import ProviderError
 from inboxes.providers.graph.subscriptions import GraphSubscriptions, SubscriptionGone
-from inboxes.push.state import push_holds, push_received
+from inboxes.push.state import push_configured, push_holds, push_received
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def graph_subscriptions_keep(mailbox: Mailbox, now: datetime | None = None) -> N
     Graph is asked: creating a subscription waits for Graph's handshake with our
     endpoint, which may take seconds.
     """
-    if not settings.GRAPH_PUSH:
+    if not push_configured(Provider.MICROSOFT):
         return
     now = now or timezone.now()
     roles = push_folder_roles(mailbox)

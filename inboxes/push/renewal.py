@@ -13,13 +13,12 @@ import logging
 from collections.abc import Callable
 from uuid import UUID
 
-from django.conf import settings
 from django.utils import timezone
 
 from inboxes.models import Mailbox, Provider
 from inboxes.providers.base import ProviderError
 from inboxes.push import gmail, microsoft
-from inboxes.push.state import push_lapsed
+from inboxes.push.state import push_configured, push_lapsed
 from inboxes.sync.schedule import mailbox_syncable, mailboxes_syncable
 
 log = logging.getLogger(__name__)
@@ -73,15 +72,6 @@ def keep_all_push_channels() -> int:
         keep_push_channel(mailbox_id)
         count += 1
     return count
-
-
-def push_configured(provider: str) -> bool:
-    """Whether this server has push set up for the provider's mailboxes."""
-    if provider == Provider.GMAIL:
-        return bool(settings.GMAIL_PUBSUB_TOPIC)
-    if provider == Provider.MICROSOFT:
-        return bool(settings.GRAPH_PUSH)
-    return False  # IMAP: IDLE is the watchers' job
 
 
 def push_missing(mailbox: Mailbox) -> bool:

@@ -37,6 +37,21 @@ GRAPH_NOT_SET_UP = (
 )
 
 
+_NOT_SET_UP: dict[str, str] = {
+    Provider.GMAIL: GMAIL_NOT_SET_UP,
+    Provider.MICROSOFT: GRAPH_NOT_SET_UP,
+}
+
+
+def push_configured(provider: str) -> bool:
+    """Whether this server has push set up for the provider's mailboxes."""
+    if provider == Provider.GMAIL:
+        return bool(settings.GMAIL_PUBSUB_TOPIC)
+    if provider == Provider.MICROSOFT:
+        return bool(settings.GRAPH_PUSH)
+    return False  # IMAP: IDLE is the watchers' job
+
+
 @dataclass(frozen=True)
 class PushView:
     """How the mailbox page shows the way new mail is noticed."""
@@ -57,10 +72,8 @@ def mailbox_push_view(mailbox: Mailbox, now: datetime | None = None) -> PushView
     if mailbox.pushed_until and mailbox.pushed_until > now:
         return PushView(True, f"New mail arrives by {_PUSH_NAMES[Provider(mailbox.provider)]}")
     poll = f"New mail is checked every {settings.SYNC_POLL_SECONDS} s"
-    if mailbox.provider == Provider.GMAIL and not settings.GMAIL_PUBSUB_TOPIC:
-        return PushView(False, f"{poll}: push is off ({GMAIL_NOT_SET_UP})")
-    if mailbox.provider == Provider.MICROSOFT and not settings.GRAPH_PUSH:
-        return PushView(False, f"{poll}: push is off ({GRAPH_NOT_SET_UP})")
+    if mailbox.provider in _NOT_SET_UP and not push_configured(mailbox.provider):
+        return PushView(False, f"{poll}: push is off ({_NOT_SET_UP[mailbox.provider]})")
     if mailbox.push_error:
         return PushView(False, f"{poll}: push is off ({mailbox.push_error})")
     return PushView(False, poll)
