@@ -155,13 +155,18 @@ def test_customer_mail_is_routed_answered_closed_and_reopened_without_a_reload(
     bo.locator("body").press("r")
     expect(bo.get_by_role("textbox", name="Reply")).to_be_focused()
     bo.keyboard.type("Sorry about that, the refund is on its way.")
+    # The SMTP server holds its MAIL FROM answer until the page has shown the waiting
+    # state: a worker that is quick would otherwise finish before the page looks.
+    smtp_server.hold_mail_reply(seconds=30)
     bo.get_by_role("button", name="Send reply").click()
 
     # Then the reply is in the thread at once, waiting for the worker, and the box is empty again
     reply = pane.locator(".item.message.outbound")
     expect(reply).to_contain_text("the refund is on its way")
-    # (the worker may have claimed it already, but cannot have finished talking SMTP)
+    # (the worker may have claimed it already, but the server has not answered yet)
     expect(reply.locator(".delivery")).to_have_text(re.compile(r"^(Queued|Sending)$"))
+    smtp_server.wait_for_hold()
+    smtp_server.release_holds()
     expect(bo.get_by_role("textbox", name="Reply")).to_have_text("")
     bo.unroute("**/thread/**")
     for route in held:

@@ -20,7 +20,7 @@ from crm.sequences import SequenceInput, StepInput, sequence_create
 from crm.steps import steps_send_due
 from crm.tasks import send_due_steps
 from inboxes.models import Mailbox, OutboxItem
-from tests.crm.conftest import personal_mailbox
+from tests.crm.conftest import open_all_day_zone, personal_mailbox
 from tests.support.api import api_client_for
 from tests.support.mail import connect_imap_mailbox
 
@@ -41,7 +41,7 @@ def _sequence(owner, mailbox, *, second_delay=0):
             mailbox=mailbox,
             window_start=time(0, 0),
             window_end=time(23, 59, 59),
-            timezone="UTC",
+            timezone=open_all_day_zone(),
             business_days_only=False,
             steps=[
                 StepInput(subject="Welcome, {{ contact.first_name }}", text="Hello!"),
