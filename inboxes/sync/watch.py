@@ -35,6 +35,7 @@ from inboxes.providers.base import FolderSpec, ProviderError
 from inboxes.providers.imap.session import ImapSession, lent_to_syncs
 from inboxes.push.state import push_lapsed
 from inboxes.sync import watch_leases
+from inboxes.sync.lease import syncing_as_watcher
 from inboxes.sync.schedule import mailbox_syncable
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,8 @@ class Watcher:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="orphan-sync")
 
     def on_change(self, mailbox_id: str) -> None:
-        with self._syncs:  # bounded: 1,000 pushes at once do not start 1,000 syncs
+        # bounded: 1,000 pushes at once do not start 1,000 syncs
+        with self._syncs, syncing_as_watcher(self.name):
             self._on_change(mailbox_id)
 
     # -- one round ------------------------------------------------------------------------
@@ -187,6 +189,7 @@ class Watcher:
                 self._start(mailbox_id)
         if claimed:
             log.info("watcher %s: claimed %d mailboxes", self.name, len(claimed))
+        watch_leases.free_dead_watchers_sync_leases(self.name)
         for mailbox_id in watch_leases.orphaned_requests(self.name):
             self._sync_orphan(mailbox_id)
         self._record_lapses()

@@ -14,7 +14,8 @@ mailboxes through the database alone:
   watcher that starts later gets mailboxes, and drops a mailbox that another took
   or that stopped being watchable;
 - a clean shutdown gives everything back and deletes its row; a killed one's leases
-  run out and the others take its mailboxes within WATCH_LEASE_SECONDS.
+  run out and the others take its mailboxes within WATCH_LEASE_SECONDS, and end the
+  sync leases it died holding (their tokens name it: inboxes/sync/lease.py).
 
 Every function here is a few queries whatever the number of mailboxes (claiming
 costs one UPDATE per mailbox claimed, and only then).
@@ -41,6 +42,7 @@ from inboxes.models import (
     SyncState,
     WatcherProcess,
 )
+from inboxes.sync.lease import leases_free_of_watchers
 
 # Above its fair share a watcher keeps this fraction more before giving back, so
 # that mailboxes do not move back and forth when watchers come and go.
@@ -179,6 +181,22 @@ def orphaned_requests(name: str, now: datetime | None = None) -> list[str]:
         .filter(Q(sync_lease_until__isnull=True) | Q(sync_lease_until__lt=now))
         .values_list("pk", flat=True)
     ]
+
+
+def free_dead_watchers_sync_leases(name: str, now: datetime | None = None) -> int:
+    """The sync leases that dead watchers (no heartbeat within the lease time) still
+    hold on this watcher's mailboxes: ended now, so the syncs they block (the
+    requested ones that ``orphaned_requests`` finds) run at once instead of after
+    SYNC_LEASE_SECONDS. One query when no watcher died."""
+    now = now or timezone.now()
+    dead = list(
+        WatcherProcess.objects.filter(
+            heartbeat_at__lt=now - timedelta(seconds=lease_seconds())
+        ).values_list("name", flat=True)
+    )
+    if not dead:
+        return 0
+    return leases_free_of_watchers(dead, Mailbox.objects.filter(watch_owner=name))
 
 
 def forget_dead_watchers(now: datetime | None = None) -> int:

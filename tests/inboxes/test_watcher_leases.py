@@ -10,6 +10,7 @@ from django.utils import timezone
 from inboxes.addresses import canonical_address
 from inboxes.models import Mailbox, MailboxKind, MailboxStatus, Provider, WatcherProcess
 from inboxes.sync import watch_leases
+from inboxes.sync.lease import lease_acquire, syncing_as_watcher, watcher_token_prefix
 
 pytestmark = pytest.mark.django_db
 
@@ -129,3 +130,42 @@ def test_a_clean_shutdown_gives_everything_back_and_removes_the_row(mailboxes):
     assert owners() == {"": 10}
     assert not Mailbox.objects.filter(pushed_until__isnull=False).exists()
     assert not WatcherProcess.objects.filter(name="a").exists()
+
+
+def test_a_dead_watchers_sync_leases_are_freed_for_the_mailboxes_new_owner(mailboxes, settings):
+    """A watcher killed mid-sync leaves its sync leases behind: the watcher that takes
+    the mailbox over ends them once the dead one's heartbeat is past the lease time,
+    not SYNC_LEASE_SECONDS later; a live watcher's and a worker's leases stay."""
+    settings.WATCH_LEASE_SECONDS = 10
+    settings.SYNC_LEASE_SECONDS = 120
+    dead, live, worker = mailboxes[0], mailboxes[1], mailboxes[2]
+    watch_leases.register("dead", 5000)
+    watch_leases.register("live", 5000)
+    with syncing_as_watcher("dead"):
+        dead_token = lease_acquire(dead.pk)
+    with syncing_as_watcher("live"):
+        live_token = lease_acquire(live.pk)
+    worker_token = lease_acquire(worker.pk)
+    assert dead_token.startswith(watcher_token_prefix("dead")) and len(dead_token) <= 64
+    assert not worker_token.startswith("w")
+    Mailbox.objects.filter(pk__in=[m.pk for m in mailboxes[:3]]).update(
+        watch_owner="new", sync_requested=True
+    )
+
+    # While "dead" still beats, nothing is freed and the requests wait for the leases.
+    assert watch_leases.free_dead_watchers_sync_leases("new") == 0
+    assert watch_leases.orphaned_requests("new") == []
+
+    WatcherProcess.objects.filter(name="dead").update(
+        heartbeat_at=timezone.now() - timedelta(seconds=11)
+    )
+    assert watch_leases.free_dead_watchers_sync_leases("new") == 1
+    assert watch_leases.orphaned_requests("new") == [str(dead.pk)]
+    assert lease_acquire(dead.pk) is not None  # the new owner can sync it now
+    assert lease_acquire(live.pk) is None and lease_acquire(worker.pk) is None
+    # Only the mailboxes the asking watcher holds are touched.
+    with syncing_as_watcher("dead"):
+        other = lease_acquire(mailboxes[3].pk)
+    assert other is not None
+    assert watch_leases.free_dead_watchers_sync_leases("new") == 0
+    assert live_token and worker_token
