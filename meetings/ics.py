@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from django.utils import timezone as django_timezone
-from icalendar import Calendar, Event, vCalAddress, vText
 
 from core.text import one_line
+
+if TYPE_CHECKING:
+    from icalendar import vCalAddress
 
 PRODID = "-//Postkamer//Meetings//EN"
 REQUEST = "REQUEST"
@@ -40,6 +43,8 @@ class Invite:
 
 
 def _address(address: str, name: str, **params: str) -> vCalAddress:
+    from icalendar import vCalAddress, vText
+
     value = vCalAddress(f"mailto:{address}")
     if name:
         value.params["CN"] = vText(one_line(name))
@@ -50,6 +55,9 @@ def _address(address: str, name: str, **params: str) -> vCalAddress:
 
 def ics_text(invite: Invite, *, method: str, now: datetime | None = None) -> str:
     """The VCALENDAR text (CRLF lines) for ``method`` REQUEST or CANCEL."""
+    # Imported here: icalendar is 7 MiB that only a booking needs (not every process).
+    from icalendar import Calendar, Event
+
     calendar = Calendar()
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")

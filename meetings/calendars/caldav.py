@@ -22,9 +22,6 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from urllib.parse import urlsplit
 
-import icalendar
-from caldav.davclient import DAVClient
-from caldav.lib import error as dav_error
 from django.conf import settings
 
 from core.errors import ConnectionFailed
@@ -38,6 +35,11 @@ from inboxes.netguard import is_refused_address, normalize_host
 from meetings.models import MeetingsConnection
 
 TIMEOUT_SECONDS = 15
+
+# caldav (with niquests and its QUIC stack) and icalendar are imported where a calendar
+# is read or written, not with the module: the app's start-up imports this module
+# (the secret rotator, meetings/apps.py), and every web and worker process paid about
+# 20 MiB for libraries that only CalDAV users' booking requests need.
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,9 @@ def _guard(session: Any) -> None:
 
 @contextlib.contextmanager
 def _client(account: CaldavAccount) -> Iterator[Any]:
+    from caldav.davclient import DAVClient
+    from caldav.lib import error as dav_error
+
     _check_url(account.url)
     client = DAVClient(
         url=account.url.strip(),
@@ -250,6 +255,8 @@ def busy(connection: MeetingsConnection, start: datetime, end: datetime) -> list
 
 
 def _ics(event: Any) -> str:
+    import icalendar
+
     calendar = icalendar.Calendar()
     calendar.add("prodid", "-//Postkamer//Meetings//EN")
     calendar.add("version", "2.0")
@@ -279,6 +286,8 @@ def write(connection: MeetingsConnection, event: Any, event_id: str) -> str:
 
 
 def remove(connection: MeetingsConnection, event_id: str, event: Any) -> None:
+    from caldav.lib import error as dav_error
+
     with _client(caldav_account(connection)) as client:
         calendar = _calendar(client, connection.calendar_id)
         try:
