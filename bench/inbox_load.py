@@ -531,6 +531,13 @@ def finish_database(db: str, dropped, summary_backfill, phase, conv_table, m_tab
         phase("conversations' customer name and snippet")
 
     with psycopg.connect(harness.pg_url(db), autocommit=True) as admin_conn:
+        # The search column, as the workers fill it after each stored batch
+        # (inboxes/search_index.py), here in one statement while the indexes are off.
+        admin_conn.execute(
+            f"UPDATE {message_table.table} SET search_vector = message_search_vector("  # noqa: S608
+            "subject, from_name, from_address, text, headers)"
+        )
+        phase("search column")
         admin_conn.execute("SET maintenance_work_mem = '512MB'")
         for _name, definition in dropped:
             admin_conn.execute(definition)

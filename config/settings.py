@@ -432,6 +432,10 @@ ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 20 * 1024 * 1024)
 SEQUENCE_STEPS_SECONDS = env_int("SEQUENCE_STEPS_SECONDS", 60)
 # Steps sent per transaction: a worker killed mid-run loses (and resends) at most one chunk.
 SEQUENCE_STEPS_CHUNK = env_int("SEQUENCE_STEPS_CHUNK", 200)
+# How often beat indexes the messages no ingest asked for (inboxes/search_index.py),
+# and how long one indexing task runs before it queues the next.
+SEARCH_INDEX_SECONDS = env_int("SEARCH_INDEX_SECONDS", 60)
+SEARCH_INDEX_RUN_SECONDS = env_int("SEARCH_INDEX_RUN_SECONDS", 50)
 CELERY_BEAT_SCHEDULE = {
     "sync-due-mailboxes": {
         "task": "inboxes.tasks.sync_due_mailboxes",
@@ -446,6 +450,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": PUSH_RENEW_SECONDS,
     },
     "sweep-outbox": {"task": "inboxes.tasks.sweep_outbox", "schedule": OUTBOX_SWEEP_SECONDS},
+    "index-messages": {"task": "inboxes.tasks.index_messages", "schedule": SEARCH_INDEX_SECONDS},
     "notification-emails": {"task": "notifications.tasks.send_digests", "schedule": 60},
     "mailbox-health": {"task": "notifications.tasks.check_mailbox_health", "schedule": 300},
     "wake-snoozed-conversations": {"task": "conversations.tasks.wake_snoozed", "schedule": 60},

@@ -9,11 +9,13 @@ A message matches when it matches every term, and it matches a term when
 * the term has 3 characters or more and is part of its sender's address
   (``acme.com`` finds ``jan@acme.com``).
 
-PostgreSQL (migration inboxes/0013_message_search) answers from indexes: the generated
-column ``search_vector`` (GIN) for the words, the trigram index on the sender's address
-for the parts of it; it also finds other forms of a word in the message's language
+PostgreSQL (migration inboxes/0013_message_search) answers from indexes: the column
+``search_vector`` (GIN) for the words, the trigram index on the sender's address for
+the parts of it; it also finds other forms of a word in the message's language
 (stemming: ``running`` finds "run", English unless the message's Content-Language names
-another language). SQLite scans: a regular expression for "a word starts with", and
+another language). A message is indexed a moment after it is stored
+(inboxes/search_index.py); until then it is read as SQLite reads every message, so it
+is found at once, by the start of a word. SQLite scans: a regular expression for "a word starts with", and
 ``icontains`` for the address. The words are cut the way each engine's tokenizer cuts
 them, so they can differ at the edges (an address inside the text is one word on
 PostgreSQL; ``jan@acme.com`` in a body is found by ``acme`` on SQLite only); on plain
@@ -56,17 +58,16 @@ def search_terms(text: str) -> list[str]:
     return terms[:MAX_TERMS]
 
 
-class _WordsMatch(Expression):
-    """``search_vector @@ message_search_query(term)`` on the message table (whatever
-    alias a subquery gives it). The column is not a model field so that Django never
-    writes it; it is reached through the row's primary key column's alias."""
+class _SearchColumn(Expression):
+    """A condition on the message table's ``search_vector`` (whatever alias a subquery
+    gives the table). The column is not a model field so that Django never writes
+    it; it is reached through the row's primary key column's alias."""
 
     output_field = BooleanField()
     conditional = True
 
-    def __init__(self, term: str, pk: Any = None) -> None:
+    def __init__(self, pk: Any = None) -> None:
         super().__init__()
-        self.term = term
         # F("pk") until resolved, then the Col whose alias the subquery gave the table.
         self.pk: Any = pk if pk is not None else F("pk")
 
@@ -76,9 +77,26 @@ class _WordsMatch(Expression):
     def set_source_expressions(self, exprs: Sequence[Any]) -> None:
         (self.pk,) = exprs
 
+    def column(self, compiler: Any) -> str:
+        return f"{compiler.quote_name_unless_alias(self.pk.alias)}.search_vector"
+
+
+class _WordsMatch(_SearchColumn):
+    """``search_vector @@ message_search_query(term)``."""
+
+    def __init__(self, term: str, pk: Any = None) -> None:
+        super().__init__(pk)
+        self.term = term
+
     def as_sql(self, compiler: Any, connection: Any) -> Any:
-        alias = compiler.quote_name_unless_alias(self.pk.alias)
-        return f"({alias}.search_vector @@ message_search_query(%s))", (self.term,)
+        return f"({self.column(compiler)} @@ message_search_query(%s))", (self.term,)
+
+
+class _NotIndexedYet(_SearchColumn):
+    """``search_vector IS NULL``: stored, and waiting for inboxes/search_index.py."""
+
+    def as_sql(self, compiler: Any, connection: Any) -> Any:
+        return f"({self.column(compiler)} IS NULL)", ()
 
 
 def _words_start_with(term: str) -> Q:
@@ -93,7 +111,11 @@ def _words_start_with(term: str) -> Q:
 
 
 def _term_matches(term: str, postgres: bool) -> Q:
-    words = Q(_WordsMatch(term)) if postgres else _words_start_with(term)
+    words = _words_start_with(term)
+    if postgres:
+        # A row indexed (nearly all) by its column; one stored seconds ago, not yet
+        # indexed, by a scan of its fields (a partial index finds such rows).
+        words = Q(_WordsMatch(term)) | (Q(_NotIndexedYet()) & words)
     if len(term) >= MIN_ADDRESS_PART:
         # UPPER(from_address) LIKE UPPER('%term%'): the trigram index's expression.
         # First: where the trigram index makes PostgreSQL recheck a row, the cheap
@@ -110,8 +132,7 @@ def messages_matching(text: str, *, messages: QuerySet[Message] | None = None) -
     if not terms:
         return messages.none()
     postgres = connections[messages.db].vendor == "postgresql"
-    if not postgres:
-        messages = messages.alias(search_text=Left("text", TEXT_LIMIT))
+    messages = messages.alias(search_text=Left("text", TEXT_LIMIT))
     for term in terms:
         messages = messages.filter(_term_matches(term, postgres))
     return messages

@@ -89,3 +89,14 @@ def keep_all_push_channels() -> int:
     from inboxes.push.renewal import keep_all_push_channels as keep_all
 
     return keep_all()
+
+
+@shared_task
+def index_messages() -> int:
+    """Fill the search column of the messages stored since (inboxes/search_index.py)."""
+    from inboxes.search_index import search_index_run
+
+    indexed, more = search_index_run()
+    if more:
+        index_messages.delay()  # a big backlog (an upgrade) goes on in the next run
+    return indexed

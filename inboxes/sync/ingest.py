@@ -43,6 +43,7 @@ from inboxes.models import (
     Tombstone,
 )
 from inboxes.providers.base import RawMessage
+from inboxes.search_index import search_index_soon
 
 
 @dataclass
@@ -378,6 +379,8 @@ def ingest_batch(
             delivered.append(new[row[0]].message if row[0] in created else loaded[row[1]])
         consumers.deliver(mailbox, delivered, backfill=backfill)
         _report_bounces([new[key].message for key in created])
+        if created:
+            search_index_soon()  # the search column, after the commit (inboxes/search_index.py)
         MailboxFolder.objects.filter(pk=folder.pk).update(
             cursor=cursor,
             imported_count=F("imported_count") + len(raws),

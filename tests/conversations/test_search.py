@@ -15,6 +15,7 @@ from conversations.selectors import conversation_list
 from inboxes.models import Inbox, Mailbox, MailboxFolder, Message
 from inboxes.providers.base import RawMessage
 from inboxes.search import estimated_share, messages_matching, search_terms
+from inboxes.search_index import messages_index_pending, messages_unindexed, search_indexed
 from inboxes.sync.ingest import ingest_batch
 from tests.support.conversations_factory import make_conversation
 from tests.support.mail import make_email
@@ -112,11 +113,17 @@ def found(user, query: str, corpus: dict[str, str]) -> set[str]:
 
 @pytest.mark.parametrize("query", list(EXPECTED))
 @pytest.mark.parametrize("plan", ["messages first", "list first", "too many for messages first"])
+@pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "not indexed yet"])
 def test_a_fixed_corpus_gives_the_same_conversations_on_every_database(
-    member, corpus, query, plan, monkeypatch
+    member, corpus, query, plan, indexed, monkeypatch
 ):
     # PostgreSQL's two plans (conversations/search.py) find the same: a common word
     # walks the list; a search that matches more messages than the probe reads too.
+    # And the same before the messages' search column is filled (a scan of the rows
+    # stored a moment ago) as after (inboxes/search_index.py).
+    if indexed:
+        messages_index_pending()
+    assert messages_unindexed() == (0 if indexed else len(CORPUS) * search_indexed())
     if plan == "list first":
         monkeypatch.setattr("conversations.search.WALK_SHARE", -1.0)
     elif plan == "too many for messages first":
@@ -222,7 +229,7 @@ def test_a_synced_message_is_found_by_a_word_of_its_body(member, support):
 
 def test_a_message_stored_by_the_bulk_create_fallback_is_found(member, support, monkeypatch):
     # core/bulk.py falls back to bulk_create when COPY cannot take the rows (and on
-    # SQLite always): the PostgreSQL column is generated, so that path keeps it too.
+    # SQLite always): found before and after the search column is filled.
     monkeypatch.setattr("core.bulk._copy_types", lambda model, connection: None)
     folder = MailboxFolder.objects.create(mailbox=support.mailbox, role="inbox", name="INBOX")
     raw = make_email(sender="zed@zed.example.com", to=SUPPORT, body="Thermostat is blinking.\n")
@@ -233,6 +240,8 @@ def test_a_message_stored_by_the_bulk_create_fallback_is_found(member, support, 
         cursor={},
         backfill=False,
     )
+    assert conversation_list(member, search="thermostat").count() == 1
+    messages_index_pending()
     assert conversation_list(member, search="thermostat").count() == 1
 
 
@@ -288,6 +297,7 @@ def test_postgresql_finds_other_forms_of_a_word_in_the_messages_language(member,
         backfill=False,
     )
     german = Conversation.objects.get(inbox=support, subject="Frage")
+    assert messages_index_pending() == (2, False)
 
     def pks(query: str) -> set:
         return set(conversation_list(member, search=query).values_list("pk", flat=True))
@@ -305,6 +315,9 @@ def test_a_huge_message_of_distinct_words_is_stored_and_found_by_its_start(membe
     words = " ".join(f"жз{n:05x}" for n in range(16_000))  # 128,000 characters
     conversation = make_conversation(support, subject="Log dump", text=f"firstword {words}")
 
-    assert conversation_list(member, search="firstword").get() == conversation
-    assert conversation_list(member, search="жз00a1f").get() == conversation
-    assert conversation_list(member, search="жз03e7f").count() == 0  # past 100,000 characters
+    for _state in ("not indexed yet", "indexed"):
+        assert conversation_list(member, search="firstword").get() == conversation
+        assert conversation_list(member, search="жз00a1f").get() == conversation
+        # past 100,000 characters
+        assert conversation_list(member, search="жз03e7f").count() == 0
+        messages_index_pending()
