@@ -7,8 +7,8 @@ fields (inboxes/search.py), so nothing is ever unsearchable, only slower to sear
 for a few seconds.
 
 - ``search_index_soon()``: the ingest asks for a run when its batch commits; one run
-  is queued at a time (a cache mark, taken back when the run starts, so a batch that
-  commits during a run queues the next).
+  is queued at a time, a second later (a cache mark, taken back when the run starts,
+  so a batch that commits during a run queues the next).
 - ``index_messages`` (inboxes/tasks.py) runs ``messages_index_pending`` for up to
   SEARCH_INDEX_RUN_SECONDS and queues itself again if rows are left (a million rows
   after an upgrade are indexed in runs, not in one task that a time limit kills);
@@ -30,6 +30,7 @@ from django.db import connections, transaction
 
 SEARCH_INDEX_QUEUED = "search-index:queued"
 BATCH = 500
+RUN_DELAY_SECONDS = 1
 
 _INDEX_SQL = (
     "UPDATE conversations_message SET search_vector = message_search_vector("
@@ -84,7 +85,9 @@ def search_index_soon(using: str = "default") -> None:
         if cache.add(SEARCH_INDEX_QUEUED, 1, timeout=settings.SEARCH_INDEX_SECONDS):
             from inboxes.tasks import index_messages
 
-            index_messages.delay()
+            # A moment later: the batches that commit meanwhile go in the same run
+            # (a busy sync commits several a second).
+            index_messages.apply_async(countdown=RUN_DELAY_SECONDS)
 
     transaction.on_commit(queue, using=using)
 
