@@ -110,12 +110,7 @@ def _words_start_with(term: str) -> Q:
     )
 
 
-def _term_matches(term: str, postgres: bool) -> Q:
-    words = _words_start_with(term)
-    if postgres:
-        # A row indexed (nearly all) by its column; one stored seconds ago, not yet
-        # indexed, by a scan of its fields (a partial index finds such rows).
-        words = Q(_WordsMatch(term)) | (Q(_NotIndexedYet()) & words)
+def _term_matches(term: str, words: Q) -> Q:
     if len(term) >= MIN_ADDRESS_PART:
         # UPPER(from_address) LIKE UPPER('%term%'): the trigram index's expression.
         # First: where the trigram index makes PostgreSQL recheck a row, the cheap
@@ -131,11 +126,21 @@ def messages_matching(text: str, *, messages: QuerySet[Message] | None = None) -
     terms = search_terms(text)
     if not terms:
         return messages.none()
-    postgres = connections[messages.db].vendor == "postgresql"
     messages = messages.alias(search_text=Left("text", TEXT_LIMIT))
+    scanned = Q()
     for term in terms:
-        messages = messages.filter(_term_matches(term, postgres))
-    return messages
+        scanned &= _term_matches(term, _words_start_with(term))
+    if connections[messages.db].vendor != "postgresql":
+        return messages.filter(scanned)
+    indexed = Q()
+    for term in terms:
+        indexed &= _term_matches(term, Q(_WordsMatch(term)))
+    # Every term from the indexes (nearly every row), or, for a row stored seconds ago
+    # and not indexed yet, every term by a scan of its fields (a partial index finds
+    # such rows). Kept apart, not OR-ed per term: PostgreSQL then still intersects the
+    # terms' bitmaps (a per-term OR made it read every row matching the commonest
+    # term: 235 ms instead of 46 for a customer's full name at a million messages).
+    return messages.filter(indexed | (Q(_NotIndexedYet()) & scanned))
 
 
 # --- How common a search is (PostgreSQL's statistics) ---------------------------------------------
