@@ -121,6 +121,15 @@ def create(apps, schema_editor):
     execute(_query_function_sql())
     execute(_vector_function_sql())
     execute("ALTER TABLE conversations_message ADD COLUMN IF NOT EXISTS search_vector tsvector")
+    with schema_editor.connection.cursor() as cursor:
+        # A database that ran this migration's first draft has the column generated
+        # (computed in every INSERT): made a plain one, its values kept.
+        cursor.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = 'conversations_message' "
+            "AND column_name = 'search_vector' AND is_generated = 'ALWAYS'"
+        )
+        if cursor.fetchone():
+            execute("ALTER TABLE conversations_message ALTER COLUMN search_vector DROP EXPRESSION")
     execute(_STALE_FUNCTION)
     execute("DROP TRIGGER IF EXISTS conversations_message_search_stale ON conversations_message")
     execute(_STALE_TRIGGER)
