@@ -109,6 +109,10 @@ def watch_mailbox(
                         if not _still_watched(mailbox_id):
                             return
                         mailbox = Mailbox.objects.get(pk=mailbox_id)
+                        # Read now, on this connection: after the login it would take
+                        # another (a PostgreSQL backend started per mailbox opened).
+                        # A sync that moves it meanwhile costs one needless catch-up.
+                        cursor = _inbox_cursor(mailbox_id)
                         connections.close_all()
                         session = ImapSession(mailbox, timeout=settings.IDLE_RENEW_SECONDS + 60)
                         handle.session = session
@@ -118,7 +122,7 @@ def watch_mailbox(
                         handle.lapsed = "the IMAP server does not offer IDLE"
                         handle.no_idle = True
                         return
-                    if not session.caught_up(inbox, _inbox_cursor(mailbox_id)):
+                    if not session.caught_up(inbox, cursor):
                         with lent_to_syncs(session):
                             on_change(str(mailbox_id))  # what came while nobody watched
                     connections.close_all()  # no database connection held while idle
