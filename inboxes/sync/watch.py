@@ -198,7 +198,7 @@ class Watcher:
             self._sync_orphan(mailbox_id)
         self._record_lapses()
         idling = {mailbox_id for mailbox_id, h in self.handles.items() if h.idling}
-        due = time.monotonic() - self._renewed >= watch_leases.lease_seconds() / 3
+        due = time.monotonic() - self._renewed >= watch_leases.hold_seconds() / 3
         if due or claimed or idling - self._pushed:
             self.renew(idling)
 
@@ -260,7 +260,7 @@ class Watcher:
 
     # -- the process ----------------------------------------------------------------------
 
-    def run(self, claim_seconds: float = 2) -> None:
+    def run(self, claim_seconds: float = watch_leases.CLAIM_ROUND_SECONDS) -> None:
         watch_leases.register(self.name, self.capacity)
         try:
             while not self.stop.is_set():

@@ -5,9 +5,10 @@ mailboxes through the database alone:
 
 - each registers a ``WatcherProcess`` row (name ``host:pid:random``) and renews its
   heartbeat and all of its mailbox leases (``Mailbox.watch_owner``,
-  ``watch_lease_until``) together every WATCH_LEASE_SECONDS / 3;
+  ``watch_lease_until``) together, each renewal holding them ``hold_seconds()``
+  (WATCH_LEASE_SECONDS less two claim rounds) and made every third of that;
 - it claims watchable mailboxes that nobody holds or whose lease ran out with a
-  conditional UPDATE per mailbox (only one process wins each), up to its fair share,
+  conditional UPDATE (only one process wins each), up to its fair share,
   ceil(watchable / live watchers) (live: a heartbeat within the lease time), and
   its capacity;
 - it gives back what it holds above its fair share (plus a little slack), so a
@@ -17,8 +18,7 @@ mailboxes through the database alone:
   run out and the others take its mailboxes within WATCH_LEASE_SECONDS, and end the
   sync leases it died holding (their tokens name it: inboxes/sync/lease.py).
 
-Every function here is a few queries whatever the number of mailboxes (claiming
-costs one UPDATE per mailbox claimed, and only then).
+Every function here is a few queries whatever the number of mailboxes.
 """
 
 from __future__ import annotations
@@ -47,10 +47,23 @@ from inboxes.sync.lease import leases_free_of_watchers
 # Above its fair share a watcher keeps this fraction more before giving back, so
 # that mailboxes do not move back and forth when watchers come and go.
 SHARE_SLACK = 0.05
+# Seconds between a watcher's claim rounds (watch_mailboxes --refresh; no more than
+# this keeps the takeover within WATCH_LEASE_SECONDS: hold_seconds).
+CLAIM_ROUND_SECONDS = 1.0
 
 
 def lease_seconds() -> int:
+    """WATCH_LEASE_SECONDS: a killed watcher's mailboxes are watched by another within it."""
     return int(settings.WATCH_LEASE_SECONDS)
+
+
+def hold_seconds() -> float:
+    """How long a renewal holds the mailboxes (and the heartbeat counts as alive): the
+    lease less two claim rounds, so that the round that finds a dead watcher's holds
+    run out, and its claim, still fall within WATCH_LEASE_SECONDS (at least half of
+    it). Renewed every third of it: a watcher stalled that long loses its mailboxes."""
+    lease = lease_seconds()
+    return max(lease - 2 * CLAIM_ROUND_SECONDS, lease / 2)
 
 
 def new_watcher_name() -> str:
@@ -93,7 +106,7 @@ def renew(name: str, capacity: int, *, idling: set[str], rss_bytes: int = 0) -> 
     """Heartbeat, every lease this watcher holds, and the push of the mailboxes whose
     IDLE is live (``pushed_until``: the poll backs off). Returns the new lease end."""
     now = timezone.now()
-    until = now + timedelta(seconds=lease_seconds())
+    until = now + timedelta(seconds=hold_seconds())
     held = Mailbox.objects.filter(watch_owner=name)
     watching = held.update(watch_lease_until=until)
     if idling:
@@ -108,7 +121,7 @@ def renew(name: str, capacity: int, *, idling: set[str], rss_bytes: int = 0) -> 
 def live_watchers(now: datetime | None = None) -> int:
     now = now or timezone.now()
     return WatcherProcess.objects.filter(
-        heartbeat_at__gte=now - timedelta(seconds=lease_seconds())
+        heartbeat_at__gte=now - timedelta(seconds=hold_seconds())
     ).count()
 
 
@@ -128,29 +141,30 @@ def held_by(name: str, now: datetime | None = None) -> set[str]:
 
 
 def claim(name: str, wanted: int, now: datetime | None = None) -> list[str]:
-    """Take up to ``wanted`` watchable mailboxes that nobody holds; each by a
-    conditional UPDATE, so two watchers never both win one."""
+    """Take up to ``wanted`` watchable mailboxes that nobody holds, in one conditional
+    UPDATE (a takeover of 500 is one statement, not 500), so two watchers never both
+    win one; the ones another watcher took first are left for the next round."""
     if wanted <= 0:
         return []
     now = now or timezone.now()
-    until = now + timedelta(seconds=lease_seconds())
+    until = now + timedelta(seconds=hold_seconds())
     candidates = list(
         watchable_mailboxes()
         .filter(_free(now))
         .order_by("watch_lease_until", "pk")
-        .values_list("pk", flat=True)[: wanted * 2]
+        .values_list("pk", flat=True)[:wanted]
     )
-    won: list[str] = []
-    for pk in candidates:
-        if len(won) >= wanted:
-            break
-        if (
-            Mailbox.objects.filter(pk=pk)
-            .filter(_free(now))
-            .update(watch_owner=name, watch_lease_until=until)
-        ):
-            won.append(str(pk))
-    return won
+    if not candidates:
+        return []
+    Mailbox.objects.filter(pk__in=candidates).filter(_free(now)).update(
+        watch_owner=name, watch_lease_until=until
+    )
+    return [
+        str(pk)
+        for pk in Mailbox.objects.filter(
+            pk__in=candidates, watch_owner=name, watch_lease_until=until
+        ).values_list("pk", flat=True)
+    ]
 
 
 def release(name: str, mailbox_ids: list[str] | set[str]) -> None:
@@ -191,7 +205,7 @@ def free_dead_watchers_sync_leases(name: str, now: datetime | None = None) -> in
     now = now or timezone.now()
     dead = list(
         WatcherProcess.objects.filter(
-            heartbeat_at__lt=now - timedelta(seconds=lease_seconds())
+            heartbeat_at__lt=now - timedelta(seconds=hold_seconds())
         ).values_list("name", flat=True)
     )
     if not dead:
@@ -211,8 +225,8 @@ def forget_dead_watchers(now: datetime | None = None) -> int:
 def plan_round(name: str, capacity: int, holding: set[str]) -> tuple[set[str], list[str], set[str]]:
     """One claim round: (what to keep watching, what was just claimed, what to stop).
 
-    ``holding``: the mailboxes this process watches now. Three cheap queries plus
-    one conditional UPDATE per mailbox claimed."""
+    ``holding``: the mailboxes this process watches now. Three cheap queries, and
+    two more when it claims."""
     now = timezone.now()
     watchable = {str(pk) for pk in watchable_mailboxes().values_list("pk", flat=True)}
     mine = held_by(name, now) & watchable

@@ -6,6 +6,7 @@ from django.db import close_old_connections
 
 from core.memory import malloc_tune
 from inboxes.sync.watch import Watcher
+from inboxes.sync.watch_leases import CLAIM_ROUND_SECONDS
 from inboxes.tasks import sync_mailbox
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--refresh",
             type=float,
-            default=2,
+            default=CLAIM_ROUND_SECONDS,
             help="Seconds between lease rounds (claim new or freed mailboxes, give back "
-            "extras, renew every WATCH_LEASE_SECONDS / 3).",
+            f"extras, renew the leases); more than {CLAIM_ROUND_SECONDS:g} lets a killed "
+            "watcher's mailboxes wait longer than WATCH_LEASE_SECONDS.",
         )
         parser.add_argument(
             "--capacity",

@@ -3,12 +3,12 @@ holds, and the IMAP mailboxes no live watcher holds (the poll covers those)."""
 
 from datetime import timedelta
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db.models import Q
 from django.utils import timezone
 
 from inboxes.models import Mailbox, MailboxStatus, Provider, SyncState, WatcherProcess
+from inboxes.sync.watch_leases import hold_seconds
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         now = timezone.now()
-        live_since = now - timedelta(seconds=settings.WATCH_LEASE_SECONDS)
+        live_since = now - timedelta(seconds=hold_seconds())
         rows = WatcherProcess.objects.order_by("hostname", "name")
         if not rows:
             self.stdout.write("No watcher has registered (start manage.py watch_mailboxes).")
