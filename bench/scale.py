@@ -293,11 +293,17 @@ def watcher_base_rss(procs: scale_setup.Processes) -> int:
         return 0
 
 
+# The warm-up's mode when the watchers hold leases (and IDLE is live on them).
+LEASED = "lease + IDLE"
+
+
 def watched_now(db: str, dovecot, args) -> tuple[str, int, dict]:
     """(how it was judged, mailboxes watched, details)."""
     owners = probe.watch_owners(db)
     if owners:
-        return "lease", sum(owners.values()), owners
+        # Held by a lease is not yet watched: the IDLE must be live too (pushed_until),
+        # or the first minute measures the watchers' logins.
+        return LEASED, min(sum(owners.values()), probe.pushed_count(db)), owners
     pushed = probe.pushed_count(db)
     if pushed:
         return "pushed_until", pushed, {}
@@ -392,12 +398,12 @@ class Sampler(threading.Thread):
     def reading(self, pss: bool) -> probe.Sample:
         tree = probe.parents()
         sample = probe.Sample(at=time.time(), load=harness.loadavg())
-        owners = probe.watch_owners(self.args.db) if self.mode == "lease" else {}
+        owners = probe.watch_owners(self.args.db) if self.mode == LEASED else {}
         names = probe.owner_pids(self.args.db) if owners else {}
         for proc in self.watchers:
             if not proc.alive():
                 continue
-            if self.mode == "lease":
+            if self.mode == LEASED:
                 owner = probe.owner_of_pid(owners, names, proc.pid)
                 held = owners.get(owner, 0) if owner else 0
             else:
@@ -431,7 +437,7 @@ class Kill(threading.Thread):
         self.taken_over_at: float | None = None
         self.deadline = time.monotonic() + 600
         self.progress: list[tuple[float, int]] = []
-        if mode == "lease":
+        if mode == LEASED:
             owners = probe.watch_owners(args.db)
             names = probe.owner_pids(args.db)
             best = max(
