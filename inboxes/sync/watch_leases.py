@@ -6,7 +6,7 @@ mailboxes through the database alone:
 - each registers a ``WatcherProcess`` row (name ``host:pid:random``) and renews its
   heartbeat and all of its mailbox leases (``Mailbox.watch_owner``,
   ``watch_lease_until``) together, each renewal holding them ``hold_seconds()``
-  (WATCH_LEASE_SECONDS less a claim round) and made every third of that;
+  (WATCH_LEASE_SECONDS less two claim rounds) and made every third of that;
 - it claims watchable mailboxes that nobody holds or whose lease ran out with a
   conditional UPDATE (only one process wins each), up to its fair share,
   ceil(watchable / live watchers) (live: a heartbeat within the lease time), and
@@ -59,11 +59,11 @@ def lease_seconds() -> int:
 
 def hold_seconds() -> float:
     """How long a renewal holds the mailboxes (and the heartbeat counts as alive): the
-    lease less a claim round, so that the round that finds a dead watcher's holds run
-    out still falls within WATCH_LEASE_SECONDS (at least half of it). Renewed every
-    third of it: a watcher stalled for two thirds of it loses its mailboxes."""
+    lease less two claim rounds, so that the round that finds a dead watcher's holds
+    run out, and its claim, fall within WATCH_LEASE_SECONDS (at least half of it).
+    Renewed every third of it: a watcher stalled for the rest loses its mailboxes."""
     lease = lease_seconds()
-    return max(lease - CLAIM_ROUND_SECONDS, lease / 2)
+    return max(lease - 2 * CLAIM_ROUND_SECONDS, lease / 2)
 
 
 def new_watcher_name() -> str:

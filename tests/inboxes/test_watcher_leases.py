@@ -171,11 +171,11 @@ def test_a_dead_watchers_sync_leases_are_freed_for_the_mailboxes_new_owner(mailb
     assert live_token and worker_token
 
 
-def test_a_renewal_holds_a_claim_round_less_than_the_lease(mailboxes, settings):
-    """The round that finds a dead watcher's holds run out falls within
+def test_a_renewal_holds_two_claim_rounds_less_than_the_lease(mailboxes, settings):
+    """The round that finds a dead watcher's holds run out, and its claim, fall within
     WATCH_LEASE_SECONDS; a very short lease still holds half of it."""
     settings.WATCH_LEASE_SECONDS = 10
-    assert watch_leases.hold_seconds() == 10 - watch_leases.CLAIM_ROUND_SECONDS
+    assert watch_leases.hold_seconds() == 10 - 2 * watch_leases.CLAIM_ROUND_SECONDS
     watch_leases.register("a", 5000)
     watch_leases.claim("a", 10)
     hold = timedelta(seconds=watch_leases.hold_seconds())
