@@ -15,9 +15,9 @@ the parts of it; it also finds other forms of a word in the message's language
 (stemming: ``running`` finds "run", English unless the message's Content-Language names
 another language). A message is indexed a moment after it is stored
 (inboxes/search_index.py); until then it is read as SQLite reads every message, so it
-is found at once, by the start of a word. SQLite scans: a regular expression for "a word starts with", and
-``icontains`` for the address. The words are cut the way each engine's tokenizer cuts
-them, so they can differ at the edges (an address inside the text is one word on
+is found at once, by the start of a word. SQLite scans: a regular expression for "a
+word starts with", and ``icontains`` for the address. The words are cut the way each
+engine's tokenizer cuts them, so they can differ at the edges (an address inside the text is one word on
 PostgreSQL; ``jan@acme.com`` in a body is found by ``acme`` on SQLite only); on plain
 words, names, numbers and senders' addresses both give the same messages
 (tests/conversations/test_search.py runs one corpus on both).

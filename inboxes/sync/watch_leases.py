@@ -198,7 +198,7 @@ def orphaned_requests(name: str, now: datetime | None = None) -> list[str]:
 
 
 def free_dead_watchers_sync_leases(name: str, now: datetime | None = None) -> int:
-    """The sync leases that dead watchers (no heartbeat within the lease time) still
+    """The sync leases that dead watchers (no heartbeat within the hold time) still
     hold on this watcher's mailboxes: ended now, so the syncs they block (the
     requested ones that ``orphaned_requests`` finds) run at once instead of after
     SYNC_LEASE_SECONDS. One query when no watcher died."""
