@@ -19,7 +19,7 @@ from crm.models import Enrollment, EnrollmentState, StepSend
 from crm.sequences import SequenceInput, StepInput, sequence_create
 from crm.steps import steps_send_due
 from crm.tasks import send_due_steps
-from inboxes.models import Mailbox, OutboxItem
+from inboxes.models import Mailbox, OutboxItem, OutboxState
 from tests.crm.conftest import open_all_day_zone, personal_mailbox
 from tests.support.api import api_client_for
 from tests.support.mail import connect_imap_mailbox
@@ -154,15 +154,25 @@ def test_a_worker_killed_mid_run_and_restarted_sends_each_step_once(
     sent_at_kill = StepSend.objects.count()
     assert 0 < sent_at_kill < total, sent_at_kill
 
-    # Started again, with beat: the rest goes, nothing twice.
+    # Started again, with beat: the rest goes, nothing twice. A message the killed
+    # worker was handing over (its DATA begun) may or may not have gone: it is not in
+    # Sent, so it is marked unknown and not sent again (inboxes/outbox/outcomes.py).
     engine.worker(env={"SEQUENCE_STEPS_CHUNK": "10"})
     engine.beat(env=FAST_STEPS)
     wait_until(lambda: StepSend.objects.count() >= total, 120, "every step 1 queued")
-    wait_until(lambda: len(smtp_server.messages) >= total, 120, "every step 1 at the server")
-    assert StepSend.objects.count() == total
-    assert OutboxItem.objects.filter(mailbox=mailbox).count() == total
+    items = OutboxItem.objects.filter(mailbox=mailbox)
+    wait_until(
+        lambda: not items.filter(state__in=[OutboxState.QUEUED, OutboxState.SENDING]).exists(),
+        120,
+        "every step 1 sent, or marked unknown",
+    )
+    assert StepSend.objects.count() == items.count() == total
+    unknown = items.filter(state=OutboxState.UNKNOWN).count()
+    assert unknown <= 2, unknown  # at most what the killed run had in hand
+    assert items.filter(state=OutboxState.SENT).count() == total - unknown
     recipients = [m.rcpt_tos for m in smtp_server.messages]
-    assert len(recipients) == len(set(recipients)) == total
+    assert len(recipients) == len(set(recipients))  # none twice
+    assert total - unknown <= len(recipients) <= total
     assert set(Enrollment.objects.values_list("steps_sent", flat=True)) == {1}
 
 
