@@ -25,7 +25,7 @@ from tests.support.workers import PYTHON, Process, wait_until  # noqa: E402
 pytest_plugins = ["tests.support.workers"]
 pytestmark = pytest.mark.django_db(transaction=True)
 
-LEASE_SECONDS = 5
+LEASE_SECONDS = 8
 # How long a push may take: IDLE reports at once while Dovecot has inotify; when the
 # machine's inotify instances for its mail user run out (fs.inotify.max_user_instances,
 # 128, shared by every Dovecot on a machine; one per imap process), it checks every
